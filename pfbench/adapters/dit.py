@@ -1,0 +1,46 @@
+"""Adapters for pfbench's own DiT/SiT networks: PF (per-token t) and the global-timestep baseline."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from pfbench import PfbenchError
+from pfbench.nets import DiT, distinct_per_sample, forward_flops
+from pfbench.types import Cond, ModelOut
+
+
+class DiTAdapter:
+    """Wraps a ``DiT`` network (PF or SiT) behind the ``Adapter`` protocol.
+
+    Args:
+        net: the network (put in eval mode by the caller or here).
+        dedup: compute each sample's modulation once per distinct timestep (exact; SPEC §2).
+    """
+
+    def __init__(self, net: DiT, dedup: bool = True) -> None:
+        self.net = net.eval()
+        self.dedup = dedup
+        self.patch_size = net.cfg.patch
+        self.num_classes = net.cfg.num_classes
+        self.has_difficulty = net.cfg.difficulty_head
+        self.per_token = net.cfg.per_token_t
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor, t: Tensor, cond: Cond) -> ModelOut:
+        if not self.per_token and not bool((t == t[:, :1]).all()):
+            raise PfbenchError(
+                "this sampler moves patches at different times, but the model is a global-timestep (SiT) "
+                "model; use euler/heun/euler_maruyama for it"
+            )
+        v, logvar = self.net(x, t, cond.y, dedup=self.dedup)
+        return ModelOut(v.float(), None if logvar is None else logvar.float())
+
+    def gflops(self, t: Tensor) -> float:
+        if not self.per_token:
+            rows = 1.0
+        elif self.dedup:
+            rows = distinct_per_sample(t)
+        else:
+            rows = float(t.shape[1])
+        return forward_flops(self.net.cfg, rows) / 1e9

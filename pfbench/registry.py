@@ -1,0 +1,75 @@
+"""One small plugin registry: lazy ``"module:attr"`` targets plus entry-point groups.
+
+Plugin names resolve only through these maps and installed entry points, never through
+arbitrary import paths taken from a config file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+from pfbench import PfbenchError
+
+
+class Registry:
+    """Maps a plugin name to a lazily imported object.
+
+    Args:
+        kind: human name of what is registered ("sampler", "adapter", ...), used in errors.
+        group: entry-point group third-party packages can register under.
+    """
+
+    def __init__(self, kind: str, group: str | None = None) -> None:
+        self.kind = kind
+        self.group = group
+        self._targets: dict[str, str] = {}
+        self._objects: dict[str, Any] = {}
+
+    def add(self, name: str, target: str) -> None:
+        """Registers ``target`` ("package.module:attr") under ``name``."""
+        if name in self._targets and self._targets[name] != target:
+            raise ValueError(f"{self.kind} {name!r} registered twice")
+        self._targets[name] = target
+
+    def _entry_points(self) -> dict[str, str]:
+        if self.group is None:
+            return {}
+        return {ep.name: ep.value for ep in entry_points(group=self.group)}
+
+    def names(self) -> list[str]:
+        """All registered names, built-in and from entry points, sorted."""
+        return sorted({**self._entry_points(), **self._targets})
+
+    def get(self, name: str) -> Any:
+        """Returns the object registered as ``name``; unknown names raise with a suggestion."""
+        if name in self._objects:
+            return self._objects[name]
+        targets = {**self._entry_points(), **self._targets}
+        if name not in targets:
+            close = difflib.get_close_matches(name, list(targets), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise PfbenchError(f"unknown {self.kind} {name!r}{hint} (known: {', '.join(sorted(targets))})")
+        module, _, attr = targets[name].partition(":")
+        obj = getattr(importlib.import_module(module), attr)
+        self._objects[name] = obj
+        return obj
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._targets or name in self._entry_points()
+
+
+TIMESTEPS = Registry("timestep sampler")
+SAMPLERS = Registry("sampler", "pfbench.samplers")
+ADAPTERS = Registry("adapter", "pfbench.adapters")
+METRICS = Registry("metric", "pfbench.metrics")
+NETS = Registry("network preset")
+
+
+def _load_builtins() -> None:
+    import pfbench.plugins  # noqa: F401  (fills the registries with built-in names)
+
+
+_load_builtins()

@@ -1,0 +1,136 @@
+"""Network invariants: dedup == naive modulation, analytic FLOPs == counted FLOPs, batch invariance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from pfbench import PfbenchError
+from pfbench.nets import DiT, distinct_per_sample, forward_flops, make_net, net_config
+
+
+def perturbed(kind: str = "pf", seed: int = 0, **kw: object) -> DiT:
+    """A tiny net whose zero-initialised layers are randomised, so every path affects the output."""
+    torch.manual_seed(seed)
+    net = make_net("cpu-xs", kind, depth=2, width=32, heads=2, **kw).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net
+
+
+def sampler_like_t(b: int, n: int, seed: int = 0) -> torch.Tensor:
+    """2–3 distinct timesteps per sample, like dual-loop / look-ahead states."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(b, 1, generator=g)
+    choice = torch.randint(0, 3, (b, n), generator=g)
+    return (base + 0.1 * choice.float()).clamp(0, 1)
+
+
+@pytest.mark.parametrize("t_kind", ["constant", "few", "all_distinct"])
+def test_dedup_equals_naive(t_kind: str) -> None:
+    net = perturbed()
+    b, n = 5, net.cfg.tokens
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(b, 3, 16, 16, generator=g)
+    y = torch.tensor([0, 3, 10, 7, 3])  # includes the null class
+    t = {
+        "constant": torch.rand(b, 1, generator=g).expand(b, n),
+        "few": sampler_like_t(b, n),
+        "all_distinct": torch.rand(b, n, generator=g),
+    }[t_kind]
+    v1, lv1 = net(x, t, y, dedup=True)
+    v2, lv2 = net(x, t, y, dedup=False)
+    assert lv1 is not None and lv2 is not None
+    torch.testing.assert_close(v1, v2, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(lv1, lv2, rtol=1e-5, atol=1e-6)
+    assert v1.abs().mean() > 1e-3  # outputs are non-trivial
+
+
+def test_per_token_time_matters() -> None:
+    """Changing one token's time changes the output near that token (PF conditioning is per token)."""
+    net = perturbed()
+    x = torch.randn(1, 3, 16, 16)
+    t = torch.full((1, net.cfg.tokens), 0.5)
+    t2 = t.clone()
+    t2[0, 0] = 0.9
+    v1, _ = net(x, t, torch.tensor([1]))
+    v2, _ = net(x, t2, torch.tensor([1]))
+    assert not torch.allclose(v1, v2)
+
+
+def test_batch_size_invariance() -> None:
+    net = perturbed()
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(9, 3, 16, 16, generator=g)
+    t = sampler_like_t(9, net.cfg.tokens, seed=3)
+    y = torch.randint(0, 10, (9,), generator=g)
+    full, _ = net(x, t, y)
+    parts = torch.cat([net(x[i : i + 1], t[i : i + 1], y[i : i + 1])[0] for i in range(9)])
+    torch.testing.assert_close(full, parts, rtol=1e-5, atol=1e-6)
+
+
+def test_sit_accepts_scalar_t_and_rejects_per_token() -> None:
+    net = perturbed("sit")
+    x = torch.randn(2, 3, 16, 16)
+    y = torch.tensor([1, 2])
+    t = torch.tensor([0.2, 0.7])
+    v_scalar, lv = net(x, t, y)
+    v_rows, _ = net(x, t[:, None].expand(2, net.cfg.tokens), y)
+    assert lv is None
+    torch.testing.assert_close(v_scalar, v_rows)
+    with pytest.raises(PfbenchError, match="global-timestep"):
+        net(x, torch.rand(2, net.cfg.tokens), y)
+
+
+def test_fresh_pf_logvar_starts_at_zero() -> None:
+    net = make_net("cpu-xs", "pf")
+    v, lv = net(torch.randn(2, 3, 16, 16), torch.rand(2, 64), torch.tensor([0, 1]))
+    assert lv is not None and lv.shape == (2, 1, 16, 16)
+    assert torch.count_nonzero(lv) == 0 and torch.count_nonzero(v) == 0
+
+
+def test_unpatchify_inverts_token_order() -> None:
+    """Token k of the output covers the same p×p pixels that token k of the patch embedding saw."""
+    net = make_net("cpu-xs", "sit", depth=1, width=32, heads=2)
+    p, g, c = net.cfg.patch, net.cfg.grid, net.cfg.out_channels
+    tokens = torch.arange(g * g, dtype=torch.float32)[None, :, None].expand(1, g * g, p * p * c)
+    img = net.unpatchify(tokens.contiguous())
+    x = torch.zeros(1, 3, 16, 16)
+    x[0, :, 2 * p : 3 * p, 5 * p : 6 * p] = 1.0  # patch at row 2, col 5
+    emb = torch.nn.functional.unfold(x, kernel_size=p, stride=p)[0].sum(0)  # (T,)
+    assert int(emb.argmax()) == 2 * g + 5
+    assert torch.all(img[0, :, 2 * p : 3 * p, 5 * p : 6 * p] == 2 * g + 5)
+
+
+@pytest.mark.parametrize("kind,dedup", [("pf", True), ("pf", False), ("sit", True)])
+def test_analytic_flops_match_counted(kind: str, dedup: bool) -> None:
+    net = make_net("cpu-xs", kind).eval()
+    b, n = 3, net.cfg.tokens
+    t = sampler_like_t(b, n) if kind == "pf" else torch.rand(b, 1).expand(b, n)
+    x, y = torch.randn(b, 3, 16, 16), torch.tensor([1, 2, 3])
+    # The math backend decomposes attention into matmuls the counter sees on every device.
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(x, t, y, dedup=dedup)
+    rows = (distinct_per_sample(t) if dedup else n) if kind == "pf" else 1.0
+    counted = counter.get_total_flops() / b
+    assert abs(forward_flops(net.cfg, rows) - counted) / counted < 0.02
+
+
+def test_paper_presets_and_flop_saving() -> None:
+    b2_pf, b2_sit = net_config("B/2", "pf"), net_config("B/2", "sit")
+    assert (b2_pf.depth, b2_pf.width, b2_pf.heads, b2_pf.tokens) == (12, 768, 12, 256)
+    assert b2_pf.out_channels == 5 and b2_sit.out_channels == 4
+    naive, dedup, sit = forward_flops(b2_pf, 256), forward_flops(b2_pf, 1), forward_flops(b2_sit, 1)
+    saving = 1 - dedup / naive
+    assert 0.25 < saving < 0.40  # about a third of a naive PF forward is per-token modulation
+    assert abs(dedup / sit - 1) < 1e-3
+
+
+def test_bad_config_errors() -> None:
+    with pytest.raises(PfbenchError, match="did you mean 'depth'"):
+        net_config("cpu-xs", "pf", dpeth=3)
+    with pytest.raises(PfbenchError, match="unknown network preset"):
+        net_config("XXL/2")
