@@ -1,0 +1,137 @@
+"""Weight files shipped with pfbench, their checksums, and a verifying loader.
+
+Files are looked up first in this package directory (shipped files, checked against
+``CHECKSUMS``), then in ``<cache root>/assets`` (files written by ``pfbench assets build``, checked
+against the ``<file>.sha256`` written next to them). A file that fails its checksum is refused;
+a missing file raises an error that names where it was looked for and how to rebuild it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as _st_load
+from safetensors.torch import save as _st_save
+
+from pfbench import PfbenchError
+
+ASSETS_DIR = Path(__file__).resolve().parent
+
+# name -> sha256 of the shipped file (update with the value `pfbench assets build` prints).
+CHECKSUMS: dict[str, str] = {
+    "embedded_net_r16.safetensors": "55493cf2f9b60131d57ec07892d64bba845a8f64041eed11b6cccdc55a33be2a",
+}
+
+
+def cache_root() -> Path:
+    """pfbench's cache directory: ``$PFBENCH_CACHE`` or ``~/.cache/pfbench``."""
+    env = os.environ.get("PFBENCH_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "pfbench"
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _candidates(name: str) -> list[Path]:
+    return [ASSETS_DIR / name, cache_root() / "assets" / name]
+
+
+def asset_path(name: str, rebuild_hint: str = "pfbench assets build") -> Path:
+    """Where asset ``name`` lives (first of the package dir and ``<cache root>/assets``).
+
+    Raises:
+        PfbenchError: the file is in neither place; the message says how to rebuild it.
+    """
+    for path in _candidates(name):
+        if path.is_file():
+            return path
+    where = ", ".join(str(p.parent) for p in _candidates(name))
+    raise PfbenchError(f"asset {name} not found (looked in {where}); rebuild it with `{rebuild_hint}`")
+
+
+def _expected_sha(path: Path, name: str) -> str:
+    if path.parent == ASSETS_DIR and CHECKSUMS.get(name, "TBD") != "TBD":
+        return CHECKSUMS[name]
+    sidecar = path.with_name(path.name + ".sha256")
+    if sidecar.is_file():
+        return sidecar.read_text().split()[0]
+    if name in CHECKSUMS and CHECKSUMS[name] != "TBD":
+        return CHECKSUMS[name]
+    raise PfbenchError(
+        f"asset {path} has no known checksum (no entry in pfbench.assets.CHECKSUMS, no {sidecar.name})"
+    )
+
+
+def load_tensors(
+    name: str, rebuild_hint: str = "pfbench assets build"
+) -> tuple[dict[str, torch.Tensor], dict[str, str], str]:
+    """Reads a safetensors asset after verifying its sha256.
+
+    Args:
+        name: file name, e.g. ``"embedded_net_r16.safetensors"``.
+        rebuild_hint: command that recreates the file, quoted in the missing-file error.
+
+    Returns:
+        (tensors, metadata, sha256) — metadata is the safetensors header's ``__metadata__``.
+
+    Raises:
+        PfbenchError: missing file, checksum mismatch, or unreadable file.
+    """
+    path = asset_path(name, rebuild_hint)
+    data = path.read_bytes()
+    got, want = sha256_bytes(data), _expected_sha(path, name)
+    if got != want:
+        raise PfbenchError(
+            f"asset {path} has sha256 {got[:16]}…, expected {want[:16]}…; the file is corrupt or "
+            f"stale: delete it and rebuild with `{rebuild_hint}`"
+        )
+    try:
+        (hlen,) = struct.unpack("<Q", data[:8])
+        meta = json.loads(json.loads(data[8 : 8 + hlen]).get("__metadata__", {}).get("pfbench", "{}"))
+        return _st_load(data), {str(k): str(v) for k, v in meta.items()}, got
+    except Exception as err:  # noqa: BLE001  (any parse failure is a bad file)
+        raise PfbenchError(f"asset {path} is not a readable safetensors file ({err}); rebuild it") from None
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: str | Path) -> str:
+    """Writes a safetensors file atomically plus a ``.sha256`` sidecar; returns the sha256.
+
+    The metadata is stored as one sorted-JSON entry (safetensors writes a multi-key metadata map
+    in random order, which would make identical weights hash differently).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"pfbench": json.dumps(metadata, sort_keys=True)}
+    data = _st_save({k: v.contiguous() for k, v in tensors.items()}, metadata=meta)
+    umask = os.umask(0)
+    os.umask(umask)
+    sha = sha256_bytes(data)
+    for target, payload in (
+        (path, data),
+        (path.with_name(path.name + ".sha256"), f"{sha}  {path.name}\n".encode()),
+    ):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; shipped files must be world-readable
+        os.replace(tmp, target)
+    return sha
+
+
+__all__ = [
+    "ASSETS_DIR",
+    "CHECKSUMS",
+    "asset_path",
+    "cache_root",
+    "load_tensors",
+    "save_tensors",
+    "sha256_bytes",
+]
