@@ -193,25 +193,24 @@ class DiT(nn.Module):
         nn.init.normal_(self.cond.y_table.weight, std=0.02)
         for lin in (self.cond.t_mlp[0], self.cond.t_mlp[2]):
             nn.init.normal_(lin.weight, std=0.02)  # type: ignore[arg-type]
-        for block in self.blocks:
-            nn.init.zeros_(block.ada[1].weight)  # type: ignore[arg-type]
-            nn.init.zeros_(block.ada[1].bias)  # type: ignore[arg-type]
-        for lin in (self.final.ada[1], self.final.linear):
-            nn.init.zeros_(lin.weight)  # type: ignore[arg-type]
-            nn.init.zeros_(lin.bias)  # type: ignore[arg-type]
+        zeroed = [blk.ada[1] for blk in self.blocks]  # type: ignore[index]
+        for lin in [*zeroed, self.final.ada[1], self.final.linear]:
+            assert isinstance(lin, nn.Linear)
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
 
     def modulation(self, t: Tensor, y: Tensor, dedup: bool = True) -> Modulation:
         """Builds the conditioning for timesteps t (B, T) and labels y (B,)."""
         b, n = t.shape
-        constant = bool((t == t[:, :1]).all())
         if not self.cfg.per_token_t:
-            if not constant:
+            # One host sync: cheap next to a forward, and it catches a per-patch sampler on a SiT model.
+            if not bool((t == t[:, :1]).all()):
                 raise PfbenchError("the global-timestep (SiT) network got different timesteps within a sample")
             return Modulation(self.cond(t[:, 0], y))  # (B, D)
-        if not dedup:
+        if not dedup:  # training: LTG times are all distinct, so skip the dedup bookkeeping (and its sync)
             c = self.cond(t.reshape(-1), y.repeat_interleave(n))  # (B*T, D), every token computed
             return Modulation(c.view(b, n, -1))  # (B, T, D)
-        if constant:
+        if bool((t == t[:, :1]).all()):
             return Modulation(self.cond(t[:, 0], y))  # (B, D): one row per sample
         rows = torch.arange(b, device=t.device, dtype=torch.float64)[:, None].expand(b, n)
         keys = torch.stack([rows, t.double()], dim=-1).reshape(-1, 2)  # (B*T, 2) exact in float64

@@ -1,0 +1,617 @@
+"""Training stage: ``TrainSpec`` → checkpoint (SPEC §4).
+
+One loop serves Patch Forcing (per-token t + difficulty head) and the global-t SiT baseline.
+
+Determinism: every random draw of step k — batch indices, noise x0, timesteps, label-dropout mask — comes
+from generators seeded by ``(spec.seed, k)`` for the *global* batch; a DDP rank takes its slice. The data
+order is an epoch permutation seeded by ``(spec.seed, epoch)`` and the finite dataset loops forever. So a
+resumed run needs only the step count, and 1 and N processes compute the same global batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from pfbench import PfbenchError
+from pfbench.ckpt import check_state_compatible, load_checkpoint, restore_rng_state, save_checkpoint
+from pfbench.losses import pf_loss
+
+if TYPE_CHECKING:
+    from pfbench.nets.dit import DiTConfig
+
+LAST = "last.pt"
+LOG = "log.jsonl"
+# Keys that may change between a run and its resumption (they do not change what is computed).
+_RUNTIME_KEYS = ("steps", "ckpt_every", "keep_every", "log_every", "device", "amp", "threads")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Training data. Only the built-in ``embedded`` dataset (train split) for now."""
+
+    name: str = "embedded"
+    resolution: int = 16
+    size: int = 50_000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TimestepSpec:
+    """A registered training timestep sampler (SPEC §3) and its parameters."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Everything that defines a training run (paper defaults, SPEC §4).
+
+    Attributes:
+        model: network preset name (``pfbench.nets.PRESETS``).
+        model_overrides: ``DiTConfig`` fields to change; data-bound fields (input_size, in_channels,
+            num_classes) default to the dataset's and must agree with it.
+        kind: ``"pf"`` (per-token t, difficulty head) or ``"sit"`` (global t baseline).
+        data: dataset spec.
+        timesteps: training timestep sampler; None → ``ltg`` for pf, ``global_uniform`` for sit.
+        steps: optimiser steps in total. batch_size: the GLOBAL batch (split over DDP ranks).
+        ckpt_every: steps between ``last.pt`` writes. keep_every: also keep ``step_XXXXXX.pt`` every so
+            many steps (0 = never). log_every: steps between loss syncs / log lines.
+        device: ``"auto"`` | ``"cpu"`` | ``"cuda"``. amp: ``"auto"`` (bf16 on CUDA, fp32 on CPU) | ``"bf16"`` |
+            ``"fp32"``. threads: CPU intra-op threads (None = torch default).
+    """
+
+    model: str = "cpu-s"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    kind: str = "pf"
+    data: DataSpec = field(default_factory=DataSpec)
+    timesteps: TimestepSpec | None = None
+    steps: int = 100_000
+    batch_size: int = 32
+    lr: float = 1e-4
+    warmup: int = 1000
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+    label_dropout: float = 0.1
+    nll_weight: float = 0.01
+    seed: int = 0
+    ckpt_every: int = 1000
+    keep_every: int = 0
+    log_every: int = 50
+    device: str = "auto"
+    amp: str = "auto"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise PfbenchError(f"train config: {what}")
+
+        need(self.kind in ("pf", "sit"), f"kind={self.kind!r} must be 'pf' or 'sit'")
+        need(self.data.name == "embedded", f"data.name={self.data.name!r}: only 'embedded' is supported")
+        need(self.data.size >= 1 and self.data.resolution >= 1, "data.size and data.resolution must be >= 1")
+        for name in ("steps", "batch_size", "ckpt_every", "log_every"):
+            need(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
+        need(self.warmup >= 0 and self.keep_every >= 0, "warmup and keep_every must be >= 0")
+        need(self.lr > 0 and math.isfinite(self.lr), f"lr={self.lr} must be a positive number")
+        need(
+            self.weight_decay >= 0 and self.grad_clip >= 0,
+            "weight_decay and grad_clip must be >= 0 (0 = off)",
+        )
+        need(0 <= self.ema_decay < 1, f"ema_decay={self.ema_decay} must be in [0, 1)")
+        need(0 <= self.label_dropout < 1, f"label_dropout={self.label_dropout} must be in [0, 1)")
+        need(self.nll_weight >= 0, f"nll_weight={self.nll_weight} must be >= 0")
+        need(
+            self.device in ("auto", "cpu", "cuda"), f"device={self.device!r} must be 'auto', 'cpu' or 'cuda'"
+        )
+        need(self.amp in ("auto", "bf16", "fp32"), f"amp={self.amp!r} must be 'auto', 'bf16' or 'fp32'")
+        need(self.threads is None or self.threads >= 1, f"threads={self.threads} must be >= 1 or null")
+        if self.timesteps is None:
+            default = "ltg" if self.kind == "pf" else "global_uniform"
+            object.__setattr__(self, "timesteps", TimestepSpec(default))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (what checkpoints store and ``spec_from_dict`` reads back)."""
+        return dataclasses.asdict(self)
+
+    def net_config(self) -> DiTConfig:
+        """The network's ``DiTConfig``: preset + kind + dataset-bound fields + overrides."""
+        from pfbench.data.embedded import NUM_CLASSES
+        from pfbench.nets.dit import DiTConfig
+        from pfbench.nets.presets import net_config
+
+        overrides = _typed_fields(DiTConfig, self.model_overrides, "model_overrides.")
+        bound = {"input_size": self.data.resolution, "in_channels": 3, "num_classes": NUM_CLASSES}
+        for key, value in overrides.items():
+            if key in ("per_token_t", "difficulty_head"):
+                raise PfbenchError(
+                    f"train config: model_overrides.{key} is set by kind ('pf' or 'sit'); remove it"
+                )
+            if key == "repa_depth" and value is not None:
+                raise PfbenchError(
+                    "train config: model_overrides.repa_depth: REPA training is not supported yet"
+                )
+            if key in bound and value != bound[key]:
+                raise PfbenchError(
+                    f"train config: model_overrides.{key}={value!r} disagrees with the dataset ({bound[key]!r})"
+                )
+        return net_config(self.model, self.kind, **{**bound, **overrides})
+
+    def timestep_sampler(self) -> Any:
+        """The configured timestep sampler; a SiT run needs one with constant rows."""
+        from pfbench.timesteps import make_timestep_sampler
+
+        assert self.timesteps is not None
+        sampler = make_timestep_sampler(self.timesteps.name, **self.timesteps.params)
+        if self.kind == "sit":
+            probe = sampler(4, 16, torch.Generator().manual_seed(0))  # (4, 16)
+            if not bool((probe == probe[:, :1]).all()):
+                raise PfbenchError(
+                    f"train config: timesteps.name={self.timesteps.name!r} draws per-patch times; "
+                    "kind 'sit' needs a global one (e.g. 'global_uniform')"
+                )
+        return sampler
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What ``train`` returns.
+
+    Attributes:
+        checkpoint: path of ``last.pt``. steps: optimiser steps done in total.
+        img_per_s: global images per second over this call's steps (checkpoint writes excluded).
+        losses: mean losses over the last log interval (``loss``, ``fm`` and for pf ``nll``).
+    """
+
+    checkpoint: Path
+    steps: int
+    img_per_s: float
+    losses: dict[str, float]
+
+
+# ---------------------------------------------------------------- config parsing
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint).replace("typing.", ""))
+
+
+def _convert(value: Any, hint: Any, path: str) -> Any:
+    """Checks ``value`` against a type hint (recursing into dataclasses); returns the typed value."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], path)
+    if dataclasses.is_dataclass(hint):
+        if hint is TimestepSpec and isinstance(value, str):
+            return TimestepSpec(value)  # shorthand `timesteps: ltg`
+        if not isinstance(value, dict):
+            raise PfbenchError(f"train config: {path} must be a mapping, got {type(value).__name__}")
+        return _from_dict(hint, value, path + ".")  # type: ignore[arg-type]
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise PfbenchError(f"train config: {path} must be a mapping with string keys")
+        return dict(value)
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(hint, True)
+    if not ok:
+        hint_s = _type_name(hint)
+        tip = " (YAML reads 1e-4 as text: write 1.0e-4)" if hint is float and isinstance(value, str) else ""
+        raise PfbenchError(
+            f"train config: {path} must be {hint_s}, got {type(value).__name__} {value!r}{tip}"
+        )
+    return float(value) if hint is float else value
+
+
+def _from_dict(cls: type, d: dict[str, Any], prefix: str = "") -> Any:
+    return cls(**_typed_fields(cls, d, prefix))
+
+
+def _typed_fields(cls: type, d: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Checks the keys and value types of ``d`` against dataclass ``cls``; returns typed values."""
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    for key in d:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f"did you mean {prefix}{close[0]!r}?" if close else f"valid keys: {', '.join(valid)}"
+            raise PfbenchError(f"train config: unknown key {prefix}{key!r}; {hint}")
+    return {k: _convert(v, hints[k], prefix + k) for k, v in d.items()}
+
+
+def spec_from_dict(d: dict[str, Any]) -> TrainSpec:
+    """Builds and fully validates a TrainSpec from plain data (e.g. a YAML mapping).
+
+    Raises:
+        PfbenchError: unknown key (naming the nearest valid one), wrong type, bad value, unknown preset,
+            model override or timestep sampler/parameter.
+    """
+    if not isinstance(d, dict):
+        raise PfbenchError(f"train config must be a mapping, got {type(d).__name__}")
+    spec: TrainSpec = _from_dict(TrainSpec, d)
+    spec.net_config()
+    spec.timestep_sampler()
+    return spec
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def expand_tokens(t: Tensor, patch: int, height: int, width: int) -> Tensor:
+    """Per-token times (B, T) → per-pixel (B, 1, H, W), row-major patch order (as DiT's patchify)."""
+    b = t.shape[0]
+    gh, gw = height // patch, width // patch
+    t = t.reshape(b, 1, gh, 1, gw, 1).expand(b, 1, gh, patch, gw, patch)
+    return t.reshape(b, 1, height, width)
+
+
+def _seed(*parts: int | str) -> int:
+    """A 63-bit seed from a tuple, e.g. (seed, step, "noise"); independent streams per tuple."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+class _EpochOrder:
+    """Infinite stream of dataset indices: epoch e is ``randperm(N)`` seeded by (seed, e)."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed = size, seed
+        self._cache: dict[int, Tensor] = {}
+
+    def _perm(self, epoch: int) -> Tensor:
+        if epoch not in self._cache:
+            if len(self._cache) > 2:
+                self._cache.pop(min(self._cache))
+            g = torch.Generator().manual_seed(_seed(self.seed, epoch, "epoch"))
+            self._cache[epoch] = torch.randperm(self.size, generator=g)
+        return self._cache[epoch]
+
+    def batch(self, step: int, batch: int) -> Tensor:
+        """Indices (batch,) of the global batch of ``step`` (0-based)."""
+        pos = torch.arange(step * batch, (step + 1) * batch)
+        epochs, offs = pos // self.size, pos % self.size
+        out = torch.empty(batch, dtype=torch.int64)
+        for e in epochs.unique().tolist():
+            sel = epochs == e
+            out[sel] = self._perm(int(e))[offs[sel]]
+        return out
+
+
+@dataclass(frozen=True)
+class _Dist:
+    rank: int
+    world: int
+    device: torch.device
+    owns_group: bool
+
+
+def _setup_distributed(spec: TrainSpec) -> _Dist:
+    want = spec.device if spec.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if want == "cuda" and not torch.cuda.is_available():
+        raise PfbenchError("train config: device='cuda' but no CUDA device is available; use 'cpu' or 'auto'")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist(0, 1, torch.device(want), False)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local) if want == "cuda" else torch.device("cpu")
+    owns = not dist.is_initialized()
+    if owns:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size(), device, owns)
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Drops log lines past ``step`` (written after the checkpoint a resumed run restarts from)."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def _check_resumable(ckpt_cfg: dict[str, Any], spec: TrainSpec, path: Path) -> None:
+    now = spec.to_dict()
+    for key in sorted(set(now) | set(ckpt_cfg)):
+        if key not in _RUNTIME_KEYS and now.get(key) != ckpt_cfg.get(key):
+            raise PfbenchError(
+                f"{path} was trained with {key}={ckpt_cfg.get(key)!r}, this config has {now.get(key)!r}; "
+                "use another out_dir or resume=False"
+            )
+
+
+# ---------------------------------------------------------------- the loop
+
+
+class _NonFinite(Exception):
+    pass
+
+
+class _Trainer:
+    """Holds the state of one run; ``run`` executes steps [start, end)."""
+
+    def __init__(self, spec: TrainSpec, out_dir: Path, ctx: _Dist) -> None:
+        from pfbench.data.embedded import EmbeddedSpec, generate
+        from pfbench.nets.dit import DiT
+
+        self.spec, self.out, self.ctx = spec, out_dir, ctx
+        self.cfg = spec.net_config()
+        self.sampler = spec.timestep_sampler()
+        dev = ctx.device
+        self.amp = spec.amp == "bf16" or (spec.amp == "auto" and dev.type == "cuda")
+        if self.amp and dev.type != "cuda":
+            raise PfbenchError("train config: amp='bf16' needs a CUDA device; use 'auto' or 'fp32' on CPU")
+        if spec.batch_size % ctx.world:
+            raise PfbenchError(
+                f"train config: batch_size={spec.batch_size} is not divisible by {ctx.world} ranks"
+            )
+        self.local = spec.batch_size // ctx.world
+        d = spec.data
+        data = generate(EmbeddedSpec(resolution=d.resolution, split="train", size=d.size, seed=d.seed))
+        self.images = data.images.to(dev)  # (N, C, H, W) float32 in [-1, 1]
+        self.labels = data.labels.to(dev)  # (N,) int64
+        self.order = _EpochOrder(d.size, spec.seed)
+        with torch.random.fork_rng(devices=[]):  # init depends on the seed only, not on global RNG state
+            torch.manual_seed(_seed(spec.seed, "init"))
+            self.net = DiT(self.cfg).to(dev)
+        self.ema = copy.deepcopy(self.net).requires_grad_(False).eval()
+        self.params: list[Tensor] = list(self.net.parameters())
+        self.ema_params: list[Tensor] = list(self.ema.parameters())
+        self.opt = torch.optim.AdamW(
+            self.params, lr=spec.lr, betas=(0.9, 0.999), weight_decay=spec.weight_decay, fused=True
+        )
+        self.model: nn.Module = self.net
+
+    # -- one step
+    def _draws(self, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """This rank's slice of step k's global draws: indices, noise, timesteps, dropout mask."""
+        spec, cfg, dev = self.spec, self.cfg, self.ctx.device
+        b = spec.batch_size
+        g = torch.Generator().manual_seed(_seed(spec.seed, k, "step"))
+        t = self.sampler(b, cfg.tokens, g)  # (B, T) float32, CPU
+        drop = torch.rand(b, generator=g) < spec.label_dropout  # (B,)
+        idx = self.order.batch(k, b)  # (B,)
+        gn = torch.Generator(dev).manual_seed(_seed(spec.seed, k, "noise"))
+        shape = (b, cfg.in_channels, cfg.input_size, cfg.input_size)
+        x0 = torch.randn(shape, generator=gn, device=dev, dtype=torch.float32)  # (B, C, H, W)
+        lo, hi = self.ctx.rank * self.local, (self.ctx.rank + 1) * self.local
+        return idx[lo:hi].to(dev), x0[lo:hi], t[lo:hi].to(dev), drop[lo:hi].to(dev)
+
+    def _step(self, k: int) -> Tensor:
+        """Runs optimiser step k (0-based); returns detached (loss, fm, nll) as a (3,) tensor."""
+        spec, cfg = self.spec, self.cfg
+        idx, x0, t, drop = self._draws(k)
+        x1 = self.images[idx]  # (b, C, H, W)
+        y = torch.where(drop, cfg.num_classes, self.labels[idx])  # (b,), null class = num_classes
+        tp = expand_tokens(t, cfg.patch, cfg.input_size, cfg.input_size)  # (b, 1, H, W)
+        xt = tp * x1 + (1 - tp) * x0
+        u = x1 - x0
+        t_in = t if cfg.per_token_t else t[:, 0]  # (b, T) or (b,)
+        with torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            v, logvar = self.model(xt, t_in, y, dedup=False)  # dedup gains nothing on random training t
+        loss, parts = pf_loss(v, logvar, u, spec.nll_weight)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = nn.utils.clip_grad_norm_(self.params, spec.grad_clip or math.inf, foreach=True)
+        if not bool(torch.isfinite(loss) & torch.isfinite(gnorm)):  # the one per-step sync
+            raise _NonFinite
+        lr = spec.lr * min(1.0, (k + 1) / spec.warmup) if spec.warmup else spec.lr
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        self.opt.step()
+        torch._foreach_lerp_(self.ema_params, self.params, 1.0 - spec.ema_decay)
+        nll = parts.get("nll", torch.zeros_like(loss))
+        return torch.stack([loss.detach(), parts["fm"], nll])
+
+    # -- checkpoints
+    def _save(self, step: int) -> None:
+        if self.ctx.rank == 0:
+            path = save_checkpoint(
+                self.out / LAST,
+                step=step,
+                config=self.spec.to_dict(),
+                net_config=dataclasses.asdict(self.cfg),
+                model=self.net.state_dict(),
+                ema=self.ema.state_dict(),
+                optimizer=self.opt.state_dict(),
+            )
+            if self.spec.keep_every and step % self.spec.keep_every == 0:
+                keep = self.out / f"step_{step:06d}.pt"
+                keep.unlink(missing_ok=True)
+                try:
+                    os.link(path, keep)  # last.pt is later replaced by a new inode; this link stays
+                except OSError:  # no hard links on this filesystem
+                    shutil.copyfile(path, keep)
+        if self.ctx.world > 1:
+            dist.barrier()
+
+    def _load(self, path: Path) -> int:
+        ckpt = load_checkpoint(path, map_location=self.ctx.device)
+        _check_resumable(ckpt.config, self.spec, path)
+        if ckpt.net_config != dataclasses.asdict(self.cfg):
+            raise PfbenchError(f"{path} holds a different network ({ckpt.net_config}); use another out_dir")
+        if ckpt.optimizer is None:
+            raise PfbenchError(f"{path} has no optimiser state, so it cannot be resumed; use resume=False")
+        check_state_compatible(self.net, ckpt.model, f"{path} (model weights)")
+        check_state_compatible(self.ema, ckpt.ema, f"{path} (ema weights)")
+        self.net.load_state_dict(ckpt.model)
+        self.ema.load_state_dict(ckpt.ema)
+        self.opt.load_state_dict(ckpt.optimizer)
+        restore_rng_state(ckpt.rng)
+        return ckpt.step
+
+    # -- logging
+    def _reduce(self, acc: Tensor, n: int) -> dict[str, float]:
+        if self.ctx.world > 1:
+            dist.all_reduce(acc)
+            acc = acc / self.ctx.world
+        loss, fm, nll = (acc / max(n, 1)).tolist()
+        out = {"loss": loss, "fm": fm}
+        if self.cfg.difficulty_head:
+            out["nll"] = nll
+        return out
+
+    def run(self, resume: bool, progress: bool, stop_after: int | None) -> TrainResult:
+        spec, ctx, dev = self.spec, self.ctx, self.ctx.device
+        last, log = self.out / LAST, self.out / LOG
+        resumed = resume and last.exists()  # decided before any rank writes, so all ranks agree
+        start = self._load(last) if resumed else 0
+        if ctx.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            _trim_log(log, start)
+        if ctx.world > 1:
+            ids = [dev.index] if dev.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+        end = spec.steps if stop_after is None else max(start, min(spec.steps, stop_after))
+        losses: dict[str, float] = _last_logged(log) if ctx.rank == 0 else {}
+        acc, n_acc = torch.zeros(3, device=dev), 0
+        t_begin = t_mark = time.perf_counter()
+        ckpt_s, mark_step = 0.0, start
+        with _progress_bar(progress and ctx.rank == 0, spec, start, end) as (bar, task):
+            for k in range(start, end):
+                try:
+                    acc += self._step(k)
+                except _NonFinite:
+                    good = str(last) if resumed or k >= spec.ckpt_every else "none"  # not a stale one
+                    raise PfbenchError(
+                        f"non-finite loss at step {k + 1}; last good checkpoint: {good}"
+                    ) from None
+                n_acc += 1
+                step = k + 1
+                if step % spec.log_every == 0 or step == end:
+                    losses = self._reduce(acc, n_acc)
+                    acc.zero_()
+                    n_acc = 0
+                    now = time.perf_counter()
+                    ips = (step - mark_step) * spec.batch_size / max(now - t_mark, 1e-9)
+                    t_mark, mark_step = now, step
+                    if ctx.rank == 0:
+                        _append_log(log, step, losses, ips)
+                    if bar is not None:
+                        sps = f"{ips / spec.batch_size:.2f} steps/s"
+                        bar.update(task, loss=f"{losses['loss']:.4f}", speed=f"{ips:,.0f} img/s", sps=sps)
+                if step % spec.ckpt_every == 0 or step == end:
+                    t0 = time.perf_counter()
+                    self._save(step)
+                    ckpt_s += time.perf_counter() - t0
+                    t_mark += time.perf_counter() - t0
+                if bar is not None:
+                    bar.update(task, completed=step)
+        if not resumed and end == start:
+            self._save(start)  # e.g. stop_after=0 on a fresh run: an untrained checkpoint
+        elapsed = time.perf_counter() - t_begin - ckpt_s
+        ips = (end - start) * spec.batch_size / elapsed if end > start else 0.0
+        return TrainResult(checkpoint=last, steps=end, img_per_s=ips, losses=losses)
+
+
+def _append_log(path: Path, step: int, losses: dict[str, float], ips: float) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps({"step": step, **losses, "img_per_s": round(ips, 2), "time": time.time()}) + "\n")
+
+
+def _last_logged(path: Path) -> dict[str, float]:
+    if not path.exists():
+        return {}
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    if not lines:
+        return {}
+    row = json.loads(lines[-1])
+    return {k: float(row[k]) for k in ("loss", "fm", "nll") if k in row}
+
+
+class _progress_bar:
+    """Rich progress bar (loss, img/s, steps/s, ETA), or a no-op when disabled."""
+
+    def __init__(self, enabled: bool, spec: TrainSpec, start: int, end: int) -> None:
+        self.enabled, self.spec, self.start, self.end = enabled, spec, start, end
+        self.bar: Any = None
+
+    def __enter__(self) -> tuple[Any, Any]:
+        if not self.enabled:
+            return None, None
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("[bold]train {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[sps]}"),
+            TextColumn("[cyan]{task.fields[speed]}"),
+            TimeRemainingColumn(),
+        )
+        self.bar.__enter__()
+        desc = f"{self.spec.kind} {self.spec.model}"
+        task = self.bar.add_task(desc, total=self.end, completed=self.start, loss="…", speed="", sps="")
+        return self.bar, task
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+def train(
+    spec: TrainSpec,
+    out_dir: Path | str,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Trains a PF or SiT network and writes checkpoints to ``out_dir`` (``last.pt``, ``log.jsonl``).
+
+    Under ``torchrun`` (WORLD_SIZE > 1) it runs data-parallel (gloo on CPU, nccl on CUDA); rank 0 alone
+    writes files and shows progress. The result is the same as one process with the same global batch.
+
+    Args:
+        spec: the run (validate user input with ``spec_from_dict`` first).
+        out_dir: run folder.
+        resume: continue from ``out_dir/last.pt`` if it exists (bit-identical to an uninterrupted run on CPU).
+        progress: show a rich progress bar on rank 0.
+        stop_after: stop (and checkpoint) once this many steps are done in total; None = ``spec.steps``.
+
+    Raises:
+        PfbenchError: bad config, unreadable/incompatible checkpoint, or a non-finite loss (the optimiser
+            is not stepped and the last good checkpoint is left intact).
+    """
+    if spec.threads is not None:
+        torch.set_num_threads(spec.threads)
+    ctx = _setup_distributed(spec)
+    try:
+        return _Trainer(spec, Path(out_dir), ctx).run(resume, progress, stop_after)
+    finally:
+        if ctx.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+__all__ = ["DataSpec", "TimestepSpec", "TrainResult", "TrainSpec", "expand_tokens", "spec_from_dict", "train"]
