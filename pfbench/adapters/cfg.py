@@ -1,0 +1,106 @@
+"""Classifier-free guidance as an adapter wrapper (SPEC §5), never inside the network.
+
+One call runs the wrapped model once on the doubled batch (conditional rows first, then the same rows
+with the null class) and returns ``v = v_u + w·(v_c − v_u)`` on **all** channels, with the logvar
+guided the same way. The conditional outputs are returned as well (``GuidedOut.v_cond``) because
+look-ahead jumps with the unguided velocity.
+
+Guidance interval: a sample is guided when its *per-sample time* τ lies in the closed interval
+[t_lo, t_hi]; outside it w = 1, i.e. the plain conditional output. τ is the minimum over the sample's
+tokens: the time of its least-denoised patches, which for every pfbench sampler is the time of the
+patches being integrated (t_k for the first call of a step, the hard patches' time in dual-loop's
+inner calls, t_k in look-ahead's second call).
+
+Compute: a call where no sample of the batch is guided (scale 1, or every τ outside the interval)
+runs the model once, undoubled; otherwise the doubled batch runs for every sample, so
+``forwards_per_call`` is 2 and ``gflops`` is twice the wrapped model's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from pfbench import PfbenchError
+from pfbench.adapters.base import Adapter
+from pfbench.types import Cond, ModelOut
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuidedOut(ModelOut):
+    """A guided call: ``v``/``logvar`` guided, plus the conditional (unguided) outputs.
+
+    Attributes:
+        v_cond: conditional velocity, (B, C, H, W).
+        logvar_cond: conditional logvar, (B, 1, H, W), or None.
+    """
+
+    v_cond: Tensor
+    logvar_cond: Tensor | None = None
+
+
+class CFG:
+    """Wraps any adapter with classifier-free guidance.
+
+    Args:
+        model: the adapter to guide; its null class is index ``num_classes``.
+        scale: guidance weight w (1 = no guidance, one forward per call; 0 = unconditional).
+        interval: optional closed interval (t_lo, t_hi) of per-sample time where w applies; w = 1
+            outside. None guides at every time.
+    """
+
+    def __init__(self, model: Adapter, scale: float, interval: tuple[float, float] | None = None) -> None:
+        if interval is not None:
+            lo, hi = interval
+            if not 0.0 <= lo <= hi <= 1.0:
+                raise PfbenchError(f"CFG interval {interval} must satisfy 0 <= t_lo <= t_hi <= 1")
+        self.model = model
+        self.scale = float(scale)
+        self.interval = None if interval is None else (float(interval[0]), float(interval[1]))
+        self.patch_size = model.patch_size
+        self.num_classes = model.num_classes
+        self.has_difficulty = model.has_difficulty
+
+    def guided_rows(self, t: Tensor) -> Tensor:
+        """Which samples are guided at per-token time t (B, T): (B,) bool."""
+        if self.scale == 1.0:
+            return torch.zeros(t.shape[0], dtype=torch.bool, device=t.device)
+        if self.interval is None:
+            return torch.ones(t.shape[0], dtype=torch.bool, device=t.device)
+        tau = t.amin(dim=1)  # (B,) time of each sample's least-denoised patches
+        lo, hi = self.interval
+        return (tau >= lo) & (tau <= hi)
+
+    def forwards_per_call(self, t: Tensor) -> int:
+        """Network passes per sample of one call at t: 2 when the doubled batch runs, else 1."""
+        return 2 if bool(self.guided_rows(t).any()) else 1
+
+    def gflops(self, t: Tensor) -> float:
+        """GFLOPs per sample of one call, the unconditional pass included."""
+        return float(self.model.gflops(t)) * self.forwards_per_call(t)
+
+    def null_cond(self, cond: Cond) -> Cond:
+        """The unconditional counterpart: null class label (and empty captions for text models)."""
+        y = torch.full_like(cond.y, self.num_classes)
+        text = None if cond.text is None else tuple("" for _ in cond.text)
+        return Cond(y=y, text=text)
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor, t: Tensor, cond: Cond) -> GuidedOut:
+        rows = self.guided_rows(t)  # (B,)
+        if not bool(rows.any()):
+            out = self.model(x, t, cond)  # one undoubled pass: exactly the unguided model
+            return GuidedOut(v=out.v, logvar=out.logvar, v_cond=out.v, logvar_cond=out.logvar)
+        null = self.null_cond(cond)
+        text = None if cond.text is None else cond.text + (null.text or ())
+        both = self.model(torch.cat([x, x]), torch.cat([t, t]), Cond(torch.cat([cond.y, null.y]), text))
+        v_c, v_u = both.v.chunk(2)  # (B, C, H, W) each
+        sel = rows[:, None, None, None]  # (B, 1, 1, 1)
+        v = torch.where(sel, v_u + self.scale * (v_c - v_u), v_c)
+        logvar = logvar_c = None
+        if both.logvar is not None:
+            logvar_c, logvar_u = both.logvar.chunk(2)  # (B, 1, H, W) each
+            logvar = torch.where(sel, logvar_u + self.scale * (logvar_c - logvar_u), logvar_c)
+        return GuidedOut(v=v, logvar=logvar, v_cond=v_c, logvar_cond=logvar_c)

@@ -1,0 +1,374 @@
+"""Sample stage (SPEC §5): seeds → noise → sampler → uint8 images → shards + manifest.
+
+Sample i's label, noise and sampler randomness depend only on ``(seed, i)``: never on batch size,
+shard size, start offset, rank or device count. Shards are ``.npz`` files of uint8 NCHW images,
+written atomically; ``manifest.json`` records the run's identity and a sha256 per finished shard, so a
+killed run resumes at the first missing or damaged shard without duplicating or losing samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pfbench import PfbenchError
+from pfbench.adapters.base import Adapter
+from pfbench.samplers.base import Sampler, mix_seed, sample_generator
+from pfbench.types import Cond
+
+MANIFEST = "manifest.json"
+FORMAT = "pfbench-shards/1"
+Decode = Callable[[Tensor], Tensor]  # model space (B, C, h, w) -> images (B, 3, H, W) in [-1, 1]
+
+
+def balanced_labels(seed: int, n: int, num_classes: int, start: int = 0) -> Tensor:
+    """Balanced class labels for samples start..start+n−1, (n,) int64.
+
+    Samples are cut into blocks of ``num_classes``; block b holds a permutation of all classes seeded
+    from (seed, b). So label i depends only on (seed, i), every full block is exactly balanced, and any
+    n samples have class counts within one of each other per partial block.
+    """
+    if num_classes < 1 or n < 0 or start < 0:
+        raise PfbenchError(
+            f"balanced_labels needs num_classes >= 1, n >= 0, start >= 0; got {num_classes}, {n}, {start}"
+        )
+    perms: dict[int, Tensor] = {}
+    out = torch.empty(n, dtype=torch.int64)
+    for j, i in enumerate(range(start, start + n)):
+        block = i // num_classes
+        if block not in perms:
+            perms[block] = torch.randperm(num_classes, generator=sample_generator(seed, "labels", block))
+        out[j] = perms[block][i % num_classes]
+    return out
+
+
+def sample_noise(seed: int, indices: Sequence[int] | Tensor, shape: Sequence[int]) -> Tensor:
+    """Initial noise for the given sample indices, (len(indices), *shape) float32 on CPU.
+
+    One generator per sample seeded from a hash of (seed, i): sample i's noise depends only on (seed, i).
+    """
+    idx = indices.tolist() if isinstance(indices, Tensor) else list(indices)
+    out = torch.empty(len(idx), *shape, dtype=torch.float32)
+    for j, i in enumerate(idx):
+        out[j] = torch.randn(*shape, generator=sample_generator(seed, "noise", int(i)), dtype=torch.float32)
+    return out
+
+
+def sampler_keys(seed: int, indices: Sequence[int] | Tensor) -> Tensor:
+    """Per-sample keys for sampler randomness (random masks, SDE noise), (len(indices),) int64."""
+    idx = indices.tolist() if isinstance(indices, Tensor) else list(indices)
+    return torch.tensor([mix_seed(seed, "sampler", int(i)) for i in idx], dtype=torch.int64)
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """Model-space images in [-1, 1] -> uint8 via clamp(round(127.5·x + 127.5), 0, 255)."""
+    return (127.5 * x.float() + 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def input_shape(model: Adapter) -> tuple[int, int, int]:
+    """The (C, H, W) a model samples in: ``model.input_shape``, a ``DiT``'s config, or a wrapper's model."""
+    seen: Any = model
+    for _ in range(8):
+        shape = getattr(seen, "input_shape", None)
+        if shape is not None:
+            return (int(shape[0]), int(shape[1]), int(shape[2]))
+        cfg = getattr(getattr(seen, "net", None), "cfg", None)
+        if cfg is not None:
+            return (cfg.in_channels, cfg.input_size, cfg.input_size)
+        seen = getattr(seen, "model", None)
+        if seen is None:
+            break
+    raise PfbenchError(
+        f"cannot tell the input shape of {type(model).__name__}; pass shape=(C, H, W) to generate()"
+    )
+
+
+@dataclass(frozen=True)
+class Generated:
+    """Images of samples start..start+n−1 plus what producing them cost.
+
+    Attributes:
+        images: (N, 3, H, W) uint8.
+        labels: (N,) int64.
+        indices: (N,) int64 global sample indices.
+        nfe: model calls per sample (max over batches; equal for all pfbench samplers).
+        forwards: network passes per sample (mean).
+        gflops: analytic GFLOPs per sample (mean).
+        seconds: wall time of sampling and decoding.
+    """
+
+    images: Tensor
+    labels: Tensor
+    indices: Tensor
+    nfe: int
+    forwards: float
+    gflops: float
+    seconds: float
+
+
+def generate(
+    model: Adapter,
+    sampler: Sampler,
+    *,
+    n: int,
+    seed: int,
+    batch_size: int,
+    start: int = 0,
+    progress: bool = False,
+    decode: Decode | None = None,
+    shape: tuple[int, int, int] | None = None,
+    device: torch.device | str = "cpu",
+) -> Generated:
+    """Samples n images with indices start..start+n−1.
+
+    Args:
+        model: adapter (possibly CFG-wrapped).
+        sampler: a configured sampler.
+        n: number of samples.
+        seed: run seed; sample i depends only on (seed, i).
+        batch_size: samples per sampler call (does not change the images).
+        start: index of the first sample.
+        progress: show a progress bar.
+        decode: optional model space -> [-1, 1] image decoder (e.g. a VAE); None for pixel models.
+        shape: (C, H, W) of the noise; default from the model (see ``input_shape``).
+        device: where noise and labels go.
+    """
+    if n < 0 or batch_size < 1 or start < 0:
+        raise PfbenchError(
+            f"generate needs n >= 0, batch_size >= 1, start >= 0; got {n}, {batch_size}, {start}"
+        )
+    shape = shape or input_shape(model)
+    labels = balanced_labels(seed, n, model.num_classes, start)
+    indices = torch.arange(start, start + n, dtype=torch.int64)
+    chunks: list[Tensor] = []
+    nfe, forwards, gflops = 0, 0.0, 0.0
+    began = time.perf_counter()
+    bounds = list(range(0, n, batch_size))
+    for lo in _track(bounds, progress, f"sampling {n}"):
+        idx = indices[lo : lo + batch_size]
+        noise = sample_noise(seed, idx, shape).to(device)
+        cond = Cond(y=labels[lo : lo + batch_size].to(device))
+        with torch.no_grad():
+            out = sampler(model, noise, cond, sampler_keys(seed, idx))
+            x = out.x if decode is None else decode(out.x)
+        chunks.append(to_uint8(x).cpu())
+        nfe = max(nfe, out.nfe)
+        forwards += out.forwards * len(idx)
+        gflops += out.gflops * len(idx)
+    seconds = time.perf_counter() - began
+    images = torch.cat(chunks) if chunks else torch.empty(0, 3, *shape[1:], dtype=torch.uint8)
+    return Generated(images, labels, indices, nfe, forwards / max(n, 1), gflops / max(n, 1), seconds)
+
+
+def _track(items: list[int], progress: bool, what: str) -> Iterator[int]:
+    if not progress:
+        yield from items
+        return
+    from rich.progress import track
+
+    yield from track(items, description=what)
+
+
+# ----------------------------------------------------------------------------------------------------
+# shards
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    """Writes via a temp file in the same folder, fsync, then rename: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _npz_writer(gen: Generated) -> Callable[[Any], None]:
+    images, labels, indices = gen.images.numpy(), gen.labels.numpy(), gen.indices.numpy()
+    return lambda f: np.savez(f, images=images, labels=labels, indices=indices)
+
+
+def _write_manifest(out: Path, manifest: Mapping[str, Any]) -> None:
+    _atomic_write(out / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1, sort_keys=True).encode()))
+
+
+def _sampler_config(sampler: Sampler) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if dataclasses.is_dataclass(sampler) and not isinstance(sampler, type):
+        fields = dataclasses.asdict(sampler)
+    return {"name": getattr(sampler, "name", type(sampler).__name__), **fields}
+
+
+def read_manifest(out_dir: str | Path) -> dict[str, Any]:
+    """The manifest of a shard folder; a missing one is a user error naming the folder."""
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        raise PfbenchError(f"no {MANIFEST} in {out_dir}; run the sample stage (write_shards) into it first")
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def _valid_prefix(out: Path, manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The finished shards, in order, up to the first missing or damaged one."""
+    good: list[dict[str, Any]] = []
+    for j, entry in enumerate(manifest.get("shards", [])):
+        path = out / entry["file"]
+        if entry.get("index") != j or not path.is_file() or _sha256(path) != entry["sha256"]:
+            break
+        good.append(entry)
+    return good
+
+
+def write_shards(
+    out_dir: str | Path,
+    model: Adapter,
+    sampler: Sampler,
+    *,
+    n: int,
+    seed: int,
+    batch_size: int,
+    shard_size: int,
+    config: Mapping[str, Any] | None = None,
+    decode: Decode | None = None,
+    shape: tuple[int, int, int] | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Samples n images into ``out_dir`` as uint8 shards plus ``manifest.json``; resumes if interrupted.
+
+    Shard j holds samples [j·shard_size, min((j+1)·shard_size, n)). Each shard is written atomically and
+    then recorded (with its sha256) in the manifest, also written atomically. On a rerun with the same
+    identity (config, sampler, seed, n, shard_size) finished shards are kept and sampling resumes at the
+    first missing or damaged shard; a different identity is an error.
+
+    Args:
+        out_dir: folder (created if needed).
+        model, sampler, seed, batch_size, decode, shape, device: as in ``generate``.
+        n: total samples.
+        shard_size: samples per shard.
+        config: JSON-serialisable description of the run (model, checkpoint, guidance...) stored and
+            compared on resume.
+
+    Returns:
+        The final manifest.
+    """
+    if shard_size < 1 or n < 1:
+        raise PfbenchError(f"write_shards needs n >= 1 and shard_size >= 1; got {n}, {shard_size}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    identity = {
+        "format": FORMAT,
+        "config": json.loads(json.dumps(dict(config or {}), sort_keys=True)),
+        "sampler": _sampler_config(sampler),
+        "seed": seed,
+        "n": n,
+        "shard_size": shard_size,
+    }
+    shards: list[dict[str, Any]] = []
+    if (out / MANIFEST).is_file():
+        old = read_manifest(out)
+        differs = [k for k in identity if old.get(k) != identity[k]]
+        if differs:
+            raise PfbenchError(
+                f"{out} holds a different sampling run (differs in: {', '.join(differs)}); "
+                "use a new output folder or delete this one"
+            )
+        shards = _valid_prefix(out, old)
+    count = -(-n // shard_size)
+    for j in range(len(shards), count):
+        lo, hi = j * shard_size, min((j + 1) * shard_size, n)
+        gen = generate(
+            model,
+            sampler,
+            n=hi - lo,
+            seed=seed,
+            batch_size=batch_size,
+            start=lo,
+            progress=progress,
+            decode=decode,
+            shape=shape,
+            device=device,
+        )
+        path = out / f"shard_{j:05d}.npz"
+        _atomic_write(path, _npz_writer(gen))
+        shards.append(
+            {
+                "index": j,
+                "file": path.name,
+                "start": lo,
+                "count": hi - lo,
+                "sha256": _sha256(path),
+                "nfe": gen.nfe,
+                "forwards": gen.forwards,
+                "gflops": gen.gflops,
+                "seconds": gen.seconds,
+                "image_shape": list(gen.images.shape[1:]),
+            }
+        )
+        _write_manifest(out, {**identity, "shards": shards, "complete": False})
+    manifest = {**identity, "shards": shards, "complete": True, "totals": _totals(shards)}
+    _write_manifest(out, manifest)
+    return manifest
+
+
+def _totals(shards: list[dict[str, Any]]) -> dict[str, float]:
+    n = sum(s["count"] for s in shards)
+    return {
+        "samples": n,
+        "nfe": max(s["nfe"] for s in shards),
+        "forwards": sum(s["forwards"] * s["count"] for s in shards) / n,
+        "gflops": sum(s["gflops"] * s["count"] for s in shards) / n,
+        "seconds": sum(s["seconds"] for s in shards),
+    }
+
+
+def iter_shards(out_dir: str | Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yields (images (b, 3, H, W) uint8, labels (b,) int64) per shard of a complete, verified run."""
+    out = Path(out_dir)
+    manifest = read_manifest(out)
+    shards = _valid_prefix(out, manifest)
+    if not manifest.get("complete") or len(shards) != len(manifest["shards"]):
+        raise PfbenchError(
+            f"{out} holds an unfinished or damaged sampling run; rerun the sample stage to resume it"
+        )
+    for entry in shards:
+        with np.load(out / entry["file"]) as z:
+            yield z["images"], z["labels"]
+
+
+def load_shards(out_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """All images (N, 3, H, W) uint8 and labels (N,) int64 of a complete run, in sample order."""
+    parts = list(iter_shards(out_dir))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def export_adm_npz(out_dir: str | Path, path: str | Path) -> Path:
+    """Writes the ADM evaluator layout: ``arr_0`` (N, H, W, 3) uint8 NHWC, ``arr_1`` (N,) int64 labels."""
+    images, labels = load_shards(out_dir)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    nhwc = np.ascontiguousarray(images.transpose(0, 2, 3, 1))
+    _atomic_write(target, lambda f: np.savez(f, nhwc, labels))
+    return target

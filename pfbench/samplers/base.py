@@ -1,0 +1,252 @@
+"""Shared sampler machinery (SPEC §5): time grids, budget → steps, call accounting, difficulty masks.
+
+Every sampler is a frozen dataclass with ``steps`` and is a pure function of
+``(model, noise, cond, keys)``: it keeps no state between calls. Compute is counted by a ``Meter`` that
+wraps each model call of one invocation, so the reported NFE is the number of calls actually made.
+
+Accounting conventions:
+- ``nfe``: model calls (a CFG pair on the doubled batch is one call).
+- ``forwards``: per-sample network passes; an adapter that runs more than one pass per call (the CFG
+  wrapper) says so through an optional method ``forwards_per_call(t) -> int`` (default 1).
+- ``gflops``: per sample, the sum of ``model.gflops(t)`` over calls; the CFG wrapper's ``gflops``
+  already includes its unconditional pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, TypeVar, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pfbench import PfbenchError
+from pfbench.adapters.base import Adapter
+from pfbench.adapters.cfg import GuidedOut
+from pfbench.types import Cond, ModelOut, SampleOut
+
+S = TypeVar("S", bound="StepSampler")
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """What the sample stage sees (STYLE.md contract); config = ``dataclasses.asdict(sampler)``."""
+
+    @property
+    def steps(self) -> int:
+        """Outer step count N."""
+        ...
+
+    def cost(self, steps: int) -> int:
+        """NFE spent by ``steps`` steps."""
+        ...
+
+    def with_budget(self, nfe: int) -> Sampler:
+        """The same sampler with the largest step count whose cost fits ``nfe``."""
+        ...
+
+    def __call__(self, model: Adapter, noise: Tensor, cond: Cond, keys: Tensor | None = None) -> SampleOut:
+        """Integrates from ``noise`` (t = 0) to data (t = 1)."""
+        ...
+
+
+# ----------------------------------------------------------------------------------------------------
+# time grid
+
+
+def time_grid(steps: int, shift: float = 1.0) -> Tensor:
+    """Time grid t_0 = 0 < ... < t_N = 1 in float64, (N + 1,).
+
+    ``shift = 1`` is the uniform grid t_k = k/N. Otherwise the SD3 time shift is applied to the noise
+    level σ = 1 − t (SD3's convention: σ = 1 is noise): σ' = shift·σ / (1 + (shift − 1)·σ). In our
+    convention (t = 0 is noise) this is t' = t / (shift − (shift − 1)·t), so ``shift > 1`` spends more
+    steps near the noise end, exactly as in SD3. The endpoints stay at 0 and 1.
+    """
+    if steps < 1:
+        raise PfbenchError(f"time grid needs steps >= 1, got {steps}")
+    if not shift > 0:
+        raise PfbenchError(f"time shift must be > 0, got {shift}")
+    t = torch.arange(steps + 1, dtype=torch.float64) / steps  # (N+1,)
+    if shift != 1.0:
+        t = t / (shift - (shift - 1.0) * t)
+    t[0], t[-1] = 0.0, 1.0
+    return t
+
+
+def full_time(x: Tensor, patch: int, value: float) -> Tensor:
+    """Per-token time (B, T) float32, every token at ``value``, for x (B, C, H, W)."""
+    b, _, h, w = x.shape
+    return torch.full((b, (h // patch) * (w // patch)), value, dtype=torch.float32, device=x.device)
+
+
+def to_pixels(tokens: Tensor, patch: int, height: int, width: int) -> Tensor:
+    """Per-token values (B, T) -> per-pixel (B, 1, H, W), row-major token order (DiT's patchify)."""
+    b = tokens.shape[0]
+    grid = tokens.reshape(b, 1, height // patch, width // patch)  # (B, 1, H/p, W/p)
+    return grid.repeat_interleave(patch, dim=2).repeat_interleave(patch, dim=3)  # (B, 1, H, W)
+
+
+# ----------------------------------------------------------------------------------------------------
+# per-sample randomness
+
+
+def mix_seed(*parts: int | str) -> int:
+    """A 63-bit seed that depends only on ``parts`` (e.g. (seed, sample index, purpose))."""
+    digest = hashlib.blake2b("|".join(str(p) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def sample_generator(key: int, *salt: int | str) -> torch.Generator:
+    """A CPU generator for one sample's randomness, seeded from its key and a purpose ``salt``."""
+    return torch.Generator().manual_seed(mix_seed(key, *salt))
+
+
+def require_keys(keys: Tensor | None, batch: int, who: str) -> list[int]:
+    """Validates per-sample keys (B,) int64 and returns them as Python ints."""
+    if keys is None:
+        raise PfbenchError(
+            f"sampler {who!r} draws random numbers and needs per-sample keys; pass keys=(B,) int64 "
+            "(pfbench.sample.generate derives them from (seed, sample index))"
+        )
+    if keys.shape != (batch,):
+        raise PfbenchError(f"sampler {who!r} got keys of shape {tuple(keys.shape)}, expected ({batch},)")
+    return [int(k) for k in keys.tolist()]
+
+
+# ----------------------------------------------------------------------------------------------------
+# difficulty
+
+
+def patch_difficulty(logvar: Tensor, patch: int) -> Tensor:
+    """d = exp(logvar) averaged over each patch's p×p pixels: (B, 1, H, W) -> (B, T) float64."""
+    d = F.avg_pool2d(logvar.double().exp(), kernel_size=patch)  # (B, 1, H/p, W/p)
+    return d.flatten(1)  # (B, T), row-major
+
+
+def difficulty_mask(difficulty: Tensor, p: float) -> Tensor:
+    """Easy mask M = d < quantile_p(d) per sample (strict; linear interpolation in float64), (B, T) bool.
+
+    p = 0 gives an empty mask; p = 1 leaves out the hardest patch (the quantile is the max).
+    """
+    d = difficulty.double()
+    q = torch.quantile(d, p, dim=1, keepdim=True, interpolation="linear")  # (B, 1)
+    return d < q
+
+
+def easy_count(tokens: int, p: float) -> int:
+    """How many patches ``difficulty_mask`` marks easy when the T values are distinct: ⌈p·(T − 1)⌉."""
+    return min(tokens, max(0, math.ceil(p * (tokens - 1))))
+
+
+def random_mask(keys: list[int], step: int, tokens: int, p: float, salt: str, device: torch.device) -> Tensor:
+    """Uniformly random easy mask of the same size as the difficulty mask, (B, T) bool.
+
+    Sample i's mask at outer step k depends only on (keys[i], k, salt).
+    """
+    k = easy_count(tokens, p)
+    mask = torch.zeros(len(keys), tokens, dtype=torch.bool)
+    for i, key in enumerate(keys):
+        perm = torch.randperm(tokens, generator=sample_generator(key, salt, step))
+        mask[i, perm[:k]] = True
+    return mask.to(device)
+
+
+def require_logvar(out: ModelOut, who: str) -> Tensor:
+    """The logvar of a call, or a one-line error when the model has no difficulty head."""
+    if out.logvar is None:
+        raise PfbenchError(
+            f"sampler {who!r} needs a difficulty map, but the model returned no logvar; use a PF model "
+            f"with a difficulty head, or the random-mask ablation {who}_random"
+        )
+    return out.logvar
+
+
+def cond_velocity(out: ModelOut) -> Tensor:
+    """The conditional (unguided) velocity of a call: ``v_cond`` under CFG, else ``v``."""
+    return out.v_cond if isinstance(out, GuidedOut) else out.v
+
+
+# ----------------------------------------------------------------------------------------------------
+# accounting and the step-count base class
+
+
+def forwards_per_call(model: Adapter, t: Tensor) -> int:
+    """Network passes per sample of one call at t (2 for an active CFG pair, else 1)."""
+    fn = getattr(model, "forwards_per_call", None)
+    return 1 if fn is None else int(fn(t))
+
+
+class Meter:
+    """Counts the calls of one sampler invocation; local to that invocation (no hidden state)."""
+
+    def __init__(self, model: Adapter) -> None:
+        self.model = model
+        self.nfe = 0
+        self.forwards = 0
+        self.gflops = 0.0
+
+    def __call__(self, x: Tensor, t: Tensor, cond: Cond) -> ModelOut:
+        out = self.model(x, t, cond)
+        self.nfe += 1
+        self.forwards += forwards_per_call(self.model, t)
+        self.gflops += float(self.model.gflops(t))
+        return out
+
+    def result(self, x: Tensor) -> SampleOut:
+        return SampleOut(x=x, nfe=self.nfe, forwards=self.forwards, gflops=self.gflops)
+
+
+@dataclass(frozen=True)
+class StepSampler:
+    """Base of the step-count samplers: validation, ``cost`` and ``with_budget``.
+
+    Attributes:
+        steps: outer steps N.
+    """
+
+    steps: int
+    name: ClassVar[str] = "step"
+    min_steps: ClassVar[int] = 1
+
+    def __post_init__(self) -> None:
+        # steps >= 1 is accepted even where min_steps is larger, so callers may build a placeholder
+        # (``cls(steps=1, ...)``) and then call ``with_budget``; running below min_steps is an error.
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise PfbenchError(f"sampler {self.name!r}: steps must be an int >= 1, got {self.steps!r}")
+        shift = getattr(self, "shift", 1.0)
+        if not shift > 0:
+            raise PfbenchError(f"sampler {self.name!r}: shift must be > 0, got {shift}")
+
+    def cost(self, steps: int) -> int:
+        """NFE for ``steps`` steps (one call per step unless a subclass says otherwise)."""
+        return steps
+
+    def with_budget(self: S, nfe: int) -> S:
+        """The largest step count whose cost ≤ ``nfe``; raises if not even ``min_steps`` fits."""
+        fits = [n for n in range(self.min_steps, max(nfe, 0) + 1) if self.cost(n) <= nfe]
+        if not fits:
+            raise PfbenchError(
+                f"sampler {self.name!r} needs {self.cost(self.min_steps)} NFE for its smallest run "
+                f"({self.min_steps} step(s)) but the budget is {nfe}; raise the suite's nfe budget"
+            )
+        return dataclasses.replace(self, steps=max(fits))
+
+
+def check_inputs(model: Adapter, noise: Tensor, cond: Cond, sampler: StepSampler | None = None) -> None:
+    """Checks shared by all samplers: shapes, and the step count against ``sampler.min_steps``."""
+    if sampler is not None and sampler.steps < sampler.min_steps:
+        raise PfbenchError(
+            f"sampler {sampler.name!r} needs steps >= {sampler.min_steps}, got {sampler.steps}; "
+            "use with_budget() or a larger step count"
+        )
+    if noise.dim() != 4:
+        raise PfbenchError(f"noise must be (B, C, H, W), got shape {tuple(noise.shape)}")
+    if cond.y.shape != (noise.shape[0],):
+        raise PfbenchError(f"labels of shape {tuple(cond.y.shape)} do not match batch {noise.shape[0]}")
+    p = model.patch_size
+    if noise.shape[2] % p or noise.shape[3] % p:
+        raise PfbenchError(f"image size {tuple(noise.shape[2:])} is not a multiple of the patch size {p}")
