@@ -1,0 +1,190 @@
+"""Offline resolution of pretrained metric weights (SPEC §6 "Offline").
+
+Every pretrained file a metric needs (Inception for FID/sFID/IS, DINOv2, CLIP) is looked up, in
+this order, and never downloaded:
+
+1. an explicit path given by the caller (a file, or a folder holding the file);
+2. the pfbench weights folders in ``$PFBENCH_WEIGHTS`` (one or more, ``os.pathsep``-separated);
+3. the cache of the library that would otherwise download it (torch hub's ``checkpoints`` folder
+   for torch-fidelity and DINOv2, ``~/.cache/clip`` for open_clip's OpenAI CLIP files).
+
+A file with a known checksum is verified (sha256) before use; a mismatch is refused. A missing
+file raises ``PfbenchError`` at once, naming the file, every place looked and the URL to fetch it
+from on a machine with internet access.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pfbench import PfbenchError
+
+ENV_VAR = "PFBENCH_WEIGHTS"
+
+
+@dataclass(frozen=True)
+class KnownWeights:
+    """One pretrained file pfbench knows how to find.
+
+    Attributes:
+        key: pfbench name of the weights (``resolve_weights(key)``).
+        filename: file name, identical to the one the owning library caches it under.
+        url: where the owning library downloads it from.
+        cache: which library cache may already hold it: ``"torch-hub"`` or ``"open_clip"``.
+        sha256: full sha256 of the file, or ``None`` where no trusted checksum is recorded.
+        source: where the checksum comes from (provenance of the table entry).
+    """
+
+    key: str
+    filename: str
+    url: str
+    cache: str
+    sha256: str | None = None
+    source: str = ""
+
+
+_INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+_OPENAI = "https://openaipublic.azureedge.net/clip/models"
+_VITL14_SHA = "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836"
+_VITB32_SHA = "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"
+
+KNOWN_WEIGHTS: dict[str, KnownWeights] = {
+    w.key: w
+    for w in (
+        KnownWeights(
+            "inception-v3-compat",
+            _INCEPTION_FILE,
+            f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{_INCEPTION_FILE}",
+            "torch-hub",
+            "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
+            "torch hub name convention gives the prefix 6726825d; full hash recorded by a third party",
+        ),
+        KnownWeights(
+            "dinov2-vitl14",
+            "dinov2_vitl14_pretrain.pth",
+            "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitl14/dinov2_vitl14_pretrain.pth",
+            "torch-hub",
+        ),
+        KnownWeights(
+            "dinov2-vitb14",
+            "dinov2_vitb14_pretrain.pth",
+            "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitb14/dinov2_vitb14_pretrain.pth",
+            "torch-hub",
+        ),
+        KnownWeights(
+            "clip-vit-l-14-openai",
+            "ViT-L-14.pt",
+            f"{_OPENAI}/{_VITL14_SHA}/ViT-L-14.pt",
+            "open_clip",
+            _VITL14_SHA,
+            "OpenAI's URL carries the file's sha256 (open_clip verifies it the same way)",
+        ),
+        KnownWeights(
+            "clip-vit-b-32-openai",
+            "ViT-B-32.pt",
+            f"{_OPENAI}/{_VITB32_SHA}/ViT-B-32.pt",
+            "open_clip",
+            _VITB32_SHA,
+            "OpenAI's URL carries the file's sha256 (open_clip verifies it the same way)",
+        ),
+    )
+}
+
+
+def library_cache_dir(cache: str) -> Path:
+    """The folder the owning library would download into (computed now, from the environment)."""
+    if cache == "torch-hub":
+        import torch.hub
+
+        return Path(torch.hub.get_dir()) / "checkpoints"
+    if cache == "open_clip":
+        return Path("~/.cache/clip").expanduser()
+    raise ValueError(f"unknown library cache {cache!r}")
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file, memoised per (real path, size, mtime) so big files hash once per process."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
+
+
+def _known(key: str) -> KnownWeights:
+    if key not in KNOWN_WEIGHTS:
+        raise PfbenchError(f"unknown weights {key!r}; known: {', '.join(sorted(KNOWN_WEIGHTS))}")
+    return KNOWN_WEIGHTS[key]
+
+
+def candidate_paths(key: str, path: str | os.PathLike[str] | None = None) -> list[tuple[str, Path]]:
+    """Every place ``resolve_weights`` looks, in order, as (label, path) pairs."""
+    w = _known(key)
+    if path is not None:
+        p = Path(path).expanduser()
+        return [("argument", p / w.filename if p.is_dir() else p)]
+    out: list[tuple[str, Path]] = []
+    env = os.environ.get(ENV_VAR, "")
+    for folder in (d for d in env.split(os.pathsep) if d):
+        out.append((f"${ENV_VAR}", Path(folder).expanduser() / w.filename))
+    out.append((f"{w.cache} cache", library_cache_dir(w.cache) / w.filename))
+    return out
+
+
+def verify_weights(key: str, path: str | os.PathLike[str]) -> str:
+    """Checks ``path`` against the known sha256 of ``key``; returns the file's sha256.
+
+    Raises:
+        PfbenchError: the checksum differs from the recorded one.
+    """
+    w = _known(key)
+    digest = file_sha256(path)
+    if w.sha256 is not None and digest != w.sha256:
+        raise PfbenchError(
+            f"{key} weights {path} have sha256 {digest[:16]}…, expected {w.sha256[:16]}…: the file is "
+            f"truncated, corrupt or a different version; delete it and fetch {w.url} again"
+        )
+    return digest
+
+
+def resolve_weights(key: str, path: str | os.PathLike[str] | None = None, *, verify: bool = True) -> Path:
+    """Finds a pretrained file locally; never downloads.
+
+    Args:
+        key: an entry of ``KNOWN_WEIGHTS`` (e.g. ``"inception-v3-compat"``).
+        path: explicit file (or folder holding ``filename``); when given, nothing else is searched.
+        verify: check the sha256 where one is known (turn off only for self-converted weights).
+
+    Returns:
+        Path of the file found.
+
+    Raises:
+        PfbenchError: not found (message names the file, all places looked and how to get it),
+            or checksum mismatch.
+    """
+    w = _known(key)
+    places = candidate_paths(key, path)
+    for _, p in places:
+        if p.is_file():
+            if verify:
+                verify_weights(key, p)
+            return p
+    looked = "; ".join(f"{label}: {p}" for label, p in places)
+    if path is None and not os.environ.get(ENV_VAR):
+        looked += f"; ${ENV_VAR} is unset"
+    raise PfbenchError(
+        f"{key} weights file {w.filename} not found (looked in {looked}); pfbench never downloads: on a "
+        f"machine with internet run `curl -L -o {w.filename} {w.url}`, copy the file into a folder listed "
+        f"in ${ENV_VAR} (or pass its path explicitly)"
+    )
