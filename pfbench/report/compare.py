@@ -1,0 +1,317 @@
+"""Compare two result sets (folders or Parquet files, e.g. a committed baseline) and flag regressions.
+
+Rows are matched on ``MATCH_KEYS`` for kinds ``cell`` and ``diagnostic``; seeds of a key are summarised to
+mean/std/n first. The change is ``delta = b - a`` (a: baseline, b: candidate). A metric regresses when it gets
+worse, in its ``higher_is_better`` direction, by more than its tolerance allows. Rows on one side only are
+reported as missing, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+
+from pfbench import PfbenchError
+from pfbench.report.stats import pooled_std, summarize
+from pfbench.report.tables import TextTable, fmt_key, fmt_num, is_na
+from pfbench.results import read_path, write_frame
+
+MATCH_KEYS: tuple[str, ...] = ("kind", "model", "sampler", "nfe_budget", "cfg_scale", "metric")
+COMPARED_KINDS: tuple[str, ...] = ("cell", "diagnostic")
+# Columns of a committed baseline file: the keys, the summary over seeds, cost and provenance for context.
+BASELINE_COLUMNS: tuple[str, ...] = (
+    *MATCH_KEYS, "higher_is_better", "value", "std", "n", "nfe_used", "gflops", "suite", "git_sha",
+    "pfbench_version", "torch_version", "hardware",
+)
+BAD_STATUSES = frozenset({"regressed", "changed"})
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How much a metric may get worse before it counts as a regression.
+
+    The allowance is the largest of the given parts: ``abs``; ``rel * |a|``; ``sigma * pooled std`` over seeds
+    (std of one seed's value, pooled over the sides that have >= 2 seeds). All parts None: the metric is
+    informational (reported, never a regression). A sigma-only tolerance without any std allows nothing.
+    """
+
+    abs: float | None = None
+    rel: float | None = None
+    sigma: float | None = None
+
+    def allowed(self, ref: float, pooled: float) -> float | None:
+        """Largest tolerated worsening for baseline value ``ref``; None for an informational metric."""
+        if self.abs is None and self.rel is None and self.sigma is None:
+            return None
+        parts = [0.0]
+        if self.abs is not None:
+            parts.append(self.abs)
+        if self.rel is not None and math.isfinite(ref):
+            parts.append(self.rel * abs(ref))
+        if self.sigma is not None and math.isfinite(pooled):
+            parts.append(self.sigma * pooled)
+        return max(parts)
+
+    def describe(self) -> str:
+        """E.g. ``max(rel 3%, 2σ)``; ``info only`` for an informational metric."""
+        parts = []
+        if self.abs is not None:
+            parts.append(f"abs {self.abs:g}")
+        if self.rel is not None:
+            parts.append(f"rel {100 * self.rel:g}%")
+        if self.sigma is not None:
+            parts.append(f"{self.sigma:g}σ")
+        if not parts:
+            return "info only"
+        return parts[0] if len(parts) == 1 else f"max({', '.join(parts)})"
+
+
+# Exact metric names first, then fnmatch patterns in this order (overrides are looked up before these).
+DEFAULT_TOLERANCES: dict[str, Tolerance] = {
+    "*_std": Tolerance(),  # spread over splits (is_std, kid_std): informational
+    "train_img_per_s": Tolerance(),  # depends on the machine: informational
+    "fid": Tolerance(rel=0.03, sigma=2.0),
+    "sfid": Tolerance(rel=0.03, sigma=2.0),
+    "fd_*": Tolerance(rel=0.03, sigma=2.0),
+    "kid": Tolerance(abs=5e-4, rel=0.05, sigma=2.0),
+    "is": Tolerance(rel=0.03, sigma=2.0),
+    "is_*": Tolerance(rel=0.03, sigma=2.0),
+    "precision*": Tolerance(abs=0.01, sigma=2.0),
+    "recall*": Tolerance(abs=0.01, sigma=2.0),
+    "class_acc": Tolerance(abs=0.01, sigma=2.0),
+    "clip_score": Tolerance(abs=0.3, sigma=2.0),
+    "difficulty_*": Tolerance(abs=0.05, sigma=2.0),
+    "*": Tolerance(rel=0.05, sigma=2.0),
+}
+
+
+def load_tolerances(spec: Path | Mapping[str, Any] | None = None) -> dict[str, Tolerance]:
+    """Default tolerances overridden per metric name/pattern by a YAML file or a dict.
+
+    Format: ``{fd_embedded: {rel: 0.02}, "precision*": {abs: 0.01, sigma: 2}}`` (optionally under a top-level
+    ``tolerances:`` key). An override replaces the whole default entry for that name.
+    """
+    if spec is None:
+        return dict(DEFAULT_TOLERANCES)
+    if isinstance(spec, (str, Path)):
+        import yaml
+
+        path = Path(spec)
+        if not path.is_file():
+            raise PfbenchError(f"tolerance file {path} not found: pass a YAML mapping metric -> {{abs, rel, sigma}}")
+        spec = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(spec, Mapping):
+            raise PfbenchError(f"{path}: expected a mapping metric -> {{abs, rel, sigma}}")
+    if "tolerances" in spec and isinstance(spec["tolerances"], Mapping):
+        spec = spec["tolerances"]
+    valid = [f.name for f in fields(Tolerance)]
+    out: dict[str, Tolerance] = {}
+    for name, tol in spec.items():
+        if isinstance(tol, Tolerance):
+            out[str(name)] = tol
+            continue
+        if not isinstance(tol, Mapping):
+            raise PfbenchError(f"tolerances.{name}: expected a mapping with keys {valid}, got {tol!r}")
+        bad = [k for k in tol if k not in valid]
+        if bad:
+            raise PfbenchError(f"tolerances.{name}.{bad[0]}: unknown key; valid keys are {valid}")
+        out[str(name)] = Tolerance(**{k: None if v is None else float(v) for k, v in tol.items()})
+    return out | {k: v for k, v in DEFAULT_TOLERANCES.items() if k not in out}
+
+
+def tolerance_for(metric: str, tolerances: Mapping[str, Tolerance]) -> Tolerance:
+    """Exact name, else the first matching pattern, else no tolerance at all (any worsening regresses)."""
+    if metric in tolerances:
+        return tolerances[metric]
+    for pattern, tol in tolerances.items():
+        if fnmatch.fnmatchcase(metric, pattern):
+            return tol
+    return Tolerance(abs=0.0)
+
+
+def load_side(path: Path) -> pd.DataFrame:
+    """Rows of kinds ``COMPARED_KINDS`` from a folder or Parquet file, one row per key: mean, std, n."""
+    path = Path(path)
+    if not path.exists():
+        raise PfbenchError(f"{path}: no such results folder or Parquet file")
+    df = read_path(path)
+    df = df[df["kind"].isin(COMPARED_KINDS)]
+    if "n" in df and df["n"].notna().any():  # a baseline file: already one summarised row per key
+        side = df.rename(columns={"value": "mean"})
+        dup = side.duplicated(list(MATCH_KEYS))
+        if dup.any():
+            raise PfbenchError(f"{path}: baseline has duplicate rows for {side.loc[dup, list(MATCH_KEYS)].iloc[0].to_dict()}")
+    else:
+        side = summarize(df, MATCH_KEYS, n_boot=200)
+    side = side[[*MATCH_KEYS, "higher_is_better", "mean", "std", "n"]].copy()
+    side["_key"] = [_key(r) for r in side[list(MATCH_KEYS)].itertuples(index=False)]
+    return side
+
+
+def _key(values: tuple[Any, ...]) -> str:
+    """A merge key that treats missing values as equal and 8 / 8.0 / "8" alike."""
+    return "\x1f".join("" if is_na(v) else (format(float(v), "g") if isinstance(v, (int, float, np.number)) else str(v))
+                       for v in values)
+
+
+def _fnum(x: Any) -> float:
+    return float("nan") if is_na(x) else float(x)
+
+
+def _status(delta: float, better_sign: float | None, allowed: float | None, a: float, b: float) -> str:
+    if math.isnan(b) and not math.isnan(a):
+        return "regressed"  # the metric became NaN
+    if math.isnan(a) or allowed is None:
+        return "info"
+    if math.isnan(delta) or abs(delta) <= allowed:
+        return "ok"
+    if better_sign is None:
+        return "changed"  # direction unknown: a change beyond tolerance is flagged
+    return "improved" if delta * better_sign > 0 else "regressed"
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    """Matched rows with deltas and status, plus the rows found on one side only."""
+
+    a: str  # label of the baseline side
+    b: str  # label of the candidate side
+    rows: pd.DataFrame  # MATCH_KEYS, a_mean/a_std/a_n, b_..., delta, rel_delta, pooled_std, allowed, tolerance, status
+    missing_in_a: pd.DataFrame  # keys present in b only
+    missing_in_b: pd.DataFrame  # keys present in a only
+
+    @property
+    def regressed(self) -> bool:
+        return bool(self.rows["status"].isin(BAD_STATUSES).any())
+
+    @property
+    def regressions(self) -> pd.DataFrame:
+        return self.rows[self.rows["status"].isin(BAD_STATUSES)]
+
+    @property
+    def incomplete(self) -> bool:
+        """Some baseline rows have no counterpart in the candidate."""
+        return not self.missing_in_b.empty
+
+    def exit_code(self, allow_missing: bool = False) -> int:
+        """1 on a regression, or on rows missing from b unless ``allow_missing``; else 0."""
+        return int(self.regressed or (self.incomplete and not allow_missing))
+
+    def summary_line(self) -> str:
+        counts = self.rows["status"].value_counts()
+        parts = [f"{int(counts.get(s, 0))} {s}" for s in ("regressed", "changed", "improved", "ok", "info")
+                 if counts.get(s, 0)]
+        verdict = "REGRESSED" if self.regressed else ("INCOMPLETE: rows of a missing from b" if self.incomplete
+                                                      else "no regression")
+        return (f"{verdict}: {len(self.rows)} matched ({', '.join(parts) or 'none'}); "
+                f"{len(self.missing_in_b)} only in a, {len(self.missing_in_a)} only in b")
+
+    def tables(self, all_rows: bool = True) -> list[TextTable]:
+        """The matched rows (all, or only those not ``ok``/``info``) and the rows missing on either side."""
+        def ms(m: Any, s: Any) -> str:
+            return f"{fmt_num(m)} ± {fmt_num(s, '.2g')}"
+
+        keys = ("kind", "model", "sampler", "NFE", "cfg", "metric")
+        shown = self.rows if all_rows else self.rows[~self.rows["status"].isin(["ok", "info"])]
+        main = tuple(
+            (*[fmt_key(r[k]) for k in MATCH_KEYS], ms(r["a_mean"], r["a_std"]), ms(r["b_mean"], r["b_std"]),
+             f"{r['a_n']}/{r['b_n']}", fmt_num(r["delta"], "+.3g"), fmt_num(r["rel_delta"], "+.1%"),
+             r["tolerance"], fmt_num(r["allowed"], ".3g"),
+             r["status"].upper() if r["status"] in BAD_STATUSES else r["status"])
+            for _, r in shown.iterrows())
+        title = f"a = {self.a}  vs  b = {self.b}" + ("" if all_rows else " (changes beyond tolerance)")
+        out = [TextTable(title, (*keys, "a", "b", "seeds a/b", "Δ (b − a)", "Δ rel", "tolerance", "allowed",
+                                 "status"), main, self.summary_line())]
+        for name, df in ((f"only in a ({self.a})", self.missing_in_b), (f"only in b ({self.b})", self.missing_in_a)):
+            if not df.empty:
+                rows = tuple((*[fmt_key(r[k]) for k in MATCH_KEYS], fmt_num(r["mean"]), fmt_key(r["n"]))
+                             for _, r in df.iterrows())
+                out.append(TextTable(f"missing rows: {name}", (*keys, "value", "seeds"), rows))
+        return out
+
+    def markdown(self) -> str:
+        """Every matched row and the missing rows, as Markdown tables (for a PR comment or a file)."""
+        return "\n".join(t.markdown() for t in self.tables())
+
+    def print(self, console: Console | None = None, all_rows: bool = False) -> None:
+        """Rich tables on the console: changes beyond tolerance (or ``all_rows``), missing rows, verdict."""
+        console = console or Console()
+        for t in self.tables(all_rows):
+            if t.rows:
+                console.print(t.rich())
+        color = "red" if self.regressed else ("yellow" if self.incomplete else "green")
+        console.print(f"[{color}]{self.summary_line()}[/]")
+
+
+def compare(a: Path, b: Path, tolerances: Mapping[str, Tolerance] | None = None) -> CompareResult:
+    """Compares result set ``b`` (candidate) against ``a`` (baseline).
+
+    Args:
+        a, b: a results folder (``results/<suite>``) or one Parquet file (e.g. from ``write_baseline``).
+        tolerances: metric name/pattern -> Tolerance; default ``load_tolerances()``.
+    """
+    tols = dict(tolerances) if tolerances is not None else load_tolerances()
+    sa, sb = load_side(Path(a)), load_side(Path(b))
+    m = sa.merge(sb, on="_key", how="outer", suffixes=("_a", "_b"), indicator=True)
+    both = m[m["_merge"] == "both"]
+    records = []
+    for _, r in both.iterrows():
+        am, bm = _fnum(r["mean_a"]), _fnum(r["mean_b"])
+        an, bn = (0 if is_na(r[c]) else int(r[c]) for c in ("n_a", "n_b"))
+        hib = r["higher_is_better_b"] if not is_na(r["higher_is_better_b"]) else r["higher_is_better_a"]
+        sign = None if is_na(hib) else (1.0 if bool(hib) else -1.0)
+        pooled = pooled_std(_fnum(r["std_a"]), an, _fnum(r["std_b"]), bn)
+        tol = tolerance_for(str(r["metric_a"]), tols)
+        allowed = tol.allowed(am, pooled)
+        delta = bm - am
+        records.append({
+            **{k: r[f"{k}_a"] for k in MATCH_KEYS},
+            "a_mean": am, "a_std": _fnum(r["std_a"]), "a_n": an, "b_mean": bm, "b_std": _fnum(r["std_b"]), "b_n": bn,
+            "delta": delta, "rel_delta": delta / abs(am) if am != 0.0 else float("nan"),
+            "pooled_std": pooled, "allowed": float("nan") if allowed is None else allowed,
+            "tolerance": tol.describe(), "status": _status(delta, sign, allowed, am, bm),
+        })
+    cols = [*MATCH_KEYS, "a_mean", "a_std", "a_n", "b_mean", "b_std", "b_n", "delta", "rel_delta", "pooled_std",
+            "allowed", "tolerance", "status"]
+    rows = pd.DataFrame.from_records(records, columns=cols)
+    order = {"regressed": 0, "changed": 1, "improved": 2, "ok": 3, "info": 4}
+    rows = rows.assign(_o=rows["status"].map(order)).sort_values(
+        ["_o", *MATCH_KEYS], na_position="first", kind="stable").drop(columns="_o")
+
+    def only(which: str, suffix: str) -> pd.DataFrame:
+        sub = m[m["_merge"] == which]
+        return pd.DataFrame({k: sub[f"{k}{suffix}"] for k in (*MATCH_KEYS, "mean", "n")}).reset_index(drop=True)
+
+    return CompareResult(str(a), str(b), rows.reset_index(drop=True), only("right_only", "_b"), only("left_only", "_a"))
+
+
+def write_baseline(results: Path, path: Path) -> Path:
+    """Writes a committable baseline: one row per key of ``results`` with mean (``value``), ``std``, ``n``.
+
+    Args:
+        results: a results folder (or Parquet file) of per-seed rows.
+        path: output ``.parquet``; written atomically.
+    """
+    results = Path(results)
+    if not results.exists():
+        raise PfbenchError(f"{results}: no such results folder; run the suite first")
+    df = read_path(results)
+    df = df[df["kind"].isin(COMPARED_KINDS)]
+    if df.empty:
+        raise PfbenchError(f"{results}: no rows of kind {list(COMPARED_KINDS)} to make a baseline from")
+    s = summarize(df, MATCH_KEYS, n_boot=200).rename(columns={"mean": "value"})
+    prov = df.groupby(list(MATCH_KEYS), dropna=False, sort=True)  # same groups, same order as summarize
+    assert prov.ngroups == len(s)
+    for col in ("suite", "git_sha", "pfbench_version", "torch_version", "hardware"):
+        s[col] = prov[col].agg(lambda x: ",".join(sorted(set(x.dropna().astype(str))))).to_numpy()
+        s[col] = s[col].replace("", pd.NA).astype("string")
+    s = s[[c for c in BASELINE_COLUMNS if c in s]]
+    return write_frame(Path(path), s.reset_index(drop=True))

@@ -1,0 +1,99 @@
+"""Figures made from plain arrays (no torch): sample grids and difficulty heat-maps."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _atomic_savefig(fig: object, path: Path, dpi: int = 150) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")  # type: ignore[attr-defined]
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def sample_grid(
+    path: Path, rows: Sequence[tuple[str, np.ndarray, np.ndarray]], class_names: Sequence[str], per_row: int = 10,
+) -> Path:
+    """One row per entry ``(title, images (N,H,W,3) uint8, labels (N,))``; one image per class when possible."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), per_row, figsize=(per_row * 1.0, len(rows) * 1.25 + 0.3), squeeze=False)
+    for r, (title, images, labels) in enumerate(rows):
+        picks: list[int] = []
+        for c in range(per_row):  # first sample of each class, then fill
+            hits = np.flatnonzero(labels == c % len(class_names))
+            picks.append(int(hits[len(picks) // len(class_names)]) if len(hits) else len(picks))
+        for c, i in enumerate(picks):
+            ax = axes[r, c]
+            ax.imshow(images[i], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(class_names[int(labels[i])], fontsize=6)
+            if c == 0:
+                ax.set_ylabel(title, fontsize=7, rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    out = _atomic_savefig(fig, path)
+    plt.close(fig)
+    return out
+
+
+def difficulty_figure(path: Path, examples: dict[str, np.ndarray], title: str) -> Path:
+    """Columns: held-out image, generator's hard mask, predicted variance, realised squared error."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = examples["image"].shape[0]
+    cols = [("image", None), ("hard (generator)", "gray"), ("predicted var", "magma"), ("squared error", "magma")]
+    fig, axes = plt.subplots(len(cols), n, figsize=(n * 1.1, len(cols) * 1.15 + 0.4), squeeze=False)
+    for i in range(n):
+        data = [examples["image"][i], examples["hard"][i], examples["var"][i], examples["err"][i]]
+        for r, ((name, cmap), arr) in enumerate(zip(cols, data, strict=True)):
+            ax = axes[r, i]
+            ax.imshow(arr, cmap=cmap, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    out = _atomic_savefig(fig, path)
+    plt.close(fig)
+    return out
+
+
+def curve_figure(path: Path, series: dict[str, tuple[list[int], list[float]]], ylabel: str, title: str) -> Path:
+    """Line plot of a metric against training step, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", font_scale=0.8)
+    fig, ax = plt.subplots(figsize=(4.2, 3.0))
+    for name, (xs, ys) in series.items():
+        ax.plot(xs, ys, marker="o", label=name)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend()
+    out = _atomic_savefig(fig, path)
+    plt.close(fig)
+    return out

@@ -1,0 +1,113 @@
+"""Uncertainty over seeds: mean, std (ddof=1), n and a bootstrap confidence interval of the mean per group.
+
+Pure numpy/pandas (reports never import torch). The bootstrap is seeded per group from the group's key, so a
+group's interval does not change when other groups are added to or removed from the results.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+# A cell of a suite: every seed of it is one observation of the same quantity.
+GROUP_KEYS: tuple[str, ...] = ("kind", "model", "sampler", "nfe_budget", "cfg_scale", "metric")
+# Compute columns averaged over the seeds of a group (shown next to the metric, never tested for uncertainty).
+COST_COLUMNS: tuple[str, ...] = ("nfe_used", "forwards", "gflops", "wall_s")
+
+N_BOOT = 2000
+LEVEL = 0.95
+
+
+def bootstrap_ci(
+    values: np.ndarray, n_boot: int = N_BOOT, level: float = LEVEL, rng: np.random.Generator | None = None,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (1-D); ``(nan, nan)`` with fewer than 2 values.
+
+    Note: with very few seeds (n < 10) the percentile interval is known to be too narrow (its width scales
+    like ``sqrt((n-1)/n)`` times a normal quantile instead of a t quantile); it is reported as measured.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if x.size < 2:
+        return float("nan"), float("nan")
+    rng = rng if rng is not None else np.random.default_rng(0)
+    idx = rng.integers(0, x.size, size=(n_boot, x.size))  # (n_boot, n)
+    means = x[idx].mean(axis=1)  # (n_boot,)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def _group_seed(seed: int, key: tuple[object, ...]) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(repr(key).encode())])
+
+
+def _first(s: pd.Series) -> object:
+    s = s.dropna()
+    return s.iloc[0] if len(s) else pd.NA
+
+
+def summarize(
+    df: pd.DataFrame, keys: Sequence[str] = GROUP_KEYS, n_boot: int = N_BOOT, level: float = LEVEL, seed: int = 0,
+) -> pd.DataFrame:
+    """Per-group statistics of ``value`` over the rows (seeds) of each group.
+
+    Args:
+        df: result rows (``pfbench.results`` columns; at least ``keys`` and ``value``).
+        keys: grouping columns; missing key values (e.g. no sampler for a diagnostic) form their own group.
+        n_boot: bootstrap resamples; level: confidence level of the interval; seed: bootstrap seed.
+
+    Returns:
+        One row per group: ``keys``, ``higher_is_better``, ``mean``, ``std`` (ddof=1), ``n``, ``ci_lo``,
+        ``ci_hi`` (``std``/``ci_*`` are NA when n < 2), the mean of each cost column present, and the sorted
+        unique seeds as ``seeds``.
+    """
+    keys = list(keys)
+    out_cols = [*keys, "higher_is_better", "mean", "std", "n", "ci_lo", "ci_hi", "seeds",
+                *[c for c in COST_COLUMNS if c in df]]
+    if df.empty:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in out_cols})
+    records = []
+    for key, g in df.groupby(keys, dropna=False, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        vals = g["value"].astype("Float64").dropna().to_numpy(dtype=np.float64)
+        n = int(vals.size)
+        rec: dict[str, object] = dict(zip(keys, key, strict=True))
+        rec["higher_is_better"] = _first(g["higher_is_better"]) if "higher_is_better" in g else pd.NA
+        rec["mean"] = float(vals.mean()) if n else np.nan
+        # identical values: exactly 0 (numpy's two-pass std leaves rounding noise such as 1.7e-17)
+        rec["std"] = (0.0 if np.ptp(vals) == 0 else float(vals.std(ddof=1))) if n >= 2 else np.nan
+        rec["n"] = n
+        rec["ci_lo"], rec["ci_hi"] = bootstrap_ci(vals, n_boot, level, _group_seed(seed, key))
+        seeds = g["seed"].dropna().astype(int).unique().tolist() if "seed" in g else []
+        rec["seeds"] = ",".join(str(s) for s in sorted(seeds))
+        for c in COST_COLUMNS:
+            if c in g:
+                cost = g[c].astype("Float64").dropna()
+                rec[c] = float(cost.mean()) if len(cost) else np.nan
+        records.append(rec)
+    out = pd.DataFrame.from_records(records, columns=out_cols)
+    for c in keys:  # keep the key dtypes of the input (Int64 nfe, string model, ...)
+        out[c] = out[c].astype(df[c].dtype)
+    for c in ("mean", "std", "ci_lo", "ci_hi", *[c for c in COST_COLUMNS if c in df]):
+        out[c] = out[c].astype("Float64")
+        out.loc[out[c].isna(), c] = pd.NA  # NaN -> NA: "not available", shown as NA
+    out["n"] = out["n"].astype("Int64")
+    out["higher_is_better"] = out["higher_is_better"].astype("boolean")
+    return out
+
+
+def pooled_std(std_a: float, n_a: int, std_b: float, n_b: int) -> float:
+    """Pooled standard deviation of two samples; a side with n < 2 (no std) contributes no degrees of freedom.
+
+    Returns NaN when neither side has at least two values.
+    """
+    num, dof = 0.0, 0
+    for s, n in ((std_a, n_a), (std_b, n_b)):
+        if n >= 2 and np.isfinite(s):
+            num += (n - 1) * s * s
+            dof += n - 1
+    return float(np.sqrt(num / dof)) if dof else float("nan")

@@ -1,0 +1,176 @@
+"""compare / write_baseline: matching, direction, abs/rel/sigma tolerances, missing rows, baseline files."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from pfbench import PfbenchError
+from pfbench.report.compare import Tolerance, compare, load_tolerances, tolerance_for, write_baseline
+from pfbench.results import read_path, write_rows
+
+CELLS = [("pf", "euler_pf", 8), ("pf", "euler_pf", 16), ("sit", "euler", 8), ("sit", "euler", 16)]
+BASE = {"fd_embedded": 40.0, "class_acc": 0.6}
+HIB = {"fd_embedded": False, "class_acc": True}
+
+
+def _write(folder: Path, shift: dict[tuple[str, str, int, str], float] | None = None, seeds: int = 1,
+           noise: float = 0.0, cells: list[tuple[str, str, int]] = CELLS, rng_seed: int = 0) -> Path:
+    """One Parquet file per (cell, seed); ``shift[(model, sampler, nfe, metric)]`` is added to the value."""
+    rng = np.random.default_rng(rng_seed)
+    shift = shift or {}
+    for model, sampler, nfe in cells:
+        for seed in range(seeds):
+            rows = [{"suite": "t", "kind": "cell", "model": model, "sampler": sampler, "nfe_budget": nfe,
+                     "cfg_scale": 1.0, "seed": seed, "metric": m, "higher_is_better": HIB[m],
+                     "value": v + shift.get((model, sampler, nfe, m), 0.0) + noise * rng.standard_normal(),
+                     "nfe_used": nfe, "gflops": 0.5 * nfe}
+                    for m, v in BASE.items()]
+            write_rows(folder / f"cell-{model}-{sampler}-{nfe}-{seed}.parquet", rows)
+    return folder
+
+
+def _status(res: object, model: str, nfe: int, metric: str) -> str:
+    rows = res.rows  # type: ignore[attr-defined]
+    hit = rows[(rows["model"] == model) & (rows["nfe_budget"] == nfe) & (rows["metric"] == metric)]
+    assert len(hit) == 1
+    return str(hit["status"].iloc[0])
+
+
+def test_synthetic_regression_is_caught(tmp_path: Path) -> None:
+    a = _write(tmp_path / "a")
+    b = _write(tmp_path / "b", {("pf", "euler_pf", 16, "fd_embedded"): 8.0})  # FD up 20%: worse
+    res = compare(a, b)
+    assert res.regressed and res.exit_code() == 1
+    assert _status(res, "pf", 16, "fd_embedded") == "regressed"
+    assert (res.rows["status"] == "regressed").sum() == 1
+    assert "REGRESSED" in res.markdown()
+    out = io.StringIO()
+    res.print(Console(file=out, width=200))
+    assert "REGRESSED" in out.getvalue() and "fd_embedded" in out.getvalue()
+
+
+def test_improvement_is_not_a_regression_in_either_direction(tmp_path: Path) -> None:
+    a = _write(tmp_path / "a")
+    b = _write(tmp_path / "b", {("pf", "euler_pf", 16, "fd_embedded"): -8.0,  # lower FD: better
+                                ("sit", "euler", 8, "class_acc"): +0.1})  # higher accuracy: better
+    res = compare(a, b)
+    assert not res.regressed and res.exit_code() == 0
+    assert _status(res, "pf", 16, "fd_embedded") == "improved"
+    assert _status(res, "sit", 8, "class_acc") == "improved"
+    # the same changes the other way round are regressions: direction comes from higher_is_better
+    back = compare(b, a)
+    assert back.regressed and set(back.regressions["metric"]) == {"fd_embedded", "class_acc"}
+
+
+def test_noise_within_tolerance_passes(tmp_path: Path) -> None:
+    a = _write(tmp_path / "a")
+    b = _write(tmp_path / "b", {("pf", "euler_pf", 8, "fd_embedded"): 0.8,  # +2% < rel 3%
+                                ("sit", "euler", 16, "class_acc"): -0.008})  # -0.008 < abs 0.01
+    res = compare(a, b)
+    assert not res.regressed
+    assert set(res.rows["status"]) == {"ok"}
+    tight = compare(a, b, load_tolerances({"fd_embedded": {"rel": 0.01}, "class_acc": {"abs": 0.005}}))
+    assert set(tight.regressions["metric"]) == {"fd_embedded", "class_acc"}
+
+
+def test_sigma_tolerance_uses_pooled_std(tmp_path: Path) -> None:
+    a = _write(tmp_path / "a", seeds=5, noise=1.0, rng_seed=1)
+    small = _write(tmp_path / "small", {("pf", "euler_pf", 8, "fd_embedded"): 1.0}, seeds=5, noise=1.0, rng_seed=2)
+    large = _write(tmp_path / "large", {("pf", "euler_pf", 8, "fd_embedded"): 6.0}, seeds=5, noise=1.0, rng_seed=2)
+    tols = load_tolerances({"fd_embedded": {"sigma": 2.0}, "class_acc": {"sigma": 2.0}})
+    res_small, res_large = compare(a, small, tols), compare(a, large, tols)
+    # pooled std agrees with numpy on the raw seeds
+    va = read_path(a)
+    vb = read_path(small)
+    key = {"model": "pf", "nfe_budget": 8, "metric": "fd_embedded"}
+
+    def vals(df: object) -> np.ndarray:
+        sel = np.ones(len(df), bool)  # type: ignore[arg-type]
+        for k, v in key.items():
+            sel &= (df[k] == v).to_numpy()  # type: ignore[index]
+        return df.loc[sel, "value"].to_numpy(float)  # type: ignore[attr-defined]
+
+    sa, sb = vals(va).std(ddof=1), vals(vb).std(ddof=1)
+    pooled = np.sqrt((4 * sa**2 + 4 * sb**2) / 8)
+    row = res_small.rows[(res_small.rows["model"] == "pf") & (res_small.rows["nfe_budget"] == 8)
+                         & (res_small.rows["metric"] == "fd_embedded")].iloc[0]
+    assert row["pooled_std"] == pytest.approx(pooled, rel=1e-9)
+    assert row["allowed"] == pytest.approx(2 * pooled, rel=1e-9)
+    assert abs(row["delta"]) < 2 * pooled  # the shift of 1 is within 2 sigma of noise ~1 ...
+    assert _status(res_small, "pf", 8, "fd_embedded") == "ok"
+    assert _status(res_large, "pf", 8, "fd_embedded") == "regressed"  # ... a shift of 6 is not
+
+
+def test_sigma_only_tolerance_without_seeds_allows_nothing() -> None:
+    tol = Tolerance(sigma=2.0)
+    assert tol.allowed(10.0, float("nan")) == 0.0
+    assert tol.allowed(10.0, 0.5) == 1.0
+    assert Tolerance(abs=0.1, rel=0.05, sigma=1.0).allowed(10.0, 0.2) == pytest.approx(0.5)  # the largest part
+    assert Tolerance().allowed(10.0, 1.0) is None  # informational
+
+
+def test_missing_rows_are_reported(tmp_path: Path) -> None:
+    a = _write(tmp_path / "a")
+    b = _write(tmp_path / "b", cells=[c for c in CELLS if c != ("sit", "euler", 16)] + [("pf", "dual_loop", 8)])
+    res = compare(a, b)
+    assert not res.regressed
+    assert res.incomplete and res.exit_code() == 1 and res.exit_code(allow_missing=True) == 0
+    gone = res.missing_in_b
+    assert set(zip(gone["model"], gone["nfe_budget"], gone["metric"], strict=True)) == {
+        ("sit", 16, "fd_embedded"), ("sit", 16, "class_acc")}
+    assert set(res.missing_in_a["sampler"]) == {"dual_loop"}
+    md = res.markdown()
+    assert "missing rows: only in a" in md and "missing rows: only in b" in md and "dual_loop" in md
+    assert res.summary_line().startswith("INCOMPLETE") and "2 only in a, 2 only in b" in res.summary_line()
+
+
+def test_diagnostic_rows_with_missing_keys_match(tmp_path: Path) -> None:
+    for side, v in (("a", 0.5), ("b", 0.3)):
+        write_rows(tmp_path / side / "diag.parquet", [
+            {"kind": "diagnostic", "model": "pf", "metric": "difficulty_pearson", "value": v, "higher_is_better": True},
+            {"kind": "diagnostic", "model": "pf", "metric": "train_img_per_s", "value": 10 * v,
+             "higher_is_better": True}])
+    res = compare(tmp_path / "a", tmp_path / "b")
+    assert res.missing_in_a.empty and res.missing_in_b.empty and len(res.rows) == 2
+    st = dict(zip(res.rows["metric"], res.rows["status"], strict=True))
+    assert st == {"difficulty_pearson": "regressed", "train_img_per_s": "info"}  # throughput: machine-dependent
+
+
+def test_baseline_roundtrip_and_compare(tmp_path: Path) -> None:
+    a = _write(tmp_path / "a", seeds=3, noise=0.5, rng_seed=3)
+    base = write_baseline(a, tmp_path / "baseline.parquet")
+    df = read_path(base)
+    assert len(df) == len(CELLS) * len(BASE) and set(df["n"]) == {3}
+    assert {"value", "std", "n", "git_sha"} <= set(df.columns) and df["seed"].isna().all()
+    raw = read_path(a)
+    sel = (raw["model"] == "sit") & (raw["nfe_budget"] == 16) & (raw["metric"] == "fd_embedded")
+    brow = df[(df["model"] == "sit") & (df["nfe_budget"] == 16) & (df["metric"] == "fd_embedded")].iloc[0]
+    assert brow["std"] == pytest.approx(raw.loc[sel, "value"].to_numpy(float).std(ddof=1))
+    assert brow["value"] == pytest.approx(raw.loc[sel, "value"].to_numpy(float).mean())
+    same = compare(base, a)
+    assert not same.regressed and not same.incomplete and (same.rows["delta"].abs() < 1e-9).all()
+    worse = _write(tmp_path / "worse", {("sit", "euler", 16, "fd_embedded"): 10.0}, seeds=1)
+    res = compare(base, worse)
+    assert res.regressed and list(res.regressions["metric"]) == ["fd_embedded"]
+
+
+def test_tolerance_overrides_and_patterns(tmp_path: Path) -> None:
+    path = tmp_path / "tol.yaml"
+    path.write_text("tolerances:\n  fd_embedded: {rel: 0.5}\n  'precision*': {abs: 0.2}\n")
+    tols = load_tolerances(path)
+    assert tolerance_for("fd_embedded", tols) == Tolerance(rel=0.5)
+    assert tolerance_for("precision_embedded", tols) == Tolerance(abs=0.2)
+    assert tolerance_for("is_embedded_std", tols) == Tolerance()  # spreads are informational
+    assert tolerance_for("class_acc", tols) == load_tolerances()["class_acc"]  # untouched default
+    path.write_text("fd_embedded: {rell: 0.5}\n")
+    with pytest.raises(PfbenchError, match=r"fd_embedded\.rell"):
+        load_tolerances(path)
+    with pytest.raises(PfbenchError, match="not found"):
+        load_tolerances(tmp_path / "nope.yaml")
+    with pytest.raises(PfbenchError, match="no such"):
+        compare(tmp_path / "nope", tmp_path / "nope2")
