@@ -239,3 +239,15 @@ def build_model_from_checkpoint(ckpt: Checkpoint, use_ema: bool = True) -> DiT:
     check_state_compatible(net, state, f"checkpoint {ckpt.path} ({'ema' if use_ema else 'model'} weights)")
     net.load_state_dict(state, strict=True)
     return net.eval().requires_grad_(False)
+
+
+def export_weights(src: Path | str, dst: Path | str) -> Path:
+    """Writes a small, inference-only copy of a checkpoint: EMA weights, configs, step; no optimiser or RNG.
+
+    The EMA tensors serve as both ``model`` and ``ema`` (stored once), so the file loads like any other
+    checkpoint but cannot be resumed from.
+    """
+    ckpt = load_checkpoint(src)
+    ema = {k: v.detach().clone().contiguous() for k, v in ckpt.ema.items()}
+    return save_checkpoint(Path(dst), step=ckpt.step, config=ckpt.config, net_config=ckpt.net_config,
+                           model=ema, ema=ema, optimizer=None, rng={})

@@ -72,6 +72,8 @@ class TrainSpec:
         data: dataset spec.
         timesteps: training timestep sampler; None → ``ltg`` for pf, ``global_uniform`` for sit.
         steps: optimiser steps in total. batch_size: the GLOBAL batch (split over DDP ranks).
+        ema_warmup: cap the EMA decay at (1 + k) / (10 + k) at step k, so a short run's EMA is not dominated
+            by its initial weights (off by default: the paper uses a plain 0.9999 over 400k steps).
         ckpt_every: steps between ``last.pt`` writes. keep_every: also keep ``step_XXXXXX.pt`` every so
             many steps (0 = never). log_every: steps between loss syncs / log lines.
         device: ``"auto"`` | ``"cpu"`` | ``"cuda"``. amp: ``"auto"`` (bf16 on CUDA, fp32 on CPU) | ``"bf16"`` |
@@ -90,6 +92,7 @@ class TrainSpec:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
+    ema_warmup: bool = False
     label_dropout: float = 0.1
     nll_weight: float = 0.01
     seed: int = 0
@@ -423,7 +426,8 @@ class _Trainer:
         for group in self.opt.param_groups:
             group["lr"] = lr
         self.opt.step()
-        torch._foreach_lerp_(self.ema_params, self.params, 1.0 - spec.ema_decay)
+        decay = min(spec.ema_decay, (1 + k) / (10 + k)) if spec.ema_warmup else spec.ema_decay
+        torch._foreach_lerp_(self.ema_params, self.params, 1.0 - decay)
         nll = parts.get("nll", torch.zeros_like(loss))
         return torch.stack([loss.detach(), parts["fm"], nll])
 

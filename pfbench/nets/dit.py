@@ -193,11 +193,11 @@ class DiT(nn.Module):
         nn.init.normal_(self.cond.y_table.weight, std=0.02)
         for lin in (self.cond.t_mlp[0], self.cond.t_mlp[2]):
             nn.init.normal_(lin.weight, std=0.02)  # type: ignore[arg-type]
-        zeroed = [blk.ada[1] for blk in self.blocks]  # type: ignore[index]
-        for lin in [*zeroed, self.final.ada[1], self.final.linear]:
-            assert isinstance(lin, nn.Linear)
-            nn.init.zeros_(lin.weight)
-            nn.init.zeros_(lin.bias)
+        zeroed: list[object] = [blk.ada[1] for blk in self.blocks]  # type: ignore[index]
+        for layer in [*zeroed, self.final.ada[1], self.final.linear]:
+            assert isinstance(layer, nn.Linear)
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     def modulation(self, t: Tensor, y: Tensor, dedup: bool = True) -> Modulation:
         """Builds the conditioning for timesteps t (B, T) and labels y (B,)."""

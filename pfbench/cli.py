@@ -1,0 +1,194 @@
+"""Command line: ``pfbench run|plan|train|data|assets ...`` (typer + rich).
+
+User errors (``PfbenchError``) print one line and exit with status 1; nothing is written half-way.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from pfbench import PfbenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Patch Forcing benchmark harness.")
+data_app = typer.Typer(no_args_is_help=True, help="The embedded dataset.")
+assets_app = typer.Typer(no_args_is_help=True, help="Shipped evaluation networks and checkpoints.")
+app.add_typer(data_app, name="data")
+app.add_typer(assets_app, name="assets")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+@app.command()
+def run(
+    suite: Annotated[Path, typer.Argument(help="suite YAML, e.g. suites/smoke.yaml")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="hydra overrides, e.g. sweep.nfe=[8,16]")] = None,
+    results: Annotated[Path, typer.Option(help="results root")] = Path("results"),
+    reports: Annotated[Path, typer.Option(help="reports root")] = Path("reports"),
+    runs: Annotated[Path, typer.Option(help="training runs / checkpoints root")] = Path("runs"),
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Run every cell of a suite (resumable: finished cells are skipped)."""
+    from pfbench.runner import Runner
+    from pfbench.suite import load_suite
+
+    _threads(threads)
+    spec = load_suite(suite, overrides)
+    Runner(spec, results_root=results, reports_root=reports, runs_root=runs, progress=not quiet).run()
+
+
+@app.command()
+def plan(
+    suite: Annotated[Path, typer.Argument(help="suite YAML")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="hydra overrides")] = None,
+    results: Annotated[Path, typer.Option(help="results root")] = Path("results"),
+) -> None:
+    """Print the cells of a suite and which are already computed."""
+    from rich.table import Table
+
+    from pfbench.results import has_part
+    from pfbench.suite import content_hash, load_suite
+    from pfbench.suite import plan as make_plan
+
+    spec = load_suite(suite, overrides)
+    table = Table(title=f"suite {spec.name}")
+    for col in ("model", "sampler", "nfe", "cfg", "seed", "samples", "cached"):
+        table.add_column(col)
+    for cell in make_plan(spec):
+        model = spec.models[cell.model]
+        model_id = content_hash(model.train) if model.train is not None else str(model.checkpoint)
+        done = has_part(results / spec.name, f"cell-{cell.key(model_id)}")
+        table.add_row(cell.model, cell.sampler.name, str(cell.nfe), f"{cell.cfg_scale:g}", str(cell.seed),
+                      str(cell.num_samples), "yes" if done else "")
+    console.print(table)
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="training YAML (a TrainSpec mapping)")],
+    out: Annotated[Path, typer.Option(help="output folder for checkpoints")] = Path("runs/train"),
+    overrides: Annotated[list[str] | None, typer.Argument(help="hydra overrides, e.g. steps=2000")] = None,
+    no_resume: Annotated[bool, typer.Option(help="start over even if a checkpoint exists")] = False,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+) -> None:
+    """Train one model (PF or SiT); resumes from OUT/last.pt when present. Works under torchrun."""
+    from pfbench.suite import compose_yaml
+    from pfbench.train import spec_from_dict
+    from pfbench.train import train as run_training
+
+    _threads(threads)
+    spec = spec_from_dict(compose_yaml(config, overrides))
+    result = run_training(spec, out, resume=not no_resume, progress=int(os.environ.get("RANK", "0")) == 0)
+    if int(os.environ.get("RANK", "0")) == 0:
+        console.print(f"[green]done[/]: {result}")
+
+
+@app.command()
+def report(
+    suite: Annotated[str, typer.Argument(help="suite name (or its YAML path: the file stem is used)")],
+    results: Annotated[Path, typer.Option(help="results root")] = Path("results"),
+    reports: Annotated[Path, typer.Option(help="reports root")] = Path("reports"),
+) -> None:
+    """Write reports/SUITE/index.md and a self-contained index.html from the suite's Parquet results."""
+    from pfbench.report.html import report as make_report
+
+    name = Path(suite).stem if suite.endswith((".yaml", ".yml")) else suite
+    md = make_report(name, results_root=results, reports_root=reports)
+    console.print(f"wrote {md} and {md.with_name('index.html')}")
+
+
+@app.command()
+def compare(
+    a: Annotated[Path, typer.Argument(help="baseline: results folder (results/SUITE) or a .parquet baseline")],
+    b: Annotated[Path, typer.Argument(help="candidate: results folder or .parquet")],
+    tolerances: Annotated[Path | None, typer.Option(help="YAML: metric or pattern -> {abs, rel, sigma}")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="also write the full comparison as Markdown here")] = None,
+    allow_missing: Annotated[bool, typer.Option(help="rows of A missing from B do not fail")] = False,
+    all_rows: Annotated[bool, typer.Option("--all", help="print every matched row, not only changes")] = False,
+) -> None:
+    """Compare B against A per metric; exit 1 on a regression beyond tolerance or on rows missing from B."""
+    from pfbench.report.compare import compare as run_compare
+    from pfbench.report.compare import load_tolerances
+
+    res = run_compare(a, b, load_tolerances(tolerances))
+    res.print(console, all_rows=all_rows)
+    if markdown is not None:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(res.markdown())
+    raise typer.Exit(res.exit_code(allow_missing))
+
+
+@app.command()
+def baseline(
+    results: Annotated[Path, typer.Argument(help="results folder, e.g. results/smoke")],
+    out: Annotated[Path, typer.Argument(help="baseline .parquet to commit, e.g. baselines/smoke.parquet")],
+) -> None:
+    """Write a committable baseline (match keys, mean, std, n per metric) from a results folder."""
+    from pfbench.report.compare import write_baseline
+
+    console.print(f"wrote {write_baseline(results, out)}")
+
+
+@data_app.command("preview")
+def data_preview(
+    out: Annotated[Path, typer.Option(help="PNG path")] = Path("reports/data/preview.png"),
+    resolution: Annotated[int, typer.Option(help="image side in pixels")] = 16,
+    n: Annotated[int, typer.Option(help="number of images")] = 64,
+    split: Annotated[str, typer.Option(help="train or test")] = "train",
+    seed: Annotated[int, typer.Option(help="dataset seed")] = 0,
+    show_hard: Annotated[bool, typer.Option(help="also show the hard-pixel masks")] = False,
+) -> None:
+    """Write a PNG grid of embedded-dataset samples with their labels."""
+    from pfbench.data.embedded import EmbeddedSpec
+    from pfbench.data.preview import preview
+
+    path = preview(EmbeddedSpec(resolution=resolution, split=split, size=max(n, 1), seed=seed), out, n=n,
+                   show_hard=show_hard)
+    console.print(f"wrote {path}")
+
+
+@assets_app.command("build")
+def assets_build(
+    out: Annotated[Path | None, typer.Option(help="folder for the built files (default: the pfbench cache)")] = None,
+    resolution: Annotated[int, typer.Option(help="dataset resolution")] = 16,
+    seed: Annotated[int, typer.Option(help="training seed")] = 0,
+) -> None:
+    """Rebuild the embedded evaluation network bit-for-bit and print checksums."""
+    from pfbench.assets import cache_root
+    from pfbench.metrics.embedded import build_assets
+
+    for name, sha in build_assets(out or cache_root() / "assets", resolution=resolution, seed=seed).items():
+        console.print(f"{sha}  {name}")
+
+
+def main() -> None:
+    """Console entry point: one-line errors, non-zero exit."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        app()
+    except PfbenchError as err:
+        err_console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]: finished work is saved; run the same command to resume")
+        sys.exit(130)
+    except OSError as err:
+        err_console.print(f"[red]error:[/] {err.strerror or err}: {err.filename or ''}", soft_wrap=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

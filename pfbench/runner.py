@@ -1,0 +1,357 @@
+"""Orchestration of a suite: train/load models, run cells, score, write Parquet rows and figures.
+
+Every finished unit (a trained model, a cell, a diagnostic) is written atomically as soon as it is done and
+skipped on the next run, so a killed run resumes where it stopped without recomputing or losing rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from pfbench import PfbenchError
+from pfbench.adapters.dit import DiTAdapter
+from pfbench.nets import DiT
+from pfbench.registry import METRICS, SAMPLERS
+from pfbench.results import has_part, read_results, write_rows
+from pfbench.suite import ModelSpec, RunSpec, SamplerSpec, SuiteSpec, content_hash, plan
+from pfbench.types import Cond
+
+console = Console()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    model_id: str  # sha256 of the checkpoint file
+    net: DiT
+    checkpoints: list[tuple[int, Path]]  # (step, path) of kept intermediate checkpoints, for learning curves
+    train_img_per_s: float | None = None
+
+
+class Runner:
+    """Runs one suite. See ``pfbench run --help``."""
+
+    def __init__(
+        self, spec: SuiteSpec, results_root: Path = Path("results"), reports_root: Path = Path("reports"),
+        runs_root: Path = Path("runs"), progress: bool = True,
+    ) -> None:
+        self.spec = spec
+        self.results = Path(results_root) / spec.name
+        self.reports = Path(reports_root) / spec.name
+        self.runs = Path(runs_root) / spec.name
+        self.progress = progress
+        self._reference: Any = None
+
+    # ------------------------------------------------------------------ data
+    def reference_data(self) -> Any:
+        """Held-out test split of the embedded dataset (metric reference + diagnostics)."""
+        if self._reference is None:
+            from pfbench.data.embedded import EmbeddedSpec, generate
+
+            d = self.spec.data
+            if d.name != "embedded":
+                raise PfbenchError(f"data.name={d.name!r}: only the embedded dataset is supported so far")
+            self._reference = generate(EmbeddedSpec(resolution=d.resolution, split="test", size=d.test_size,
+                                                    seed=d.seed))
+        return self._reference
+
+    # ------------------------------------------------------------------ models
+    def train_dir(self, name: str, model: ModelSpec) -> Path:
+        from pfbench.train import spec_from_dict
+
+        assert model.train is not None
+        return self.runs / f"{name}-{content_hash(spec_from_dict(model.train).to_dict())}"
+
+    def train_all(self) -> dict[str, float]:
+        """Trains every suite model that needs it, concurrently (one process per model, threads split).
+
+        Small networks scale badly over threads on few cores, so separate processes make better use of the
+        machine than one process after another. Returns training img/s per model.
+        """
+        from pfbench.train import spec_from_dict
+
+        todo = {n: m for n, m in self.spec.models.items() if m.train is not None}
+        if not todo:
+            return {}
+        cores = max(1, torch.get_num_threads())
+        workers = max(1, min(len(todo), cores)) if self.spec.eval.parallel_train else 1
+        threads = max(1, cores // workers)
+        jobs = {n: (spec_from_dict(m.train or {}), self.train_dir(n, m)) for n, m in todo.items()}
+        if self.progress:
+            for n, (s, out) in jobs.items():
+                console.print(f"[bold]train[/] {n}: {s.kind} {s.model}, {s.steps} steps x {s.batch_size} -> {out}")
+        speeds: dict[str, float] = {}
+        if workers == 1:
+            for n, (s, out) in jobs.items():
+                speeds[n] = _train_job(s.to_dict(), str(out), threads, self.progress)
+            return speeds
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = {n: pool.submit(_train_job, s.to_dict(), str(out), threads, False) for n, (s, out) in jobs.items()}
+            _watch_training({n: (s.steps, out) for n, (s, out) in jobs.items()}, futures, self.progress)
+            for n, fut in futures.items():
+                speeds[n] = fut.result()
+        return speeds
+
+    def load_model(self, name: str, model: ModelSpec) -> LoadedModel:
+        from pfbench.ckpt import build_model_from_checkpoint, load_checkpoint
+
+        if model.checkpoint is not None:
+            path = Path(model.checkpoint)
+            ckpt = load_checkpoint(path)
+            net = build_model_from_checkpoint(ckpt, use_ema=model.use_ema)
+            return LoadedModel(name, file_sha256(path), net, [])
+        out = self.train_dir(name, model)
+        last = out / "last.pt"
+        net = build_model_from_checkpoint(load_checkpoint(last), use_ema=model.use_ema)
+        kept = sorted((int(p.stem.split("_")[1]), p) for p in out.glob("step_*.pt"))
+        return LoadedModel(name, file_sha256(last), net, kept, self._speeds.get(name))
+
+    # ------------------------------------------------------------------ sampling + scoring
+    def make_sampler(self, spec: SamplerSpec, nfe: int) -> Any:
+        cls = SAMPLERS.get(spec.name)
+        try:
+            sampler = cls(**{"steps": 1, **spec.params})
+        except TypeError as err:
+            raise PfbenchError(f"sampler {spec.name!r}: bad parameters {spec.params}: {err}") from None
+        return sampler.with_budget(nfe)
+
+    def score(self, images: np.ndarray | torch.Tensor, labels: torch.Tensor) -> dict[str, tuple[float, bool]]:
+        """Runs every suite metric over uint8 images (N, 3, H, W); returns name -> (value, higher_is_better)."""
+        out: dict[str, tuple[float, bool]] = {}
+        imgs = torch.as_tensor(images)
+        for name in self.spec.metrics:
+            cls = METRICS.get(name)
+            metric = _make_metric(cls, resolution=self.spec.data.resolution, data_seed=self.spec.data.seed,
+                                  ref_size=self.spec.data.test_size)
+            bs = self.spec.eval.batch_size
+            for i in range(0, imgs.shape[0], bs):
+                metric.update(imgs[i : i + bs], Cond(labels[i : i + bs]))
+            for key, value in metric.compute().items():
+                out[key] = (float(value), bool(cls.higher_is_better))
+        return out
+
+    def generate(self, lm: LoadedModel, sampler: Any, n: int, seed: int, cfg_scale: float) -> Any:
+        from pfbench.sample import generate
+
+        model: Any = DiTAdapter(lm.net)
+        if cfg_scale != 1.0:
+            from pfbench.adapters.cfg import CFG
+
+            model = CFG(model, cfg_scale)
+        return generate(model, sampler, n=n, seed=seed, batch_size=self.spec.eval.batch_size,
+                        progress=self.progress)
+
+    def run_cell(self, cell: RunSpec, lm: LoadedModel) -> list[dict[str, Any]]:
+        sampler = self.make_sampler(cell.sampler, cell.nfe)
+        gen = self.generate(lm, sampler, cell.num_samples, cell.seed, cell.cfg_scale)
+        base = {
+            "kind": "cell", "model": cell.model, "model_id": lm.model_id, "sampler": cell.sampler.name,
+            "sampler_args": json.dumps(dataclasses.asdict(sampler), sort_keys=True, default=str),
+            "nfe_budget": cell.nfe, "nfe_used": gen.nfe, "forwards": round(gen.forwards), "gflops": gen.gflops,
+            "wall_s": gen.seconds, "seed": cell.seed, "num_samples": cell.num_samples, "cfg_scale": cell.cfg_scale,
+        }
+        scores = self.score(gen.images, gen.labels)
+        self._last_samples[cell.model] = (gen.images, gen.labels)
+        return [base | {"metric": k, "value": v, "higher_is_better": hib} for k, (v, hib) in scores.items()]
+
+    # ------------------------------------------------------------------ main
+    def run(self) -> None:
+        t0 = time.perf_counter()
+        self._last_samples: dict[str, tuple[Any, Any]] = {}
+        cells = plan(self.spec)
+        models: dict[str, LoadedModel] = {}
+        self._speeds = self.train_all()
+        for name, mspec in self.spec.models.items():
+            models[name] = self.load_model(name, mspec)
+        self.reference_rows()
+        for name, lm in models.items():
+            self.model_rows(lm)
+        for i, cell in enumerate(cells):
+            lm = models[cell.model]
+            part = f"cell-{cell.key(lm.model_id)}"
+            if has_part(self.results, part):
+                continue
+            if self.progress:
+                console.print(f"[bold]cell {i + 1}/{len(cells)}[/] {cell.model} {cell.sampler.name} nfe={cell.nfe} "
+                              f"cfg={cell.cfg_scale:g} seed={cell.seed}")
+            rows = self.run_cell(cell, lm)
+            write_rows(self.results / f"{part}.parquet", [{"suite": self.spec.name, "part": part} | r for r in rows])
+        self.figures(models)
+        self.print_table(time.perf_counter() - t0)
+
+    def reference_rows(self) -> None:
+        """Metric values of the trivial baseline and of real held-out images (the scale of the numbers)."""
+        from pfbench.data.embedded import EmbeddedSpec, generate
+        from pfbench.metrics.embedded import trivial_baseline_images
+
+        part = f"reference-{content_hash([dataclasses.asdict(self.spec.data), self.spec.metrics, self.spec.sweep.num_samples])}"
+        if has_part(self.results, part):
+            return
+        d, n = self.spec.data, self.spec.sweep.num_samples
+        train = generate(EmbeddedSpec(resolution=d.resolution, split="train", size=max(n, 10_000), seed=d.seed))
+        real = train.images[:n]
+        real_u8 = (real * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)
+        labels = train.labels[:n]
+        trivial = torch.as_tensor(trivial_baseline_images(train, n, seed=1))
+        rows = []
+        for name, imgs in (("real_train", real_u8), ("trivial_class_mean", trivial)):
+            for k, (v, hib) in self.score(imgs, labels).items():
+                rows.append({"kind": "reference", "model": name, "metric": k, "value": v, "higher_is_better": hib,
+                             "num_samples": n})
+        write_rows(self.results / f"{part}.parquet", [{"suite": self.spec.name, "part": part} | r for r in rows])
+
+    def model_rows(self, lm: LoadedModel) -> None:
+        """Learning curve over kept checkpoints and, for PF models, the difficulty-head diagnostic."""
+        from pfbench.ckpt import build_model_from_checkpoint, load_checkpoint
+        from pfbench.diagnostics import difficulty_report
+        from pfbench.report.images import difficulty_figure
+
+        ev = self.spec.eval
+        if lm.train_img_per_s:
+            part = f"train-{lm.model_id[:16]}"
+            if not has_part(self.results, part):
+                write_rows(self.results / f"{part}.parquet", [{
+                    "suite": self.spec.name, "part": part, "kind": "diagnostic", "model": lm.name,
+                    "model_id": lm.model_id, "metric": "train_img_per_s", "value": lm.train_img_per_s,
+                    "higher_is_better": True}])
+        if ev.learning_curve and lm.checkpoints:
+            curve_sampler = ev.curve_sampler or SamplerSpec("euler_pf" if lm.net.cfg.per_token_t else "euler")
+            for step, path in lm.checkpoints:
+                part = f"curve-{lm.model_id[:16]}-{step}"
+                if has_part(self.results, part):
+                    continue
+                net = build_model_from_checkpoint(load_checkpoint(path), use_ema=True)
+                sampler = self.make_sampler(curve_sampler, ev.curve_nfe)
+                gen = self.generate(LoadedModel(lm.name, lm.model_id, net, []), sampler, ev.curve_samples, 0, 1.0)
+                rows = [{"kind": "curve", "model": lm.name, "model_id": lm.model_id, "train_step": step,
+                         "sampler": curve_sampler.name, "nfe_budget": ev.curve_nfe, "nfe_used": gen.nfe,
+                         "metric": k, "value": v, "higher_is_better": hib,
+                         "num_samples": ev.curve_samples, "seed": 0}
+                        for k, (v, hib) in self.score(gen.images, gen.labels).items()]
+                write_rows(self.results / f"{part}.parquet", [{"suite": self.spec.name, "part": part} | r for r in rows])
+        if lm.net.cfg.difficulty_head:
+            part = f"difficulty-{lm.model_id[:16]}"
+            fig = self.reports / f"difficulty_{lm.name}.png"
+            if has_part(self.results, part) and fig.is_file():
+                return
+            ref = self.reference_data()
+            rep = difficulty_report(lm.net, ref.images, ref.labels, ref.hard, t=ev.difficulty_t)
+            difficulty_figure(fig, rep.examples,
+                              f"{lm.name}: held-out images at t={rep.t}, hard/easy variance ratio "
+                              f"{rep.hard_easy_ratio:.2f}, corr(var, err) {rep.pearson_var_err:.2f}")
+            rows = [{"kind": "diagnostic", "model": lm.name, "model_id": lm.model_id, "metric": k, "value": v,
+                     "higher_is_better": True, "num_samples": int(ref.images.shape[0])}
+                    for k, v in (("difficulty_hard_easy_ratio", rep.hard_easy_ratio),
+                                 ("difficulty_pearson", rep.pearson_var_err),
+                                 ("difficulty_spearman", rep.spearman_var_err),
+                                 ("difficulty_pearson_log", rep.pearson_log))]
+            write_rows(self.results / f"{part}.parquet", [{"suite": self.spec.name, "part": part} | r for r in rows])
+
+    def figures(self, models: dict[str, LoadedModel]) -> None:
+        from pfbench.data.embedded import CLASS_NAMES
+        from pfbench.report.images import curve_figure, sample_grid
+
+        df = read_results(self.results)
+        rows = []
+        for name, lm in models.items():
+            if name not in self._last_samples:
+                cells = [c for c in plan(self.spec) if c.model == name]
+                if not cells:
+                    continue
+                cell = max(cells, key=lambda c: c.nfe)
+                gen = self.generate(lm, self.make_sampler(cell.sampler, cell.nfe), 40, cell.seed, cell.cfg_scale)
+                self._last_samples[name] = (gen.images, gen.labels)
+            images, labels = self._last_samples[name]
+            rows.append((name, np.asarray(images).transpose(0, 2, 3, 1), np.asarray(labels)))
+        if rows:
+            sample_grid(self.reports / "samples.png", rows, CLASS_NAMES)
+        curve = df[df["kind"] == "curve"]
+        for metric in curve["metric"].dropna().unique():
+            sub = curve[curve["metric"] == metric].sort_values("train_step")
+            series = {m: (g["train_step"].astype(int).tolist(), g["value"].astype(float).tolist())
+                      for m, g in sub.groupby("model")}
+            curve_figure(self.reports / f"curve_{metric}.png", series, metric, f"{self.spec.name}: {metric} vs step")
+
+    def print_table(self, wall: float) -> None:
+        df = read_results(self.results)
+        table = Table(title=f"suite {self.spec.name} — results in {self.results} (this run {wall:.0f} s)")
+        for col in ("kind", "model", "sampler", "nfe used/budget", "GFLOPs/sample", "wall s", "metric", "value"):
+            table.add_column(col)
+        df = df[df["kind"].isin(["cell", "reference", "diagnostic"])]
+        for _, r in df.sort_values(["kind", "model", "sampler", "nfe_budget", "metric"]).iterrows():
+            def fmt(x: Any, spec: str = "") -> str:
+                return "" if x is None or (isinstance(x, float) and np.isnan(x)) or x is np.nan or str(x) == "<NA>" \
+                    else format(x, spec)
+            nfe = f"{fmt(r['nfe_used'])}/{fmt(r['nfe_budget'])}" if str(r["nfe_budget"]) != "<NA>" else ""
+            table.add_row(fmt(r["kind"]), fmt(r["model"]), fmt(r["sampler"]), nfe, fmt(r["gflops"], ".3f"),
+                          fmt(r["wall_s"], ".1f"), fmt(r["metric"]), fmt(r["value"], ".4g"))
+        console.print(table)
+
+
+def _train_job(spec: dict[str, Any], out: str, threads: int, progress: bool) -> float:
+    """Process entry point: trains (or resumes / finds finished) one model; returns its img/s."""
+    from pfbench.train import spec_from_dict, train
+
+    torch.set_num_threads(threads)
+    result = train(spec_from_dict(spec), Path(out), resume=True, progress=progress)
+    return float(result.img_per_s)
+
+
+def _watch_training(jobs: dict[str, tuple[int, Path]], futures: dict[str, Any], progress: bool) -> None:
+    """Shows one rich progress bar per training process, read from each run's log.jsonl."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    if not progress:
+        return
+    cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*cols, console=console) as bar:
+        tasks = {n: bar.add_task(f"train {n}", total=steps, info="") for n, (steps, _) in jobs.items()}
+        while True:
+            for n, (_, out) in jobs.items():
+                log = out / "log.jsonl"
+                if log.is_file():
+                    lines = log.read_text().strip().splitlines()
+                    if lines:
+                        try:
+                            last = json.loads(lines[-1])
+                        except json.JSONDecodeError:
+                            continue
+                        info = f"loss {last.get('loss', float('nan')):.4f} {last.get('img_per_s', 0):.0f} img/s"
+                        bar.update(tasks[n], completed=int(last.get("step", 0)), info=info)
+            if all(f.done() for f in futures.values()):
+                for n, (steps, _) in jobs.items():
+                    if futures[n].exception() is None:
+                        bar.update(tasks[n], completed=steps)
+                break
+            time.sleep(1.0)
+
+
+def _make_metric(cls: Any, **context: Any) -> Any:
+    """Instantiates a metric with the suite context it accepts (resolution, reference data seed/size)."""
+    import inspect
+
+    params = inspect.signature(cls).parameters
+    return cls(**{k: v for k, v in context.items() if k in params})

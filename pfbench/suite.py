@@ -1,0 +1,240 @@
+"""Suites: YAML (hydra-core compose + overrides) -> frozen dataclasses -> list of cells (RunSpec).
+
+YAML stops here. Everything below this module takes typed, named parameters. Unknown keys and wrong types
+are errors naming the key path and the nearest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import itertools
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pfbench import PfbenchError
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Evaluation data of a suite (reference images for metrics, held-out diagnostics)."""
+
+    name: str = "embedded"
+    resolution: int = 16
+    seed: int = 0
+    test_size: int = 2000
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model of the suite: trained by pfbench from ``train`` or loaded from ``checkpoint``."""
+
+    train: dict[str, Any] | None = None
+    checkpoint: str | None = None
+    adapter: str = "dit"
+    use_ema: bool = True
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """One block of the sweep: these models × these samplers × the sweep axes."""
+
+    models: list[str]
+    samplers: list[SamplerSpec]
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    nfe: list[int] = field(default_factory=lambda: [16])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    num_samples: int = 1000
+    cfg_scale: list[float] = field(default_factory=lambda: [1.0])
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    batch_size: int = 250
+    learning_curve: bool = True  # score intermediate checkpoints of trained models
+    curve_sampler: SamplerSpec | None = None
+    curve_nfe: int = 16
+    curve_samples: int = 500
+    difficulty_t: float = 0.6
+    parallel_train: bool = True  # train the suite's models in concurrent processes
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    name: str
+    grid: list[GridSpec]
+    models: dict[str, ModelSpec]
+    data: DataSpec = field(default_factory=DataSpec)
+    sweep: SweepSpec = field(default_factory=SweepSpec)
+    metrics: list[str] = field(default_factory=lambda: ["fd_embedded", "class_acc"])
+    eval: EvalSpec = field(default_factory=EvalSpec)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell: everything that changes its pixels (plus the sample count and seed)."""
+
+    suite: str
+    model: str
+    sampler: SamplerSpec
+    nfe: int
+    seed: int
+    num_samples: int
+    cfg_scale: float
+
+    def key(self, model_id: str) -> str:
+        """Content hash of the cell; ``model_id`` identifies the weights (checkpoint sha256 or recipe hash)."""
+        payload = dataclasses.asdict(self) | {"model_id": model_id}
+        payload.pop("suite")
+        return content_hash(payload)
+
+
+def content_hash(obj: Any) -> str:
+    """Stable short sha256 of JSON-serialisable data."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    """Converts plain YAML data to the annotated type, raising with the key path on a mismatch."""
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for opt in options:
+            if opt is type(None):
+                continue
+            try:
+                return _convert(value, opt, path)
+            except PfbenchError as err:
+                errors.append(str(err))
+        raise PfbenchError(errors[0] if errors else f"{path}: bad value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and tp is SamplerSpec and isinstance(value, str):
+            value = {"name": value}
+        if not isinstance(value, dict):
+            raise PfbenchError(f"{path}: expected a mapping for {_type_name(tp)}, got {value!r}")
+        return build(tp, value, path)  # type: ignore[arg-type]
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise PfbenchError(f"{path}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise PfbenchError(f"{path}: expected a mapping, got {value!r}")
+        _, item = typing.get_args(tp)
+        return {str(k): _convert(v, item, f"{path}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+        raise PfbenchError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def build(cls: type[Any], data: dict[str, Any], path: str = "") -> Any:
+    """Builds dataclass ``cls`` from a mapping; unknown keys name the nearest valid key."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (valid: {', '.join(fields)})"
+            raise PfbenchError(f"unknown key {where!r}{hint}")
+        kwargs[key] = _convert(value, hints[key], where)
+    missing = [
+        k for k, f in fields.items()
+        if k not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise PfbenchError(f"missing key {(path + '.' if path else '') + missing[0]!r}")
+    return cls(**kwargs)
+
+
+def compose_yaml(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Composes a suite file with hydra (``defaults:`` includes, command-line overrides) into plain data."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    path = Path(path)
+    if not path.is_file():
+        raise PfbenchError(f"suite file not found: {path}")
+    try:
+        with initialize_config_dir(config_dir=str(path.parent.resolve()), version_base=None):
+            cfg = compose(config_name=path.stem, overrides=list(overrides or []))
+        data = OmegaConf.to_container(cfg, resolve=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PfbenchError(f"{path}: {first}") from None
+    except Exception as err:  # yaml.YAMLError and friends: malformed files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PfbenchError(f"{path}: malformed YAML: {first}") from None
+    if not isinstance(data, dict):
+        raise PfbenchError(f"{path}: a suite must be a mapping")
+    return data  # type: ignore[return-value]
+
+
+def load_suite(path: str | Path, overrides: list[str] | None = None) -> SuiteSpec:
+    """Reads, composes and validates a suite; plugin names are checked against the registries."""
+    from pfbench.registry import METRICS, SAMPLERS
+
+    spec: SuiteSpec = build(SuiteSpec, compose_yaml(path, overrides))
+    for gi, grid in enumerate(spec.grid):
+        for name in grid.models:
+            if name not in spec.models:
+                close = difflib.get_close_matches(name, list(spec.models), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise PfbenchError(f"grid[{gi}].models: unknown model {name!r}{hint}")
+        for si, sampler in enumerate(grid.samplers):
+            try:
+                SAMPLERS.get(sampler.name)
+            except PfbenchError as err:
+                raise PfbenchError(f"grid[{gi}].samplers[{si}]: {err}") from None
+    for mi, metric in enumerate(spec.metrics):
+        try:
+            METRICS.get(metric)
+        except PfbenchError as err:
+            raise PfbenchError(f"metrics[{mi}]: {err}") from None
+    for name, model in spec.models.items():
+        if (model.train is None) == (model.checkpoint is None):
+            raise PfbenchError(f"models.{name}: give exactly one of 'train' or 'checkpoint'")
+    return spec
+
+
+def plan(spec: SuiteSpec) -> list[RunSpec]:
+    """Expands the suite into cells, in a stable order."""
+    cells = []
+    sw = spec.sweep
+    for grid in spec.grid:
+        for model, sampler, nfe, scale, seed in itertools.product(
+            grid.models, grid.samplers, sw.nfe, sw.cfg_scale, sw.seeds
+        ):
+            cells.append(RunSpec(spec.name, model, sampler, nfe, seed, sw.num_samples, scale))
+    return cells

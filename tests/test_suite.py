@@ -1,0 +1,86 @@
+"""Suite parsing: hydra composition, strict keys with did-you-mean, plan expansion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pfbench import PfbenchError
+from pfbench.suite import RunSpec, SamplerSpec, build, compose_yaml, load_suite, plan, SweepSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+MINIMAL = """
+name: t
+models:
+  a: {checkpoint: /nonexistent.pt}
+grid:
+  - models: [a]
+    samplers: [euler]
+sweep: {nfe: [4, 8], seeds: [0, 1]}
+"""
+
+
+def test_smoke_suite_loads_and_plans() -> None:
+    spec = load_suite(ROOT / "suites" / "smoke.yaml")
+    cells = plan(spec)
+    assert {c.model for c in cells} == {"pf", "sit"}
+    assert sorted({c.nfe for c in cells}) == [8, 16]
+    assert len(cells) == 2 * 2
+
+
+def test_overrides_change_the_plan(tmp_path: Path) -> None:
+    spec = load_suite(write(tmp_path, MINIMAL), ["sweep.nfe=[2,4,8]"])
+    assert len(plan(spec)) == 3 * 2
+    assert all(isinstance(c, RunSpec) for c in plan(spec))
+
+
+def test_include_via_defaults(tmp_path: Path) -> None:
+    write(tmp_path, "sweep: {nfe: [3], seeds: [5]}\n", "base.yaml")
+    spec = load_suite(write(tmp_path, "defaults:\n  - base\n  - _self_\n" + MINIMAL.replace("sweep: {nfe: [4, 8], seeds: [0, 1]}", "")))
+    assert [c.nfe for c in plan(spec)] == [3] and [c.seed for c in plan(spec)] == [5]
+
+
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        (MINIMAL.replace("sweep:", "swep:"), r"unknown key 'swep'; did you mean 'sweep'"),
+        (MINIMAL.replace("nfe: [4, 8]", "nfee: [4, 8]"), r"unknown key 'sweep.nfee'; did you mean 'nfe'"),
+        (MINIMAL.replace("nfe: [4, 8]", "nfe: four"), r"sweep.nfe: expected a list"),
+        (MINIMAL.replace("samplers: [euler]", "samplers: [eulr]"), r"unknown sampler 'eulr'; did you mean 'euler'"),
+        (MINIMAL.replace("models: [a]", "models: [b]"), r"grid\[0\].models: unknown model 'b'"),
+        ("name: [unclosed\n", r"malformed YAML|s.yaml"),
+    ],
+)
+def test_bad_suites_give_one_line_errors(tmp_path: Path, text: str, match: str) -> None:
+    with pytest.raises(PfbenchError, match=match) as info:
+        load_suite(write(tmp_path, text))
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(PfbenchError, match="not found"):
+        compose_yaml("does/not/exist.yaml")
+
+
+def test_build_types() -> None:
+    sw = build(SweepSpec, {"nfe": [1, 2], "cfg_scale": [1, 2.5]})
+    assert sw.cfg_scale == [1.0, 2.5]
+    with pytest.raises(PfbenchError, match="expected int"):
+        build(SweepSpec, {"num_samples": True})
+
+
+def test_cell_key_depends_on_pixels_only() -> None:
+    a = RunSpec("s1", "m", SamplerSpec("euler"), 8, 0, 100, 1.0)
+    b = RunSpec("s2", "m", SamplerSpec("euler"), 8, 0, 100, 1.0)  # other suite, same pixels
+    c = RunSpec("s1", "m", SamplerSpec("euler", {"shift": 2.0}), 8, 0, 100, 1.0)
+    assert a.key("w") == b.key("w")
+    assert a.key("w") != c.key("w") and a.key("w") != a.key("other-weights")
