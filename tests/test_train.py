@@ -326,3 +326,17 @@ def test_trainspec_is_frozen() -> None:
     spec = TrainSpec()
     with pytest.raises(dataclasses.FrozenInstanceError):
         spec.steps = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_ema_update_rule(tmp_path: Path, warmup: bool) -> None:
+    """One step: EMA = d·init + (1 − d)·new with d = ema_decay, or (1+0)/(10+0) = 0.1 under EMA warm-up."""
+    spec = spec_from_dict(tiny(steps=1, ema_decay=0.9, ema_warmup=warmup))
+    init = build_model_from_checkpoint(load_checkpoint(train(spec, tmp_path / "a", progress=False,
+                                                             stop_after=0).checkpoint), use_ema=False)
+    ckpt = load_checkpoint(train(spec, tmp_path / "b", progress=False).checkpoint)
+    d = 0.1 if warmup else 0.9
+    for name, p0 in init.state_dict().items():
+        if name in ckpt.ema and p0.is_floating_point():
+            expected = d * p0 + (1 - d) * ckpt.model[name]
+            torch.testing.assert_close(ckpt.ema[name], expected, rtol=1e-5, atol=1e-6)
