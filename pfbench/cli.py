@@ -142,6 +142,26 @@ def baseline(
     console.print(f"wrote {write_baseline(results, out)}")
 
 
+@app.command("eval")
+def eval_(
+    samples: Annotated[Path, typer.Argument(help="shard folder, image folder or ADM .npz")],
+    ref: Annotated[str, typer.Option(help="ADM reference .npz, image/shard folder, 'embedded', or 'none'")] = "embedded",
+    metrics: Annotated[str, typer.Option(help="comma-separated metric names")] = "fd_embedded,is_embedded,class_acc,pr_embedded,clip_embedded",
+    batch_size: Annotated[int, typer.Option(help="images per batch")] = 250,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    weights: Annotated[Path | None, typer.Option(help="Inception weights file/folder (offline)")] = None,
+    ref_size: Annotated[int, typer.Option(help="images for --ref embedded")] = 10_000,
+) -> None:
+    """Score samples made by pfbench or any other codebase (shards, image folder, ADM .npz)."""
+    from pfbench.evaluate import evaluate
+
+    names = [m.strip() for m in metrics.split(",") if m.strip()]
+    result = evaluate(samples, None if ref.lower() == "none" else ref, names, batch_size=batch_size, device=device,
+                      weights=weights, ref_size=ref_size)
+    for key, value in result.items():
+        console.print(f"{key}\t{value:.6g}")
+
+
 @data_app.command("preview")
 def data_preview(
     out: Annotated[Path, typer.Option(help="PNG path")] = Path("reports/data/preview.png"),
@@ -166,11 +186,15 @@ def assets_build(
     resolution: Annotated[int, typer.Option(help="dataset resolution")] = 16,
     seed: Annotated[int, typer.Option(help="training seed")] = 0,
 ) -> None:
-    """Rebuild the embedded evaluation network bit-for-bit and print checksums."""
+    """Rebuild the embedded evaluation network and tiny CLIP bit-for-bit and print checksums."""
     from pfbench.assets import cache_root
     from pfbench.metrics.embedded import build_assets
+    from pfbench.metrics.tiny_clip import build_tiny_clip
 
-    for name, sha in build_assets(out or cache_root() / "assets", resolution=resolution, seed=seed).items():
+    folder = out or cache_root() / "assets"
+    built = build_assets(folder, resolution=resolution, seed=seed)
+    built |= build_tiny_clip(folder, resolution=resolution, seed=seed)
+    for name, sha in built.items():
         console.print(f"{sha}  {name}")
 
 

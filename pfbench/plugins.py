@@ -41,5 +41,6 @@ METRICS.add("is", "pfbench.metrics.standard:InceptionScore")
 METRICS.add("pr", "pfbench.metrics.standard:PrecisionRecall")
 METRICS.add("kid", "pfbench.metrics.standard:KID")
 METRICS.add("clip_score", "pfbench.metrics.clipscore:CLIPScore")
+METRICS.add("clip_embedded", "pfbench.metrics.tiny_clip:CLIPEmbedded")
 
 __all__ = ["ADAPTERS", "METRICS", "NETS", "SAMPLERS", "TIMESTEPS"]

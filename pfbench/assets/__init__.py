@@ -26,6 +26,7 @@ ASSETS_DIR = Path(__file__).resolve().parent
 # name -> sha256 of the shipped file (update with the value `pfbench assets build` prints).
 CHECKSUMS: dict[str, str] = {
     "embedded_net_r16.safetensors": "55493cf2f9b60131d57ec07892d64bba845a8f64041eed11b6cccdc55a33be2a",
+    "tiny_clip_r16.safetensors": "f1fd34befcf529501198ba87a24a216e6c3dca28dfeeeff2b36e43fdc1071e3e",
 }
 
 

@@ -1,0 +1,466 @@
+"""Evaluate stage (SPEC §6): score generated images from any codebase against a reference.
+
+Example::
+
+    evaluate("samples/run1", "VIRTUAL_imagenet256_labeled.npz", ["fid", "sfid", "is", "pr"])
+    evaluate("samples.npz", "embedded", ["fd_embedded", "is_embedded", "class_acc", "clip_embedded"])
+
+``samples`` is one of
+- a pfbench shard folder (``manifest.json``, written by ``pfbench.sample.write_shards``);
+- an image folder: PNG/JPEG files sorted by name, optional ``labels.json`` / ``captions.json`` (a list
+  in file order, or a ``{file name: value}`` map);
+- an ADM-style ``.npz``: ``arr_0`` (N, H, W, 3) uint8, optional ``arr_1`` (N,) labels — what
+  DiT/SiT/REPA/the reference PF ``sample_ddp.py`` save, so their samples are scored the same way.
+
+``ref`` is an ADM reference batch ``.npz`` (``mu``/``sigma``, optional ``mu_s``/``sigma_s``/``arr_0``),
+any image collection above (its statistics are computed once and cached by content hash), the
+string ``"embedded"`` (the embedded test split), or ``None`` when no metric needs one.
+
+One pass over the samples: each batch goes once through Inception (a ``FeatureBank`` shared by
+fid/sfid/is/pr/kid), once through the embedded network (fd_embedded/is_embedded/class_acc/
+pr_embedded), once through the tiny CLIP (clip_embedded), and to any other registered metric.
+Images stream in batches; an ``.npz`` member is read incrementally, never loaded whole.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from pfbench import PfbenchError
+from pfbench.data.embedded import EmbeddedSpec, generate
+from pfbench.metrics.base import check_labels, content_key, metric_cache_dir
+from pfbench.metrics.embedded import FeatureNet, load_feature_net, quantize, reference_features, to_input
+from pfbench.metrics.inception import FeatureExtractor
+from pfbench.metrics.refstats import RefStats, compute_ref_stats, files_key, images_key, iter_npz_images
+from pfbench.metrics.stats import FeatureStats, frechet_distance, inception_score, precision_recall
+from pfbench.metrics.weights import file_sha256
+from pfbench.registry import METRICS
+from pfbench.types import Cond
+
+INCEPTION = ("fid", "sfid", "is", "pr", "kid")
+EMBEDDED = ("fd_embedded", "is_embedded", "class_acc", "pr_embedded")
+_NEEDS_REF = {"fid", "sfid", "pr", "kid", "fd_embedded", "pr_embedded"}
+_IMAGE_EXT = {".png", ".jpg", ".jpeg"}
+EMBEDDED_REF = "embedded"
+
+
+@dataclass(frozen=True, eq=False)
+class Images:
+    """An opened image collection (samples or reference); images are read only by ``iter_images``.
+
+    Attributes:
+        kind: ``"shards"``, ``"folder"``, ``"npz"`` or ``"embedded"``.
+        where: what the user passed, for messages.
+        n: number of images (0 for an ADM reference ``.npz`` holding statistics only).
+        shape: (H, W) of every image.
+        labels: (N,) int64, or ``None``.
+        captions: N captions, or ``None``.
+        files: image files (folder) or shard files (shards), in order.
+        adm_stats: an ``.npz`` holding ADM reference statistics (``mu``, ``sigma``).
+        spec: the embedded split, for ``kind == "embedded"``.
+    """
+
+    kind: str
+    where: str
+    n: int
+    shape: tuple[int, int]
+    labels: np.ndarray | None = None
+    captions: tuple[str, ...] | None = None
+    files: tuple[Path, ...] = ()
+    adm_stats: bool = False
+    spec: EmbeddedSpec | None = None
+
+
+def _npz_header(path: Path, key: str) -> tuple[tuple[int, ...], np.dtype[Any]] | None:
+    with zipfile.ZipFile(path) as zf:
+        if f"{key}.npy" not in zf.namelist():
+            return None
+        with zf.open(f"{key}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read(f)
+    return shape, dtype
+
+
+def _npz_member(path: Path, key: str) -> np.ndarray:
+    with np.load(path) as z:
+        return np.asarray(z[key])
+
+
+def _side_file(folder: Path, name: str, files: Sequence[Path], kind: type) -> list[Any] | None:
+    """labels.json / captions.json: a list in file order or a {file name: value} map."""
+    path = folder / name
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        values = [data[p.name] for p in files] if isinstance(data, dict) else list(data)
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise PfbenchError(f"{path}: unreadable or incomplete ({err}); give a list in file order or a "
+                           "{file name: value} map covering every image") from None  # fmt: skip
+    if len(values) != len(files) or not all(isinstance(v, kind) for v in values):
+        raise PfbenchError(
+            f"{path}: needs {len(files)} {kind.__name__} values (one per image), got {len(values)}"
+        )
+    return values
+
+
+def _labels(values: Any, n: int, where: str) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer):
+        raise PfbenchError(f"{where}: labels must be ({n},) integers, got {arr.dtype} {arr.shape}")
+    return arr.astype(np.int64)
+
+
+def open_images(
+    src: str | os.PathLike[str], what: str, *, resolution: int = 16, ref_size: int = 10_000
+) -> Images:
+    """Opens samples or a reference without reading its pixels.
+
+    Args:
+        src: shard folder, image folder, ``.npz``, or ``"embedded"``.
+        what: ``"samples"`` or ``"ref"``, for messages.
+        resolution: image side of the embedded reference (the samples' side).
+        ref_size: images of the embedded test split.
+
+    Raises:
+        PfbenchError: missing path, unknown format, empty folder, inconsistent labels.
+    """
+    if isinstance(src, str) and src == EMBEDDED_REF:
+        spec = EmbeddedSpec(resolution=resolution, split="test", size=ref_size, seed=0)
+        return Images("embedded", src, ref_size, (resolution, resolution), spec=spec)
+    path = Path(src)
+    if (path / "manifest.json").is_file():
+        from pfbench.sample import read_manifest
+
+        man = read_manifest(path)
+        if not man.get("complete") or not man.get("shards"):
+            raise PfbenchError(f"{what} {path}: unfinished sampling run; rerun the sample stage to finish it")
+        files = tuple(path / s["file"] for s in man["shards"])
+        for f, s in zip(files, man["shards"], strict=True):
+            if not f.is_file() or file_sha256(f) != s["sha256"]:
+                raise PfbenchError(
+                    f"{what} {path}: shard {f.name} is missing or damaged; rerun the sample stage"
+                )
+        shard_labels = np.concatenate([_npz_member(f, "labels") for f in files])
+        shape = tuple(man["shards"][0]["image_shape"][1:])
+        return Images(
+            "shards", str(path), len(shard_labels), (int(shape[0]), int(shape[1])), shard_labels, files=files
+        )
+    if path.is_dir():
+        files = tuple(sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_EXT and p.is_file()))
+        if not files:
+            raise PfbenchError(f"{what} folder {path} holds no PNG/JPEG images (and no manifest.json)")
+        with Image.open(files[0]) as im:
+            w, h = im.size
+        lab, caps = _side_file(path, "labels.json", files, int), _side_file(path, "captions.json", files, str)
+        folder_labels = _labels(lab, len(files), str(path / "labels.json")) if lab is not None else None
+        return Images(
+            "folder", str(path), len(files), (h, w), folder_labels, tuple(caps) if caps else None, files
+        )
+    if path.is_file() and path.suffix == ".npz":
+        try:
+            head = _npz_header(path, "arr_0")
+            with np.load(path) as z:
+                adm = {"mu", "sigma"} <= set(z.files)
+                arr_1 = z["arr_1"] if "arr_1" in z.files else None
+        except (zipfile.BadZipFile, OSError, ValueError) as err:
+            raise PfbenchError(f"{what} {path}: not a readable .npz ({err})") from None
+        if head is None and not adm:
+            raise PfbenchError(f"{what} {path}: no images 'arr_0' (N, H, W, 3) uint8 and no 'mu'/'sigma'")
+        shape, dtype = head if head is not None else ((0, 0, 0, 3), np.dtype(np.uint8))
+        if dtype != np.uint8 or len(shape) != 4 or shape[3] != 3:
+            raise PfbenchError(f"{what} {path}: arr_0 must be uint8 (N, H, W, 3) NHWC, got {dtype} {shape}")
+        labels = _labels(arr_1, shape[0], f"{path}:arr_1") if arr_1 is not None and head is not None else None
+        return Images("npz", str(path), shape[0], (shape[1], shape[2]), labels, adm_stats=adm, files=(path,))
+    if not path.exists():
+        raise PfbenchError(f"{what} {path} not found; pass a shard folder, an image folder or an .npz"
+                           + (", or 'embedded'" if what == "ref" else ""))  # fmt: skip
+    raise PfbenchError(f"{what} {path}: unknown format; pass a shard folder, an image folder or an ADM .npz")
+
+
+def iter_images(src: Images, batch_size: int) -> Iterator[Tensor]:
+    """uint8 (B, 3, H, W) batches of exactly ``batch_size`` (the last may be shorter), in order."""
+    if src.kind == "npz":
+        yield from iter_npz_images(src.files[0], batch_size)
+    elif src.kind == "embedded":
+        assert src.spec is not None
+        for lo in range(0, src.n, batch_size):
+            yield quantize(generate(src.spec, lo, min(lo + batch_size, src.n)).images)
+    elif src.kind == "folder":
+        for lo in range(0, src.n, batch_size):
+            arrs = []
+            for p in src.files[lo : lo + batch_size]:
+                with Image.open(p) as im:
+                    arr = np.asarray(im.convert("RGB"))  # (H, W, 3)
+                if arr.shape[:2] != src.shape:
+                    raise PfbenchError(
+                        f"{p}: image is {arr.shape[:2]}, the folder's first image is {src.shape}"
+                    )
+                arrs.append(arr)
+            yield torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()
+    else:  # shards: re-cut into batch_size pieces so batches are the same whatever the shard size
+        buf: list[Tensor] = []
+        for f in src.files:
+            with np.load(f) as z:
+                buf.append(torch.from_numpy(z["images"]))  # (b, 3, H, W)
+            while sum(len(b) for b in buf) >= batch_size:
+                cat = torch.cat(buf)
+                yield cat[:batch_size]
+                buf = [cat[batch_size:]]
+        if buf and sum(len(b) for b in buf):
+            yield torch.cat(buf)
+
+
+def content_id(src: Images) -> str:
+    """Content hash of the images (cache key of reference statistics)."""
+    if src.kind == "npz":
+        return f"npz:{file_sha256(src.files[0])}"
+    if src.kind == "folder":
+        return files_key(src.files, Path(src.where))
+    if src.kind == "shards":
+        return content_key("shards", *(file_sha256(f) for f in src.files))
+    assert src.spec is not None
+    return images_key(quantize(generate(src.spec).images))
+
+
+# ---------------------------------------------------------------- reference statistics
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # stubs type **kwds as allow_pickle
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def embedded_ref(ref: Images, net: FeatureNet, batch_size: int, cache_dir: str | Path | None) -> tuple[FeatureStats, np.ndarray]:  # fmt: skip
+    """Embedded-network (stats, features) of the reference, computed once per content and cached."""
+    if ref.kind == "embedded":
+        return reference_features(ref.shape[0], size=ref.n, cache_dir=cache_dir)
+    key = content_key("evaluate-embedded-ref-v1", net.asset_sha256, content_id(ref))
+    path = metric_cache_dir("embedded_ref", cache_dir) / f"{key[:32]}.npz"
+    if path.is_file():
+        try:
+            with np.load(path) as z:
+                state = {k[6:]: z[k] for k in z.files if k.startswith("stats_")}
+                return FeatureStats.from_state(state), z["feats"]
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, PfbenchError):
+            path.unlink(missing_ok=True)  # damaged cache entry: recompute
+    stats, feats = FeatureStats(), []
+    for images in iter_images(ref, batch_size):
+        f = _embed(net, images)[0]
+        stats.update(f)
+        feats.append(f)
+    arr = torch.cat(feats).numpy()
+    _save_npz(path, {"feats": arr, **{f"stats_{k}": v for k, v in stats.state().items()}})
+    return stats, arr
+
+
+def inception_ref(ref: Images, names: Sequence[str], extractor: FeatureExtractor, batch_size: int,
+                  cache_dir: str | Path | None) -> RefStats:  # fmt: skip
+    """Inception reference: an ADM batch's stored statistics, or statistics computed once and cached."""
+    from pfbench.metrics.refstats import load_adm_npz
+
+    need_pool = bool({"pr", "kid"} & set(names))
+    if ref.adm_stats:
+        if need_pool and ref.n == 0:
+            raise PfbenchError(
+                f"ref {ref.where} has statistics but no images arr_0; pr/kid need reference images"
+            )
+        return load_adm_npz(ref.files[0], extractor if need_pool else None, batch_size=batch_size,
+                            cache_dir=cache_dir)  # fmt: skip
+    return compute_ref_stats(iter_images(ref, batch_size), extractor, dataset_key=content_id(ref),
+                             preprocessing=f"pfbench.evaluate {ref.kind}", cache_dir=cache_dir)  # fmt: skip
+
+
+# ---------------------------------------------------------------- one pass of the embedded network
+
+
+@torch.inference_mode()
+def _embed(net: FeatureNet, images: Tensor) -> tuple[Tensor, Tensor]:
+    dev = next(net.parameters()).device
+    feats, logits = net(to_input(images.to(dev)))  # (B, D), (B, K)
+    return feats.float().cpu(), logits.float().cpu()
+
+
+class _EmbeddedPass:
+    """fd_embedded / is_embedded / class_acc / pr_embedded from one network pass per batch."""
+
+    def __init__(
+        self, names: Sequence[str], net: FeatureNet, ref: tuple[FeatureStats, np.ndarray] | None
+    ) -> None:
+        self.names, self.net, self.ref = set(names), net, ref
+        self.stats, self.feats, self.probs = FeatureStats(), list[Tensor](), list[Tensor]()
+        self.correct = self.total = 0
+
+    def update(self, images: Tensor, cond: Cond) -> None:
+        feats, logits = _embed(self.net, images)
+        if "fd_embedded" in self.names:
+            self.stats.update(feats)
+        if "pr_embedded" in self.names:
+            self.feats.append(feats)
+        if "is_embedded" in self.names:
+            self.probs.append(torch.softmax(logits.double(), dim=1))  # (B, K) float64
+        if "class_acc" in self.names:
+            y = check_labels(cond, images.shape[0], logits.shape[1], "class_acc")
+            self.correct += int((logits.argmax(1) == y.cpu()).sum())
+            self.total += images.shape[0]
+
+    def compute(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if "fd_embedded" in self.names:
+            assert self.ref is not None
+            mu, sigma = self.ref[0].mean(), self.ref[0].cov()
+            out["fd_embedded"] = frechet_distance(self.stats.mean(), self.stats.cov(), mu, sigma)
+        if "is_embedded" in self.names:
+            out["is_embedded"], out["is_embedded_std"] = inception_score(torch.cat(self.probs), 10)
+        if "class_acc" in self.names:
+            out["class_acc"] = self.correct / self.total
+        if "pr_embedded" in self.names:
+            assert self.ref is not None
+            out["precision_embedded"], out["recall_embedded"] = precision_recall(
+                self.ref[1], torch.cat(self.feats), k=3
+            )
+        return out
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def _other_metric(name: str, resolution: int, device: str | torch.device) -> Any:
+    import inspect
+
+    cls = METRICS.get(name)
+    ctx = {"resolution": resolution, "device": device}
+    try:
+        return cls(**{k: v for k, v in ctx.items() if k in inspect.signature(cls).parameters})
+    except TypeError as err:
+        raise PfbenchError(
+            f"metric {name!r} needs arguments evaluate cannot give ({err}); use it from Python"
+        ) from None
+
+
+def evaluate(
+    samples: str | os.PathLike[str],
+    ref: str | os.PathLike[str] | None,
+    metrics: Sequence[str],
+    *,
+    batch_size: int = 250,
+    device: str | torch.device = "cpu",
+    weights: str | os.PathLike[str] | None = None,
+    ref_size: int = 10_000,
+    cache_dir: str | Path | None = None,
+    extractor: FeatureExtractor | None = None,
+) -> dict[str, float]:
+    """Scores ``samples`` against ``ref`` with the named metrics in one pass (see the module docstring).
+
+    Args:
+        samples: shard folder, image folder or ADM ``.npz``.
+        ref: ADM reference ``.npz``, shard/image folder, ``.npz`` of images, ``"embedded"``, or ``None``.
+        metrics: registered metric names (``pfbench.registry.METRICS``).
+        batch_size: images per forward pass (does not change the statistics).
+        device: where the networks run.
+        weights: Inception weights file or folder (offline resolution, ``pfbench.metrics.weights``).
+        ref_size: embedded test-split images for ``ref="embedded"``.
+        cache_dir: cache root for reference statistics (default ``$PFBENCH_CACHE`` or ``~/.cache/pfbench``).
+        extractor: replaces the Inception network (tests, other feature extractors).
+
+    Returns:
+        ``{metric key: value}`` plus ``num_samples``.
+
+    Raises:
+        PfbenchError: unknown metric, missing or malformed input, missing labels or reference.
+    """
+    names = list(dict.fromkeys(metrics))
+    if not names:
+        raise PfbenchError("evaluate: no metrics given; pass e.g. fd_embedded,is_embedded or fid,sfid,is,pr")
+    for n in names:
+        METRICS.get(n)  # unknown names raise with a did-you-mean
+    if batch_size < 1:
+        raise PfbenchError(f"evaluate: batch_size must be >= 1, got {batch_size}")
+    src = open_images(samples, "samples")
+    if src.n == 0:
+        raise PfbenchError(f"samples {samples}: holds no images")
+    res = src.shape[0]
+    if src.labels is None and "class_acc" in names:
+        raise PfbenchError(
+            f"samples {samples}: no labels (npz arr_1, labels.json or shards); class_acc needs them"
+        )
+    if src.labels is None and src.captions is None and "clip_embedded" in names:
+        raise PfbenchError(f"samples {samples}: no labels or captions (arr_1, labels.json, captions.json); "
+                           "clip_embedded needs one")  # fmt: skip
+    needs = [n for n in names if n in _NEEDS_REF]
+    if ref is None and needs:
+        raise PfbenchError(
+            f"evaluate: {', '.join(needs)} need a reference; pass --ref (an ADM .npz, images, or 'embedded')"
+        )
+    refs = open_images(ref, "ref", resolution=res, ref_size=ref_size) if ref is not None else None
+
+    scorers: list[Any] = []
+    inc = [n for n in names if n in INCEPTION]
+    if inc:
+        from pfbench.metrics.inception import InceptionV3
+        from pfbench.metrics.standard import standard_metrics
+
+        ext = (
+            extractor if extractor is not None else InceptionV3(weights, device=device, max_batch=batch_size)
+        )
+        ref_stats = (
+            inception_ref(refs, inc, ext, batch_size, cache_dir)
+            if refs is not None and set(inc) - {"is"}
+            else None
+        )
+        scorers += standard_metrics(ref_stats, inc, ext)  # type: ignore[arg-type]  # IS alone takes no reference
+    emb = [n for n in names if n in EMBEDDED]
+    if emb:
+        if src.shape[0] != src.shape[1]:
+            raise PfbenchError(f"samples {samples}: embedded metrics need square images, got {src.shape}")
+        net = load_feature_net(res)
+        net = net if torch.device(device).type == "cpu" else copy.deepcopy(net).to(device)
+        emb_ref = None
+        if {"fd_embedded", "pr_embedded"} & set(emb):
+            assert refs is not None
+            if refs.n == 0 or refs.shape != src.shape:
+                raise PfbenchError(f"ref {ref}: embedded metrics need {src.shape} reference images, got {refs.n} of "
+                                   f"{refs.shape}")  # fmt: skip
+            emb_ref = embedded_ref(refs, net, batch_size, cache_dir)
+        scorers.append(_EmbeddedPass(emb, net, emb_ref))
+    scorers += [_other_metric(n, res, device) for n in names if n not in INCEPTION and n not in EMBEDDED]
+
+    start = 0
+    for images in iter_images(src, batch_size):
+        b = images.shape[0]
+        y = (
+            torch.from_numpy(src.labels[start : start + b])
+            if src.labels is not None
+            else torch.full((b,), -1)
+        )
+        cond = Cond(y, src.captions[start : start + b] if src.captions is not None else None)
+        for s in scorers:
+            s.update(images, cond)
+        start += b
+    out: dict[str, float] = {"num_samples": float(start)}
+    for s in scorers:
+        out.update({k: float(v) for k, v in s.compute().items()})
+    return out

@@ -1,0 +1,265 @@
+"""Evaluate stage: three sample formats agree, labels travel, reference statistics are cached, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import Tensor
+
+from pfbench import PfbenchError
+from pfbench.data.embedded import EmbeddedSpec, generate
+from pfbench.evaluate import evaluate, open_images
+from pfbench.metrics import embedded as emb
+from pfbench.metrics.stats import FeatureStats, frechet_distance
+from pfbench.metrics.tiny_clip import CLIPEmbedded
+from pfbench.sample import export_adm_npz
+from pfbench.types import Cond
+
+N, REF = 60, 300
+EMB = ["fd_embedded", "is_embedded", "class_acc", "pr_embedded", "clip_embedded"]
+
+
+def _write_shards(out: Path, images: np.ndarray, labels: np.ndarray, sizes: list[int]) -> Path:
+    """A finished pfbench shard folder (the manifest fields ``iter_shards`` checks), uneven shards."""
+    out.mkdir(parents=True)
+    shards, lo = [], 0
+    for j, size in enumerate(sizes):
+        path = out / f"shard_{j:05d}.npz"
+        np.savez(path, images=images[lo : lo + size], labels=labels[lo : lo + size],
+                 indices=np.arange(lo, lo + size))  # fmt: skip
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        shards.append({"index": j, "file": path.name, "start": lo, "count": size, "sha256": sha,
+                       "image_shape": list(images.shape[1:])})  # fmt: skip
+        lo += size
+    (out / "manifest.json").write_text(
+        json.dumps({"format": "pfbench-shards/1", "shards": shards, "complete": True})
+    )
+    return out
+
+
+def _write_folder(out: Path, images: np.ndarray, labels: np.ndarray | None, ext: str = "png") -> Path:
+    out.mkdir(parents=True)
+    for i, img in enumerate(images):
+        Image.fromarray(img.transpose(1, 2, 0)).save(out / f"{i:06d}.{ext}")
+    if labels is not None:  # the {file name: label} form
+        (out / "labels.json").write_text(json.dumps({f"{i:06d}.{ext}": int(v) for i, v in enumerate(labels)}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, Any]:
+    b = generate(EmbeddedSpec(resolution=16, split="train", size=N))
+    return {"images": emb.quantize(b.images).numpy(), "labels": b.labels.numpy(), "captions": b.captions}
+
+
+@pytest.fixture(scope="module")
+def formats(tmp_path_factory: pytest.TempPathFactory, data: dict[str, Any]) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("formats")
+    shards = _write_shards(root / "shards", data["images"], data["labels"], [25, 35])
+    npz = export_adm_npz(shards, root / "samples.npz")
+    return {
+        "shards": shards,
+        "npz": npz,
+        "folder": _write_folder(root / "folder", data["images"], data["labels"]),
+    }
+
+
+class CountingExtractor:
+    """Small deterministic stand-in for Inception: pool (12-d), logits (10), spatial (6); counts rows."""
+
+    keys = ("pool", "logits", "spatial")
+
+    def __init__(self) -> None:
+        self.rows = 0
+        g = torch.Generator().manual_seed(0)
+        self.w_logits, self.w_spatial = torch.randn(12, 10, generator=g), torch.randn(12, 6, generator=g)
+
+    def fingerprint(self) -> dict[str, str]:
+        return {"extractor": "counting-test"}
+
+    def __call__(self, images: Tensor) -> dict[str, Tensor]:
+        self.rows += images.shape[0]
+        x = images.double() / 255.0
+        pool = torch.nn.functional.avg_pool2d(x, x.shape[-1] // 2).flatten(1)  # (B, 12): 3 channels x 2x2
+        pool = pool + 0.1 * pool**2  # float64 throughout: rows do not depend on the batch they came in
+        logits, spatial = pool @ self.w_logits.double(), torch.tanh(pool @ self.w_spatial.double())
+        return {"pool": pool.float(), "logits": logits.float(), "spatial": spatial.float()}
+
+
+@pytest.fixture
+def net_rows() -> Any:
+    """Counts images through the (process-cached) embedded feature network."""
+    net = emb.load_feature_net(16)
+    seen = {"rows": 0}
+    handle = net.register_forward_hook(
+        lambda m, args, out: seen.__setitem__("rows", seen["rows"] + args[0].shape[0])
+    )
+    yield seen
+    handle.remove()
+
+
+def test_three_formats_give_identical_embedded_scores(formats: dict[str, Path], tmp_path: Path) -> None:
+    scores = {
+        k: evaluate(p, "embedded", EMB, batch_size=16, ref_size=REF, cache_dir=tmp_path)
+        for k, p in formats.items()
+    }
+    assert scores["shards"] == scores["npz"] == scores["folder"]
+    s = scores["npz"]
+    assert s["num_samples"] == N and set(s) >= {"fd_embedded", "is_embedded", "is_embedded_std", "class_acc",
+                                                "precision_embedded", "recall_embedded", "clip_embedded"}  # fmt: skip
+    assert s["class_acc"] > 0.8 and s["clip_embedded"] > 30  # real images with their own labels
+
+
+def test_agrees_with_registered_metric_classes(
+    formats: dict[str, Path], data: dict[str, Any], tmp_path: Path
+) -> None:
+    got = evaluate(formats["npz"], "embedded", EMB, batch_size=7, ref_size=REF, cache_dir=tmp_path)
+    ms: list[Any] = [emb.FDEmbedded(ref_size=REF, cache_dir=tmp_path), emb.ISEmbedded(), emb.ClassAccuracy(),
+          emb.PREmbedded(ref_size=REF, cache_dir=tmp_path), CLIPEmbedded()]  # fmt: skip
+    x, y = torch.from_numpy(data["images"]), torch.from_numpy(data["labels"])
+    for i in range(0, N, 32):
+        for m in ms:
+            m.update(x[i : i + 32], Cond(y[i : i + 32]))
+    want = {k: v for m in ms for k, v in m.compute().items()}
+    assert {k: got[k] for k in want} == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+def test_labels_and_captions_are_carried(
+    formats: dict[str, Path], data: dict[str, Any], tmp_path: Path
+) -> None:
+    base = evaluate(formats["npz"], None, ["class_acc", "clip_embedded"], batch_size=16)
+    perm = np.random.default_rng(0).permutation(N)
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, data["images"].transpose(0, 2, 3, 1), data["labels"][perm])
+    bad = evaluate(wrong, None, ["class_acc", "clip_embedded"], batch_size=16)
+    assert bad["class_acc"] < base["class_acc"] - 0.3 and bad["clip_embedded"] < base["clip_embedded"] - 5
+    # captions.json (list form) replaces the class prompts for clip_embedded
+    folder = _write_folder(tmp_path / "captioned", data["images"], data["labels"])
+    (folder / "captions.json").write_text(json.dumps(list(data["captions"])))
+    assert open_images(folder, "samples").captions == data["captions"]
+    direct = CLIPEmbedded()
+    direct.update(
+        torch.from_numpy(data["images"]), Cond(torch.from_numpy(data["labels"]), text=data["captions"])
+    )
+    got = evaluate(folder, None, ["clip_embedded"], batch_size=16)["clip_embedded"]
+    assert got == pytest.approx(direct.compute()["clip_embedded"], rel=1e-6) and got != base["clip_embedded"]
+
+
+def test_missing_labels(tmp_path: Path, data: dict[str, Any]) -> None:
+    path = tmp_path / "nolabels.npz"
+    np.savez(path, data["images"].transpose(0, 2, 3, 1))  # DiT's sample_ddp layout: arr_0 only
+    assert open_images(path, "samples").labels is None
+    with pytest.raises(PfbenchError, match="no labels.*class_acc"):
+        evaluate(path, None, ["class_acc"], batch_size=16)
+    assert evaluate(path, None, ["is_embedded"], batch_size=16)["num_samples"] == N
+
+
+def test_embedded_reference_features_computed_once(
+    formats: dict[str, Path], tmp_path: Path, net_rows: Any
+) -> None:
+    args: dict[str, Any] = {"batch_size": 16, "ref_size": REF, "cache_dir": tmp_path}
+    first = evaluate(formats["npz"], "embedded", ["fd_embedded", "pr_embedded"], **args)
+    assert net_rows["rows"] == N + REF  # one pass over the samples (shared by both metrics) + the reference
+    net_rows["rows"] = 0
+    assert evaluate(formats["npz"], "embedded", ["fd_embedded", "pr_embedded"], **args) == first
+    assert net_rows["rows"] == N  # cache hit: reference features not recomputed
+
+
+def test_image_reference_features_computed_once(formats: dict[str, Path], data: dict[str, Any], tmp_path: Path,
+                                                net_rows: Any) -> None:  # fmt: skip
+    ref_imgs = emb.quantize(generate(EmbeddedSpec(resolution=16, split="test", size=80)).images)
+    ref = _write_folder(tmp_path / "ref", ref_imgs.numpy(), None)
+    a = evaluate(formats["shards"], ref, ["fd_embedded"], batch_size=16, cache_dir=tmp_path)
+    assert net_rows["rows"] == N + 80
+    b = evaluate(formats["shards"], ref, ["fd_embedded"], batch_size=16, cache_dir=tmp_path)
+    assert net_rows["rows"] == 2 * N + 80 and a == b
+    net = emb.load_feature_net(16)
+    fd = emb.FDEmbedded(reference=_stats(emb.embed(net, ref_imgs)[0]))
+    fd.update(torch.from_numpy(data["images"]), Cond(torch.from_numpy(data["labels"])))
+    assert a["fd_embedded"] == pytest.approx(fd.compute()["fd_embedded"], rel=1e-9)
+
+
+def _stats(feats: Tensor) -> FeatureStats:
+    st = FeatureStats()
+    st.update(feats)
+    return st
+
+
+def test_inception_metrics_share_one_pass_and_cache_reference(formats: dict[str, Path], data: dict[str, Any],
+                                                              tmp_path: Path) -> None:  # fmt: skip
+    ref_imgs = emb.quantize(generate(EmbeddedSpec(resolution=16, split="test", size=80)).images).numpy()
+    ref = _write_folder(tmp_path / "ref", ref_imgs, None, ext="png")
+    names = ["fid", "sfid", "is", "pr"]
+    ext = CountingExtractor()
+    first = evaluate(formats["folder"], ref, names, batch_size=16, cache_dir=tmp_path, extractor=ext)
+    assert ext.rows == N + 80  # four metrics, one feature pass over the samples, one over the reference
+    ext.rows = 0
+    again = evaluate(formats["npz"], ref, names, batch_size=16, cache_dir=tmp_path, extractor=ext)
+    assert ext.rows == N and again == first  # cached reference; npz samples == folder samples
+    # the same reference as an ADM reference batch (stored mu/sigma/mu_s/sigma_s + arr_0 for pr)
+    feats = ext(torch.from_numpy(ref_imgs))
+    st, ss = FeatureStats(), FeatureStats()
+    st.update(feats["pool"])
+    ss.update(feats["spatial"])
+    adm = tmp_path / "VIRTUAL_test.npz"
+    np.savez(
+        adm,
+        arr_0=ref_imgs.transpose(0, 2, 3, 1),
+        mu=st.mean(),
+        sigma=st.cov(),
+        mu_s=ss.mean(),
+        sigma_s=ss.cov(),
+    )
+    ext.rows = 0
+    via_adm = evaluate(formats["npz"], adm, names, batch_size=16, cache_dir=tmp_path, extractor=ext)
+    assert via_adm == pytest.approx(first, rel=1e-9)
+    assert ext.rows == N + 80  # pool features of arr_0 for precision/recall, computed once...
+    ext.rows = 0
+    evaluate(formats["npz"], adm, names, batch_size=16, cache_dir=tmp_path, extractor=ext)
+    assert ext.rows == N  # ...and cached
+    samples = ext(torch.from_numpy(data["images"]))["pool"]
+    s2 = FeatureStats()
+    s2.update(samples)
+    assert first["fid"] == pytest.approx(frechet_distance(s2.mean(), s2.cov(), st.mean(), st.cov()), rel=1e-9)
+
+
+def test_errors_are_one_liners(formats: dict[str, Path], data: dict[str, Any], tmp_path: Path) -> None:
+    cases: list[tuple[Any, Any, list[str], str]] = [
+        (tmp_path / "nope", "embedded", ["fd_embedded"], "samples .*nope not found"),
+        (formats["npz"], tmp_path / "noref.npz", ["fd_embedded"], "ref .*noref.npz not found"),
+        (formats["npz"], "embedded", ["fd_embeded"], "did you mean 'fd_embedded'"),
+        (formats["npz"], None, ["fid"], "fid need a reference"),
+        (formats["npz"], "embedded", [], "no metrics"),
+        (formats["npz"], None, ["clip_score"], "clip_score.*needs arguments"),
+    ]
+    (tmp_path / "empty").mkdir()
+    cases.append((tmp_path / "empty", None, ["is_embedded"], "no PNG/JPEG images"))
+    np.savez(tmp_path / "junk.npz", x=np.zeros(3))
+    cases.append((tmp_path / "junk.npz", None, ["is_embedded"], "no images 'arr_0'"))
+    np.savez(tmp_path / "stats_only.npz", mu=np.zeros(12), sigma=np.eye(12))
+    cases.append((formats["npz"], tmp_path / "stats_only.npz", ["pr"], "no images arr_0; pr/kid need"))
+    np.savez(tmp_path / "float.npz", np.zeros((2, 16, 16, 3), np.float32))
+    cases.append((tmp_path / "float.npz", None, ["is_embedded"], "must be uint8 \\(N, H, W, 3\\)"))
+    bad_labels = _write_folder(tmp_path / "badlabels", data["images"][:4], None)
+    (bad_labels / "labels.json").write_text("[1, 2]")
+    cases.append((bad_labels, None, ["class_acc"], "needs 4 int values"))
+    mixed = _write_folder(tmp_path / "mixed", data["images"][:3], None)
+    Image.new("RGB", (8, 8)).save(mixed / "000009.png")
+    cases.append((mixed, None, ["is_embedded"], "000009.png: image is \\(8, 8\\)"))
+    manifest = json.loads((formats["shards"] / "manifest.json").read_text())
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
+    cases.append((unfinished, None, ["is_embedded"], "unfinished sampling run"))
+    for samples, ref, metrics, match in cases:
+        with pytest.raises(PfbenchError, match=match) as info:
+            evaluate(samples, ref, metrics, batch_size=8, ref_size=REF, cache_dir=tmp_path,
+                     extractor=CountingExtractor())  # fmt: skip
+        assert "\n" not in str(info.value)
