@@ -55,25 +55,30 @@ def plan(
     suite: Annotated[Path, typer.Argument(help="suite YAML")],
     overrides: Annotated[list[str] | None, typer.Argument(help="hydra overrides")] = None,
     results: Annotated[Path, typer.Option(help="results root")] = Path("results"),
+    runs: Annotated[Path, typer.Option(help="training runs / checkpoints root")] = Path("runs"),
 ) -> None:
     """Print the cells of a suite and which are already computed."""
     from rich.table import Table
 
     from pfbench.results import has_part
-    from pfbench.suite import content_hash, load_suite
+    from pfbench.runner import Runner
+    from pfbench.suite import load_suite
     from pfbench.suite import plan as make_plan
 
     spec = load_suite(suite, overrides)
+    runner = Runner(spec, results_root=results, runs_root=runs, progress=False)
     table = Table(title=f"suite {spec.name}")
     for col in ("model", "sampler", "nfe", "cfg", "seed", "samples", "cached"):
         table.add_column(col)
-    for cell in make_plan(spec):
-        model = spec.models[cell.model]
-        model_id = content_hash(model.train) if model.train is not None else str(model.checkpoint)
-        done = has_part(results / spec.name, f"cell-{cell.key(model_id)}")
+    cells = make_plan(spec)
+    for cell in cells:
+        model_id = runner.known_model_id(cell.model)
+        done = model_id is not None and has_part(runner.results, f"cell-{cell.key(model_id)}")
         table.add_row(cell.model, cell.sampler.name, str(cell.nfe), f"{cell.cfg_scale:g}", str(cell.seed),
                       str(cell.num_samples), "yes" if done else "")
     console.print(table)
+    console.print(f"{len(cells)} cells; models needing training: "
+                  f"{', '.join(n for n in spec.models if runner.known_model_id(n) is None) or 'none'}")
 
 
 @app.command()
@@ -140,6 +145,63 @@ def baseline(
     from pfbench.report.compare import write_baseline
 
     console.print(f"wrote {write_baseline(results, out)}")
+
+
+@app.command()
+def sample(
+    checkpoint: Annotated[str, typer.Argument(help="training checkpoint (.pt) or asset:NAME")],
+    out: Annotated[Path, typer.Argument(help="folder for the shards and manifest.json (a rerun resumes)")],
+    sampler: Annotated[str, typer.Option(help="registered sampler name")] = "look_ahead",
+    nfe: Annotated[int, typer.Option(help="NFE budget; the sampler takes the largest step count that fits")] = 32,
+    num_samples: Annotated[int, typer.Option(help="number of samples")] = 1000,
+    seed: Annotated[int, typer.Option(help="run seed: sample i depends only on (seed, i)")] = 0,
+    batch_size: Annotated[int, typer.Option(help="samples per sampler call")] = 64,
+    shard_size: Annotated[int, typer.Option(help="samples per shard")] = 1000,
+    cfg_scale: Annotated[float, typer.Option(help="classifier-free guidance weight (1 = off)")] = 1.0,
+    ema: Annotated[bool, typer.Option(help="sample the EMA weights")] = True,
+    device: Annotated[str, typer.Option(help="cpu or cuda (under torchrun each rank takes cuda:LOCAL_RANK)")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+) -> None:
+    """Sample a checkpoint into uint8 shards; the same images on 1 or N processes (torchrun --nproc_per_node N)."""
+    import torch
+
+    from pfbench.adapters.cfg import CFG
+    from pfbench.adapters.dit import DiTAdapter
+    from pfbench.ckpt import build_model_from_checkpoint, load_checkpoint
+    from pfbench.registry import SAMPLERS
+    from pfbench.runner import resolve_checkpoint
+    from pfbench.sample import write_shards_distributed
+
+    _threads(threads)
+    rank = int(os.environ.get("RANK", "0"))
+    where = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if device == "cuda" else device)
+    path, sha = resolve_checkpoint(checkpoint)
+    net = build_model_from_checkpoint(load_checkpoint(path), use_ema=ema).to(where)
+    model = DiTAdapter(net)
+    guided = model if cfg_scale == 1.0 else CFG(model, cfg_scale)
+    chosen = SAMPLERS.get(sampler)(steps=1).with_budget(nfe)
+    config = {"checkpoint_sha256": sha, "ema": ema, "cfg_scale": cfg_scale, "device": where.type}
+    manifest = write_shards_distributed(out, guided, chosen, n=num_samples, seed=seed, batch_size=batch_size,
+                                        shard_size=shard_size, config=config, device=where, progress=rank == 0)
+    if rank == 0:
+        console.print(f"[green]done[/]: {manifest['totals']} -> {out}")
+
+
+@app.command()
+def bench(
+    name: Annotated[str, typer.Argument(help="overhead | dedup | gpu-throughput")],
+    options: Annotated[list[str] | None, typer.Argument(help="key=value options, e.g. preset=B/2 batch=2 nfe=4")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the result dict as JSON")] = None,
+) -> None:
+    """Measure sampling cost as ratios: sampler overhead, modulation dedup, PF vs SiT throughput."""
+    import json
+
+    from pfbench.bench import parse_options, run_bench
+
+    result = run_bench(name, **parse_options(name, options or []))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=1, sort_keys=True))
 
 
 @app.command("eval")

@@ -38,6 +38,29 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def resolve_checkpoint(ref: str) -> tuple[Path, str]:
+    """A checkpoint path, or ``asset:NAME`` for a checkpoint shipped in ``pfbench/assets`` (checksum-verified).
+
+    Returns:
+        (path, sha256 of the file).
+    """
+    if not ref.startswith("asset:"):
+        path = Path(ref)
+        if not path.is_file():
+            raise PfbenchError(f"checkpoint {path} not found: check the path, or train one with `pfbench train`")
+        return path, file_sha256(path)
+    from pfbench.assets import CHECKSUMS, asset_path
+
+    name = ref.removeprefix("asset:")
+    path = asset_path(name, "pfbench train suites/recipes/<recipe>.yaml (see README, Shipped checkpoints)")
+    sha = file_sha256(path)
+    want = CHECKSUMS.get(name)
+    if want is not None and sha != want:
+        raise PfbenchError(f"shipped checkpoint {path} has sha256 {sha[:16]}…, expected {want[:16]}…: the file is "
+                           "corrupt; restore it from the repository")
+    return path, sha
+
+
 @dataclass
 class LoadedModel:
     name: str
@@ -81,6 +104,24 @@ class Runner:
         assert model.train is not None
         return self.runs / f"{name}-{content_hash(spec_from_dict(model.train).to_dict())}"
 
+    def known_model_id(self, name: str) -> str | None:
+        """The weights' sha256 if they exist already (shipped/given checkpoint, or finished training)."""
+        model = self.spec.models[name]
+        if model.checkpoint is not None:
+            try:
+                return resolve_checkpoint(model.checkpoint)[1]
+            except PfbenchError:
+                return None
+        from pfbench.ckpt import load_checkpoint
+
+        last = self.train_dir(name, model) / "last.pt"
+        if not last.is_file():
+            return None
+        from pfbench.train import spec_from_dict
+
+        done = load_checkpoint(last).step >= spec_from_dict(model.train or {}).steps
+        return file_sha256(last) if done else None
+
     def train_all(self) -> dict[str, float]:
         """Trains every suite model that needs it, concurrently (one process per model, threads split).
 
@@ -118,10 +159,9 @@ class Runner:
         from pfbench.ckpt import build_model_from_checkpoint, load_checkpoint
 
         if model.checkpoint is not None:
-            path = Path(model.checkpoint)
-            ckpt = load_checkpoint(path)
-            net = build_model_from_checkpoint(ckpt, use_ema=model.use_ema)
-            return LoadedModel(name, file_sha256(path), net, [])
+            path, sha = resolve_checkpoint(model.checkpoint)
+            net = build_model_from_checkpoint(load_checkpoint(path), use_ema=model.use_ema)
+            return LoadedModel(name, sha, net, [])
         out = self.train_dir(name, model)
         last = out / "last.pt"
         net = build_model_from_checkpoint(load_checkpoint(last), use_ema=model.use_ema)

@@ -372,3 +372,163 @@ def export_adm_npz(out_dir: str | Path, path: str | Path) -> Path:
     nhwc = np.ascontiguousarray(images.transpose(0, 2, 3, 1))
     _atomic_write(target, lambda f: np.savez(f, nhwc, labels))
     return target
+
+
+# ----------------------------------------------------------------------------------------------------
+# multi-process sharding (torchrun): shard j belongs to rank j mod world
+
+
+RECORD = "shard_{:05d}.json"  # per-shard record next to each shard: its manifest entry plus the run key
+_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip member time, so equal images give byte-identical shards
+
+
+def _deterministic_npz(gen: Generated) -> Callable[[Any], None]:
+    """Like ``np.savez`` (uncompressed, same member names), but with fixed member timestamps."""
+    import zipfile
+
+    arrays = {"images": gen.images.numpy(), "labels": gen.labels.numpy(), "indices": gen.indices.numpy()}
+
+    def write(f: Any) -> None:
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+            for name, array in arrays.items():
+                with zf.open(zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH), "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.ascontiguousarray(array))
+
+    return write
+
+
+def _write_record(path: Path, record: Mapping[str, Any]) -> None:
+    data = json.dumps(dict(record), sort_keys=True).encode()
+    _atomic_write(path, lambda f: f.write(data))
+
+
+def _join_process_group() -> tuple[int, int, bool]:
+    """(rank, world, created): the initialised torch.distributed group, or a gloo group joined from
+    torchrun's environment when WORLD_SIZE > 1 (only barriers are needed), else (0, 1, False)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), False
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, False
+    dist.init_process_group("gloo")
+    return dist.get_rank(), dist.get_world_size(), True
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _shard_done(out: Path, j: int, key: str, listed: Mapping[int, Mapping[str, Any]]) -> bool:
+    """Whether shard j is finished: a record of this run whose file matches its sha256. A shard that only
+    the manifest of an interrupted ``write_shards`` run lists (``listed``) is adopted: its record is written."""
+    path = out / RECORD.format(j)
+    try:
+        record = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:  # a damaged record: redo the shard
+        record = {}
+    adopt = not (record.get("run") == key and record.get("index") == j)
+    entry = listed.get(j) if adopt else {k: v for k, v in record.items() if k != "run"}
+    if entry is None or not (out / entry["file"]).is_file() or _sha256(out / entry["file"]) != entry["sha256"]:
+        return False
+    if adopt:
+        _write_record(path, {**entry, "run": key})
+    return True
+
+
+def write_shards_distributed(
+    out_dir: str | Path,
+    model: Adapter,
+    sampler: Sampler,
+    *,
+    n: int,
+    seed: int,
+    batch_size: int,
+    shard_size: int,
+    config: Mapping[str, Any] | None = None,
+    decode: Decode | None = None,
+    shape: tuple[int, int, int] | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """``write_shards`` for one or many processes: the same shards, byte for byte, on any world size.
+
+    Under torchrun (WORLD_SIZE > 1) the processes join a gloo group (or use an initialised one); rank r
+    samples shards j with j mod world == r. Each finished shard gets a self-describing record
+    ``shard_XXXXX.json`` (its manifest entry plus a key of the run), written atomically after the shard.
+    After a barrier rank 0 assembles ``manifest.json`` (the ``write_shards`` format, so ``load_shards``
+    and ``export_adm_npz`` read it) from the records. A rerun, with any world size, skips every shard
+    whose record and sha256 check out, so a killed run resumes without losing or repeating work; shards
+    from an interrupted ``write_shards`` run with the same identity are adopted. Shards are written with
+    fixed zip timestamps, so a shard's bytes depend only on the run and its samples.
+
+    Args:
+        out_dir, model, sampler, n, seed, batch_size, shard_size, config, decode, shape: as in
+            ``write_shards``.
+        device: where this process samples; under torchrun on GPUs pass ``cuda:{LOCAL_RANK}`` (the
+            model must be there too).
+        progress: show progress bars (rank 0 only).
+
+    Returns:
+        The final manifest (every rank returns it).
+    """
+    if shard_size < 1 or n < 1:
+        raise PfbenchError(f"write_shards needs n >= 1 and shard_size >= 1; got {n}, {shard_size}")
+    rank, world, created = _join_process_group()
+    try:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        identity = {
+            "format": FORMAT,
+            "config": json.loads(json.dumps(dict(config or {}), sort_keys=True)),
+            "sampler": _sampler_config(sampler),
+            "seed": seed,
+            "n": n,
+            "shard_size": shard_size,
+        }
+        key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        listed: dict[int, dict[str, Any]] = {}
+        if (out / MANIFEST).is_file():
+            old = read_manifest(out)
+            differs = [k for k in identity if old.get(k) != identity[k]]
+            if differs:
+                raise PfbenchError(
+                    f"{out} holds a different sampling run (differs in: {', '.join(differs)}); "
+                    "use a new output folder or delete this one"
+                )
+            listed = {int(e["index"]): e for e in old.get("shards", [])}
+        _barrier(world)  # every rank has checked the folder before rank 0 may write a manifest
+        if rank == 0 and not (out / MANIFEST).is_file():
+            _write_manifest(out, {**identity, "shards": [], "complete": False})  # claims the folder
+        count = -(-n // shard_size)
+        for j in range(rank, count, world):
+            if _shard_done(out, j, key, listed):
+                continue
+            lo, hi = j * shard_size, min((j + 1) * shard_size, n)
+            gen = generate(model, sampler, n=hi - lo, seed=seed, batch_size=batch_size, start=lo,
+                           progress=progress and rank == 0, decode=decode, shape=shape, device=device)
+            path = out / f"shard_{j:05d}.npz"
+            _atomic_write(path, _deterministic_npz(gen))
+            entry = {"index": j, "file": path.name, "start": lo, "count": hi - lo, "sha256": _sha256(path),
+                     "nfe": gen.nfe, "forwards": gen.forwards, "gflops": gen.gflops, "seconds": gen.seconds,
+                     "image_shape": list(gen.images.shape[1:])}
+            _write_record(out / RECORD.format(j), {**entry, "run": key})  # after the shard: marks it done
+        _barrier(world)  # all shards and records are on disk
+        if rank == 0:
+            shards = []
+            for j in range(count):
+                record = json.loads((out / RECORD.format(j)).read_text())
+                if record.get("run") != key:
+                    raise PfbenchError(f"{out / RECORD.format(j)} belongs to another run; rerun to redo it")
+                shards.append({k: v for k, v in record.items() if k != "run"})
+            _write_manifest(out, {**identity, "shards": shards, "complete": True, "totals": _totals(shards)})
+        _barrier(world)  # the manifest is final before any rank returns it
+        return read_manifest(out)
+    finally:
+        if created:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()

@@ -212,11 +212,17 @@ class DiT(nn.Module):
             return Modulation(c.view(b, n, -1))  # (B, T, D)
         if bool((t == t[:, :1]).all()):
             return Modulation(self.cond(t[:, 0], y))  # (B, D): one row per sample
-        rows = torch.arange(b, device=t.device, dtype=torch.float64)[:, None].expand(b, n)
-        keys = torch.stack([rows, t.double()], dim=-1).reshape(-1, 2)  # (B*T, 2) exact in float64
-        uniq, inverse = torch.unique(keys, dim=0, return_inverse=True)  # (K, 2), (B*T,)
-        c = self.cond(uniq[:, 1].to(t.dtype), y[uniq[:, 0].long()])  # (K, D)
-        return Modulation(c, inverse.view(b, n))
+        # Distinct timesteps per row via a sort (much cheaper than unique over (row, t) pairs).
+        ts, order = t.sort(dim=1)  # (B, T)
+        first = torch.ones_like(ts, dtype=torch.bool)
+        first[:, 1:] = ts[:, 1:] != ts[:, :-1]  # (B, T): first token of each distinct value
+        counts = first.sum(dim=1)  # (B,) distinct values per sample
+        offsets = counts.cumsum(0) - counts  # (B,) first row of each sample in the (K, D) table
+        ids = first.cumsum(dim=1) - 1 + offsets[:, None]  # (B, T) table row of each sorted token
+        index = torch.empty_like(ids).scatter_(1, order, ids)  # (B, T) table row of each token
+        rows = torch.repeat_interleave(torch.arange(b, device=t.device), counts)  # (K,)
+        c = self.cond(ts[first], y[rows])  # (K, D): rows in sample order, values ascending
+        return Modulation(c, index)
 
     def forward_all(self, x: Tensor, t: Tensor, y: Tensor, dedup: bool = True) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Returns (v, logvar, repa_tokens): v (B, C, H, W), logvar (B, 1, H, W) or None, REPA (B, T, D_enc) or None."""

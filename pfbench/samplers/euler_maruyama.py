@@ -95,10 +95,16 @@ class EulerMaruyama(StepSampler):
         dt = (t_end - self.t_min) / (self.steps - 1)
         p = model.patch_size
         x = noise
+        eps = torch.empty(noise.shape, dtype=torch.float32)  # (B, C, H, W) on CPU, refilled every step
         for t in grid[:-1]:
             v = meter(x, full_time(x, p, t), cond).v
-            eps = torch.stack([torch.randn(x.shape[1:], generator=g) for g in gens]).to(x)  # (B, C, H, W)
-            x = x + self.drift(v, x, t) * dt + math.sqrt(2.0 * self.coefficient(t) * dt) * eps
+            for row, g in zip(eps, gens, strict=True):
+                row.normal_(generator=g)  # the same stream as torch.randn(row.shape, generator=g)
+            # x + drift·dt + sqrt(2w·dt)·ε with drift = v + w·(t·v − x)/(1 − t), folded into three
+            # kernels: x·(1 − w·dt/(1 − t)) + v·dt·(1 + w·t/(1 − t)) + sqrt(2w·dt)·ε.
+            w = self.coefficient(t)
+            x = torch.add(x * (1.0 - w * dt / (1.0 - t)), v, alpha=dt * (1.0 + w * t / (1.0 - t)))
+            x.add_(eps.to(x), alpha=math.sqrt(2.0 * w * dt))
         v = meter(x, full_time(x, p, t_end), cond).v
         x = x + self.drift(v, x, t_end) * self.last_step_size  # "Mean" last step: no noise
         return meter.result(x)

@@ -1,0 +1,102 @@
+"""Benchmarks: smoke runs at tiny sizes checking the returned fields (never timing thresholds)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from pfbench import PfbenchError
+from pfbench.bench import parse_options, perturbed_net, run_bench
+from pfbench.nets import forward_flops, net_config
+from pfbench.registry import SAMPLERS
+
+
+def test_perturbed_net_is_seeded_and_not_zero() -> None:
+    a, b = perturbed_net("cpu-xs", "pf", seed=4), perturbed_net("cpu-xs", "pf", seed=4)
+    c = perturbed_net("cpu-xs", "pf", seed=5)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    assert not torch.equal(a.final.linear.weight, c.final.linear.weight)
+    assert a.final.linear.weight.abs().min() > 0  # the zero-initialised output layer now does work
+    _, logvar = a(torch.randn(2, 3, 16, 16), torch.rand(2, 64), torch.tensor([0, 1]))
+    assert logvar is not None and logvar.std() > 0  # a varying difficulty map
+
+
+def test_overhead_fields() -> None:
+    out = run_bench("overhead", n=3, batch_size=2, repeats=1, nfe=4, threads=1, show=False)
+    rows = out["samplers"]
+    assert sorted(rows) == sorted(SAMPLERS.names())
+    for name, row in rows.items():
+        assert row["net"] == ("sit" if name in ("euler", "heun", "euler_maruyama") else "pf")
+        assert 0.0 < row["model_s"] <= row["total_s"]
+        assert 0.0 < row["model_share"] <= 1.0 and row["overhead"] == pytest.approx(1.0 - row["model_share"])
+        assert 0.0 < row["model_cpu_s"] <= row["total_cpu_s"] and 0.0 <= row["overhead_cpu"] < 1.0
+        sampler = SAMPLERS.get(name)(steps=row["steps"])
+        assert row["nfe"] == sampler.cost(row["steps"]) <= 4
+    assert out["max_overhead"] == max(r["overhead"] for r in rows.values())
+    assert out["max_overhead_cpu"] == max(r["overhead_cpu"] for r in rows.values())
+    assert out["threads"] == 1 and out["batch_size"] == 2
+
+
+def counted_flops(net: torch.nn.Module, t: torch.Tensor, dedup: bool) -> float:
+    """FLOPs of one forward, counted on the executed graph by torch's FlopCounterMode."""
+    x, y = torch.randn(t.shape[0], 3, 16, 16), torch.arange(t.shape[0])
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(x, t, y, dedup=dedup)
+    return float(counter.get_total_flops())
+
+
+def test_dedup_fields_and_flop_ratio() -> None:
+    out = run_bench("dedup", preset="cpu-xs", batch=2, nfe=4, repeats=1, threads=1, show=False)
+    cfg = net_config("cpu-xs", "pf")
+    flops = lambda rows: forward_flops(cfg, rows)  # noqa: E731
+    euler, dual = out["samplers"]["euler_pf"], out["samplers"]["dual_loop"]
+    # euler_pf: one timestep per sample -> 1 modulation row instead of T
+    assert euler["flop_ratio"] == pytest.approx(flops(1) / flops(cfg.tokens), rel=1e-12)
+    # dual_loop (1 outer step, 4 calls): the first call at t_k, then 3 calls with easy and hard times
+    assert dual["nfe"] == 4 and dual["steps"] == 1
+    assert dual["flop_ratio"] == pytest.approx((flops(1) + 3 * flops(2)) / (4 * flops(cfg.tokens)), rel=1e-12)
+    # the same ratio counted on the executed graph (FlopCounterMode), within its 2 % agreement
+    t = torch.full((2, cfg.tokens), 0.3)
+    net = perturbed_net("cpu-xs", "pf")
+    counted = counted_flops(net, t, True) / counted_flops(net, t, False)
+    assert abs(euler["flop_ratio"] / counted - 1) < 0.02
+    for row in (euler, dual):
+        assert 0.0 < row["flop_ratio"] < 1.0 and row["flop_saving"] == pytest.approx(1.0 - row["flop_ratio"])
+        assert row["speedup"] == pytest.approx(row["seconds_naive"] / row["seconds_dedup"])
+        assert row["speedup_cpu"] == pytest.approx(row["cpu_s_naive"] / row["cpu_s_dedup"])
+        assert row["max_abs_diff"] < 1e-4  # dedup is exact
+    versus = out["pf_vs_sit"]
+    assert versus["nfe"] == 4 and versus["ratio"] > 0 and versus["naive_ratio"] > 0 and versus["ratio_cpu"] > 0
+    assert versus["pf_img_s"] == pytest.approx(versus["ratio"] * versus["sit_img_s"])
+    assert versus["gflops_pf"] == pytest.approx(euler["gflops_dedup"])
+
+
+def test_gpu_bench_skips_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = run_bench("gpu-throughput", show=False)
+    assert out["skipped"] and "no CUDA" in out["reason"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_throughput_fields() -> None:
+    out = run_bench("gpu-throughput", presets=("S/2",), batch=8, nfe=2, repeats=1, show=False)
+    row = out["presets"]["S/2"]
+    assert not out["skipped"] and row["ratio"] > 0 and row["naive_ratio"] > 0
+    assert row["pf_img_s"] == pytest.approx(row["ratio"] * row["sit_img_s"])
+
+
+def test_entry_point_errors_and_options() -> None:
+    with pytest.raises(PfbenchError, match="did you mean 'dedup'"):
+        run_bench("dedupe")
+    with pytest.raises(PfbenchError, match="did you mean 'batch_size'"):
+        run_bench("overhead", batchsize=3)
+    opts = parse_options("dedup", ["batch=3", "samplers=euler_pf,dual_loop", "threads=1", "show=false"])
+    assert opts == {"batch": 3, "samplers": ("euler_pf", "dual_loop"), "threads": 1, "show": False}
+    assert parse_options("overhead", ["samplers=euler"]) == {"samplers": ("euler",)}
+    with pytest.raises(PfbenchError, match="expected a value like 2"):
+        parse_options("dedup", ["batch=two"])
+    with pytest.raises(PfbenchError, match="not key=value"):
+        parse_options("dedup", ["batch"])
