@@ -226,7 +226,7 @@ class Runner:
         for name, mspec in self.spec.models.items():
             models[name] = self.load_model(name, mspec)
         self.reference_rows()
-        for name, lm in models.items():
+        for lm in models.values():
             self.model_rows(lm)
         for i, cell in enumerate(cells):
             lm = models[cell.model]
@@ -239,7 +239,11 @@ class Runner:
             rows = self.run_cell(cell, lm)
             write_rows(self.results / f"{part}.parquet", [{"suite": self.spec.name, "part": part} | r for r in rows])
         self.figures(models)
+        from pfbench.report.html import report
+
+        index = report(self.spec.name, results_root=self.results.parent, reports_root=self.reports.parent)
         self.print_table(time.perf_counter() - t0)
+        console.print(f"report: {index} (and index.html)")
 
     def reference_rows(self) -> None:
         """Metric values of the trivial baseline and of real held-out images (the scale of the numbers)."""
@@ -335,19 +339,43 @@ class Runner:
             curve_figure(self.reports / f"curve_{metric}.png", series, metric, f"{self.spec.name}: {metric} vs step")
 
     def print_table(self, wall: float) -> None:
+        """Cells as a (model, sampler, NFE, CFG) × metric table, then references, diagnostics and curves."""
         df = read_results(self.results)
-        table = Table(title=f"suite {self.spec.name} — results in {self.results} (this run {wall:.0f} s)")
-        for col in ("kind", "model", "sampler", "nfe used/budget", "GFLOPs/sample", "wall s", "metric", "value"):
-            table.add_column(col)
-        df = df[df["kind"].isin(["cell", "reference", "diagnostic"])]
-        for _, r in df.sort_values(["kind", "model", "sampler", "nfe_budget", "metric"]).iterrows():
-            def fmt(x: Any, spec: str = "") -> str:
-                return "" if x is None or (isinstance(x, float) and np.isnan(x)) or x is np.nan or str(x) == "<NA>" \
-                    else format(x, spec)
-            nfe = f"{fmt(r['nfe_used'])}/{fmt(r['nfe_budget'])}" if str(r["nfe_budget"]) != "<NA>" else ""
-            table.add_row(fmt(r["kind"]), fmt(r["model"]), fmt(r["sampler"]), nfe, fmt(r["gflops"], ".3f"),
-                          fmt(r["wall_s"], ".1f"), fmt(r["metric"]), fmt(r["value"], ".4g"))
+        cells = df[df["kind"] == "cell"]
+        metrics = sorted(cells["metric"].dropna().unique())
+        table = Table(title=f"suite {self.spec.name}: {self.results} (this run {wall:.0f} s)")
+        for col in ("model", "sampler", "NFE", "cfg", "GFLOPs/img", "s", *metrics):
+            table.add_column(col, justify="left" if col in ("model", "sampler") else "right")
+        keys = ["model", "sampler", "nfe_budget", "cfg_scale"]
+        for key, g in cells.groupby(keys, dropna=False, sort=True):
+            vals = g.groupby("metric")["value"].agg(["mean", "std", "count"])
+            shown = [f"{vals.loc[m, 'mean']:.4g}" + (f" ±{vals.loc[m, 'std']:.2g}" if vals.loc[m, "count"] > 1 else "")
+                     if m in vals.index else "" for m in metrics]
+            table.add_row(str(key[0]), str(key[1]), f"{int(g['nfe_used'].max())}/{int(key[2])}", f"{key[3]:g}",
+                          f"{float(g['gflops'].mean()):.3f}", f"{float(g['wall_s'].mean()):.1f}", *shown)
         console.print(table)
+        side = Table(title="references and diagnostics")
+        for col in ("kind", "model", "metric", "value"):
+            side.add_column(col)
+        other = df[df["kind"].isin(["reference", "diagnostic"])].sort_values(["kind", "model", "metric"])
+        for _, r in other.iterrows():
+            side.add_row(str(r["kind"]), str(r["model"]), str(r["metric"]), f"{float(r['value']):.4g}")
+        curve = df[df["kind"] == "curve"].sort_values("train_step")
+        for (model, metric), g in curve.groupby(["model", "metric"]):
+            points = " → ".join(f"{float(v):.3g}@{int(s)}" for s, v in zip(g["train_step"], g["value"], strict=True))
+            side.add_row("curve", str(model), str(metric), points)
+        if other.shape[0] or curve.shape[0]:
+            console.print(side)
+        trivial = df[(df["kind"] == "reference") & (df["model"] == "trivial_class_mean")]
+        for metric in ("fd_embedded",):
+            base = trivial[trivial["metric"] == metric]["value"]
+            got = cells[cells["metric"] == metric]
+            if base.empty or got.empty:
+                continue
+            for model, g in got.groupby("model"):
+                best = float(g["value"].min())
+                console.print(f"{model}: best {metric} {best:.4g} = {100 * best / float(base.iloc[0]):.1f}% of the "
+                              f"trivial class-mean baseline ({float(base.iloc[0]):.4g})")
 
 
 def _train_job(spec: dict[str, Any], out: str, threads: int, progress: bool) -> float:

@@ -7,6 +7,8 @@ deduplicated constant row, the number of distinct timesteps with dedup, T for th
 
 from __future__ import annotations
 
+from torch import Tensor
+
 from pfbench.nets.dit import FREQ_DIM, DiTConfig
 
 
@@ -37,11 +39,8 @@ def forward_flops(cfg: DiTConfig, conds_per_sample: float = 1.0, include_repa: b
     return total
 
 
-def distinct_per_sample(t: "object") -> float:
+def distinct_per_sample(t: Tensor) -> float:
     """Mean number of distinct timesteps per row of a (B, T) tensor (the dedup conditioning rows)."""
-    import torch
-
-    assert isinstance(t, torch.Tensor)
     if t.dim() == 1:
         return 1.0
     s, _ = t.sort(dim=1)
