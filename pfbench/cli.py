@@ -161,6 +161,7 @@ def sample(
     ema: Annotated[bool, typer.Option(help="sample the EMA weights")] = True,
     device: Annotated[str, typer.Option(help="cpu or cuda (under torchrun each rank takes cuda:LOCAL_RANK)")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+    npz: Annotated[Path | None, typer.Option(help="also export an ADM-style .npz (arr_0 NHWC uint8, arr_1 labels)")] = None,
 ) -> None:
     """Sample a checkpoint into uint8 shards; the same images on 1 or N processes (torchrun --nproc_per_node N)."""
     import torch
@@ -185,6 +186,10 @@ def sample(
                                         shard_size=shard_size, config=config, device=where, progress=rank == 0)
     if rank == 0:
         console.print(f"[green]done[/]: {manifest['totals']} -> {out}")
+        if npz is not None:
+            from pfbench.sample import export_adm_npz
+
+            console.print(f"wrote {export_adm_npz(out, npz)}")
 
 
 @app.command()
