@@ -92,19 +92,7 @@ def _coerce(df: pd.DataFrame) -> pd.DataFrame:
 
 def write_rows(path: Path, rows: Iterable[Mapping[str, Any]]) -> Path:
     """Writes rows to ``path`` atomically (temp file in the same folder, fsync, rename)."""
-    df = to_frame(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_frame(path, to_frame(rows))
 
 
 def read_results(folder: Path) -> pd.DataFrame:

@@ -7,6 +7,10 @@ calls (batch size never changes a number), and it survives a ``state()``/``from_
 mid-stream. ``frechet_distance`` gets tr(sqrt(Σ1 Σ2)) from the eigenvalues of a symmetric
 similar matrix (``Fᵀ·Σ2·F`` with ``F·Fᵀ = Σ1``) in float64, checks it, and never returns a complex
 number (the classic ``scipy.linalg.sqrtm(Σ1 Σ2)`` route can blow up into imaginary parts: SPEC §8).
+
+Cost at N = 50,000, D = 2048, one thread: accumulation is N·D² flops of ``dsyrk`` (~4 s at ~50
+GFLOP/s, the floor for float64 statistics); the distance is a Cholesky, two ``dtrmm`` and one
+``eigvalsh`` (~1 s). ``pfbench bench fd`` measures both.
 """
 
 from __future__ import annotations
@@ -39,6 +43,25 @@ def _as_f64(feats: np.ndarray | torch.Tensor, where: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def _as_float(feats: np.ndarray | torch.Tensor, where: str) -> np.ndarray:
+    """(N, D) features as a C-contiguous float32 or float64 array, without upcasting a copy of it all.
+
+    float32 stays float32 here (each chunk is converted to float64 when it is folded in), which saves
+    a full-size float64 copy: 0.8 GB and ~2 s for 50,000 × 2048 features on a busy machine.
+    """
+    if isinstance(feats, torch.Tensor):
+        t = feats.detach().cpu()
+        feats = (t if t.dtype in (torch.float32, torch.float64) else t.to(torch.float64)).numpy()
+    arr = np.asarray(feats)
+    if arr.dtype not in (np.float32, np.float64):
+        arr = arr.astype(np.float64)
+    if arr.ndim != 2:
+        raise PfbenchError(f"{where}: features must be (N, D), got shape {arr.shape}; flatten them first")
+    if not np.isfinite(arr).all():
+        raise PfbenchError(f"{where}: features contain NaN or Inf; check the feature network's input")
+    return np.ascontiguousarray(arr)
+
+
 class FeatureStats:
     """Streaming float64 mean and covariance of feature vectors.
 
@@ -63,6 +86,7 @@ class FeatureStats:
         self._m2: np.ndarray | None = None  # (D, D) Fortran order; only the lower triangle is valid
         self._pending: list[np.ndarray] = []  # rows of the current, incomplete chunk, each (n_i, D)
         self._pending_n = 0
+        self._final: FeatureStats | None = None  # memo of _finished() for mean()/cov(); reset by update
         if dim is not None:
             self._init(dim)
 
@@ -83,8 +107,9 @@ class FeatureStats:
         """Combines one chunk (n_c, D) into (n, mean, m2) with Chan's formula."""
         assert self._mean is not None and self._m2 is not None
         n_c = x.shape[0]
-        mean_c = x.mean(axis=0)  # (D,)
-        xc = x - mean_c  # (n_c, D) centred chunk
+        xc = np.array(x, dtype=np.float64, order="C")  # (n_c, D) float64 copy of the chunk (any input dtype)
+        mean_c = xc.mean(axis=0)  # (D,)
+        xc -= mean_c  # centred chunk, in place
         # m2 += xcᵀ xc on the lower triangle; xc.T is Fortran-contiguous, so no copy.
         self._m2 = blas.dsyrk(1.0, xc.T, beta=1.0, c=self._m2, trans=0, lower=1, overwrite_c=1)
         n = self._n + n_c
@@ -100,10 +125,11 @@ class FeatureStats:
         Args:
             feats: (N, D) float features (any float dtype; converted to float64).
         """
-        x = _as_f64(feats, "FeatureStats.update")  # (N, D)
+        x = _as_float(feats, "FeatureStats.update")  # (N, D) float32 or float64
         if x.shape[0] == 0:
             return
         self._init(x.shape[1])
+        self._final = None
         i = 0
         if self._pending_n:  # top up the open chunk first so chunk boundaries stay global
             take = min(self.CHUNK - self._pending_n, x.shape[0])
@@ -128,6 +154,15 @@ class FeatureStats:
             out._pending, out._pending_n = [], 0
         return out
 
+    def _finished_memo(self) -> FeatureStats:
+        """``_finished()``, kept until the next update (``mean()`` then ``cov()`` fold the open chunk once).
+
+        Only read by ``mean``/``cov``, which never modify it.
+        """
+        if self._final is None:
+            self._final = self._finished()
+        return self._final
+
     def merge(self, other: FeatureStats) -> FeatureStats:
         """Returns the statistics of both sets of rows (exact up to float64 rounding).
 
@@ -151,14 +186,14 @@ class FeatureStats:
 
     def mean(self) -> np.ndarray:
         """(D,) float64 mean of all rows."""
-        fin = self._finished()
+        fin = self._finished_memo()
         if fin.n == 0 or fin._mean is None:
             raise PfbenchError("FeatureStats.mean: no features were added")
         return fin._mean.copy()
 
     def cov(self) -> np.ndarray:
         """(D, D) float64 unbiased covariance (divides by N − 1, like ``np.cov``)."""
-        fin = self._finished()
+        fin = self._finished_memo()
         if fin.n < 2 or fin._m2 is None:
             raise PfbenchError(f"FeatureStats.cov: need at least 2 feature rows, have {fin.n}")
         low = np.tril(fin._m2)
@@ -169,7 +204,7 @@ class FeatureStats:
         if self.dim is None or self._mean is None or self._m2 is None:
             empty = np.zeros(0)
             return {"n": np.array(0), "dim": np.array(-1), "mean": empty, "m2": empty, "pending": empty}
-        pending = np.concatenate(self._pending) if self._pending else np.zeros((0, self.dim))
+        pending = np.concatenate(self._pending).astype(np.float64) if self._pending else np.zeros((0, self.dim))
         return {
             "n": np.array(self._n),
             "dim": np.array(self.dim),
@@ -238,42 +273,66 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _factor(sigma: torch.Tensor, tol: float) -> tuple[torch.Tensor, bool]:
-    """F with F·Fᵀ = Σ for a PSD (D, D) float64 matrix; returns (F, ok).
-
-    Cholesky when Σ is numerically positive definite (~0.1 s at D = 2048), else the symmetric
-    square root from ``eigh`` with negative rounding-level eigenvalues clipped (singular Σ).
-    """
-    chol, info = torch.linalg.cholesky_ex(sigma)
-    if int(info) == 0 and bool(torch.isfinite(chol).all()):
-        f, ok = chol, True
-    else:
-        with _one_thread():
-            w, v = torch.linalg.eigh(sigma)  # w ascending (D,); v (D, D)
-        ok = bool(w[0] >= -tol * max(float(w.abs().max()), _TINY))
-        f = (v * w.clamp_min(0.0).sqrt()) @ v.T  # (D, D) symmetric root
-    # Check the factor: F·Fᵀ must give back Σ (relative Frobenius residual).
-    resid = float(torch.linalg.matrix_norm(f @ f.T - sigma)) / max(
-        float(torch.linalg.matrix_norm(sigma)), _TINY
-    )
-    return f, ok and resid < 1e-6
-
-
-def _trace_sqrt_product(s1: torch.Tensor, s2: torch.Tensor, tol: float) -> tuple[float, bool]:
-    """tr(sqrt(Σ1 Σ2)) = Σ sqrt(eig(Fᵀ Σ2 F)) with F·Fᵀ = Σ1; returns (value, checks passed).
-
-    Fᵀ Σ2 F is symmetric PSD and has the eigenvalues of Σ1 Σ2 (for F = sqrt(Σ1) it is the
-    classic sqrt(Σ1)·Σ2·sqrt(Σ1)), so the trace is real by construction.
-    """
-    f, ok = _factor(s1, tol)
-    m = f.T @ s2 @ f  # (D, D)
-    m = (m + m.T) / 2
+def _cholesky(sigma: np.ndarray) -> np.ndarray | None:
+    """Lower Cholesky factor L (L·Lᵀ = Σ) of a (D, D) float64 matrix, or ``None`` if Σ is not definite."""
     with _one_thread():
-        lam = torch.linalg.eigvalsh(m)  # ascending (D,)
+        chol, info = torch.linalg.cholesky_ex(torch.from_numpy(sigma))
+    if int(info) != 0 or not bool(torch.isfinite(chol).all()):
+        return None
+    return chol.numpy()  # (D, D) C order, upper triangle zero
+
+
+def _factor_residual(f: np.ndarray, sigma: np.ndarray) -> float:
+    """Relative Frobenius residual ‖F·Fᵀ − Σ‖ / ‖Σ‖, estimated in O(D²) from 4 random probes.
+
+    For E = F·Fᵀ − Σ and V with 4 standard normal columns, E‖E·V‖² = 4‖E‖²: the probe sees a wrong
+    factor as surely as the full (D³) product would, at the cost of 4 matrix-vector products.
+    """
+    v = np.random.default_rng(0).standard_normal((sigma.shape[0], 4))  # (D, 4), fixed: deterministic
+    r = f @ (f.T @ v) - sigma @ v  # (D, 4)
+    return float(np.linalg.norm(r)) / (2.0 * max(float(np.linalg.norm(sigma)), _TINY))
+
+
+def _congruence(f: np.ndarray, b: np.ndarray, triangular: bool) -> np.ndarray:
+    """M = Fᵀ·B·F, (D, D) float64; lower triangle exact (eigvalsh reads only that one).
+
+    For a lower-triangular F (Cholesky) two ``dtrmm`` calls cost D³ flops in all, half of two GEMMs.
+    """
+    if not triangular:
+        return f.T @ b @ f
+    ft = f.T  # Fortran-contiguous view of Fᵀ: upper triangular, passed to BLAS without a copy
+    bf = blas.dtrmm(1.0, ft, b.T, side=1, lower=0, trans_a=1)  # B·F (Bᵀ = B), new array
+    return blas.dtrmm(1.0, ft, bf, side=0, lower=0, trans_a=0, overwrite_b=1)  # Fᵀ·(B·F)
+
+
+def _trace_sqrt_product(s1: np.ndarray, s2: np.ndarray, tol: float) -> tuple[float, bool]:
+    """tr(sqrt(Σ1 Σ2)) = Σ sqrt(eig(Fᵀ·B·F)) with F·Fᵀ = A, {A, B} = {Σ1, Σ2}; returns (value, checks passed).
+
+    Fᵀ·B·F is symmetric PSD and has the eigenvalues of A·B, which are those of Σ1·Σ2 whichever
+    covariance is factored (tr sqrt(Σ1Σ2) = tr sqrt(Σ2Σ1)), so the trace is real by construction. A
+    Cholesky factor of whichever covariance is definite is used (~0.1 s at D = 2048); only when both
+    are singular does F come from ``eigh`` (F = V·diag(sqrt(w)), rounding-level negative w clipped).
+    Only eigenvalues of M are computed (``eigvalsh``: no eigenvectors).
+    """
+    a, b = s1, s2
+    f = _cholesky(a)
+    if f is None:
+        a, b = s2, s1
+        f = _cholesky(a)
+    triangular, ok = f is not None, True
+    if f is None:
+        with _one_thread():
+            w, v = torch.linalg.eigh(torch.from_numpy(a))  # w ascending (D,); v (D, D)
+        ok = bool(w[0] >= -tol * max(float(w.abs().max()), _TINY))
+        f = (v * w.clamp_min(0.0).sqrt()).numpy()  # (D, D): F·Fᵀ = V·W·Vᵀ = A
+    ok = ok and _factor_residual(f, a) < 1e-6
+    m = _congruence(f, b, triangular)  # (D, D)
+    with _one_thread():
+        lam = torch.linalg.eigvalsh(torch.from_numpy(m), UPLO="L")  # ascending (D,)
     scale = max(float(lam.abs().max()), _TINY)
     ok = ok and bool(lam[0] >= -tol * scale)
     # Independent check: Σλ = tr(M) must equal tr(Σ1 Σ2) = Σ_ij Σ1_ij Σ2_ij.
-    tr12 = float((s1 * s2).sum())
+    tr12 = float(np.vdot(s1, s2))
     ok = ok and abs(float(lam.sum()) - tr12) <= 1e-6 * max(abs(tr12), scale) + 1e-12
     return float(lam.clamp_min(0.0).sqrt().sum()), ok
 
@@ -284,10 +343,11 @@ def frechet_distance(
     """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
 
     ``‖mu1 − mu2‖² + tr(Σ1) + tr(Σ2) − 2·tr(sqrt(Σ1 Σ2))``, in float64. The trace of the square
-    root comes from the eigenvalues of the symmetric ``Fᵀ·Σ2·F`` with ``F·Fᵀ = Σ1`` (Cholesky, or
-    the ``eigh`` square root ``sqrt(Σ1)·Σ2·sqrt(Σ1)`` when Σ1 is singular), so it is real by
-    construction and fine for singular (rank-deficient) covariances. The result is checked (square
-    root residual, no clearly negative eigenvalues, trace identity); if a check fails, ``eps·I``
+    root comes from the eigenvalues (``eigvalsh``, no eigenvectors) of the symmetric ``Fᵀ·Σ2·F``
+    with ``F·Fᵀ = Σ1`` (Cholesky; the roles swap when only Σ2 is definite; an ``eigh`` factor when
+    both are singular), so it is real by construction and fine for singular (rank-deficient)
+    covariances. The result is checked (factor residual, no clearly negative eigenvalues, trace
+    identity); if a check fails, ``eps·I``
     is added to both covariances and it is retried once with a warning, as the standard
     implementations do; a second failure raises ``PfbenchError``.
 
@@ -314,9 +374,8 @@ def frechet_distance(
         if np.abs(s - s.T).max() > 1e-6 * max(np.abs(s).max(), 1e-300):
             raise PfbenchError(f"frechet_distance: {name} is not symmetric; pass a covariance matrix")
     s1, s2 = (s1 + s1.T) / 2, (s2 + s2.T) / 2
-    t1, t2 = torch.from_numpy(s1), torch.from_numpy(s2)
     tol = 1e-9
-    tr_sqrt, ok = _trace_sqrt_product(t1, t2, tol)
+    tr_sqrt, ok = _trace_sqrt_product(s1, s2, tol)
     if not ok:
         warnings.warn(
             f"frechet_distance: covariance product is singular or ill-conditioned; adding {eps:g}·I "
@@ -326,7 +385,7 @@ def frechet_distance(
         )
         eye = np.eye(d) * eps
         s1, s2 = s1 + eye, s2 + eye
-        tr_sqrt, ok = _trace_sqrt_product(torch.from_numpy(s1), torch.from_numpy(s2), tol)
+        tr_sqrt, ok = _trace_sqrt_product(s1, s2, tol)
         if not ok:
             raise PfbenchError(
                 "frechet_distance: matrix square root failed its checks even after adding eps·I; "
