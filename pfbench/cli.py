@@ -73,7 +73,7 @@ def plan(
     cells = make_plan(spec)
     for cell in cells:
         model_id = runner.known_model_id(cell.model)
-        done = model_id is not None and has_part(runner.results, f"cell-{cell.key(model_id)}")
+        done = model_id is not None and has_part(runner.results, f"cell-{cell.key(model_id)}-{runner.metric_key()}")
         table.add_row(cell.model, cell.sampler.name, str(cell.nfe), f"{cell.cfg_scale:g}", str(cell.seed),
                       str(cell.num_samples), "yes" if done else "")
     console.print(table)

@@ -372,6 +372,7 @@ def evaluate(
     ref_size: int = 10_000,
     cache_dir: str | Path | None = None,
     extractor: FeatureExtractor | None = None,
+    resize: str = "tf1x",
 ) -> dict[str, float]:
     """Scores ``samples`` against ``ref`` with the named metrics in one pass (see the module docstring).
 
@@ -385,6 +386,7 @@ def evaluate(
         ref_size: embedded test-split images for ``ref="embedded"``.
         cache_dir: cache root for reference statistics (default ``$PFBENCH_CACHE`` or ``~/.cache/pfbench``).
         extractor: replaces the Inception network (tests, other feature extractors).
+        resize: Inception input resize, ``"tf1x"`` (torch-fidelity, TF-compatible; SPEC) or ``"clean"`` (clean-fid).
 
     Returns:
         ``{metric key: value}`` plus ``num_samples``.
@@ -424,7 +426,7 @@ def evaluate(
         from pfbench.metrics.standard import standard_metrics
 
         ext = (
-            extractor if extractor is not None else InceptionV3(weights, device=device, max_batch=batch_size)
+            extractor if extractor is not None else InceptionV3(weights, resize=resize, device=device, max_batch=batch_size)
         )
         ref_stats = (
             inception_ref(refs, inc, ext, batch_size, cache_dir)

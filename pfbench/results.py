@@ -40,7 +40,8 @@ COLUMNS: dict[str, str] = {
     "metric": "string",
     "value": "Float64",
     "higher_is_better": "boolean",
-    "ref_id": "string",
+    "ref_id": "string",  # reference set the metric compares against
+    "metric_args": "string",  # JSON: how the metric was computed (e.g. Inception resize mode)
     "pfbench_version": "string",
     "git_sha": "string",
     "torch_version": "string",

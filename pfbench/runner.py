@@ -22,12 +22,13 @@ from rich.table import Table
 from pfbench import PfbenchError
 from pfbench.adapters.dit import DiTAdapter
 from pfbench.nets import DiT
-from pfbench.registry import METRICS, SAMPLERS
+from pfbench.registry import SAMPLERS
 from pfbench.results import has_part, read_results, write_rows
 from pfbench.suite import ModelSpec, RunSpec, SamplerSpec, SuiteSpec, content_hash, plan
-from pfbench.types import Cond
 
 console = Console()
+# Metric keys where lower is better (every other key: higher is better; *_std keys are spreads, read as such).
+LOWER_IS_BETTER = frozenset({"fd_embedded", "fid", "sfid", "kid", "fd_dinov2", "kid_std", "is_std", "is_embedded_std"})
 
 
 def file_sha256(path: Path) -> str:
@@ -178,19 +179,36 @@ class Runner:
         return sampler.with_budget(nfe)
 
     def score(self, images: np.ndarray | torch.Tensor, labels: torch.Tensor) -> dict[str, tuple[float, bool]]:
-        """Runs every suite metric over uint8 images (N, 3, H, W); returns name -> (value, higher_is_better)."""
-        out: dict[str, tuple[float, bool]] = {}
-        imgs = torch.as_tensor(images)
-        for name in self.spec.metrics:
-            cls = METRICS.get(name)
-            metric = _make_metric(cls, resolution=self.spec.data.resolution, data_seed=self.spec.data.seed,
-                                  ref_size=self.spec.data.test_size)
-            bs = self.spec.eval.batch_size
-            for i in range(0, imgs.shape[0], bs):
-                metric.update(imgs[i : i + bs], Cond(labels[i : i + bs]))
-            for key, value in metric.compute().items():
-                out[key] = (float(value), bool(cls.higher_is_better))
-        return out
+        """Runs every suite metric over uint8 images (N, 3, H, W) in one pass per feature network.
+
+        Returns:
+            metric key -> (value, higher_is_better).
+        """
+        import tempfile
+
+        from pfbench.evaluate import evaluate
+
+        ev, data = self.spec.eval, self.spec.data
+        imgs = np.asarray(torch.as_tensor(images)).transpose(0, 2, 3, 1)  # (N, H, W, 3): ADM layout
+        self.runs.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.runs, prefix=".score-") as tmp:
+            npz = Path(tmp) / "samples.npz"
+            np.savez(npz, arr_0=imgs, arr_1=np.asarray(labels))
+            result = evaluate(npz, data.reference or "embedded", self.spec.metrics, batch_size=ev.batch_size,
+                              device=ev.device, weights=ev.weights, ref_size=data.test_size, resize=ev.resize)
+        result.pop("num_samples", None)
+        return {k: (v, k not in LOWER_IS_BETTER) for k, v in result.items()}
+
+    def metric_key(self) -> str:
+        """Hash of everything that changes metric values besides the pixels (metrics, reference, resize)."""
+        return content_hash([self.spec.metrics, dataclasses.asdict(self.spec.data), self.spec.eval.resize,
+                             self.spec.eval.weights])[:8]
+
+    def metric_context(self) -> dict[str, Any]:
+        """Row fields that say how metrics were computed (reference set and Inception resize)."""
+        data = self.spec.data
+        ref = data.reference or f"embedded:test:seed{data.seed}:n{data.test_size}:r{data.resolution}"
+        return {"ref_id": ref, "metric_args": json.dumps({"resize": self.spec.eval.resize}, sort_keys=True)}
 
     def generate(self, lm: LoadedModel, sampler: Any, n: int, seed: int, cfg_scale: float) -> Any:
         from pfbench.sample import generate
@@ -214,7 +232,8 @@ class Runner:
         }
         scores = self.score(gen.images, gen.labels)
         self._last_samples[cell.model] = (gen.images, gen.labels)
-        return [base | {"metric": k, "value": v, "higher_is_better": hib} for k, (v, hib) in scores.items()]
+        return [base | self.metric_context() | {"metric": k, "value": v, "higher_is_better": hib}
+                for k, (v, hib) in scores.items()]
 
     # ------------------------------------------------------------------ main
     def run(self) -> None:
@@ -230,7 +249,7 @@ class Runner:
             self.model_rows(lm)
         for i, cell in enumerate(cells):
             lm = models[cell.model]
-            part = f"cell-{cell.key(lm.model_id)}"
+            part = f"cell-{cell.key(lm.model_id)}-{self.metric_key()}"
             if has_part(self.results, part):
                 continue
             if self.progress:
@@ -263,7 +282,7 @@ class Runner:
         for name, imgs in (("real_train", real_u8), ("trivial_class_mean", trivial)):
             for k, (v, hib) in self.score(imgs, labels).items():
                 rows.append({"kind": "reference", "model": name, "metric": k, "value": v, "higher_is_better": hib,
-                             "num_samples": n})
+                             "num_samples": n} | self.metric_context())
         write_rows(self.results / f"{part}.parquet", [{"suite": self.spec.name, "part": part} | r for r in rows])
 
     def model_rows(self, lm: LoadedModel) -> None:
@@ -283,7 +302,7 @@ class Runner:
         if ev.learning_curve and lm.checkpoints:
             curve_sampler = ev.curve_sampler or SamplerSpec("euler_pf" if lm.net.cfg.per_token_t else "euler")
             for step, path in lm.checkpoints:
-                part = f"curve-{lm.model_id[:16]}-{step}"
+                part = f"curve-{lm.model_id[:16]}-{step}-{self.metric_key()}"
                 if has_part(self.results, part):
                     continue
                 net = build_model_from_checkpoint(load_checkpoint(path), use_ema=True)
@@ -292,7 +311,7 @@ class Runner:
                 rows = [{"kind": "curve", "model": lm.name, "model_id": lm.model_id, "train_step": step,
                          "sampler": curve_sampler.name, "nfe_budget": ev.curve_nfe, "nfe_used": gen.nfe,
                          "metric": k, "value": v, "higher_is_better": hib,
-                         "num_samples": ev.curve_samples, "seed": 0}
+                         "num_samples": ev.curve_samples, "seed": 0} | self.metric_context()
                         for k, (v, hib) in self.score(gen.images, gen.labels).items()]
                 write_rows(self.results / f"{part}.parquet", [{"suite": self.spec.name, "part": part} | r for r in rows])
         if lm.net.cfg.difficulty_head:
@@ -417,9 +436,3 @@ def _watch_training(jobs: dict[str, tuple[int, Path]], futures: dict[str, Any], 
             time.sleep(1.0)
 
 
-def _make_metric(cls: Any, **context: Any) -> Any:
-    """Instantiates a metric with the suite context it accepts (resolution, reference data seed/size)."""
-    import inspect
-
-    params = inspect.signature(cls).parameters
-    return cls(**{k: v for k, v in context.items() if k in params})

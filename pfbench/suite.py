@@ -28,6 +28,7 @@ class DataSpec:
     resolution: int = 16
     seed: int = 0
     test_size: int = 2000
+    reference: str | None = None  # ADM reference .npz or image folder for FID & co.; None = embedded test split
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,9 @@ class EvalSpec:
     curve_samples: int = 500
     difficulty_t: float = 0.6
     parallel_train: bool = True  # train the suite's models in concurrent processes
+    resize: str = "tf1x"  # Inception resize: "tf1x" (torch-fidelity, TF-compatible) or "clean" (clean-fid)
+    weights: str | None = None  # Inception weights file/folder (else $PFBENCH_WEIGHTS, then the library cache)
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,7 @@ class FeatureStats:
         self._pending: list[np.ndarray] = []  # rows of the current, incomplete chunk, each (n_i, D)
         self._pending_n = 0
         self._final: FeatureStats | None = None  # memo of _finished() for mean()/cov(); reset by update
+        self._scratch: np.ndarray | None = None  # (CHUNK, D) float64 work buffer of _fold, not state
         if dim is not None:
             self._init(dim)
 
@@ -107,7 +108,10 @@ class FeatureStats:
         """Combines one chunk (n_c, D) into (n, mean, m2) with Chan's formula."""
         assert self._mean is not None and self._m2 is not None
         n_c = x.shape[0]
-        xc = np.array(x, dtype=np.float64, order="C")  # (n_c, D) float64 copy of the chunk (any input dtype)
+        if self._scratch is None or self._scratch.shape[1] != x.shape[1]:
+            self._scratch = np.empty((self.CHUNK, x.shape[1]), np.float64)  # reused: no page faults per chunk
+        xc = self._scratch[:n_c]  # (n_c, D) float64 copy of the chunk (any input dtype)
+        np.copyto(xc, x)
         mean_c = xc.mean(axis=0)  # (D,)
         xc -= mean_c  # centred chunk, in place
         # m2 += xcᵀ xc on the lower triangle; xc.T is Fortran-contiguous, so no copy.
@@ -309,17 +313,21 @@ def _trace_sqrt_product(s1: np.ndarray, s2: np.ndarray, tol: float) -> tuple[flo
     """tr(sqrt(Σ1 Σ2)) = Σ sqrt(eig(Fᵀ·B·F)) with F·Fᵀ = A, {A, B} = {Σ1, Σ2}; returns (value, checks passed).
 
     Fᵀ·B·F is symmetric PSD and has the eigenvalues of A·B, which are those of Σ1·Σ2 whichever
-    covariance is factored (tr sqrt(Σ1Σ2) = tr sqrt(Σ2Σ1)), so the trace is real by construction. A
-    Cholesky factor of whichever covariance is definite is used (~0.1 s at D = 2048); only when both
-    are singular does F come from ``eigh`` (F = V·diag(sqrt(w)), rounding-level negative w clipped).
-    Only eigenvalues of M are computed (``eigvalsh``: no eigenvectors).
+    covariance is factored (tr sqrt(Σ1Σ2) = tr sqrt(Σ2Σ1)), so the trace is real by construction.
+    A = Σ1 with its Cholesky factor when Σ1 is definite (~0.1 s at D = 2048). A singular Σ1 (fewer
+    samples than dimensions) is checked to be PSD up to rounding from its eigenvalues alone, and then
+    Σ2 is factored instead if it is definite; only when both are singular does F come from ``eigh``
+    (F = V·diag(sqrt(w)), rounding-level negative w clipped). No eigenvectors are computed otherwise.
     """
-    a, b = s1, s2
-    f = _cholesky(a)
+    a, b, f, ok = s1, s2, _cholesky(s1), True
     if f is None:
-        a, b = s2, s1
-        f = _cholesky(a)
-    triangular, ok = f is not None, True
+        f = _cholesky(s2)
+        if f is not None:  # swap roles; Σ1 itself must still be PSD up to rounding (same test as eigh)
+            a, b = s2, s1
+            with _one_thread():
+                w = torch.linalg.eigvalsh(torch.from_numpy(s1))  # ascending (D,)
+            ok = bool(w[0] >= -tol * max(float(w.abs().max()), _TINY))
+    triangular = f is not None
     if f is None:
         with _one_thread():
             w, v = torch.linalg.eigh(torch.from_numpy(a))  # w ascending (D,); v (D, D)
@@ -335,6 +343,16 @@ def _trace_sqrt_product(s1: np.ndarray, s2: np.ndarray, tol: float) -> tuple[flo
     tr12 = float(np.vdot(s1, s2))
     ok = ok and abs(float(lam.sum()) - tr12) <= 1e-6 * max(abs(tr12), scale) + 1e-12
     return float(lam.clamp_min(0.0).sqrt().sum()), ok
+
+
+def _symmetrized(s: np.ndarray, name: str) -> np.ndarray:
+    """``s`` if exactly symmetric (``FeatureStats.cov`` output), else (s + sᵀ)/2 after a tolerance check."""
+    if np.array_equal(s, s.T):
+        return s
+    sym = (s + s.T) / 2
+    if np.abs(s - sym).max() > 0.5e-6 * max(np.abs(s).max(), 1e-300):  # |s − sᵀ| > 1e-6·max|s|
+        raise PfbenchError(f"frechet_distance: {name} is not symmetric; pass a covariance matrix")
+    return sym
 
 
 def frechet_distance(
@@ -370,10 +388,7 @@ def frechet_distance(
     for name, a in (("mu1", mu1), ("sigma1", s1), ("mu2", mu2), ("sigma2", s2)):
         if not np.isfinite(a).all():
             raise PfbenchError(f"frechet_distance: {name} contains NaN or Inf")
-    for name, s in (("sigma1", s1), ("sigma2", s2)):
-        if np.abs(s - s.T).max() > 1e-6 * max(np.abs(s).max(), 1e-300):
-            raise PfbenchError(f"frechet_distance: {name} is not symmetric; pass a covariance matrix")
-    s1, s2 = (s1 + s1.T) / 2, (s2 + s2.T) / 2
+    s1, s2 = _symmetrized(s1, "sigma1"), _symmetrized(s2, "sigma2")
     tol = 1e-9
     tr_sqrt, ok = _trace_sqrt_product(s1, s2, tol)
     if not ok:
