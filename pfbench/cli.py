@@ -265,6 +265,19 @@ def assets_build(
         console.print(f"{sha}  {name}")
 
 
+@assets_app.command("export")
+def assets_export(
+    src: Annotated[Path, typer.Argument(help="training checkpoint (.pt)")],
+    dst: Annotated[Path, typer.Argument(help="inference-only copy to write (EMA weights + configs)")],
+) -> None:
+    """Write a small inference-only checkpoint (what pfbench ships) and print its sha256."""
+    from pfbench.ckpt import export_weights
+    from pfbench.runner import file_sha256
+
+    out = export_weights(src, dst)
+    console.print(f"{file_sha256(out)}  {out}")
+
+
 def main() -> None:
     """Console entry point: one-line errors, non-zero exit."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -42,5 +42,6 @@ METRICS.add("pr", "pfbench.metrics.standard:PrecisionRecall")
 METRICS.add("kid", "pfbench.metrics.standard:KID")
 METRICS.add("clip_score", "pfbench.metrics.clipscore:CLIPScore")
 METRICS.add("clip_embedded", "pfbench.metrics.tiny_clip:CLIPEmbedded")
+METRICS.add("fd_dinov2", "pfbench.metrics.dinov2:FDDINOv2")
 
 __all__ = ["ADAPTERS", "METRICS", "NETS", "SAMPLERS", "TIMESTEPS"]

@@ -208,7 +208,9 @@ class FeatureStats:
         if self.dim is None or self._mean is None or self._m2 is None:
             empty = np.zeros(0)
             return {"n": np.array(0), "dim": np.array(-1), "mean": empty, "m2": empty, "pending": empty}
-        pending = np.concatenate(self._pending).astype(np.float64) if self._pending else np.zeros((0, self.dim))
+        pending = (
+            np.concatenate(self._pending).astype(np.float64) if self._pending else np.zeros((0, self.dim))
+        )
         return {
             "n": np.array(self._n),
             "dim": np.array(self.dim),

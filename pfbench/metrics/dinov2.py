@@ -1,0 +1,275 @@
+"""FD-DINOv2 (SPEC §6 extra): Fréchet distance in DINOv2 ViT-L/14 features, without torch hub code.
+
+The network is timm's ``vit_large_patch14_dinov2`` built at 224×224 with random init, then loaded
+from the original ``dinov2_vitl14_pretrain.pth`` (facebookresearch key layout) found offline by
+``resolve_weights("dinov2-vitl14", path)``. The conversion:
+
+- the position embedding (trained on a 37×37 patch grid, 518 px) is resampled to the 16×16 grid of
+  a 224 px input exactly as the DINOv2 hub model does it at run time (bicubic, scale factor
+  (16 + 0.1)/37, no antialias), so the features are those of ``torch.hub.load('facebookresearch/
+  dinov2', 'dinov2_vitl14')`` used by Stein et al. (2023) / dgm-eval; timm's own resampling
+  (antialiased, exact size) would give slightly different features;
+- the remaining keys go through timm's ``checkpoint_filter_fn``, which recognises the DINOv2 layout
+  (drops ``mask_token``, renames SwiGLU weights of the giant model).
+
+Preprocessing follows dgm-eval: each uint8 image is resized to 224×224 with PIL bicubic (``"pil"``,
+torchvision's ``Resize`` on a PIL image, quantised to uint8) or clean-fid's float bicubic
+(``"clean"``), scaled to [0, 1] and normalised with the ImageNet mean/std. The feature is the CLS
+token after the final LayerNorm (1024-d for ViT-L/14).
+
+The extractor returns its feature under the key ``"pool"`` (the pooled image embedding, as
+Inception's pool3), so ``FeatureBank``, ``compute_ref_stats`` and the reference cache work
+unchanged; its fingerprint keeps its cache entries apart from Inception's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pfbench import PfbenchError
+from pfbench.metrics.base import check_images
+from pfbench.metrics.inception import clean_resize
+from pfbench.metrics.refstats import RefStats, compute_ref_stats
+from pfbench.metrics.standard import FeatureBank, _BankMetric
+from pfbench.metrics.stats import frechet_distance
+from pfbench.metrics.weights import file_sha256, resolve_weights
+
+INPUT_SIZE = 224
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESIZE_MODES = ("pil", "clean")
+POS_OFFSET = 0.1  # DINOv2 hub: interpolate_offset, "to avoid floating point error in the interpolation"
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A DINOv2 network pfbench can build.
+
+    Attributes:
+        timm_name: timm model name (architecture only; never downloads).
+        dim: CLS feature size.
+        depth: transformer blocks; ``None`` keeps the architecture's own (tests shrink it).
+    """
+
+    timm_name: str
+    dim: int
+    depth: int | None = None
+
+
+# weights key (pfbench.metrics.weights.KNOWN_WEIGHTS) -> architecture
+ARCHS: dict[str, Arch] = {
+    "dinov2-vitl14": Arch("vit_large_patch14_dinov2", 1024),
+    "dinov2-vitb14": Arch("vit_base_patch14_dinov2", 768),
+}
+
+
+def _timm() -> Any:
+    try:
+        import timm
+    except ImportError:
+        raise PfbenchError(
+            "fd_dinov2 needs timm to build the DINOv2 network; `pip install 'timm>=1.0'`"
+        ) from None
+    return timm
+
+
+def resample_pos_embed(pos: Tensor, grid: int) -> Tensor:
+    """DINOv2 hub's run-time position-embedding interpolation, done once.
+
+    Args:
+        pos: (1, 1 + M², D) class + patch position embedding of an M×M grid.
+        grid: target patch grid side (16 for 224 px at patch 14).
+
+    Returns:
+        (1, 1 + grid², D) float32: bicubic with scale factor (grid + 0.1)/M, no antialias, class
+        token position unchanged.
+    """
+    n = pos.shape[1] - 1
+    m = int(round(n**0.5))
+    if m * m != n:
+        raise PfbenchError(f"DINOv2 pos_embed has {n} patch positions, not a square grid")
+    if m == grid:
+        return pos.float()
+    cls, patch = pos[:, :1].float(), pos[:, 1:].float()  # (1, 1, D), (1, M², D)
+    scale = (grid + POS_OFFSET) / m
+    patch = patch.reshape(1, m, m, -1).permute(0, 3, 1, 2)  # (1, D, M, M)
+    patch = F.interpolate(patch, scale_factor=(scale, scale), mode="bicubic", antialias=False)  # (1, D, g, g)
+    if patch.shape[-2:] != (grid, grid):
+        raise PfbenchError(
+            f"DINOv2 pos_embed resampling gave {tuple(patch.shape[-2:])}, expected {grid}×{grid}"
+        )
+    return torch.cat([cls, patch.permute(0, 2, 3, 1).reshape(1, grid * grid, -1)], dim=1)
+
+
+def build_dinov2(arch: Arch, state: dict[str, Tensor], where: str) -> nn.Module:
+    """timm DINOv2 ViT at 224 px holding the original-layout ``state`` (see module docstring).
+
+    Raises:
+        PfbenchError: the state dict does not fit the architecture (one line, naming ``where``).
+    """
+    timm = _timm()
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    extra = {} if arch.depth is None else {"depth": arch.depth}
+    net = timm.create_model(arch.timm_name, pretrained=False, num_classes=0, img_size=INPUT_SIZE, **extra)
+    state = dict(state)  # the original .pth files are plain state dicts
+    if "pos_embed" not in state:
+        raise PfbenchError(
+            f"{where}: no 'pos_embed' among its {len(state)} keys; not a DINOv2 ViT checkpoint"
+        )
+    state["pos_embed"] = resample_pos_embed(state["pos_embed"], INPUT_SIZE // 14)
+    state = checkpoint_filter_fn(state, net)  # DINOv2 layout -> timm (mask_token dropped, SwiGLU renamed)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = " ".join(str(err).split())[:240]
+        raise PfbenchError(
+            f"{where}: does not fit timm {arch.timm_name} ({first}); wrong DINOv2 size?"
+        ) from None
+    return net.eval().requires_grad_(False)
+
+
+def to_input(images: Tensor, resize: str) -> Tensor:
+    """uint8 (B, 3, H, W) -> normalised float32 (B, 3, 224, 224) as dgm-eval feeds DINOv2."""
+    if resize == "pil":
+        from PIL import Image
+
+        hwc = images.permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3) uint8
+        size = (INPUT_SIZE, INPUT_SIZE)
+        out = np.stack([np.asarray(Image.fromarray(im).resize(size, Image.Resampling.BICUBIC)) for im in hwc])
+        x = torch.from_numpy(out).permute(0, 3, 1, 2).float() / 255.0  # (B, 3, 224, 224) in [0, 1]
+    else:
+        x = clean_resize(images, INPUT_SIZE) / 255.0  # (B, 3, 224, 224) float, not quantised
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+class DINOv2:
+    """DINOv2 CLS features of uint8 images: ``{"pool": (B, dim)}`` float32 on the CPU.
+
+    Example::
+
+        ext = DINOv2()                              # ViT-L/14, weights resolved offline
+        bank = FeatureBank(ext)
+        metric = FDDINOv2(dinov2_ref_stats(ref_batches, ext, dataset_key=key), bank=bank)
+
+    Args:
+        weights: explicit weights file or folder; ``None`` searches ``$PFBENCH_WEIGHTS`` then the
+            torch hub cache (``resolve_weights``); nothing is ever downloaded.
+        model: weights key in ``ARCHS`` (``"dinov2-vitl14"`` as in the FD-DINOv2 literature).
+        resize: ``"pil"`` (dgm-eval default) or ``"clean"``.
+        device: where the network runs.
+        max_batch: images per forward pass (memory only; features agree to float rounding).
+        verify: check the file's sha256 where one is recorded.
+    """
+
+    keys: tuple[str, ...] = ("pool",)
+
+    def __init__(
+        self,
+        weights: str | os.PathLike[str] | None = None,
+        *,
+        model: str = "dinov2-vitl14",
+        resize: str = "pil",
+        device: str | torch.device = "cpu",
+        max_batch: int = 100,
+        verify: bool = True,
+    ) -> None:
+        if model not in ARCHS:
+            raise PfbenchError(f"DINOv2: unknown model {model!r}; known: {', '.join(sorted(ARCHS))}")
+        if resize not in RESIZE_MODES:
+            raise PfbenchError(f"DINOv2: resize={resize!r} is not one of {RESIZE_MODES}")
+        path = resolve_weights(model, weights, verify=verify)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated file, not a torch file, pickled objects
+            raise PfbenchError(
+                f"DINOv2: cannot read {path} ({type(err).__name__}: {' '.join(str(err).split())[:160]}); "
+                f"is it the original {path.name}?"
+            ) from None
+        if not isinstance(state, dict):
+            raise PfbenchError(f"DINOv2: {path} holds a {type(state).__name__}, not a state dict")
+        self.arch = ARCHS[model]
+        self.model, self.resize, self.max_batch = model, resize, max_batch
+        self.device = torch.device(device)
+        self.weights_path = Path(path)
+        self.weights_sha256 = file_sha256(path)
+        self.net = build_dinov2(self.arch, state, str(path)).to(self.device)
+        self.dims = {"pool": self.arch.dim}
+
+    def fingerprint(self) -> dict[str, str]:
+        return {
+            "extractor": f"dinov2 {self.model} (timm {self.arch.timm_name}, depth {self.arch.depth or 'default'})",
+            "timm": str(_timm().__version__),
+            "weights_sha256": self.weights_sha256,
+            "resize": f"{self.resize} bicubic {INPUT_SIZE}, ImageNet mean/std",
+            "pos_embed": f"hub bicubic scale (g+{POS_OFFSET})/M, no antialias",
+            "pool": "CLS token after final norm",
+        }
+
+    @torch.inference_mode()
+    def __call__(self, images: Tensor) -> dict[str, Tensor]:
+        """CLS features of uint8 (B, 3, H, W) images as float32 CPU (B, dim)."""
+        check_images(images, "DINOv2")
+        parts = [torch.zeros(0, self.arch.dim)]
+        for i in range(0, images.shape[0], self.max_batch):
+            x = to_input(images[i : i + self.max_batch], self.resize).to(self.device)  # (b, 3, 224, 224)
+            parts.append(self.net(x).float().cpu())  # (b, dim)
+        return {"pool": torch.cat(parts)}
+
+
+def dinov2_ref_stats(
+    batches: Iterable[Tensor], extractor: DINOv2, *, dataset_key: str, cache_dir: str | Path | None = None
+) -> RefStats:
+    """DINOv2 reference statistics of a dataset, computed once and cached by content hash.
+
+    Args:
+        batches: uint8 (B, 3, H, W) reference batches (read only on a cache miss).
+        extractor: the ``DINOv2`` the samples will go through (its fingerprint keys the cache).
+        dataset_key: content hash of the reference images (``pfbench.evaluate.content_id``).
+        cache_dir: cache root (default ``$PFBENCH_CACHE`` or ``~/.cache/pfbench``).
+    """
+    return compute_ref_stats(batches, extractor, dataset_key=dataset_key, preprocessing="fd_dinov2",
+                             keep_pool=False, cache_dir=cache_dir)  # fmt: skip
+
+
+class FDDINOv2(_BankMetric):
+    """Fréchet distance in DINOv2 features against ``ref.mu``/``ref.sigma`` (from ``dinov2_ref_stats``).
+
+    Args:
+        ref: DINOv2 reference statistics (not an ADM Inception ``.npz``: those hold Inception stats).
+        bank: a ``FeatureBank`` over a ``DINOv2`` extractor, shared with other DINOv2 metrics.
+        weights, device: build a private ``DINOv2`` bank when ``bank`` is ``None``.
+    """
+
+    name: ClassVar[str] = "fd_dinov2"
+    higher_is_better: ClassVar[bool] = False
+    stats_keys = ("pool",)
+
+    def __init__(self, ref: RefStats, *, bank: FeatureBank | None = None,
+                 weights: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu") -> None:  # fmt: skip
+        bank = bank if bank is not None else FeatureBank(DINOv2(weights, device=device))
+        if "dinov2" not in bank.extractor.fingerprint().get("extractor", ""):
+            raise PfbenchError(
+                "fd_dinov2: the FeatureBank's extractor is not DINOv2; give it FeatureBank(DINOv2())"
+            )
+        super().__init__(ref, bank)
+
+    def compute(self) -> dict[str, float]:
+        st, ref = self.bank.stats(self._sub, "pool"), self._ref()
+        if ref.mu.shape != st.mean().shape:
+            raise PfbenchError(
+                f"fd_dinov2: reference has {ref.mu.shape[0]}-d statistics, DINOv2 gives {st.mean().shape[0]}-d; "
+                "build the reference with dinov2_ref_stats"
+            )
+        return {"fd_dinov2": frechet_distance(st.mean(), st.cov(), ref.mu, ref.sigma)}
