@@ -265,6 +265,20 @@ def assets_build(
         console.print(f"{sha}  {name}")
 
 
+@app.command()
+def parity(
+    suite: Annotated[Path, typer.Argument(help="parity suite YAML")] = Path("suites/adm_parity.yaml"),
+    device: Annotated[str | None, typer.Option(help="cpu or cuda")] = None,
+) -> None:
+    """Check FID/sFID/IS/P/R against the ADM evaluator's golden numbers (needs the public ADM files + weights)."""
+    from pfbench.parity import run_adm_parity_suite, show_parity
+
+    result = run_adm_parity_suite(suite, device=device)
+    show_parity(result)
+    if not result["pass"]:
+        raise typer.Exit(1)
+
+
 @assets_app.command("export")
 def assets_export(
     src: Annotated[Path, typer.Argument(help="training checkpoint (.pt)")],

@@ -52,7 +52,7 @@ from pfbench.types import Cond
 
 INCEPTION = ("fid", "sfid", "is", "pr", "kid")
 EMBEDDED = ("fd_embedded", "is_embedded", "class_acc", "pr_embedded")
-_NEEDS_REF = {"fid", "sfid", "pr", "kid", "fd_embedded", "pr_embedded"}
+_NEEDS_REF = {"fid", "sfid", "pr", "kid", "fd_embedded", "pr_embedded", "fd_dinov2"}
 _IMAGE_EXT = {".png", ".jpg", ".jpeg"}
 EMBEDDED_REF = "embedded"
 
@@ -373,6 +373,7 @@ def evaluate(
     cache_dir: str | Path | None = None,
     extractor: FeatureExtractor | None = None,
     resize: str = "tf1x",
+    dinov2_weights: str | os.PathLike[str] | None = None,
 ) -> dict[str, float]:
     """Scores ``samples`` against ``ref`` with the named metrics in one pass (see the module docstring).
 
@@ -386,6 +387,7 @@ def evaluate(
         ref_size: embedded test-split images for ``ref="embedded"``.
         cache_dir: cache root for reference statistics (default ``$PFBENCH_CACHE`` or ``~/.cache/pfbench``).
         extractor: replaces the Inception network (tests, other feature extractors).
+        dinov2_weights: DINOv2 ViT-L/14 weights file or folder for ``fd_dinov2`` (offline resolution).
         resize: Inception input resize, ``"tf1x"`` (torch-fidelity, TF-compatible; SPEC) or ``"clean"`` (clean-fid).
 
     Returns:
@@ -448,7 +450,17 @@ def evaluate(
                                    f"{refs.shape}")  # fmt: skip
             emb_ref = embedded_ref(refs, net, batch_size, cache_dir)
         scorers.append(_EmbeddedPass(emb, net, emb_ref))
-    scorers += [_other_metric(n, res, device) for n in names if n not in INCEPTION and n not in EMBEDDED]
+    if "fd_dinov2" in names:
+        from pfbench.metrics.dinov2 import DINOv2, FDDINOv2, dinov2_ref_stats
+        from pfbench.metrics.standard import FeatureBank
+
+        if refs is None or refs.n == 0:
+            raise PfbenchError(f"ref {ref}: fd_dinov2 needs reference images (an ADM stats-only .npz has none)")
+        dino = DINOv2(dinov2_weights, device=device, max_batch=batch_size)
+        dref = dinov2_ref_stats(iter_images(refs, batch_size), dino, dataset_key=content_id(refs), cache_dir=cache_dir)
+        scorers.append(FDDINOv2(dref, bank=FeatureBank(dino)))
+    scorers += [_other_metric(n, res, device) for n in names
+                if n not in INCEPTION and n not in EMBEDDED and n != "fd_dinov2"]
 
     start = 0
     for images in iter_images(src, batch_size):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -9,6 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pfbench import PfbenchError
 from pfbench.bench import parse_options, perturbed_net, run_bench
+from pfbench.metrics.stats import FeatureStats, frechet_distance
 from pfbench.nets import forward_flops, net_config
 from pfbench.registry import SAMPLERS
 
@@ -100,3 +102,18 @@ def test_entry_point_errors_and_options() -> None:
         parse_options("dedup", ["batch=two"])
     with pytest.raises(PfbenchError, match="not key=value"):
         parse_options("dedup", ["batch"])
+def test_fd_bench_fields_and_value() -> None:
+    out = run_bench("fd", n=600, d=16, repeats=2, show=False)
+    assert out["bench"] == "fd" and out["n"] == 600 and out["d"] == 16 and out["threads"] == 1
+    assert 0 < out["stats_s"] and 0 < out["fd_s"] and out["total_s"] == pytest.approx(out["stats_s"] + out["fd_s"])
+    assert out["meets_target"] == (out["total_s"] <= out["target_s"])
+    assert out["stats_gflops"] == pytest.approx(600 * 16 * 16 / out["stats_s"] / 1e9)
+    # the timed value is the distance of the documented inputs
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((600, 16), dtype=np.float32) * np.geomspace(0.1, 3.0, 16, dtype=np.float32)
+    st = FeatureStats()
+    st.update(x)
+    s = np.geomspace(1.2, 0.8, 16)
+    want = frechet_distance(st.mean(), st.cov(), st.mean() + 0.05, st.cov() * np.outer(s, s) + 0.01 * np.eye(16))
+    assert out["fd"] == pytest.approx(want, rel=1e-12) and out["fd"] > 0
+    assert parse_options("fd", ["n=1000", "d=8"]) == {"n": 1000, "d": 8}
