@@ -266,6 +266,18 @@ def assets_build(
 
 
 @app.command()
+def figures(
+    results: Annotated[list[Path], typer.Argument(help="results folders (results/SUITE) or .parquet files; rows are pooled")],
+    out: Annotated[Path, typer.Option(help="output folder for tables (.md/.tex) and figures (.png/.pdf)")] = Path("reports/figures"),
+) -> None:
+    """Regenerate paper tables and figures (main table, NFE scaling, sampler and training-sampler ablations)."""
+    from pfbench.report.paper import paper_figures
+
+    for path in paper_figures(list(results), out):
+        console.print(f"wrote {path}")
+
+
+@app.command()
 def parity(
     suite: Annotated[Path, typer.Argument(help="parity suite YAML")] = Path("suites/adm_parity.yaml"),
     device: Annotated[str | None, typer.Option(help="cpu or cuda")] = None,

@@ -25,10 +25,12 @@ COLUMNS: dict[str, str] = {
     "part": "string",  # file the row came from: cell key or diagnostic name
     "kind": "string",  # "cell" | "curve" | "diagnostic" | "reference"
     "model": "string",
-    "model_id": "string",  # checkpoint sha256 (or recipe hash for a model trained in the suite)
+    "model_id": "string",
+    "train_timesteps": "string",  # training timestep sampler of the model (SPEC §3), when known  # checkpoint sha256 (or recipe hash for a model trained in the suite)
     "train_step": "Int64",
     "sampler": "string",
     "sampler_args": "string",  # JSON
+    "variant": "string",  # JSON of the suite-level sampler params and CFG interval that distinguish this cell ("" = defaults)
     "nfe_budget": "Int64",
     "nfe_used": "Int64",
     "forwards": "Int64",
@@ -37,6 +39,7 @@ COLUMNS: dict[str, str] = {
     "seed": "Int64",
     "num_samples": "Int64",
     "cfg_scale": "Float64",
+    "cfg_interval": "string",  # JSON [t_lo, t_hi] or missing (guidance at every step)
     "metric": "string",
     "value": "Float64",
     "higher_is_better": "boolean",

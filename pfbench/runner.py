@@ -69,6 +69,7 @@ class LoadedModel:
     net: DiT
     checkpoints: list[tuple[int, Path]]  # (step, path) of kept intermediate checkpoints, for learning curves
     train_img_per_s: float | None = None
+    train_timesteps: str | None = None  # training timestep sampler (SPEC §3), for training-sampler ablations
 
 
 class Runner:
@@ -161,13 +162,15 @@ class Runner:
 
         if model.checkpoint is not None:
             path, sha = resolve_checkpoint(model.checkpoint)
-            net = build_model_from_checkpoint(load_checkpoint(path), use_ema=model.use_ema)
-            return LoadedModel(name, sha, net, [])
+            ckpt = load_checkpoint(path)
+            net = build_model_from_checkpoint(ckpt, use_ema=model.use_ema)
+            return LoadedModel(name, sha, net, [], None, _timesteps_name(ckpt.config))
         out = self.train_dir(name, model)
         last = out / "last.pt"
-        net = build_model_from_checkpoint(load_checkpoint(last), use_ema=model.use_ema)
+        ckpt = load_checkpoint(last)
+        net = build_model_from_checkpoint(ckpt, use_ema=model.use_ema)
         kept = sorted((int(p.stem.split("_")[1]), p) for p in out.glob("step_*.pt"))
-        return LoadedModel(name, file_sha256(last), net, kept, self._speeds.get(name))
+        return LoadedModel(name, file_sha256(last), net, kept, self._speeds.get(name), _timesteps_name(ckpt.config))
 
     # ------------------------------------------------------------------ sampling + scoring
     def make_sampler(self, spec: SamplerSpec, nfe: int) -> Any:
@@ -210,25 +213,28 @@ class Runner:
         ref = data.reference or f"embedded:test:seed{data.seed}:n{data.test_size}:r{data.resolution}"
         return {"ref_id": ref, "metric_args": json.dumps({"resize": self.spec.eval.resize}, sort_keys=True)}
 
-    def generate(self, lm: LoadedModel, sampler: Any, n: int, seed: int, cfg_scale: float) -> Any:
+    def generate(self, lm: LoadedModel, sampler: Any, n: int, seed: int, cfg_scale: float,
+                 cfg_interval: tuple[float, float] | None = None) -> Any:
         from pfbench.sample import generate
 
         model: Any = DiTAdapter(lm.net)
         if cfg_scale != 1.0:
             from pfbench.adapters.cfg import CFG
 
-            model = CFG(model, cfg_scale)
+            model = CFG(model, cfg_scale, interval=cfg_interval)
         return generate(model, sampler, n=n, seed=seed, batch_size=self.spec.eval.batch_size,
                         progress=self.progress)
 
     def run_cell(self, cell: RunSpec, lm: LoadedModel) -> list[dict[str, Any]]:
         sampler = self.make_sampler(cell.sampler, cell.nfe)
-        gen = self.generate(lm, sampler, cell.num_samples, cell.seed, cell.cfg_scale)
+        gen = self.generate(lm, sampler, cell.num_samples, cell.seed, cell.cfg_scale, cell.cfg_interval)
         base = {
             "kind": "cell", "model": cell.model, "model_id": lm.model_id, "sampler": cell.sampler.name,
             "sampler_args": json.dumps(dataclasses.asdict(sampler), sort_keys=True, default=str),
             "nfe_budget": cell.nfe, "nfe_used": gen.nfe, "forwards": round(gen.forwards), "gflops": gen.gflops,
             "wall_s": gen.seconds, "seed": cell.seed, "num_samples": cell.num_samples, "cfg_scale": cell.cfg_scale,
+            "cfg_interval": None if cell.cfg_interval is None else json.dumps(list(cell.cfg_interval)),
+            "variant": cell_variant(cell), "train_timesteps": lm.train_timesteps,
         }
         scores = self.score(gen.images, gen.labels)
         self._last_samples[cell.model] = (gen.images, gen.labels)
@@ -395,6 +401,19 @@ class Runner:
                 best = float(g["value"].min())
                 console.print(f"{model}: best {metric} {best:.4g} = {100 * best / float(base.iloc[0]):.1f}% of the "
                               f"trivial class-mean baseline ({float(base.iloc[0]):.4g})")
+
+
+def _timesteps_name(config: dict[str, Any]) -> str | None:
+    ts = config.get("timesteps")
+    return ts.get("name") if isinstance(ts, dict) else (ts if isinstance(ts, str) else None)
+
+
+def cell_variant(cell: RunSpec) -> str:
+    """What distinguishes cells of one sampler at one NFE/CFG besides the seed: suite-set params, CFG interval."""
+    parts: dict[str, Any] = dict(cell.sampler.params)
+    if cell.cfg_interval is not None:
+        parts["cfg_interval"] = list(cell.cfg_interval)
+    return json.dumps(parts, sort_keys=True) if parts else ""
 
 
 def _train_job(spec: dict[str, Any], out: str, threads: int, progress: bool) -> float:

@@ -57,10 +57,20 @@ class GridSpec:
 
 @dataclass(frozen=True)
 class SweepSpec:
+    """Sweep axes shared by every grid block.
+
+    A list-valued sampler parameter in a grid (``{name: dual_loop, params: {p: [0.2, 0.4]}}``) is an axis too.
+    ``cfg_interval`` entries are ``null`` (guide everywhere) or ``[t_lo, t_hi]``; they apply to guided cells only.
+    ``exclude`` drops every cell matching all keys of a rule (model, sampler, nfe, cfg_scale, seed, or a
+    sampler parameter such as p).
+    """
+
     nfe: list[int] = field(default_factory=lambda: [16])
     seeds: list[int] = field(default_factory=lambda: [0])
     num_samples: int = 1000
     cfg_scale: list[float] = field(default_factory=lambda: [1.0])
+    cfg_interval: list[list[float] | None] = field(default_factory=lambda: [None])
+    exclude: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -100,12 +110,20 @@ class RunSpec:
     seed: int
     num_samples: int
     cfg_scale: float
+    cfg_interval: tuple[float, float] | None = None
 
     def key(self, model_id: str) -> str:
         """Content hash of the cell; ``model_id`` identifies the weights (checkpoint sha256 or recipe hash)."""
         payload = dataclasses.asdict(self) | {"model_id": model_id}
         payload.pop("suite")
+        if payload["cfg_interval"] is None:  # keeps keys of unguided-interval cells stable
+            payload.pop("cfg_interval")
         return content_hash(payload)
+
+    def fields(self) -> dict[str, Any]:
+        """Flat view for ``exclude`` rules: model, sampler, nfe, cfg_scale, seed and sampler parameters."""
+        return {"model": self.model, "sampler": self.sampler.name, "nfe": self.nfe, "cfg_scale": self.cfg_scale,
+                "seed": self.seed, **self.sampler.params}
 
 
 def content_hash(obj: Any) -> str:
@@ -232,13 +250,43 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> SuiteSpe
     return spec
 
 
+def expand_sampler(spec: SamplerSpec) -> list[SamplerSpec]:
+    """One SamplerSpec per combination of list-valued parameters (sweep axes), in a stable order."""
+    axes = {k: v for k, v in spec.params.items() if isinstance(v, list)}
+    if not axes:
+        return [spec]
+    fixed = {k: v for k, v in spec.params.items() if k not in axes}
+    return [SamplerSpec(spec.name, fixed | dict(zip(axes, combo, strict=True)))
+            for combo in itertools.product(*axes.values())]
+
+
+def _excluded(cell: RunSpec, rules: list[dict[str, Any]]) -> bool:
+    fields = cell.fields()
+    return any(all(fields.get(k) == v for k, v in rule.items()) for rule in rules)
+
+
 def plan(spec: SuiteSpec) -> list[RunSpec]:
-    """Expands the suite into cells, in a stable order."""
+    """Expands the suite into cells, in a stable order (grid blocks × samplers × axes), minus exclusions."""
     cells = []
     sw = spec.sweep
+    valid = {"model", "sampler", "nfe", "cfg_scale", "seed"}
     for grid in spec.grid:
-        for model, sampler, nfe, scale, seed in itertools.product(
-            grid.models, grid.samplers, sw.nfe, sw.cfg_scale, sw.seeds
+        samplers = [x for s in grid.samplers for x in expand_sampler(s)]
+        for sampler in samplers:
+            valid |= set(sampler.params)
+        for model, sampler, nfe, scale, interval, seed in itertools.product(
+            grid.models, samplers, sw.nfe, sw.cfg_scale, sw.cfg_interval, sw.seeds
         ):
-            cells.append(RunSpec(spec.name, model, sampler, nfe, seed, sw.num_samples, scale))
-    return cells
+            if interval is not None and scale == 1.0:
+                continue  # an interval changes nothing without guidance
+            if interval is not None and (len(interval) != 2 or not 0 <= interval[0] <= interval[1] <= 1):
+                raise PfbenchError(f"sweep.cfg_interval: {interval} must be [t_lo, t_hi] with 0 <= t_lo <= t_hi <= 1")
+            iv = None if interval is None else (float(interval[0]), float(interval[1]))
+            cells.append(RunSpec(spec.name, model, sampler, nfe, seed, sw.num_samples, scale, iv))
+    for i, rule in enumerate(sw.exclude):
+        for key in rule:
+            if key not in valid:
+                close = difflib.get_close_matches(key, sorted(valid), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f" (valid: {', '.join(sorted(valid))})"
+                raise PfbenchError(f"unknown key 'sweep.exclude[{i}].{key}'{hint}")
+    return [c for c in cells if not _excluded(c, sw.exclude)]

@@ -84,3 +84,26 @@ def test_cell_key_depends_on_pixels_only() -> None:
     c = RunSpec("s1", "m", SamplerSpec("euler", {"shift": 2.0}), 8, 0, 100, 1.0)
     assert a.key("w") == b.key("w")
     assert a.key("w") != c.key("w") and a.key("w") != a.key("other-weights")
+
+
+def test_sampler_param_axes_interval_and_exclude(tmp_path: Path) -> None:
+    text = MINIMAL.replace("samplers: [euler]", "samplers: [{name: dual_loop, params: {p: [0.2, 0.4], n_inner: 2}}]")
+    text = text.replace("sweep: {nfe: [4, 8], seeds: [0, 1]}",
+                        "sweep: {nfe: [8], seeds: [0], cfg_scale: [1.0, 2.0], cfg_interval: [null, [0.1, 0.9]],\n"
+                        "        exclude: [{p: 0.4, cfg_scale: 2.0}]}")
+    cells = plan(load_suite(write(tmp_path, text)))
+    got = sorted(((c.sampler.params["p"], c.cfg_scale, c.cfg_interval) for c in cells), key=str)
+    # p × (cfg 1 without interval, cfg 2 with and without) minus the excluded (p=0.4, cfg 2) pair
+    assert got == sorted([(0.2, 1.0, None), (0.2, 2.0, None), (0.2, 2.0, (0.1, 0.9)), (0.4, 1.0, None)], key=str)
+    assert all(c.sampler.params["n_inner"] == 2 for c in cells)
+    assert len({c.key("w") for c in cells}) == len(cells)
+
+
+def test_bad_exclude_and_interval(tmp_path: Path) -> None:
+    bad = MINIMAL.replace("sweep: {nfe: [4, 8], seeds: [0, 1]}", "sweep: {nfe: [8], exclude: [{samplr: euler}]}")
+    with pytest.raises(PfbenchError, match="did you mean 'sampler'"):
+        plan(load_suite(write(tmp_path, bad)))
+    bad = MINIMAL.replace("sweep: {nfe: [4, 8], seeds: [0, 1]}",
+                          "sweep: {nfe: [8], cfg_scale: [2.0], cfg_interval: [[0.9, 0.1]]}")
+    with pytest.raises(PfbenchError, match="cfg_interval"):
+        plan(load_suite(write(tmp_path, bad)))

@@ -24,7 +24,7 @@ from pfbench.report.stats import pooled_std, summarize
 from pfbench.report.tables import TextTable, fmt_key, fmt_num, is_na
 from pfbench.results import read_path, write_frame
 
-MATCH_KEYS: tuple[str, ...] = ("kind", "model", "sampler", "nfe_budget", "cfg_scale", "metric")
+MATCH_KEYS: tuple[str, ...] = ("kind", "model", "sampler", "variant", "nfe_budget", "cfg_scale", "metric")
 COMPARED_KINDS: tuple[str, ...] = ("cell", "diagnostic")
 # Columns of a committed baseline file: the keys, the summary over seeds, cost and provenance for context.
 BASELINE_COLUMNS: tuple[str, ...] = (

@@ -6,6 +6,7 @@ data for it) and add it to ``FIGURES``; ``make_figures`` and the report pick it 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import pandas as pd
 
 from pfbench.report.images import _atomic_savefig
 from pfbench.report.stats import GROUP_KEYS, summarize
-from pfbench.report.tables import arrow, fmt_key
+from pfbench.report.tables import arrow, fmt_key, is_na
 
 PREFIX = "fig_"  # file names of generated figures; other PNGs in a report folder are the runner's own
 
@@ -195,12 +196,63 @@ def learning_curve(rows: pd.DataFrame, out_dir: Path) -> Figure | None:
                         references=True)
 
 
+# Sampler parameters worth a sweep figure (SPEC §5): the easy fraction, inner steps, look-ahead ratio, warm-up.
+SWEEP_ARGS: tuple[str, ...] = ("p", "n_inner", "r", "t_warm")
+
+
+def sampler_arg(rows: pd.DataFrame, key: str) -> pd.Series:
+    """The numeric value of ``key`` in each row's ``sampler_args`` JSON; NA where absent, non-numeric or unparsable."""
+
+    def one(text: Any) -> float:
+        if is_na(text):
+            return np.nan
+        try:
+            v = json.loads(str(text)).get(key)
+        except (ValueError, AttributeError):
+            return np.nan
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
+
+    return pd.Series([one(t) for t in rows["sampler_args"]], index=rows.index, dtype="Float64")
+
+
+def metric_vs_sampler_arg(rows: pd.DataFrame, out_dir: Path, key: str) -> Figure | None:
+    """Metric against one sampler parameter (e.g. the threshold ``p``), one line per (model, sampler, NFE budget).
+
+    Only series in which ``key`` takes at least two values are drawn; None when no series sweeps it.
+    """
+    cells = rows[rows["kind"] == "cell"]
+    if cells.empty:
+        return None
+    cells = cells.assign(**{f"arg_{key}": sampler_arg(cells, key)}).dropna(subset=[f"arg_{key}"])
+    series = ["model", "sampler", "nfe_budget", "cfg_scale"]
+    varies = cells.groupby(series, dropna=False)[f"arg_{key}"].transform("nunique") > 1
+    cells = cells[varies]
+    if cells.empty:
+        return None
+    s = summarize(cells, (*GROUP_KEYS, f"arg_{key}"))
+    cfg_varies = s["cfg_scale"].dropna().nunique() > 1
+    s = s.assign(label=[f"{_series_label(r, cfg_varies)} @ NFE {fmt_key(r['nfe_budget'])}" for _, r in s.iterrows()])
+    return _line_panels(rows, s, f"arg_{key}", f"sampler parameter {key}", out_dir, f"{PREFIX}arg_{key}",
+                        f"Quality vs sampler parameter {key}",
+                        f"Each line sweeps `{key}` at a fixed model, sampler and NFE budget; band: 95% bootstrap CI "
+                        "over seeds.", logx=False, references=False)
+
+
+def _arg_figure(key: str) -> FigureFn:
+    def fn(rows: pd.DataFrame, out_dir: Path) -> Figure | None:
+        return metric_vs_sampler_arg(rows, out_dir, key)
+
+    fn.__name__ = f"metric_vs_{key}"
+    fn.__doc__ = f"Metric against the sampler parameter ``{key}`` (None when no sampler sweeps it)."
+    return fn
+
+
 FIGURES: dict[str, FigureFn] = {
     "nfe": metric_vs_nfe,
     "gflops": metric_vs_gflops,
     "curve": learning_curve,
+    **{f"arg_{k}": _arg_figure(k) for k in SWEEP_ARGS},
 }
-
 
 def make_figures(rows: pd.DataFrame, out_dir: Path, names: Sequence[str] | None = None) -> list[Figure]:
     """Draws every figure in ``FIGURES`` (or ``names``) that has data; returns those written."""

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 # A cell of a suite: every seed of it is one observation of the same quantity.
-GROUP_KEYS: tuple[str, ...] = ("kind", "model", "sampler", "nfe_budget", "cfg_scale", "metric")
+GROUP_KEYS: tuple[str, ...] = ("kind", "model", "sampler", "variant", "nfe_budget", "cfg_scale", "metric")
 # Compute columns averaged over the seeds of a group (shown next to the metric, never tested for uncertainty).
 COST_COLUMNS: tuple[str, ...] = ("nfe_used", "forwards", "gflops", "wall_s")
 
@@ -66,6 +66,9 @@ def summarize(
         unique seeds as ``seeds``.
     """
     keys = list(keys)
+    missing = [k for k in keys if k not in df]
+    if missing:  # rows written before a key column existed: one group per absent key
+        df = df.assign(**{k: pd.NA for k in missing})
     out_cols = [*keys, "higher_is_better", "mean", "std", "n", "ci_lo", "ci_hi", "seeds",
                 *[c for c in COST_COLUMNS if c in df]]
     if df.empty:

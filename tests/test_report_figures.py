@@ -1,0 +1,142 @@
+"""Sampler-parameter sweep figures and ``paper_figures`` from synthetic Parquet (no torch in the report stage)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pfbench import PfbenchError
+from pfbench.report.figures import FIGURES, make_figures
+from pfbench.results import read_results, write_rows
+
+PNG_MAGIC, PDF_MAGIC = b"\x89PNG\r\n\x1a\n", b"%PDF-"
+
+
+def _cell(model: str, sampler: str, nfe: int, seed: int, fd: float, **args: object) -> list[dict[str, object]]:
+    sargs = json.dumps({"steps": nfe // max(1, int(args.get("n_inner", 1))), **args}, sort_keys=True)
+    return [{"suite": "syn", "kind": "cell", "model": model, "sampler": sampler, "sampler_args": sargs,
+             "nfe_budget": nfe, "nfe_used": nfe, "forwards": nfe, "gflops": 0.5 * nfe, "seed": seed,
+             "cfg_scale": 1.0, "metric": m, "value": v, "higher_is_better": h}
+            for m, v, h in (("fd_embedded", fd, False), ("class_acc", 1 - fd / 100, True))]
+
+
+def _write(folder: Path, rows: list[dict[str, object]], name: str) -> None:
+    write_rows(folder / f"{name}.parquet", rows)
+
+
+def _suite(folder: Path, sweep: bool, train: bool = False) -> Path:
+    """sit/euler, pf/euler_pf, pf/dual_loop (+ a p sweep at NFE 16), pf/look_ahead_random; 3 seeds, NFE 8/16."""
+    rng = np.random.default_rng(0)
+    for seed in range(3):
+        for nfe in (8, 16):
+            for model, sampler, base, args in (("sit", "euler", 60.0, {}), ("pf", "euler_pf", 50.0, {}),
+                                               ("pf", "dual_loop", 40.0, {"p": 0.4, "n_inner": 4}),
+                                               ("pf", "look_ahead_random", 48.0, {"p": 0.4, "r": 1.4})):
+                rows = _cell(model, sampler, nfe, seed, base * 8 / nfe + rng.normal(0, 0.5), **args)
+                if train:
+                    for r in rows:
+                        r["train_timesteps"] = "global_uniform" if model == "sit" else "ltg"
+                _write(folder, rows, f"{model}-{sampler}-{nfe}-{seed}")
+        if sweep:
+            for p in (0.2, 0.6, 0.8):
+                _write(folder, _cell("pf", "dual_loop", 16, seed, 20 + 30 * p + rng.normal(0, 0.5), p=p, n_inner=4),
+                       f"sweep-{p}-{seed}")
+    _write(folder, [{"suite": "syn", "kind": "reference", "model": "real_train", "metric": "fd_embedded",
+                     "value": 2.0, "higher_is_better": False}], "reference")
+    return folder
+
+
+def _valid(path: Path) -> None:
+    head = path.read_bytes()[:8]
+    assert head.startswith(PNG_MAGIC if path.suffix == ".png" else PDF_MAGIC), path
+    assert path.stat().st_size > 1000, path
+
+
+def test_sweep_figure_drawn_only_when_p_varies(tmp_path: Path) -> None:
+    assert {"arg_p", "arg_n_inner", "arg_r"} <= set(FIGURES)
+    swept = read_results(_suite(tmp_path / "a", sweep=True))
+    figs = {f.name: f for f in make_figures(swept, tmp_path / "out_a")}
+    assert "fig_arg_p" in figs
+    assert "fig_arg_n_inner" not in figs and "fig_arg_r" not in figs  # n_inner and r never vary within a cell
+    _valid(figs["fig_arg_p"].png)
+    _valid(figs["fig_arg_p"].pdf)
+    flat = read_results(_suite(tmp_path / "b", sweep=False))
+    assert FIGURES["arg_p"](flat, tmp_path / "out_b") is None
+    assert not (tmp_path / "out_b" / "fig_arg_p.png").exists()
+
+
+def test_sweep_averages_seeds_per_p(tmp_path: Path) -> None:
+    from pfbench.report.figures import sampler_arg
+    from pfbench.report.stats import summarize
+
+    rows = read_results(_suite(tmp_path / "r", sweep=True))
+    cells = rows[(rows["kind"] == "cell") & (rows["sampler"] == "dual_loop") & (rows["nfe_budget"] == 16)]
+    p = sampler_arg(cells, "p")
+    assert sorted(p.dropna().unique().tolist()) == [0.2, 0.4, 0.6, 0.8]
+    assert sampler_arg(cells.assign(sampler_args="not json"), "p").isna().all()
+    s = summarize(cells.assign(arg_p=p), ("metric", "arg_p"))
+    fd = s[s["metric"] == "fd_embedded"].set_index("arg_p")
+    assert (fd["n"] == 3).all()
+    assert float(fd.loc[0.8, "mean"]) == pytest.approx(20 + 30 * 0.8, abs=1.5)
+
+
+def _paper(results: list[Path], out: Path) -> list[Path]:
+    """Runs paper_figures in a fresh interpreter that must not import torch; returns the paths it wrote."""
+    code = ("import sys, json; from pathlib import Path; from pfbench.report.paper import paper_figures; "
+            f"p = paper_figures([Path(x) for x in {[str(r) for r in results]!r}], Path({str(out)!r})); "
+            "assert 'torch' not in sys.modules, 'paper_figures imported torch'; print(json.dumps([str(x) for x in p]))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return [Path(x) for x in json.loads(run.stdout.strip().splitlines()[-1])]
+
+
+def test_paper_figures_tables_and_files(tmp_path: Path) -> None:
+    res = _suite(tmp_path / "res", sweep=True)
+    written = _paper([res], tmp_path / "paper")
+    names = {p.name for p in written}
+    assert {"table_main.md", "table_main.tex", "paper_nfe.png", "paper_nfe.pdf", "paper_samplers.png",
+            "paper_samplers.pdf"} <= names
+    assert "paper_train_timesteps.png" not in names  # no training-sampler column: skipped
+    for p in written:
+        assert p.is_file()
+        if p.suffix in (".png", ".pdf"):
+            _valid(p)
+    tex = (tmp_path / "paper" / "table_main.tex").read_text()
+    assert "\\begin{tabular}" in tex and "\\end{tabular}" in tex
+    assert r"euler\_pf" in tex and r"dual\_loop (p=0.2)" in tex  # the sweep is split, not pooled
+    rows = read_results(res)
+    want = rows[(rows["model"] == "sit") & (rows["nfe_budget"] == 8) & (rows["metric"] == "fd_embedded")]["value"]
+    mean, std = float(want.astype(float).mean()), float(want.astype(float).std(ddof=1))
+    assert f"{mean:.4g} $\\pm$ {std:.2g}" in tex
+    md = (tmp_path / "paper" / "table_main.md").read_text()
+    assert f"| sit · euler | {mean:.4g} ± {std:.2g} |" in md
+
+
+def test_paper_training_sampler_ablation_when_present(tmp_path: Path) -> None:
+    written = _paper([_suite(tmp_path / "res", sweep=False, train=True)], tmp_path / "paper")
+    names = {p.name for p in written}
+    assert {"paper_train_timesteps.png", "paper_train_timesteps.pdf"} <= names
+    _valid(tmp_path / "paper" / "paper_train_timesteps.pdf")
+
+
+def test_paper_skips_sampler_ablation_with_one_sampler(tmp_path: Path) -> None:
+    from pfbench.report.paper import paper_figures
+
+    res = tmp_path / "one"
+    for seed in range(2):
+        _write(res, _cell("pf", "euler_pf", 8, seed, 10.0 + seed), f"c{seed}")
+    names = {p.name for p in paper_figures([res], tmp_path / "paper")}
+    assert "table_main.tex" in names and "paper_samplers.png" not in names
+
+
+def test_paper_without_cells_is_a_user_error(tmp_path: Path) -> None:
+    from pfbench.report.paper import paper_figures
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PfbenchError, match="no cell rows"):
+        paper_figures([tmp_path / "empty"], tmp_path / "out")
