@@ -28,6 +28,8 @@ SAMPLERS.add("look_ahead_random", "pfbench.samplers.look_ahead_random:LookAheadR
 # --- model adapters ---
 # (adapters section)
 ADAPTERS.add("cfg", "pfbench.adapters.cfg:CFG")
+ADAPTERS.add("dit", "pfbench.adapters.dit:DiTAdapter")
+ADAPTERS.add("external", "pfbench.adapters.external:external_adapter")
 
 # --- metrics (SPEC §6) ---
 # (metrics section)

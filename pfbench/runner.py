@@ -160,6 +160,11 @@ class Runner:
     def load_model(self, name: str, model: ModelSpec) -> LoadedModel:
         from pfbench.ckpt import build_model_from_checkpoint, load_checkpoint
 
+        if model.checkpoint is not None and model.layout is not None:
+            from pfbench.adapters.external import load_external
+
+            path, sha = resolve_checkpoint(model.checkpoint)
+            return LoadedModel(name, sha, load_external(path, model.layout, model.preset or "", **model.overrides), [])
         if model.checkpoint is not None:
             path, sha = resolve_checkpoint(model.checkpoint)
             ckpt = load_checkpoint(path)

@@ -33,12 +33,20 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model of the suite: trained by pfbench from ``train`` or loaded from ``checkpoint``."""
+    """A model of the suite: trained by pfbench from ``train`` or loaded from ``checkpoint``.
+
+    ``layout`` loads a checkpoint trained by another codebase: ``sit`` (SiT/DiT key layout, velocity model)
+    or ``pf`` (the reference ``PatchForcingDiT``), with the network size from ``preset`` (e.g. ``XL/2``) and
+    ``overrides`` (DiTConfig fields). Without ``layout`` the checkpoint is a pfbench checkpoint.
+    """
 
     train: dict[str, Any] | None = None
     checkpoint: str | None = None
     adapter: str = "dit"
     use_ema: bool = True
+    layout: str | None = None
+    preset: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -247,6 +255,8 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> SuiteSpe
     for name, model in spec.models.items():
         if (model.train is None) == (model.checkpoint is None):
             raise PfbenchError(f"models.{name}: give exactly one of 'train' or 'checkpoint'")
+        if model.layout is not None and (model.checkpoint is None or model.preset is None):
+            raise PfbenchError(f"models.{name}: 'layout' needs 'checkpoint' and 'preset' (e.g. preset: XL/2)")
     return spec
 
 
