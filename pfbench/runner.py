@@ -376,12 +376,13 @@ class Runner:
         table = Table(title=f"suite {self.spec.name}: {self.results} (this run {wall:.0f} s)")
         for col in ("model", "sampler", "NFE", "cfg", "GFLOPs/img", "s", *metrics):
             table.add_column(col, justify="left" if col in ("model", "sampler") else "right")
-        keys = ["model", "sampler", "nfe_budget", "cfg_scale"]
-        for key, g in cells.groupby(keys, dropna=False, sort=True):
+        keys = ["model", "sampler", "variant", "nfe_budget", "cfg_scale"]
+        for key, g in cells.fillna({"variant": ""}).groupby(keys, dropna=False, sort=True):
             vals = g.groupby("metric")["value"].agg(["mean", "std", "count"])
             shown = [f"{vals.loc[m, 'mean']:.4g}" + (f" ±{vals.loc[m, 'std']:.2g}" if vals.loc[m, "count"] > 1 else "")
                      if m in vals.index else "" for m in metrics]
-            table.add_row(str(key[0]), str(key[1]), f"{int(g['nfe_used'].max())}/{int(key[2])}", f"{key[3]:g}",
+            label = f"{key[1]} {key[2]}" if key[2] else str(key[1])
+            table.add_row(str(key[0]), label, f"{int(g['nfe_used'].max())}/{int(key[3])}", f"{key[4]:g}",
                           f"{float(g['gflops'].mean()):.3f}", f"{float(g['wall_s'].mean()):.1f}", *shown)
         console.print(table)
         side = Table(title="references and diagnostics")
@@ -402,8 +403,8 @@ class Runner:
             got = cells[cells["metric"] == metric]
             if base.empty or got.empty:
                 continue
-            for model, g in got.groupby("model"):
-                best = float(g["value"].min())
+            for model, g in got.fillna({"variant": ""}).groupby("model"):
+                best = float(g.groupby(["sampler", "variant", "nfe_budget", "cfg_scale"])["value"].mean().min())
                 console.print(f"{model}: best {metric} {best:.4g} = {100 * best / float(base.iloc[0]):.1f}% of the "
                               f"trivial class-mean baseline ({float(base.iloc[0]):.4g})")
 
