@@ -361,12 +361,39 @@ class Runner:
             rows.append((name, np.asarray(images).transpose(0, 2, 3, 1), np.asarray(labels)))
         if rows:
             sample_grid(self.reports / "samples.png", rows, CLASS_NAMES)
+        self.trace_figures(models)
         curve = df[df["kind"] == "curve"]
         for metric in curve["metric"].dropna().unique():
             sub = curve[curve["metric"] == metric].sort_values("train_step")
             series = {m: (g["train_step"].astype(int).tolist(), g["value"].astype(float).tolist())
                       for m, g in sub.groupby("model")}
             curve_figure(self.reports / f"curve_{metric}.png", series, metric, f"{self.spec.name}: {metric} vs step")
+
+    def trace_figures(self, models: dict[str, LoadedModel]) -> None:
+        """Per-patch timestep schedules (PF samplers that move patches apart) and sample difficulty maps."""
+        from pfbench.report.images import sample_difficulty_figure, schedule_figure
+        from pfbench.sample import input_shape
+        from pfbench.trace import trace
+
+        done: set[tuple[str, str]] = set()
+        for cell in plan(self.spec):
+            lm = models[cell.model]
+            if not lm.net.cfg.difficulty_head or (cell.model, cell.sampler.name) in done:
+                continue
+            done.add((cell.model, cell.sampler.name))
+            adapter = DiTAdapter(lm.net)
+            sampler = self.make_sampler(cell.sampler, cell.nfe)
+            tr = trace(adapter, sampler, input_shape(adapter), n=6, seed=cell.seed)
+            if tr.times.shape[0] and not bool((tr.times == tr.times[:, :, :1]).all()):
+                schedule_figure(self.reports / f"schedule_{cell.model}_{cell.sampler.name}.png", tr.times[:, 0],
+                                tr.images[0], tr.difficulty[0],
+                                f"{cell.model} {cell.sampler.name} (NFE {cell.nfe}): per-patch time at each call")
+            if (cell.model, "difficulty") not in done and np.isfinite(tr.difficulty).all():
+                done.add((cell.model, "difficulty"))
+                sample_difficulty_figure(self.reports / f"sample_difficulty_{cell.model}.png", tr.images,
+                                         tr.difficulty, tr.grid,
+                                         f"{cell.model}: predicted difficulty during {cell.sampler.name} "
+                                         f"(call at t ≈ {tr.difficulty_t:.2f})")
 
     def print_table(self, wall: float) -> None:
         """Cells as a (model, sampler, NFE, CFG) × metric table, then references, diagnostics and curves."""

@@ -100,3 +100,56 @@ def curve_figure(path: Path, series: dict[str, tuple[list[int], list[float]]], y
     out = _atomic_savefig(fig, path)
     plt.close(fig)
     return out
+
+
+def schedule_figure(path: Path, times: np.ndarray, image: np.ndarray, difficulty: np.ndarray, title: str) -> Path:
+    """Per-patch timestep schedule of one sample: patches (sorted by predicted difficulty) × model calls.
+
+    Args:
+        times: (calls, T) time of every patch at every model call.
+        image: (H, W, 3) uint8 final sample. difficulty: (T,) patch difficulty used to order patches (may be NaN).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = np.argsort(difficulty) if np.isfinite(difficulty).all() else np.arange(times.shape[1])
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(7.5, 3.0), gridspec_kw={"width_ratios": [1, 3]})
+    ax0.imshow(image, interpolation="nearest")
+    ax0.set_xticks([])
+    ax0.set_yticks([])
+    ax0.set_title("sample", fontsize=8)
+    im = ax1.imshow(times[:, order].T, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    ax1.set_xlabel("model call")
+    ax1.set_ylabel("patch (easy → hard)" if order is not None and np.isfinite(difficulty).all() else "patch")
+    fig.colorbar(im, ax=ax1, label="t of the patch (0 noise, 1 data)")
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    out = _atomic_savefig(fig, path)
+    plt.close(fig)
+    return out
+
+
+def sample_difficulty_figure(path: Path, images: np.ndarray, difficulty: np.ndarray, grid: int, title: str) -> Path:
+    """Generated samples above the patch difficulty the model predicted during sampling."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = images.shape[0]
+    fig, axes = plt.subplots(2, n, figsize=(n * 1.3, 2.9), squeeze=False)
+    for i in range(n):
+        axes[0, i].imshow(images[i], interpolation="nearest")
+        axes[1, i].imshow(np.log(difficulty[i].reshape(grid, grid)), cmap="magma", interpolation="nearest")
+        for r in range(2):
+            axes[r, i].set_xticks([])
+            axes[r, i].set_yticks([])
+    axes[0, 0].set_ylabel("sample", fontsize=7)
+    axes[1, 0].set_ylabel("log difficulty", fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    out = _atomic_savefig(fig, path)
+    plt.close(fig)
+    return out
