@@ -68,15 +68,21 @@ def plan(
     spec = load_suite(suite, overrides)
     runner = Runner(spec, results_root=results, runs_root=runs, progress=False)
     table = Table(title=f"suite {spec.name}")
-    for col in ("model", "sampler", "nfe", "cfg", "seed", "samples", "cached"):
+    for col in ("model", "sampler", "nfe", "cfg", "seed", "samples", "forwards/img", "≈GFLOPs total", "cached"):
         table.add_column(col)
     cells = make_plan(spec)
+    total = 0.0
     for cell in cells:
         model_id = runner.known_model_id(cell.model)
         done = model_id is not None and has_part(runner.results, f"cell-{cell.key(model_id)}-{runner.metric_key()}")
-        table.add_row(cell.model, cell.sampler.name, str(cell.nfe), f"{cell.cfg_scale:g}", str(cell.seed),
-                      str(cell.num_samples), "yes" if done else "")
+        forwards, gflops = runner.estimate(cell)
+        total += 0.0 if done else gflops
+        label = cell.sampler.name + (f" {cell.sampler.params}" if cell.sampler.params else "")
+        table.add_row(cell.model, label, str(cell.nfe), f"{cell.cfg_scale:g}", str(cell.seed), str(cell.num_samples),
+                      str(forwards), f"{gflops:,.0f}", "yes" if done else "")
     console.print(table)
+    console.print(f"estimated compute still to run: ≈{total:,.0f} GFLOPs of network forwards (sampling only; "
+                  "per-token modulation counted once per sample, as with dedup)")
     console.print(f"{len(cells)} cells; models needing training: "
                   f"{', '.join(n for n in spec.models if runner.known_model_id(n) is None) or 'none'}")
 

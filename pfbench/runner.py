@@ -106,6 +106,34 @@ class Runner:
         assert model.train is not None
         return self.runs / f"{name}-{content_hash(spec_from_dict(model.train).to_dict())}"
 
+    def net_config(self, name: str) -> Any:
+        """The network config of a suite model without loading weights where possible."""
+        model = self.spec.models[name]
+        if model.train is not None:
+            from pfbench.train import spec_from_dict
+
+            return spec_from_dict(model.train).net_config()
+        if model.layout is not None:
+            from pfbench.nets import net_config
+
+            return net_config(model.preset or "", "pf" if model.layout == "pf" else "sit", **model.overrides)
+        from pfbench.ckpt import load_checkpoint
+        from pfbench.nets import DiTConfig
+
+        return DiTConfig(**load_checkpoint(resolve_checkpoint(model.checkpoint or "")[0]).net_config)
+
+    def estimate(self, cell: RunSpec) -> tuple[int, float]:
+        """(network forwards per image, total GFLOPs) of a cell, before running it (CFG pairs count twice)."""
+        from pfbench.nets import forward_flops
+
+        if not hasattr(self, "_cfgs"):
+            self._cfgs: dict[str, Any] = {}
+        if cell.model not in self._cfgs:
+            self._cfgs[cell.model] = self.net_config(cell.model)
+        sampler = self.make_sampler(cell.sampler, cell.nfe)
+        forwards = sampler.cost(sampler.steps) * (2 if cell.cfg_scale != 1.0 else 1)
+        return forwards, forwards * forward_flops(self._cfgs[cell.model], 1.0) / 1e9 * cell.num_samples
+
     def known_model_id(self, name: str) -> str | None:
         """The weights' sha256 if they exist already (shipped/given checkpoint, or finished training)."""
         model = self.spec.models[name]

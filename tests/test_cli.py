@@ -63,3 +63,16 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
         proc = run_cli(*args)
         assert proc.returncode == 1, (args, proc.stderr)
         assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, (args, proc.stderr)
+
+
+def test_plan_estimates_compute(tmp_path: Path) -> None:
+    from pfbench.nets import forward_flops, net_config
+
+    suite = Path(__file__).resolve().parents[1] / "suites" / "ci.yaml"
+    res = runner.invoke(app, ["plan", str(suite), "--results", str(tmp_path / "r")], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "estimated compute still to run" in res.output and "models needing training: none" in res.output
+    # euler_pf at NFE 8 on the shipped cpu-xs PF model, 500 samples: 8 forwards each
+    per_forward = forward_flops(net_config("cpu-xs", "pf", input_size=16, in_channels=3, num_classes=10), 1.0)
+    expected = f"{8 * per_forward / 1e9 * 500:,.0f}"
+    assert any("euler_pf" in line and expected in line for line in res.output.splitlines()), res.output
