@@ -278,6 +278,9 @@ class Runner:
     def run(self) -> None:
         t0 = time.perf_counter()
         self._last_samples: dict[str, tuple[Any, Any]] = {}
+        # A killed run can leave hidden temp files from an interrupted atomic write (readers skip them).
+        for stale in self.results.glob(".*.tmp") if self.results.is_dir() else []:
+            stale.unlink(missing_ok=True)
         cells = plan(self.spec)
         models: dict[str, LoadedModel] = {}
         self._speeds = self.train_all()
