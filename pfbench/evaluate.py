@@ -62,7 +62,7 @@ class Images:
     """An opened image collection (samples or reference); images are read only by ``iter_images``.
 
     Attributes:
-        kind: ``"shards"``, ``"folder"``, ``"npz"`` or ``"embedded"``.
+        kind: ``"shards"``, ``"folder"``, ``"npz"``, ``"embedded"`` or ``"array"`` (in memory).
         where: what the user passed, for messages.
         n: number of images (0 for an ADM reference ``.npz`` holding statistics only).
         shape: (H, W) of every image.
@@ -82,6 +82,7 @@ class Images:
     files: tuple[Path, ...] = ()
     adm_stats: bool = False
     spec: EmbeddedSpec | None = None
+    array: Tensor | None = None  # (N, 3, H, W) uint8, for kind "array"
 
 
 def _npz_header(path: Path, key: str) -> tuple[tuple[int, ...], np.dtype[Any]] | None:
@@ -196,9 +197,22 @@ def open_images(
     raise PfbenchError(f"{what} {path}: unknown format; pass a shard folder, an image folder or an ADM .npz")
 
 
+def images_from_tensor(images: Tensor, labels: Tensor | None = None, where: str = "in-memory samples") -> Images:
+    """Wraps uint8 images (N, 3, H, W) already in memory (e.g. just sampled) so ``evaluate`` needs no file."""
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+        raise PfbenchError(f"{where}: expected uint8 (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
+    lab = None if labels is None else _labels(labels.cpu().numpy(), images.shape[0], where)
+    return Images("array", where, int(images.shape[0]), (int(images.shape[2]), int(images.shape[3])), lab,
+                  array=images.cpu())
+
+
 def iter_images(src: Images, batch_size: int) -> Iterator[Tensor]:
     """uint8 (B, 3, H, W) batches of exactly ``batch_size`` (the last may be shorter), in order."""
-    if src.kind == "npz":
+    if src.kind == "array":
+        assert src.array is not None
+        for lo in range(0, src.n, batch_size):
+            yield src.array[lo : lo + batch_size]
+    elif src.kind == "npz":
         yield from iter_npz_images(src.files[0], batch_size)
     elif src.kind == "embedded":
         assert src.spec is not None
@@ -233,6 +247,9 @@ def content_id(src: Images) -> str:
     """Content hash of the images (cache key of reference statistics)."""
     if src.kind == "npz":
         return f"npz:{file_sha256(src.files[0])}"
+    if src.kind == "array":
+        assert src.array is not None
+        return images_key(src.array)
     if src.kind == "folder":
         return files_key(src.files, Path(src.where))
     if src.kind == "shards":
@@ -362,7 +379,7 @@ def _other_metric(name: str, resolution: int, device: str | torch.device) -> Any
 
 
 def evaluate(
-    samples: str | os.PathLike[str],
+    samples: str | os.PathLike[str] | Images,
     ref: str | os.PathLike[str] | None,
     metrics: Sequence[str],
     *,
@@ -378,7 +395,7 @@ def evaluate(
     """Scores ``samples`` against ``ref`` with the named metrics in one pass (see the module docstring).
 
     Args:
-        samples: shard folder, image folder or ADM ``.npz``.
+        samples: shard folder, image folder, ADM ``.npz``, or images in memory (``images_from_tensor``).
         ref: ADM reference ``.npz``, shard/image folder, ``.npz`` of images, ``"embedded"``, or ``None``.
         metrics: registered metric names (``pfbench.registry.METRICS``).
         batch_size: images per forward pass (does not change the statistics).
@@ -403,7 +420,7 @@ def evaluate(
         METRICS.get(n)  # unknown names raise with a did-you-mean
     if batch_size < 1:
         raise PfbenchError(f"evaluate: batch_size must be >= 1, got {batch_size}")
-    src = open_images(samples, "samples")
+    src = samples if isinstance(samples, Images) else open_images(samples, "samples")
     if src.n == 0:
         raise PfbenchError(f"samples {samples}: holds no images")
     res = src.shape[0]

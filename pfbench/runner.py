@@ -220,18 +220,12 @@ class Runner:
         Returns:
             metric key -> (value, higher_is_better).
         """
-        import tempfile
-
-        from pfbench.evaluate import evaluate
+        from pfbench.evaluate import evaluate, images_from_tensor
 
         ev, data = self.spec.eval, self.spec.data
-        imgs = np.asarray(torch.as_tensor(images)).transpose(0, 2, 3, 1)  # (N, H, W, 3): ADM layout
-        self.runs.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=self.runs, prefix=".score-") as tmp:
-            npz = Path(tmp) / "samples.npz"
-            np.savez(npz, arr_0=imgs, arr_1=np.asarray(labels))
-            result = evaluate(npz, data.reference or "embedded", self.spec.metrics, batch_size=ev.batch_size,
-                              device=ev.device, weights=ev.weights, ref_size=data.test_size, resize=ev.resize)
+        samples = images_from_tensor(torch.as_tensor(images), torch.as_tensor(labels))
+        result = evaluate(samples, data.reference or "embedded", self.spec.metrics, batch_size=ev.batch_size,
+                          device=ev.device, weights=ev.weights, ref_size=data.test_size, resize=ev.resize)
         result.pop("num_samples", None)
         return {k: (v, k not in LOWER_IS_BETTER) for k, v in result.items()}
 

@@ -263,3 +263,22 @@ def test_errors_are_one_liners(formats: dict[str, Path], data: dict[str, Any], t
             evaluate(samples, ref, metrics, batch_size=8, ref_size=REF, cache_dir=tmp_path,
                      extractor=CountingExtractor())  # fmt: skip
         assert "\n" not in str(info.value)
+
+
+def test_in_memory_images_equal_npz(tmp_path: Path) -> None:
+    """The runner scores freshly sampled images without a file; the numbers equal the .npz route."""
+    import numpy as np
+    import torch
+
+    from pfbench.data.embedded import EmbeddedSpec, generate
+    from pfbench.evaluate import evaluate, images_from_tensor
+
+    batch = generate(EmbeddedSpec(resolution=16, split="train", size=120, seed=0))
+    imgs = (batch.images * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)
+    npz = tmp_path / "s.npz"
+    np.savez(npz, arr_0=imgs.permute(0, 2, 3, 1).numpy(), arr_1=batch.labels.numpy())
+    kw = dict(batch_size=50, ref_size=200, cache_dir=tmp_path / "cache")
+    names = ["fd_embedded", "class_acc"]
+    from_file = evaluate(npz, "embedded", names, **kw)  # type: ignore[arg-type]
+    in_memory = evaluate(images_from_tensor(imgs, batch.labels), "embedded", names, **kw)  # type: ignore[arg-type]
+    assert from_file == in_memory and from_file["fd_embedded"] > 0
