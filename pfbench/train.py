@@ -611,10 +611,15 @@ def train(
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
     ctx = _setup_distributed(spec)
+    ok = False
     try:
-        return _Trainer(spec, Path(out_dir), ctx).run(resume, progress, stop_after)
+        result = _Trainer(spec, Path(out_dir), ctx).run(resume, progress, stop_after)
+        ok = True
+        return result
     finally:
         if ctx.owns_group and dist.is_initialized():
+            if ok:  # every rank has released its DDP state before any rank tears the group down
+                dist.barrier()
             dist.destroy_process_group()
 
 

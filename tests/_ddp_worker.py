@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -11,4 +12,7 @@ from pfbench.train import spec_from_dict, train
 if __name__ == "__main__":
     spec = spec_from_dict(json.loads(Path(sys.argv[1]).read_text()))
     result = train(spec, Path(sys.argv[2]), progress=False)
-    print(f"steps={result.steps} losses={result.losses}")
+    print(f"steps={result.steps} losses={result.losses}", flush=True)
+    # Skip interpreter teardown: gloo's background threads can abort the process while C++ statics are
+    # destroyed ("terminate called without an active exception"), after all work is written.
+    os._exit(0)
