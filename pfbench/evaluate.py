@@ -46,7 +46,7 @@ from pfbench.metrics.embedded import FeatureNet, load_feature_net, quantize, ref
 from pfbench.metrics.inception import FeatureExtractor
 from pfbench.metrics.refstats import RefStats, compute_ref_stats, files_key, images_key, iter_npz_images
 from pfbench.metrics.stats import FeatureStats, frechet_distance, inception_score, precision_recall
-from pfbench.metrics.weights import file_sha256
+from pfbench.weights import file_sha256
 from pfbench.registry import METRICS
 from pfbench.types import Cond
 
@@ -400,7 +400,7 @@ def evaluate(
         metrics: registered metric names (``pfbench.registry.METRICS``).
         batch_size: images per forward pass (does not change the statistics).
         device: where the networks run.
-        weights: Inception weights file or folder (offline resolution, ``pfbench.metrics.weights``).
+        weights: Inception weights file or folder (offline resolution, ``pfbench.weights``).
         ref_size: embedded test-split images for ``ref="embedded"``.
         cache_dir: cache root for reference statistics (default ``$PFBENCH_CACHE`` or ``~/.cache/pfbench``).
         extractor: replaces the Inception network (tests, other feature extractors).

@@ -165,7 +165,7 @@ def run_adm_parity_suite(
         PfbenchError: bad suite, missing samples/reference/weights file (one line each).
     """
     from pfbench.metrics.standard import adm_parity
-    from pfbench.metrics.weights import resolve_weights
+    from pfbench.weights import resolve_weights
 
     suite = load_parity_suite(path)
     inputs = resolve_inputs(suite)

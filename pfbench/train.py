@@ -30,6 +30,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from pfbench import PfbenchError
+from pfbench.data.train_data import DATASETS, open_train_data
 from pfbench.ckpt import check_state_compatible, load_checkpoint, restore_rng_state, save_checkpoint
 from pfbench.losses import pf_loss
 
@@ -44,12 +45,14 @@ _RUNTIME_KEYS = ("steps", "ckpt_every", "keep_every", "log_every", "device", "am
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Training data. Only the built-in ``embedded`` dataset (train split) for now."""
+    """Training data: the built-in ``embedded`` dataset (train split: ``resolution``, ``size``, ``seed``) or
+    ``latents``, a pre-encoded VAE latent store at ``path`` (``pfbench data encode``; size and shape from it)."""
 
     name: str = "embedded"
     resolution: int = 16
     size: int = 50_000
     seed: int = 0
+    path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -109,7 +112,9 @@ class TrainSpec:
                 raise PfbenchError(f"train config: {what}")
 
         need(self.kind in ("pf", "sit"), f"kind={self.kind!r} must be 'pf' or 'sit'")
-        need(self.data.name == "embedded", f"data.name={self.data.name!r}: only 'embedded' is supported")
+        need(self.data.name in DATASETS, f"data.name={self.data.name!r} must be one of {', '.join(DATASETS)}")
+        need((self.data.path is not None) == (self.data.name == "latents"), "data.path is for (and required by) "
+             "data.name 'latents'")
         need(self.data.size >= 1 and self.data.resolution >= 1, "data.size and data.resolution must be >= 1")
         for name in ("steps", "batch_size", "ckpt_every", "log_every"):
             need(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
@@ -137,12 +142,13 @@ class TrainSpec:
 
     def net_config(self) -> DiTConfig:
         """The network's ``DiTConfig``: preset + kind + dataset-bound fields + overrides."""
-        from pfbench.data.embedded import NUM_CLASSES
+        from pfbench.data.train_data import data_shape
         from pfbench.nets.dit import DiTConfig
         from pfbench.nets.presets import net_config
 
         overrides = _typed_fields(DiTConfig, self.model_overrides, "model_overrides.")
-        bound = {"input_size": self.data.resolution, "in_channels": 3, "num_classes": NUM_CLASSES}
+        channels, side, classes = data_shape(self.data.name, self.data.resolution, self.data.path)
+        bound = {"input_size": side, "in_channels": channels, "num_classes": classes}
         for key, value in overrides.items():
             if key in ("per_token_t", "difficulty_head"):
                 raise PfbenchError(
@@ -358,7 +364,6 @@ class _Trainer:
     """Holds the state of one run; ``run`` executes steps [start, end)."""
 
     def __init__(self, spec: TrainSpec, out_dir: Path, ctx: _Dist) -> None:
-        from pfbench.data.embedded import EmbeddedSpec, generate
         from pfbench.nets.dit import DiT
 
         self.spec, self.out, self.ctx = spec, out_dir, ctx
@@ -374,10 +379,9 @@ class _Trainer:
             )
         self.local = spec.batch_size // ctx.world
         d = spec.data
-        data = generate(EmbeddedSpec(resolution=d.resolution, split="train", size=d.size, seed=d.seed))
-        self.images = data.images.to(dev)  # (N, C, H, W) float32 in [-1, 1]
-        self.labels = data.labels.to(dev)  # (N,) int64
-        self.order = _EpochOrder(d.size, spec.seed)
+        self.data = open_train_data(d.name, resolution=d.resolution, size=d.size, seed=d.seed, path=d.path,
+                                    device=dev)
+        self.order = _EpochOrder(self.data.size, spec.seed)
         with torch.random.fork_rng(devices=[]):  # init depends on the seed only, not on global RNG state
             torch.manual_seed(_seed(spec.seed, "init"))
             self.net = DiT(self.cfg).to(dev)
@@ -390,8 +394,9 @@ class _Trainer:
         self.model: nn.Module = self.net
 
     # -- one step
-    def _draws(self, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """This rank's slice of step k's global draws: indices, noise, timesteps, dropout mask."""
+    def _draws(self, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+        """This rank's slice of step k's global draws: indices, noise, timesteps, dropout mask and (latent data
+        only) the posterior noise of x1."""
         spec, cfg, dev = self.spec, self.cfg, self.ctx.device
         b = spec.batch_size
         g = torch.Generator().manual_seed(_seed(spec.seed, k, "step"))
@@ -401,15 +406,17 @@ class _Trainer:
         gn = torch.Generator(dev).manual_seed(_seed(spec.seed, k, "noise"))
         shape = (b, cfg.in_channels, cfg.input_size, cfg.input_size)
         x0 = torch.randn(shape, generator=gn, device=dev, dtype=torch.float32)  # (B, C, H, W)
+        eps = torch.randn(shape, generator=g) if self.data.needs_eps else None  # (B, C, H, W), CPU
         lo, hi = self.ctx.rank * self.local, (self.ctx.rank + 1) * self.local
-        return idx[lo:hi].to(dev), x0[lo:hi], t[lo:hi].to(dev), drop[lo:hi].to(dev)
+        return idx[lo:hi], x0[lo:hi], t[lo:hi].to(dev), drop[lo:hi].to(dev), None if eps is None else eps[lo:hi]
 
     def _step(self, k: int) -> Tensor:
         """Runs optimiser step k (0-based); returns detached (loss, fm, nll) as a (3,) tensor."""
         spec, cfg = self.spec, self.cfg
-        idx, x0, t, drop = self._draws(k)
-        x1 = self.images[idx]  # (b, C, H, W)
-        y = torch.where(drop, cfg.num_classes, self.labels[idx])  # (b,), null class = num_classes
+        idx, x0, t, drop, eps = self._draws(k)
+        x1, labels = self.data.sample(idx, eps)  # (b, C, H, W), (b,)
+        x1, labels = x1.to(self.ctx.device, non_blocking=True), labels.to(self.ctx.device)
+        y = torch.where(drop, cfg.num_classes, labels)  # (b,), null class = num_classes
         tp = expand_tokens(t, cfg.patch, cfg.input_size, cfg.input_size)  # (b, 1, H, W)
         xt = tp * x1 + (1 - tp) * x0
         u = x1 - x0

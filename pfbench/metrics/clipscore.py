@@ -22,7 +22,7 @@ from torch import Tensor
 
 from pfbench import PfbenchError
 from pfbench.metrics.base import check_images
-from pfbench.metrics.weights import resolve_weights
+from pfbench.weights import resolve_weights
 from pfbench.types import Cond
 
 PROMPT = "a photo of a {}."

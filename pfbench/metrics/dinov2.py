@@ -41,7 +41,7 @@ from pfbench.metrics.inception import clean_resize
 from pfbench.metrics.refstats import RefStats, compute_ref_stats
 from pfbench.metrics.standard import FeatureBank, _BankMetric
 from pfbench.metrics.stats import frechet_distance
-from pfbench.metrics.weights import file_sha256, resolve_weights
+from pfbench.weights import file_sha256, resolve_weights
 
 INPUT_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -65,7 +65,7 @@ class Arch:
     depth: int | None = None
 
 
-# weights key (pfbench.metrics.weights.KNOWN_WEIGHTS) -> architecture
+# weights key (pfbench.weights.KNOWN_WEIGHTS) -> architecture
 ARCHS: dict[str, Arch] = {
     "dinov2-vitl14": Arch("vit_large_patch14_dinov2", 1024),
     "dinov2-vitb14": Arch("vit_base_patch14_dinov2", 768),

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from pfbench import PfbenchError
 from pfbench.metrics.base import check_images
-from pfbench.metrics.weights import file_sha256, resolve_weights
+from pfbench.weights import file_sha256, resolve_weights
 
 INCEPTION_KEY = "inception-v3-compat"
 INCEPTION_SIZE = 299
@@ -74,7 +74,7 @@ class InceptionV3:
 
     Example::
 
-        net = InceptionV3()                       # weights resolved offline (pfbench.metrics.weights)
+        net = InceptionV3()                       # weights resolved offline (pfbench.weights)
         feats = net(images_uint8)                 # {"pool": (B, 2048), "logits": (B, 1008), "spatial": (B, 2023)}
 
     Args:

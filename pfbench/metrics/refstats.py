@@ -31,7 +31,7 @@ from pfbench import PfbenchError
 from pfbench.metrics.base import content_key, metric_cache_dir
 from pfbench.metrics.inception import FeatureExtractor
 from pfbench.metrics.stats import FeatureStats
-from pfbench.metrics.weights import file_sha256
+from pfbench.weights import file_sha256
 
 _FORMAT = "pfbench-refstats-v1"
 

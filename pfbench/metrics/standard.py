@@ -306,7 +306,7 @@ def adm_parity(
     Args:
         sample_npz: samples ``.npz`` with ``arr_0`` (N, H, W, 3) uint8.
         ref_npz: ADM reference batch (``mu``, ``sigma``, ``mu_s``, ``sigma_s``, ``arr_0``).
-        weights: Inception weights file/folder (offline resolution, see ``pfbench.metrics.weights``).
+        weights: Inception weights file/folder (offline resolution, see ``pfbench.weights``).
         extractor: replaces the Inception network (tests); ``weights``/``device`` are then unused.
         device: ``"cuda"`` when available by default.
         batch_size: images per forward pass.

@@ -33,9 +33,12 @@ class KnownWeights:
         key: pfbench name of the weights (``resolve_weights(key)``).
         filename: file name, identical to the one the owning library caches it under.
         url: where the owning library downloads it from.
-        cache: which library cache may already hold it: ``"torch-hub"`` or ``"open_clip"``.
+        cache: which library cache may already hold it: ``"torch-hub"``, ``"open_clip"`` or
+            ``"hf:<org>/<repo>"`` (a Hugging Face hub snapshot, e.g. a diffusers VAE).
         sha256: full sha256 of the file, or ``None`` where no trusted checksum is recorded.
         source: where the checksum comes from (provenance of the table entry).
+        subdir: sub-folder of a ``$PFBENCH_WEIGHTS`` folder holding the file (for generic file names
+            such as diffusers' ``diffusion_pytorch_model.safetensors``).
     """
 
     key: str
@@ -44,6 +47,7 @@ class KnownWeights:
     cache: str
     sha256: str | None = None
     source: str = ""
+    subdir: str = ""
 
 
 _INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -90,6 +94,20 @@ KNOWN_WEIGHTS: dict[str, KnownWeights] = {
             _VITB32_SHA,
             "OpenAI's URL carries the file's sha256 (open_clip verifies it the same way)",
         ),
+        KnownWeights(
+            "sd-vae-ft-ema",
+            "diffusion_pytorch_model.safetensors",
+            "https://huggingface.co/stabilityai/sd-vae-ft-ema/resolve/main/diffusion_pytorch_model.safetensors",
+            "hf:stabilityai/sd-vae-ft-ema",
+            subdir="sd-vae-ft-ema",
+        ),
+        KnownWeights(
+            "sd-vae-ft-mse",
+            "diffusion_pytorch_model.safetensors",
+            "https://huggingface.co/stabilityai/sd-vae-ft-mse/resolve/main/diffusion_pytorch_model.safetensors",
+            "hf:stabilityai/sd-vae-ft-mse",
+            subdir="sd-vae-ft-mse",
+        ),
     )
 }
 
@@ -102,6 +120,9 @@ def library_cache_dir(cache: str) -> Path:
         return Path(torch.hub.get_dir()) / "checkpoints"
     if cache == "open_clip":
         return Path("~/.cache/clip").expanduser()
+    if cache.startswith("hf:"):  # huggingface_hub's layout: hub/models--org--name/snapshots/<revision>/
+        hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", "~/.cache/huggingface")) / "hub")
+        return hub.expanduser() / ("models--" + cache[3:].replace("/", "--")) / "snapshots"
     raise ValueError(f"unknown library cache {cache!r}")
 
 
@@ -137,8 +158,13 @@ def candidate_paths(key: str, path: str | os.PathLike[str] | None = None) -> lis
     out: list[tuple[str, Path]] = []
     env = os.environ.get(ENV_VAR, "")
     for folder in (d for d in env.split(os.pathsep) if d):
-        out.append((f"${ENV_VAR}", Path(folder).expanduser() / w.filename))
-    out.append((f"{w.cache} cache", library_cache_dir(w.cache) / w.filename))
+        out.append((f"${ENV_VAR}", Path(folder).expanduser() / w.subdir / w.filename))
+    cache = library_cache_dir(w.cache)
+    if w.cache.startswith("hf:"):  # any downloaded revision, newest name first; else the folder itself
+        snaps = sorted(cache.glob(f"*/{w.filename}"), reverse=True) if cache.is_dir() else []
+        out += [(f"{w.cache} cache", p) for p in snaps] or [(f"{w.cache} cache", cache / "<revision>" / w.filename)]
+    else:
+        out.append((f"{w.cache} cache", cache / w.filename))
     return out
 
 
@@ -183,8 +209,9 @@ def resolve_weights(key: str, path: str | os.PathLike[str] | None = None, *, ver
     looked = "; ".join(f"{label}: {p}" for label, p in places)
     if path is None and not os.environ.get(ENV_VAR):
         looked += f"; ${ENV_VAR} is unset"
+    dest = f"<a folder listed in ${ENV_VAR}>/{w.subdir}" if w.subdir else f"a folder listed in ${ENV_VAR}"
     raise PfbenchError(
         f"{key} weights file {w.filename} not found (looked in {looked}); pfbench never downloads: on a "
-        f"machine with internet run `curl -L -o {w.filename} {w.url}`, copy the file into a folder listed "
-        f"in ${ENV_VAR} (or pass its path explicitly)"
+        f"machine with internet run `curl -L -o {w.filename} {w.url}`, copy the file into {dest} "
+        "(or pass its path explicitly)"
     )

@@ -12,8 +12,8 @@ import pytest
 import torch.hub  # noqa: F401  (import time is not resolution time)
 
 from pfbench import PfbenchError
-from pfbench.metrics import weights as W
-from pfbench.metrics.weights import KNOWN_WEIGHTS, KnownWeights, resolve_weights
+from pfbench import weights as W
+from pfbench.weights import KNOWN_WEIGHTS, KnownWeights, resolve_weights
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 GOOD = b"pretend these are weights"
@@ -120,9 +120,25 @@ def test_corrupt_inception_file_refused_before_torch_fidelity(
 def test_known_checksums_are_well_formed() -> None:
     for w in KNOWN_WEIGHTS.values():
         assert w.sha256 is None or (len(w.sha256) == 64 and int(w.sha256, 16) >= 0)
-        assert w.url.endswith(w.filename) and w.cache in ("torch-hub", "open_clip")
+        assert w.url.endswith(w.filename)
+        assert w.cache in ("torch-hub", "open_clip") or w.cache == f"hf:stabilityai/{w.subdir}"
         if w.cache == "torch-hub" and "-" in w.filename and w.sha256 is not None:
             # torch hub names a file "<name>-<first 8+ hex of its sha256>.<ext>"
             assert w.sha256.startswith(w.filename.rsplit("-", 1)[1].split(".")[0])
         if "openaipublic" in w.url:
             assert w.url.split("/")[-2] == w.sha256  # OpenAI's URL carries the sha256
+
+
+def test_hf_snapshot_and_subdir_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """diffusers files share one generic name: $PFBENCH_WEIGHTS/<key>/ and the hub snapshots are searched."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("PFBENCH_WEIGHTS", raising=False)
+    with pytest.raises(PfbenchError, match=r"sd-vae-ft-ema weights file .*models--stabilityai--sd-vae-ft-ema.*"
+                                           r"<a folder listed in \$PFBENCH_WEIGHTS>/sd-vae-ft-ema"):
+        resolve_weights("sd-vae-ft-ema")
+    snap = tmp_path / "hub" / "models--stabilityai--sd-vae-ft-ema" / "snapshots" / "abc123"
+    _put(snap, b"vae", name="diffusion_pytorch_model.safetensors")
+    assert resolve_weights("sd-vae-ft-ema") == snap / "diffusion_pytorch_model.safetensors"
+    _put(tmp_path / "w" / "sd-vae-ft-ema", b"vae2", name="diffusion_pytorch_model.safetensors")
+    monkeypatch.setenv("PFBENCH_WEIGHTS", str(tmp_path / "w"))
+    assert resolve_weights("sd-vae-ft-ema") == tmp_path / "w" / "sd-vae-ft-ema" / "diffusion_pytorch_model.safetensors"
