@@ -9,6 +9,7 @@ killed run resumes at the first missing or damaged shard without duplicating or 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -205,6 +206,9 @@ def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+_Writer = Callable[[Generated], Callable[[Any], None]]  # a shard's serialiser: images -> write(file)
+
+
 def _npz_writer(gen: Generated) -> Callable[[Any], None]:
     images, labels, indices = gen.images.numpy(), gen.labels.numpy(), gen.indices.numpy()
     return lambda f: np.savez(f, images=images, labels=labels, indices=indices)
@@ -241,6 +245,68 @@ def _valid_prefix(out: Path, manifest: Mapping[str, Any]) -> list[dict[str, Any]
     return good
 
 
+def _run_identity(
+    sampler: Sampler, config: Mapping[str, Any] | None, *, seed: int, n: int, shard_size: int
+) -> dict[str, Any]:
+    """What a shard run is (compared on resume): the manifest's fields other than its shards."""
+    if shard_size < 1 or n < 1:
+        raise PfbenchError(f"write_shards needs n >= 1 and shard_size >= 1; got {n}, {shard_size}")
+    return {
+        "format": FORMAT,
+        "config": json.loads(json.dumps(dict(config or {}), sort_keys=True)),
+        "sampler": _sampler_config(sampler),
+        "seed": seed,
+        "n": n,
+        "shard_size": shard_size,
+    }
+
+
+def _open_run(out_dir: str | Path, identity: Mapping[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """Creates ``out_dir`` if needed; returns it and the manifest already there ({} if none).
+
+    A manifest of another identity is an error naming the fields that differ.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / MANIFEST).is_file():
+        return out, {}
+    old = read_manifest(out)
+    differs = [k for k in identity if old.get(k) != identity[k]]
+    if differs:
+        raise PfbenchError(
+            f"{out} holds a different sampling run (differs in: {', '.join(differs)}); "
+            "use a new output folder or delete this one"
+        )
+    return out, old
+
+
+def _sample_shard(
+    out: Path, j: int, identity: Mapping[str, Any], sample: Callable[..., Generated], writer: _Writer
+) -> dict[str, Any]:
+    """Samples shard j, writes it atomically with ``writer`` and returns its manifest entry.
+
+    Shard j holds samples [j·shard_size, min((j+1)·shard_size, n)); ``sample(n=, start=)`` is
+    ``generate`` with the run's other arguments bound.
+    """
+    n, shard_size = identity["n"], identity["shard_size"]
+    lo, hi = j * shard_size, min((j + 1) * shard_size, n)
+    gen = sample(n=hi - lo, start=lo)
+    path = out / f"shard_{j:05d}.npz"
+    _atomic_write(path, writer(gen))
+    return {
+        "index": j,
+        "file": path.name,
+        "start": lo,
+        "count": hi - lo,
+        "sha256": _sha256(path),
+        "nfe": gen.nfe,
+        "forwards": gen.forwards,
+        "gflops": gen.gflops,
+        "seconds": gen.seconds,
+        "image_shape": list(gen.images.shape[1:]),
+    }
+
+
 def write_shards(
     out_dir: str | Path,
     model: Adapter,
@@ -274,59 +340,15 @@ def write_shards(
     Returns:
         The final manifest.
     """
-    if shard_size < 1 or n < 1:
-        raise PfbenchError(f"write_shards needs n >= 1 and shard_size >= 1; got {n}, {shard_size}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    identity = {
-        "format": FORMAT,
-        "config": json.loads(json.dumps(dict(config or {}), sort_keys=True)),
-        "sampler": _sampler_config(sampler),
-        "seed": seed,
-        "n": n,
-        "shard_size": shard_size,
-    }
-    shards: list[dict[str, Any]] = []
-    if (out / MANIFEST).is_file():
-        old = read_manifest(out)
-        differs = [k for k in identity if old.get(k) != identity[k]]
-        if differs:
-            raise PfbenchError(
-                f"{out} holds a different sampling run (differs in: {', '.join(differs)}); "
-                "use a new output folder or delete this one"
-            )
-        shards = _valid_prefix(out, old)
-    count = -(-n // shard_size)
-    for j in range(len(shards), count):
-        lo, hi = j * shard_size, min((j + 1) * shard_size, n)
-        gen = generate(
-            model,
-            sampler,
-            n=hi - lo,
-            seed=seed,
-            batch_size=batch_size,
-            start=lo,
-            progress=progress,
-            decode=decode,
-            shape=shape,
-            device=device,
-        )
-        path = out / f"shard_{j:05d}.npz"
-        _atomic_write(path, _npz_writer(gen))
-        shards.append(
-            {
-                "index": j,
-                "file": path.name,
-                "start": lo,
-                "count": hi - lo,
-                "sha256": _sha256(path),
-                "nfe": gen.nfe,
-                "forwards": gen.forwards,
-                "gflops": gen.gflops,
-                "seconds": gen.seconds,
-                "image_shape": list(gen.images.shape[1:]),
-            }
-        )
+    identity = _run_identity(sampler, config, seed=seed, n=n, shard_size=shard_size)
+    out, old = _open_run(out_dir, identity)
+    shards = _valid_prefix(out, old)
+    sample = functools.partial(
+        generate, model, sampler, seed=seed, batch_size=batch_size, progress=progress, decode=decode,
+        shape=shape, device=device,
+    )
+    for j in range(len(shards), -(-n // shard_size)):
+        shards.append(_sample_shard(out, j, identity, sample, _npz_writer))
         _write_manifest(out, {**identity, "shards": shards, "complete": False})
     manifest = {**identity, "shards": shards, "complete": True, "totals": _totals(shards)}
     _write_manifest(out, manifest)
@@ -475,46 +497,24 @@ def write_shards_distributed(
     Returns:
         The final manifest (every rank returns it).
     """
-    if shard_size < 1 or n < 1:
-        raise PfbenchError(f"write_shards needs n >= 1 and shard_size >= 1; got {n}, {shard_size}")
+    identity = _run_identity(sampler, config, seed=seed, n=n, shard_size=shard_size)
     rank, world, created = _join_process_group()
     try:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        identity = {
-            "format": FORMAT,
-            "config": json.loads(json.dumps(dict(config or {}), sort_keys=True)),
-            "sampler": _sampler_config(sampler),
-            "seed": seed,
-            "n": n,
-            "shard_size": shard_size,
-        }
+        out, old = _open_run(out_dir, identity)
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-        listed: dict[int, dict[str, Any]] = {}
-        if (out / MANIFEST).is_file():
-            old = read_manifest(out)
-            differs = [k for k in identity if old.get(k) != identity[k]]
-            if differs:
-                raise PfbenchError(
-                    f"{out} holds a different sampling run (differs in: {', '.join(differs)}); "
-                    "use a new output folder or delete this one"
-                )
-            listed = {int(e["index"]): e for e in old.get("shards", [])}
+        listed = {int(e["index"]): e for e in old.get("shards", [])}
         _barrier(world)  # every rank has checked the folder before rank 0 may write a manifest
         if rank == 0 and not (out / MANIFEST).is_file():
             _write_manifest(out, {**identity, "shards": [], "complete": False})  # claims the folder
+        sample = functools.partial(
+            generate, model, sampler, seed=seed, batch_size=batch_size, progress=progress and rank == 0,
+            decode=decode, shape=shape, device=device,
+        )
         count = -(-n // shard_size)
         for j in range(rank, count, world):
             if _shard_done(out, j, key, listed):
                 continue
-            lo, hi = j * shard_size, min((j + 1) * shard_size, n)
-            gen = generate(model, sampler, n=hi - lo, seed=seed, batch_size=batch_size, start=lo,
-                           progress=progress and rank == 0, decode=decode, shape=shape, device=device)
-            path = out / f"shard_{j:05d}.npz"
-            _atomic_write(path, _deterministic_npz(gen))
-            entry = {"index": j, "file": path.name, "start": lo, "count": hi - lo, "sha256": _sha256(path),
-                     "nfe": gen.nfe, "forwards": gen.forwards, "gflops": gen.gflops, "seconds": gen.seconds,
-                     "image_shape": list(gen.images.shape[1:])}
+            entry = _sample_shard(out, j, identity, sample, _deterministic_npz)
             _write_record(out / RECORD.format(j), {**entry, "run": key})  # after the shard: marks it done
         _barrier(world)  # all shards and records are on disk
         if rank == 0:

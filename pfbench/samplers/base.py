@@ -1,4 +1,4 @@
-"""Shared sampler machinery (SPEC §5): time grids, budget → steps, call accounting, difficulty masks.
+"""Shared sampler machinery (SPEC §5): time grids, budget → steps, call accounting, easy masks.
 
 Every sampler is a frozen dataclass with ``steps`` and is a pure function of
 ``(model, noise, cond, keys)``: it keeps no state between calls. Compute is counted by a ``Meter`` that
@@ -250,3 +250,48 @@ def check_inputs(model: Adapter, noise: Tensor, cond: Cond, sampler: StepSampler
     p = model.patch_size
     if noise.shape[2] % p or noise.shape[3] % p:
         raise PfbenchError(f"image size {tuple(noise.shape[2:])} is not a multiple of the patch size {p}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# easy-mask samplers (dual_loop, look_ahead) and their random-mask ablations
+
+
+@dataclass(frozen=True)
+class MaskedSampler(StepSampler):
+    """Base of the samplers that split the patches with an easy mask M each (outer) step.
+
+    Attributes:
+        steps: outer steps N.
+        p: fraction of patches marked easy (the lowest-difficulty fraction p, SPEC §5).
+
+    The mask comes from ``easy_mask``; the random ablation (``RandomMask``) and tests override that one
+    method.
+    """
+
+    p: float = 0.4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.p <= 1.0:
+            raise PfbenchError(f"sampler {self.name!r}: p must be in [0, 1], got {self.p}")
+
+    def easy_mask(self, out: ModelOut, keys: Tensor | None, step: int, patch: int) -> Tensor:
+        """Easy mask (B, T) bool of (outer) step ``step`` from its first call's (guided) logvar."""
+        return difficulty_mask(patch_difficulty(require_logvar(out, self.name), patch), self.p)
+
+
+@dataclass(frozen=True)
+class RandomMask(MaskedSampler):
+    """Mixin of the ``random`` ablations: the easy set is drawn uniformly at random each (outer) step.
+
+    Listed first in the bases (``class DualLoopRandom(RandomMask, DualLoop)``) so its ``easy_mask``
+    wins. The mask has ⌈p·(T − 1)⌉ patches (the difficulty mask's size for distinct values); sample i's
+    mask at step k depends only on (keys[i], k), salted with the sampler's name. The difficulty head
+    is not used.
+    """
+
+    def easy_mask(self, out: ModelOut, keys: Tensor | None, step: int, patch: int) -> Tensor:
+        """Uniformly random easy mask (B, T) bool; ``keys`` (B,) are required."""
+        b, _, h, w = out.v.shape
+        tokens = (h // patch) * (w // patch)
+        return random_mask(require_keys(keys, b, self.name), step, tokens, self.p, self.name, out.v.device)

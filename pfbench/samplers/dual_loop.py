@@ -16,22 +16,12 @@ from torch import Tensor
 
 from pfbench import PfbenchError
 from pfbench.adapters.base import Adapter
-from pfbench.samplers.base import (
-    Meter,
-    StepSampler,
-    check_inputs,
-    difficulty_mask,
-    full_time,
-    patch_difficulty,
-    require_logvar,
-    time_grid,
-    to_pixels,
-)
-from pfbench.types import Cond, ModelOut, SampleOut
+from pfbench.samplers.base import MaskedSampler, Meter, check_inputs, full_time, time_grid, to_pixels
+from pfbench.types import Cond, SampleOut
 
 
 @dataclass(frozen=True)
-class DualLoop(StepSampler):
+class DualLoop(MaskedSampler):
     """Difficulty-aware dual-loop sampler.
 
     Attributes:
@@ -40,27 +30,20 @@ class DualLoop(StepSampler):
         n_inner: inner steps n per outer step for the hard patches.
         shift: SD3-style time shift of the outer grid (1 = uniform).
 
-    The mask comes from ``easy_mask``; the random ablation and tests override that one method.
+    The mask comes from ``MaskedSampler.easy_mask``; the random ablation and tests override that one method.
     """
 
-    p: float = 0.4
     n_inner: int = 4
     shift: float = 1.0
     name: ClassVar[str] = "dual_loop"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0.0 <= self.p <= 1.0:
-            raise PfbenchError(f"sampler {self.name!r}: p must be in [0, 1], got {self.p}")
         if not isinstance(self.n_inner, int) or self.n_inner < 1:
             raise PfbenchError(f"sampler {self.name!r}: n_inner must be an int >= 1, got {self.n_inner!r}")
 
     def cost(self, steps: int) -> int:
         return steps * self.n_inner
-
-    def easy_mask(self, out: ModelOut, keys: Tensor | None, step: int, patch: int) -> Tensor:
-        """Easy mask (B, T) bool of outer step ``step`` from its first call's (guided) logvar."""
-        return difficulty_mask(patch_difficulty(require_logvar(out, self.name), patch), self.p)
 
     @torch.no_grad()
     def __call__(self, model: Adapter, noise: Tensor, cond: Cond, keys: Tensor | None = None) -> SampleOut:

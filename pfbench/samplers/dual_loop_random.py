@@ -5,24 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from torch import Tensor
-
-from pfbench.samplers.base import random_mask, require_keys
+from pfbench.samplers.base import RandomMask
 from pfbench.samplers.dual_loop import DualLoop
-from pfbench.types import ModelOut
 
 
 @dataclass(frozen=True)
-class DualLoopRandom(DualLoop):
-    """Dual-loop with the easy set drawn uniformly at random each outer step.
-
-    The mask has ⌈p·(T − 1)⌉ patches (the difficulty mask's size for distinct values); sample i's mask
-    at step k depends only on (keys[i], k). The difficulty head is not used.
-    """
+class DualLoopRandom(RandomMask, DualLoop):
+    """Dual-loop with the easy set drawn uniformly at random each outer step (see ``RandomMask``)."""
 
     name: ClassVar[str] = "dual_loop_random"
-
-    def easy_mask(self, out: ModelOut, keys: Tensor | None, step: int, patch: int) -> Tensor:
-        b, _, h, w = out.v.shape
-        tokens = (h // patch) * (w // patch)
-        return random_mask(require_keys(keys, b, self.name), step, tokens, self.p, self.name, out.v.device)

@@ -21,22 +21,19 @@ from torch import Tensor
 from pfbench import PfbenchError
 from pfbench.adapters.base import Adapter
 from pfbench.samplers.base import (
+    MaskedSampler,
     Meter,
-    StepSampler,
     check_inputs,
     cond_velocity,
-    difficulty_mask,
     full_time,
-    patch_difficulty,
-    require_logvar,
     time_grid,
     to_pixels,
 )
-from pfbench.types import Cond, ModelOut, SampleOut
+from pfbench.types import Cond, SampleOut
 
 
 @dataclass(frozen=True)
-class LookAhead(StepSampler):
+class LookAhead(MaskedSampler):
     """Difficulty-aware look-ahead sampler.
 
     Attributes:
@@ -47,10 +44,9 @@ class LookAhead(StepSampler):
         guided_jump: jump and warm up with the guided v instead of the conditional v_c.
         shift: SD3-style time shift of the grid (1 = uniform).
 
-    The mask comes from ``easy_mask``; the random ablation and tests override that one method.
+    The mask comes from ``MaskedSampler.easy_mask``; the random ablation and tests override that one method.
     """
 
-    p: float = 0.4
     r: float = 1.4
     t_warm: float = 0.05
     guided_jump: bool = False
@@ -59,8 +55,6 @@ class LookAhead(StepSampler):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0.0 <= self.p <= 1.0:
-            raise PfbenchError(f"sampler {self.name!r}: p must be in [0, 1], got {self.p}")
         if not self.r >= 1.0:
             raise PfbenchError(
                 f"sampler {self.name!r}: r must be >= 1 (a look-ahead, not a look-back), got {self.r}"
@@ -73,10 +67,6 @@ class LookAhead(StepSampler):
 
     def cost(self, steps: int) -> int:
         return 2 * steps - self.warm_steps(steps)
-
-    def easy_mask(self, out: ModelOut, keys: Tensor | None, step: int, patch: int) -> Tensor:
-        """Easy mask (B, T) bool of step ``step`` from its first call's (guided) logvar."""
-        return difficulty_mask(patch_difficulty(require_logvar(out, self.name), patch), self.p)
 
     @torch.no_grad()
     def __call__(self, model: Adapter, noise: Tensor, cond: Cond, keys: Tensor | None = None) -> SampleOut:
