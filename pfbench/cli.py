@@ -16,7 +16,7 @@ from rich.console import Console
 from pfbench import PfbenchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Patch Forcing benchmark harness.")
-data_app = typer.Typer(no_args_is_help=True, help="The embedded dataset.")
+data_app = typer.Typer(no_args_is_help=True, help="Datasets: embedded preview, VAE latent stores.")
 assets_app = typer.Typer(no_args_is_help=True, help="Shipped evaluation networks and checkpoints.")
 app.add_typer(data_app, name="data")
 app.add_typer(assets_app, name="assets")
@@ -68,7 +68,7 @@ def plan(
     spec = load_suite(suite, overrides)
     runner = Runner(spec, results_root=results, runs_root=runs, progress=False)
     table = Table(title=f"suite {spec.name}")
-    for col in ("model", "sampler", "nfe", "cfg", "seed", "samples", "forwards/img", "≈GFLOPs total", "cached"):
+    for col in ("model", "sampler", "nfe", "cfg", "seed", "samples", "forwards/img", "≈FLOPs total", "cached"):
         table.add_column(col)
     cells = make_plan(spec)
     total = 0.0
@@ -78,13 +78,27 @@ def plan(
         forwards, gflops = runner.estimate(cell)
         total += 0.0 if done else gflops
         label = cell.sampler.name + (f" {cell.sampler.params}" if cell.sampler.params else "")
-        table.add_row(cell.model, label, str(cell.nfe), f"{cell.cfg_scale:g}", str(cell.seed), str(cell.num_samples),
-                      str(forwards), f"{gflops:,.0f}", "yes" if done else "")
+        cfg = f"{cell.cfg_scale:g}" + (f" in {list(cell.cfg_interval)}" if cell.cfg_interval else "")
+        table.add_row(cell.model, label, str(cell.nfe), cfg, str(cell.seed), str(cell.num_samples),
+                      str(forwards), _flops(gflops), "yes" if done else "")
     console.print(table)
-    console.print(f"estimated compute still to run: ≈{total:,.0f} GFLOPs of network forwards (sampling only; "
-                  "per-token modulation counted once per sample, as with dedup)")
-    console.print(f"{len(cells)} cells; models needing training: "
-                  f"{', '.join(n for n in spec.models if runner.known_model_id(n) is None) or 'none'}")
+    console.print(f"estimated compute still to run: ≈{_flops(total)} of network forwards (sampling only, VAE "
+                  "decoding not counted; per-token modulation counted once per sample, as with dedup; CFG "
+                  "counted on every step even where an interval switches it off)")
+    unknown = [n for n in spec.models if runner.known_model_id(n) is None]
+    train = [n for n in unknown if spec.models[n].train is not None]
+    missing = [n for n in unknown if spec.models[n].train is None]
+    console.print(f"{len(cells)} cells; models to train: {', '.join(train) or 'none'}; models whose checkpoint or "
+                  f"decoder is not found: {', '.join(missing) or 'none'}")
+
+
+def _flops(gflops: float) -> str:
+    """GFLOPs as a short human number with an SI unit (e.g. 3.63 EFLOP)."""
+    value, units = gflops * 1e9, ("FLOP", "kFLOP", "MFLOP", "GFLOP", "TFLOP", "PFLOP", "EFLOP", "ZFLOP")
+    i = 0
+    while value >= 1000 and i < len(units) - 1:
+        value, i = value / 1000, i + 1
+    return f"{value:.3g} {units[i]}"
 
 
 @app.command()
@@ -168,6 +182,7 @@ def sample(
     device: Annotated[str, typer.Option(help="cpu or cuda (under torchrun each rank takes cuda:LOCAL_RANK)")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
     npz: Annotated[Path | None, typer.Option(help="also export an ADM-style .npz (arr_0 NHWC uint8, arr_1 labels)")] = None,
+    vae: Annotated[str | None, typer.Option(help="latent model: VAE decoder (sd-vae-ft-ema, folder or file)")] = None,
 ) -> None:
     """Sample a checkpoint into uint8 shards; the same images on 1 or N processes (torchrun --nproc_per_node N)."""
     import torch
@@ -188,8 +203,15 @@ def sample(
     guided = model if cfg_scale == 1.0 else CFG(model, cfg_scale)
     chosen = SAMPLERS.get(sampler)(steps=1).with_budget(nfe)
     config = {"checkpoint_sha256": sha, "ema": ema, "cfg_scale": cfg_scale, "device": where.type}
+    decode = None
+    if vae is not None:
+        from pfbench.data.vae import load_vae
+
+        decoder = load_vae(vae, where)
+        decode, config["decoder"] = decoder.decode, f"{vae}@{decoder.sha256[:16]}"
     manifest = write_shards_distributed(out, guided, chosen, n=num_samples, seed=seed, batch_size=batch_size,
-                                        shard_size=shard_size, config=config, device=where, progress=rank == 0)
+                                        shard_size=shard_size, config=config, decode=decode, device=where,
+                                        progress=rank == 0)
     if rank == 0:
         console.print(f"[green]done[/]: {manifest['totals']} -> {out}")
         if npz is not None:
@@ -224,13 +246,19 @@ def eval_(
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     weights: Annotated[Path | None, typer.Option(help="Inception weights file/folder (offline)")] = None,
     ref_size: Annotated[int, typer.Option(help="images for --ref embedded")] = 10_000,
+    resize: Annotated[str, typer.Option(help="Inception resize: tf1x (torch-fidelity) or clean (clean-fid)")] = "tf1x",
+    classes: Annotated[str, typer.Option(help="class names for clip_score prompts: embedded or imagenet")] = "embedded",
+    clip_weights: Annotated[Path | None, typer.Option(help="CLIP ViT-L/14 file for clip_score (offline)")] = None,
+    dinov2_weights: Annotated[Path | None, typer.Option(help="DINOv2 ViT-L/14 file for fd_dinov2 (offline)")] = None,
 ) -> None:
     """Score samples made by pfbench or any other codebase (shards, image folder, ADM .npz)."""
+    from pfbench.data import class_names
     from pfbench.evaluate import evaluate
 
     names = [m.strip() for m in metrics.split(",") if m.strip()]
     result = evaluate(samples, None if ref.lower() == "none" else ref, names, batch_size=batch_size, device=device,
-                      weights=weights, ref_size=ref_size)
+                      weights=weights, ref_size=ref_size, resize=resize, clip_weights=clip_weights,
+                      dinov2_weights=dinov2_weights, class_names=class_names(classes))
     for key, value in result.items():
         console.print(f"{key}\t{value:.6g}")
 
@@ -250,6 +278,26 @@ def data_preview(
 
     path = preview(EmbeddedSpec(resolution=resolution, split=split, size=max(n, 1), seed=seed), out, n=n,
                    show_hard=show_hard)
+    console.print(f"wrote {path}")
+
+
+@data_app.command("encode")
+def data_encode(
+    src: Annotated[Path, typer.Argument(help="class-per-folder images, e.g. ImageNet's train/ (synset folders)")],
+    out: Annotated[Path, typer.Argument(help="latent store folder (a rerun resumes an interrupted encode)")],
+    vae: Annotated[str, typer.Option(help="VAE: sd-vae-ft-ema | sd-vae-ft-mse (resolved offline), folder or file")] = "sd-vae-ft-ema",
+    resolution: Annotated[int, typer.Option(help="ADM centre-crop size in pixels")] = 256,
+    batch_size: Annotated[int, typer.Option(help="images per encoder call")] = 64,
+    keep_images: Annotated[bool, typer.Option(help="also store the uint8 crops (REPA training needs them)")] = False,
+    limit: Annotated[int | None, typer.Option(help="encode only the first N images (sorted order)")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+) -> None:
+    """Encode an image folder once into VAE posterior moments for training latent models (data.name: latents)."""
+    from pfbench.data.latents import encode_folder
+    from pfbench.data.vae import load_vae
+
+    path = encode_folder(src, out, load_vae(vae, device), resolution=resolution, batch_size=batch_size,
+                         keep_images=keep_images, limit=limit, progress=True)
     console.print(f"wrote {path}")
 
 

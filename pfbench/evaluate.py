@@ -46,9 +46,9 @@ from pfbench.metrics.embedded import FeatureNet, load_feature_net, quantize, ref
 from pfbench.metrics.inception import FeatureExtractor
 from pfbench.metrics.refstats import RefStats, compute_ref_stats, files_key, images_key, iter_npz_images
 from pfbench.metrics.stats import FeatureStats, frechet_distance, inception_score, precision_recall
-from pfbench.weights import file_sha256
 from pfbench.registry import METRICS
 from pfbench.types import Cond
+from pfbench.weights import file_sha256
 
 INCEPTION = ("fid", "sfid", "is", "pr", "kid")
 EMBEDDED = ("fd_embedded", "is_embedded", "class_acc", "pr_embedded")
@@ -391,6 +391,8 @@ def evaluate(
     extractor: FeatureExtractor | None = None,
     resize: str = "tf1x",
     dinov2_weights: str | os.PathLike[str] | None = None,
+    clip_weights: str | os.PathLike[str] | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """Scores ``samples`` against ``ref`` with the named metrics in one pass (see the module docstring).
 
@@ -405,6 +407,8 @@ def evaluate(
         cache_dir: cache root for reference statistics (default ``$PFBENCH_CACHE`` or ``~/.cache/pfbench``).
         extractor: replaces the Inception network (tests, other feature extractors).
         dinov2_weights: DINOv2 ViT-L/14 weights file or folder for ``fd_dinov2`` (offline resolution).
+        clip_weights: OpenAI CLIP ViT-L/14 file for ``clip_score`` (offline resolution).
+        class_names: label → name, for ``clip_score``'s prompts when samples carry labels but no captions.
         resize: Inception input resize, ``"tf1x"`` (torch-fidelity, TF-compatible; SPEC) or ``"clean"`` (clean-fid).
 
     Returns:
@@ -476,8 +480,13 @@ def evaluate(
         dino = DINOv2(dinov2_weights, device=device, max_batch=batch_size)
         dref = dinov2_ref_stats(iter_images(refs, batch_size), dino, dataset_key=content_id(refs), cache_dir=cache_dir)
         scorers.append(FDDINOv2(dref, bank=FeatureBank(dino)))
+    if "clip_score" in names:
+        from pfbench.metrics.clipscore import CLIPScore, load_openclip
+
+        scorers.append(CLIPScore(*load_openclip(weights=clip_weights, device=device), class_names=class_names,
+                                 device=device))
     scorers += [_other_metric(n, res, device) for n in names
-                if n not in INCEPTION and n not in EMBEDDED and n != "fd_dinov2"]
+                if n not in INCEPTION and n not in EMBEDDED and n not in ("fd_dinov2", "clip_score")]
 
     start = 0
     for images in iter_images(src, batch_size):

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: + decoder
 
 # Documented columns (README "Results schema"); readers fill absent columns with NA so older files still load.
 COLUMNS: dict[str, str] = {
@@ -25,8 +25,9 @@ COLUMNS: dict[str, str] = {
     "part": "string",  # file the row came from: cell key or diagnostic name
     "kind": "string",  # "cell" | "curve" | "diagnostic" | "reference"
     "model": "string",
-    "model_id": "string",
-    "train_timesteps": "string",  # training timestep sampler of the model (SPEC §3), when known  # checkpoint sha256 (or recipe hash for a model trained in the suite)
+    "model_id": "string",  # sha256 of the checkpoint file (trained in the suite or given)
+    "decoder": "string",  # latent models: "<vae name>@<sha256[:16]>" of the decoder; missing for pixel models
+    "train_timesteps": "string",  # training timestep sampler of the model (SPEC §3), when known
     "train_step": "Int64",
     "sampler": "string",
     "sampler_args": "string",  # JSON

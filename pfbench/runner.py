@@ -70,6 +70,13 @@ class LoadedModel:
     checkpoints: list[tuple[int, Path]]  # (step, path) of kept intermediate checkpoints, for learning curves
     train_img_per_s: float | None = None
     train_timesteps: str | None = None  # training timestep sampler (SPEC §3), for training-sampler ablations
+    decode: Any = None  # latent models: latents -> [-1, 1] pixels (the VAE decoder)
+    decoder: str | None = None  # "<vae>@<sha256[:16]>": part of every cell key, since it changes the pixels
+
+    @property
+    def key_id(self) -> str:
+        """What identifies the pixels this model makes: the weights and, for latent models, the decoder."""
+        return self.model_id if self.decoder is None else f"{self.model_id}+{self.decoder}"
 
 
 class Runner:
@@ -135,13 +142,21 @@ class Runner:
         return forwards, forwards * forward_flops(self._cfgs[cell.model], 1.0) / 1e9 * cell.num_samples
 
     def known_model_id(self, name: str) -> str | None:
-        """The weights' sha256 if they exist already (shipped/given checkpoint, or finished training)."""
+        """``LoadedModel.key_id`` if it can be known without loading: the weights exist already (shipped/given
+        checkpoint, or finished training) and so does a latent model's decoder."""
         model = self.spec.models[name]
+        try:
+            weights = self._known_weights_id(name, model)
+            decoder = self.decoder_id(model)
+        except PfbenchError:
+            return None
+        if weights is None:
+            return None
+        return weights if decoder is None else f"{weights}+{decoder}"
+
+    def _known_weights_id(self, name: str, model: ModelSpec) -> str | None:
         if model.checkpoint is not None:
-            try:
-                return resolve_checkpoint(model.checkpoint)[1]
-            except PfbenchError:
-                return None
+            return resolve_checkpoint(model.checkpoint)[1]
         from pfbench.ckpt import load_checkpoint
 
         last = self.train_dir(name, model) / "last.pt"
@@ -185,7 +200,25 @@ class Runner:
                 speeds[n] = fut.result()
         return speeds
 
+    def decoder_id(self, model: ModelSpec) -> str | None:
+        """``"<vae>@<sha256[:16]>"`` of a latent model's decoder (hashes the file, does not load it)."""
+        if model.vae is None:
+            return None
+        from pfbench.data.vae import vae_weights_file
+
+        return f"{model.vae}@{file_sha256(vae_weights_file(model.vae))[:16]}"
+
     def load_model(self, name: str, model: ModelSpec) -> LoadedModel:
+        lm = self._load_net(name, model)
+        lm.net = lm.net.to(self.spec.eval.device)
+        if model.vae is not None:
+            from pfbench.data.vae import load_vae
+
+            vae = load_vae(model.vae, self.spec.eval.device)
+            lm.decode, lm.decoder = vae.decode, f"{model.vae}@{vae.sha256[:16]}"
+        return lm
+
+    def _load_net(self, name: str, model: ModelSpec) -> LoadedModel:
         from pfbench.ckpt import build_model_from_checkpoint, load_checkpoint
 
         if model.checkpoint is not None and model.layout is not None:
@@ -220,19 +253,23 @@ class Runner:
         Returns:
             metric key -> (value, higher_is_better).
         """
+        from pfbench.data import class_names
         from pfbench.evaluate import evaluate, images_from_tensor
 
         ev, data = self.spec.eval, self.spec.data
         samples = images_from_tensor(torch.as_tensor(images), torch.as_tensor(labels))
         result = evaluate(samples, data.reference or "embedded", self.spec.metrics, batch_size=ev.batch_size,
-                          device=ev.device, weights=ev.weights, ref_size=data.test_size, resize=ev.resize)
+                          device=ev.device, weights=ev.weights, ref_size=data.test_size, resize=ev.resize,
+                          clip_weights=ev.clip_weights, dinov2_weights=ev.dinov2_weights,
+                          class_names=class_names(data.name))
         result.pop("num_samples", None)
         return {k: (v, k not in LOWER_IS_BETTER) for k, v in result.items()}
 
     def metric_key(self) -> str:
         """Hash of everything that changes metric values besides the pixels (metrics, reference, resize)."""
-        return content_hash([self.spec.metrics, dataclasses.asdict(self.spec.data), self.spec.eval.resize,
-                             self.spec.eval.weights])[:8]
+        ev = self.spec.eval
+        return content_hash([self.spec.metrics, dataclasses.asdict(self.spec.data), ev.resize, ev.weights]
+                            + ([ev.clip_weights, ev.dinov2_weights] if ev.clip_weights or ev.dinov2_weights else []))[:8]
 
     def metric_context(self) -> dict[str, Any]:
         """Row fields that say how metrics were computed (reference set and Inception resize)."""
@@ -250,13 +287,14 @@ class Runner:
 
             model = CFG(model, cfg_scale, interval=cfg_interval)
         return generate(model, sampler, n=n, seed=seed, batch_size=self.spec.eval.batch_size,
-                        progress=self.progress)
+                        progress=self.progress, decode=lm.decode, device=self.spec.eval.device)
 
     def run_cell(self, cell: RunSpec, lm: LoadedModel) -> list[dict[str, Any]]:
         sampler = self.make_sampler(cell.sampler, cell.nfe)
         gen = self.generate(lm, sampler, cell.num_samples, cell.seed, cell.cfg_scale, cell.cfg_interval)
         base = {
-            "kind": "cell", "model": cell.model, "model_id": lm.model_id, "sampler": cell.sampler.name,
+            "kind": "cell", "model": cell.model, "model_id": lm.model_id, "decoder": lm.decoder,
+            "sampler": cell.sampler.name,
             "sampler_args": json.dumps(dataclasses.asdict(sampler), sort_keys=True, default=str),
             "nfe_budget": cell.nfe, "nfe_used": gen.nfe, "forwards": round(gen.forwards), "gflops": gen.gflops,
             "wall_s": gen.seconds, "seed": cell.seed, "num_samples": cell.num_samples, "cfg_scale": cell.cfg_scale,
@@ -285,7 +323,7 @@ class Runner:
             self.model_rows(lm)
         for i, cell in enumerate(cells):
             lm = models[cell.model]
-            part = f"cell-{cell.key(lm.model_id)}-{self.metric_key()}"
+            part = f"cell-{cell.key(lm.key_id)}-{self.metric_key()}"
             if has_part(self.results, part):
                 continue
             if self.progress:
@@ -305,6 +343,8 @@ class Runner:
         from pfbench.data.embedded import EmbeddedSpec, generate
         from pfbench.metrics.embedded import trivial_baseline_images
 
+        if self.spec.data.name != "embedded":
+            return  # these reference rows are the embedded dataset's; a given reference set has its own scale
         part = f"reference-{content_hash([dataclasses.asdict(self.spec.data), self.spec.metrics, self.spec.sweep.num_samples])}"
         if has_part(self.results, part):
             return
@@ -341,16 +381,17 @@ class Runner:
                 part = f"curve-{lm.model_id[:16]}-{step}-{self.metric_key()}"
                 if has_part(self.results, part):
                     continue
-                net = build_model_from_checkpoint(load_checkpoint(path), use_ema=True)
+                net = build_model_from_checkpoint(load_checkpoint(path), use_ema=True).to(ev.device)
                 sampler = self.make_sampler(curve_sampler, ev.curve_nfe)
-                gen = self.generate(LoadedModel(lm.name, lm.model_id, net, []), sampler, ev.curve_samples, 0, 1.0)
+                gen = self.generate(dataclasses.replace(lm, net=net, checkpoints=[]), sampler, ev.curve_samples, 0,
+                                    1.0)
                 rows = [{"kind": "curve", "model": lm.name, "model_id": lm.model_id, "train_step": step,
                          "sampler": curve_sampler.name, "nfe_budget": ev.curve_nfe, "nfe_used": gen.nfe,
                          "metric": k, "value": v, "higher_is_better": hib,
                          "num_samples": ev.curve_samples, "seed": 0} | self.metric_context()
                         for k, (v, hib) in self.score(gen.images, gen.labels).items()]
                 write_rows(self.results / f"{part}.parquet", [{"suite": self.spec.name, "part": part} | r for r in rows])
-        if lm.net.cfg.difficulty_head:
+        if lm.net.cfg.difficulty_head and self.spec.data.name == "embedded":  # needs the generator's hard masks
             part = f"difficulty-{lm.model_id[:16]}"
             fig = self.reports / f"difficulty_{lm.name}.png"
             if has_part(self.results, part) and fig.is_file():
@@ -369,7 +410,7 @@ class Runner:
             write_rows(self.results / f"{part}.parquet", [{"suite": self.spec.name, "part": part} | r for r in rows])
 
     def figures(self, models: dict[str, LoadedModel]) -> None:
-        from pfbench.data.embedded import CLASS_NAMES
+        from pfbench.data import class_names
         from pfbench.report.images import curve_figure, sample_grid
 
         df = read_results(self.results)
@@ -385,7 +426,7 @@ class Runner:
             images, labels = self._last_samples[name]
             rows.append((name, np.asarray(images).transpose(0, 2, 3, 1), np.asarray(labels)))
         if rows:
-            sample_grid(self.reports / "samples.png", rows, CLASS_NAMES)
+            sample_grid(self.reports / "samples.png", rows, class_names(self.spec.data.name))
         self.trace_figures(models)
         curve = df[df["kind"] == "curve"]
         for metric in curve["metric"].dropna().unique():
@@ -408,7 +449,8 @@ class Runner:
             done.add((cell.model, cell.sampler.name))
             adapter = DiTAdapter(lm.net)
             sampler = self.make_sampler(cell.sampler, cell.nfe)
-            tr = trace(adapter, sampler, input_shape(adapter), n=6, seed=cell.seed)
+            tr = trace(adapter, sampler, input_shape(adapter), n=6, seed=cell.seed, decode=lm.decode,
+                       device=self.spec.eval.device)
             if tr.times.shape[0] and not bool((tr.times == tr.times[:, :, :1]).all()):
                 schedule_figure(self.reports / f"schedule_{cell.model}_{cell.sampler.name}.png", tr.times[:, 0],
                                 tr.images[0], tr.difficulty[0],

@@ -22,7 +22,12 @@ from pfbench import PfbenchError
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Evaluation data of a suite (reference images for metrics, held-out diagnostics)."""
+    """Evaluation data of a suite (reference images for metrics, held-out diagnostics).
+
+    ``embedded``: the built-in dataset (reference = its test split unless ``reference`` is given).
+    ``imagenet``: 1000 ImageNet classes (names for CLIP prompts and figures); ``reference`` is required, e.g.
+    ADM's ``VIRTUAL_imagenet256_labeled.npz``.
+    """
 
     name: str = "embedded"
     resolution: int = 16
@@ -47,6 +52,7 @@ class ModelSpec:
     layout: str | None = None
     preset: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    vae: str | None = None  # latent models: decoder (known name like sd-vae-ft-ema, diffusers folder or file)
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,9 @@ class EvalSpec:
     parallel_train: bool = True  # train the suite's models in concurrent processes
     resize: str = "tf1x"  # Inception resize: "tf1x" (torch-fidelity, TF-compatible) or "clean" (clean-fid)
     weights: str | None = None  # Inception weights file/folder (else $PFBENCH_WEIGHTS, then the library cache)
-    device: str = "cpu"
+    clip_weights: str | None = None  # open_clip ViT-L/14 file for clip_score (else the same search)
+    dinov2_weights: str | None = None  # DINOv2 ViT-L/14 file for fd_dinov2 (else the same search)
+    device: str = "cpu"  # where sampling, decoding and metrics run ("cuda" on a GPU machine)
 
 
 @dataclass(frozen=True)
@@ -233,6 +241,7 @@ def compose_yaml(path: str | Path, overrides: list[str] | None = None) -> dict[s
 
 def load_suite(path: str | Path, overrides: list[str] | None = None) -> SuiteSpec:
     """Reads, composes and validates a suite; plugin names are checked against the registries."""
+    from pfbench.data import DATASETS
     from pfbench.registry import METRICS, SAMPLERS
 
     spec: SuiteSpec = build(SuiteSpec, compose_yaml(path, overrides))
@@ -252,6 +261,12 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> SuiteSpe
             METRICS.get(metric)
         except PfbenchError as err:
             raise PfbenchError(f"metrics[{mi}]: {err}") from None
+    if spec.data.name not in DATASETS:
+        close = difflib.get_close_matches(spec.data.name, DATASETS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f" (valid: {', '.join(DATASETS)})"
+        raise PfbenchError(f"data.name: unknown dataset {spec.data.name!r}{hint}")
+    if spec.data.name != "embedded" and spec.data.reference is None:
+        raise PfbenchError(f"data.reference: dataset {spec.data.name!r} needs reference images or an ADM .npz")
     for name, model in spec.models.items():
         if (model.train is None) == (model.checkpoint is None):
             raise PfbenchError(f"models.{name}: give exactly one of 'train' or 'checkpoint'")

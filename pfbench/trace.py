@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from pfbench.adapters.base import Adapter
-from pfbench.sample import balanced_labels, sample_noise, sampler_keys, to_uint8
+from pfbench.sample import Decode, balanced_labels, sample_noise, sampler_keys, to_uint8
 from pfbench.samplers.base import Sampler, patch_difficulty
 from pfbench.types import Cond, ModelOut
 
@@ -66,13 +66,15 @@ class Trace:
 
 
 @torch.no_grad()
-def trace(model: Adapter, sampler: Sampler, shape: tuple[int, int, int], n: int = 4, seed: int = 0) -> Trace:
-    """Samples ``n`` images (indices 0..n−1 of ``seed``, as in ``pfbench.sample``) and records the schedule."""
+def trace(model: Adapter, sampler: Sampler, shape: tuple[int, int, int], n: int = 4, seed: int = 0,
+          decode: Decode | None = None, device: torch.device | str = "cpu") -> Trace:
+    """Samples ``n`` images (indices 0..n−1 of ``seed``, as in ``pfbench.sample``) and records the schedule;
+    ``decode`` maps latents to [−1, 1] pixels for latent models."""
     rec = Recorder(model)
     idx = torch.arange(n)
-    noise = sample_noise(seed, idx, shape)
+    noise = sample_noise(seed, idx, shape).to(device)
     labels = balanced_labels(seed, n, model.num_classes)
-    out = sampler(rec, noise, Cond(labels), sampler_keys(seed, idx))  # type: ignore[arg-type]
+    out = sampler(rec, noise, Cond(labels.to(device)), sampler_keys(seed, idx))  # type: ignore[arg-type]
     grid = shape[1] // model.patch_size
     mid = len(rec.difficulty) // 2
     chosen = rec.difficulty[mid] if rec.difficulty else None
@@ -81,7 +83,7 @@ def trace(model: Adapter, sampler: Sampler, shape: tuple[int, int, int], n: int 
         times=torch.stack(rec.times).numpy(),
         difficulty=diff,
         difficulty_t=float(rec.times[mid].mean()) if rec.times else float("nan"),
-        images=to_uint8(out.x).permute(0, 2, 3, 1).numpy(),
+        images=to_uint8(out.x if decode is None else decode(out.x)).cpu().permute(0, 2, 3, 1).numpy(),
         labels=labels.numpy(),
         grid=grid,
     )

@@ -127,8 +127,11 @@ def test_unmapped_missing_and_shape_errors_list_the_keys() -> None:
     net = random_net("sit")
     cfg = net.cfg
     ext = to_external(net, sigma=True)
-    with pytest.raises(PfbenchError, match="unmapped keys.*projectors.0.weight"):
-        convert_state_dict({**ext, "projectors.0.weight": torch.zeros(2)}, "sit", cfg)
+    with pytest.raises(PfbenchError, match="unmapped keys.*decoder.0.weight"):
+        convert_state_dict({**ext, "decoder.0.weight": torch.zeros(2)}, "sit", cfg)
+    repa = convert_state_dict({**ext, "projectors.0.0.weight": torch.zeros(2)}, "sit", cfg)  # REPA's heads
+    plain = convert_state_dict(ext, "sit", cfg)
+    assert repa.keys() == plain.keys() and all(torch.equal(repa[k], plain[k]) for k in plain)
     short = {k: v for k, v in ext.items() if k != "blocks.2.mlp.fc2.bias"}
     with pytest.raises(PfbenchError, match=r"missing keys.*blocks\.2\.mlp\.2\.bias"):
         convert_state_dict(short, "sit", cfg)

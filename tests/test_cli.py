@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from pfbench.cli import app
@@ -71,8 +72,13 @@ def test_plan_estimates_compute(tmp_path: Path) -> None:
     suite = Path(__file__).resolve().parents[1] / "suites" / "ci.yaml"
     res = runner.invoke(app, ["plan", str(suite), "--results", str(tmp_path / "r")], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
-    assert "estimated compute still to run" in res.output and "models needing training: none" in res.output
+    assert "estimated compute still to run" in res.output and "models to train: none" in res.output
+    assert "checkpoint or decoder is not found: none" in res.output
     # euler_pf at NFE 8 on the shipped cpu-xs PF model, 500 samples: 8 forwards each
     per_forward = forward_flops(net_config("cpu-xs", "pf", input_size=16, in_channels=3, num_classes=10), 1.0)
-    expected = f"{8 * per_forward / 1e9 * 500:,.0f}"
+    from pfbench.cli import _flops
+
+    expected = _flops(8 * per_forward / 1e9 * 500)
+    assert expected.endswith(" GFLOP") and float(expected.split()[0]) == pytest.approx(8 * per_forward / 1e9 * 500,
+                                                                                       rel=5e-3)
     assert any("euler_pf" in line and expected in line for line in res.output.splitlines()), res.output

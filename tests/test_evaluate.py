@@ -237,7 +237,7 @@ def test_errors_are_one_liners(formats: dict[str, Path], data: dict[str, Any], t
         (formats["npz"], "embedded", ["fd_embeded"], "did you mean 'fd_embedded'"),
         (formats["npz"], None, ["fid"], "fid need a reference"),
         (formats["npz"], "embedded", [], "no metrics"),
-        (formats["npz"], None, ["clip_score"], "clip_score.*needs arguments"),
+        (formats["npz"], None, ["clip_score"], "clip-vit-l-14-openai weights file ViT-L-14.pt not found"),
     ]
     (tmp_path / "empty").mkdir()
     cases.append((tmp_path / "empty", None, ["is_embedded"], "no PNG/JPEG images"))

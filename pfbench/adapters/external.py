@@ -137,6 +137,8 @@ def convert_state_dict(state: dict[str, Tensor], layout: str, cfg: DiTConfig) ->
     unmapped: list[str] = []
     for raw, value in state.items():
         key = _strip(raw)
+        if key.startswith("projectors."):
+            continue  # REPA's projection heads: a training-only loss term, never used for sampling
         ours = map_key(key)
         if ours is None or (ours.startswith("blocks.") and int(ours.split(".")[1]) >= cfg.depth):
             unmapped.append(key)

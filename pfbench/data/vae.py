@@ -74,19 +74,24 @@ class Vae:
         return self.module.decode(z.to(self.device, torch.float32) / self.scale).sample.float()
 
 
-def _weights_and_config(ref: str) -> tuple[Path, dict[str, Any]]:
+def vae_weights_file(ref: str) -> Path:
+    """The weights file of a VAE reference (known name resolved offline, diffusers folder or file)."""
     from pfbench.weights import KNOWN_WEIGHTS, resolve_weights
 
     if ref in KNOWN_WEIGHTS:
-        path = resolve_weights(ref)
-    else:
-        path = Path(ref).expanduser()
-        if path.is_dir():
-            path = path / _FILE
-        if not path.is_file():
-            known = ", ".join(k for k in KNOWN_WEIGHTS if k.startswith("sd-vae"))
-            raise PfbenchError(f"VAE {ref!r}: no file {path}; give a diffusers VAE folder, a .safetensors file "
-                               f"or a known name ({known})")
+        return resolve_weights(ref)
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        path = path / _FILE
+    if not path.is_file():
+        known = ", ".join(k for k in KNOWN_WEIGHTS if k.startswith("sd-vae"))
+        raise PfbenchError(f"VAE {ref!r}: no file {path}; give a diffusers VAE folder, a .safetensors file "
+                           f"or a known name ({known})")
+    return path
+
+
+def _weights_and_config(ref: str) -> tuple[Path, dict[str, Any]]:
+    path = vae_weights_file(ref)
     config_file = path.parent / "config.json"
     if not config_file.is_file():
         return path, dict(SD_VAE_CONFIG)
@@ -133,4 +138,4 @@ def load_vae(ref: str, device: torch.device | str = "cpu") -> Vae:
     return Vae(module, ref, file_sha256(path), scale, factor)
 
 
-__all__ = ["SD_VAE_CONFIG", "Vae", "load_vae"]
+__all__ = ["SD_VAE_CONFIG", "Vae", "load_vae", "vae_weights_file"]

@@ -22,8 +22,8 @@ from torch import Tensor
 
 from pfbench import PfbenchError
 from pfbench.metrics.base import check_images
-from pfbench.weights import resolve_weights
 from pfbench.types import Cond
+from pfbench.weights import resolve_weights
 
 PROMPT = "a photo of a {}."
 
