@@ -206,3 +206,19 @@ def test_suite_runs_a_latent_model_with_its_decoder(vae_dir: Path, folder: Path,
     with pytest.raises(PfbenchError, match="did you mean 'imagenet'"):
         path.write_text(yaml.safe_dump({**suite, "data": {"name": "imagenett", "reference": "x"}}))
         load_suite(path)
+
+
+@pytest.mark.parametrize("recipe", ["imagenet_pf_b2", "imagenet_sit_b2"])
+def test_imagenet_recipes_have_the_paper_defaults(recipe: str, vae_dir: Path, folder: Path, tmp_path: Path) -> None:
+    from pfbench.data.latents import encode_folder
+    from pfbench.data.vae import load_vae
+    from pfbench.suite import compose_yaml
+    from pfbench.train import spec_from_dict
+
+    store = encode_folder(folder, tmp_path / "store", load_vae(str(vae_dir)), resolution=16, batch_size=12)
+    path = Path(__file__).resolve().parents[1] / "suites" / "recipes" / f"{recipe}.yaml"
+    spec = spec_from_dict(compose_yaml(path, [f"data.path={store}"]))
+    assert (spec.model, spec.steps, spec.batch_size, spec.lr, spec.warmup, spec.ema_decay, spec.grad_clip) == (
+        "B/2", 400_000, 256, 1e-4, 1000, 0.9999, 1.0)
+    assert spec.timesteps is not None
+    assert (spec.kind, spec.timesteps.name) == (("pf", "ltg") if "pf" in recipe else ("sit", "global_uniform"))

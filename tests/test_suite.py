@@ -37,6 +37,26 @@ def test_smoke_suite_loads_and_plans() -> None:
     assert len(cells) == 2 * 2
 
 
+def test_every_shipped_suite_loads_and_plans() -> None:
+    runner_suites = [p for p in sorted((ROOT / "suites").glob("*.yaml")) if "kind: adm_parity" not in p.read_text()]
+    assert {"smoke", "ci", "imagenet", "nfe_sweep", "thresholds", "repa_cfg"} <= {p.stem for p in runner_suites}
+    for path in runner_suites:
+        assert plan(load_suite(path)), path
+
+
+def test_imagenet_suites_match_the_paper_protocol() -> None:
+    spec = load_suite(ROOT / "suites" / "imagenet.yaml")
+    cells = plan(spec)
+    assert {spec.models[c.model].preset for c in cells} == {"B/2", "XL/2"}
+    assert {(spec.models[c.model].layout, c.sampler.name) for c in cells} == {
+        ("sit", "euler"), ("pf", "euler_pf"), ("pf", "dual_loop"), ("pf", "look_ahead")}
+    assert {c.num_samples for c in cells} == {50_000} and len({c.nfe for c in cells}) == 1  # matched NFE
+    assert all(m.vae == "sd-vae-ft-ema" for m in spec.models.values())
+    assert spec.data.name == "imagenet" and str(spec.data.reference).endswith("VIRTUAL_imagenet256_labeled.npz")
+    repa = plan(load_suite(ROOT / "suites" / "repa_cfg.yaml"))
+    assert {(c.cfg_scale, c.cfg_interval) for c in repa} == {(1.0, None), (1.8, None), (1.8, (0.3, 1.0))}
+
+
 def test_overrides_change_the_plan(tmp_path: Path) -> None:
     spec = load_suite(write(tmp_path, MINIMAL), ["sweep.nfe=[2,4,8]"])
     assert len(plan(spec)) == 3 * 2
