@@ -1,4 +1,4 @@
-"""Training losses (SPEC §4): flow matching plus Patch Forcing's difficulty NLL.
+"""Training losses (SPEC §4): flow matching, Patch Forcing's difficulty NLL and REPA alignment.
 
 All losses are computed in float32 even when the network ran under bf16 autocast.
 """
@@ -93,4 +93,28 @@ def pf_loss(
     return fm + nll_weight * nll, {"fm": fm.detach(), "nll": nll.detach()}
 
 
-__all__ = ["LOGVAR_MAX", "LOGVAR_MIN", "NLL_WEIGHT", "difficulty_nll", "flow_matching_loss", "pf_loss"]
+def repa_loss(proj: Tensor, z: Tensor) -> Tensor:
+    """REPA alignment loss ``mean over batch and tokens of −cos(proj, z)`` (SPEC §4).
+
+    A value of −1 means every projected token points the same way as its encoder token; the cosine makes
+    the loss blind to the target's scale, so encoders need no feature normalisation.
+
+    Args:
+        proj: (B, T, D) projector output on the DiT's tokens.
+        z: (B, T, D) frozen encoder tokens on the same token grid (no gradient flows into them).
+
+    Returns:
+        Scalar float32 loss in [−1, 1].
+    """
+    if proj.dim() != 3 or proj.shape != z.shape:
+        raise PfbenchError(
+            f"repa_loss: projection {tuple(proj.shape)} and target {tuple(z.shape)} differ; both must be (B, T, D) "
+            "(resample the encoder tokens to the DiT's grid with pfbench.repa.tokens_for_grid)"
+        )
+    cos = torch.nn.functional.cosine_similarity(proj.float(), z.detach().float(), dim=-1)  # (B, T)
+    return -cos.mean()
+
+
+__all__ = [
+    "LOGVAR_MAX", "LOGVAR_MIN", "NLL_WEIGHT", "difficulty_nll", "flow_matching_loss", "pf_loss", "repa_loss",
+]

@@ -30,12 +30,13 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from pfbench import PfbenchError
-from pfbench.data.train_data import DATASETS, open_train_data
 from pfbench.ckpt import check_state_compatible, load_checkpoint, restore_rng_state, save_checkpoint
-from pfbench.losses import pf_loss
+from pfbench.data.train_data import DATASETS, open_train_data
+from pfbench.losses import pf_loss, repa_loss
+from pfbench.repa import ENCODER_DIMS, RepaEncoder, load_encoder, tokens_for_grid
 
 if TYPE_CHECKING:
-    from pfbench.nets.dit import DiTConfig
+    from pfbench.nets.dit import DiT, DiTConfig
 
 LAST = "last.pt"
 LOG = "log.jsonl"
@@ -64,6 +65,24 @@ class TimestepSpec:
 
 
 @dataclass(frozen=True)
+class RepaSpec:
+    """REPA (SPEC §4): align a projection of the tokens after block ``depth`` with a frozen encoder's patch
+    tokens of the clean image; ``L += weight · mean(−cos)``.
+
+    Attributes:
+        encoder: ``"dinov2-vitb14"`` (the paper's) or ``"embedded"`` (CPU-sized, shipped; ``pfbench.repa``).
+        depth: 1-based block whose output is projected (8 for XL/2 in the paper).
+        weight: loss weight (paper 0.5).
+        weights: DINOv2 weights file or folder (None: ``$PFBENCH_WEIGHTS``, then the torch hub cache).
+    """
+
+    encoder: str = "dinov2-vitb14"
+    depth: int = 8
+    weight: float = 0.5
+    weights: str | None = None
+
+
+@dataclass(frozen=True)
 class TrainSpec:
     """Everything that defines a training run (paper defaults, SPEC §4).
 
@@ -79,6 +98,7 @@ class TrainSpec:
             by its initial weights (off by default: the paper uses a plain 0.9999 over 400k steps).
         ckpt_every: steps between ``last.pt`` writes. keep_every: also keep ``step_XXXXXX.pt`` every so
             many steps (0 = never). log_every: steps between loss syncs / log lines.
+        repa: REPA alignment loss (None = off); sets the network's ``repa_depth``/``repa_dim``.
         device: ``"auto"`` | ``"cpu"`` | ``"cuda"``. amp: ``"auto"`` (bf16 on CUDA, fp32 on CPU) | ``"bf16"`` |
             ``"fp32"``. threads: CPU intra-op threads (None = torch default).
     """
@@ -98,6 +118,7 @@ class TrainSpec:
     ema_warmup: bool = False
     label_dropout: float = 0.1
     nll_weight: float = 0.01
+    repa: RepaSpec | None = None
     seed: int = 0
     ckpt_every: int = 1000
     keep_every: int = 0
@@ -132,6 +153,17 @@ class TrainSpec:
         )
         need(self.amp in ("auto", "bf16", "fp32"), f"amp={self.amp!r} must be 'auto', 'bf16' or 'fp32'")
         need(self.threads is None or self.threads >= 1, f"threads={self.threads} must be >= 1 or null")
+        if self.repa is not None:
+            r = self.repa
+            close = difflib.get_close_matches(r.encoder, list(ENCODER_DIMS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            need(r.encoder in ENCODER_DIMS, f"repa.encoder={r.encoder!r} must be one of {', '.join(ENCODER_DIMS)}"
+                 + hint)
+            need(r.depth >= 1, f"repa.depth={r.depth} must be >= 1")
+            need(r.weight > 0 and math.isfinite(r.weight), f"repa.weight={r.weight} must be > 0 (remove the repa "
+                 "section to train without REPA)")
+            need(r.weights is None or r.encoder != "embedded", "repa.weights is for DINOv2 encoders; the "
+                 "'embedded' encoder is a shipped asset")
         if self.timesteps is None:
             default = "ltg" if self.kind == "pf" else "global_uniform"
             object.__setattr__(self, "timesteps", TimestepSpec(default))
@@ -154,15 +186,23 @@ class TrainSpec:
                 raise PfbenchError(
                     f"train config: model_overrides.{key} is set by kind ('pf' or 'sit'); remove it"
                 )
-            if key == "repa_depth" and value is not None:
+            if key in ("repa_depth", "repa_dim"):
                 raise PfbenchError(
-                    "train config: model_overrides.repa_depth: REPA training is not supported yet"
+                    f"train config: model_overrides.{key} is set by the `repa:` section (repa.depth, "
+                    "repa.encoder); remove it"
                 )
             if key in bound and value != bound[key]:
                 raise PfbenchError(
                     f"train config: model_overrides.{key}={value!r} disagrees with the dataset ({bound[key]!r})"
                 )
-        return net_config(self.model, self.kind, **{**bound, **overrides})
+        cfg = net_config(self.model, self.kind, **{**bound, **overrides})
+        if self.repa is None:
+            return cfg
+        if self.repa.depth > cfg.depth:
+            raise PfbenchError(
+                f"train config: repa.depth={self.repa.depth} must be in 1..{cfg.depth} (the network's depth)"
+            )
+        return dataclasses.replace(cfg, repa_depth=self.repa.depth, repa_dim=ENCODER_DIMS[self.repa.encoder])
 
     def timestep_sampler(self) -> Any:
         """The configured timestep sampler; a SiT run needs one with constant rows."""
@@ -187,7 +227,7 @@ class TrainResult:
     Attributes:
         checkpoint: path of ``last.pt``. steps: optimiser steps done in total.
         img_per_s: global images per second over this call's steps (checkpoint writes excluded).
-        losses: mean losses over the last log interval (``loss``, ``fm`` and for pf ``nll``).
+        losses: mean losses over the last log interval (``loss``, ``fm``, for pf ``nll``, with REPA ``repa``).
     """
 
     checkpoint: Path
@@ -214,6 +254,8 @@ def _convert(value: Any, hint: Any, path: str) -> Any:
     if dataclasses.is_dataclass(hint):
         if hint is TimestepSpec and isinstance(value, str):
             return TimestepSpec(value)  # shorthand `timesteps: ltg`
+        if hint is RepaSpec and isinstance(value, str):
+            return RepaSpec(value)  # shorthand `repa: dinov2-vitb14` (paper depth and weight)
         if not isinstance(value, dict):
             raise PfbenchError(f"train config: {path} must be a mapping, got {type(value).__name__}")
         return _from_dict(hint, value, path + ".")  # type: ignore[arg-type]
@@ -360,6 +402,18 @@ class _NonFinite(Exception):
     pass
 
 
+class _TrainForward(nn.Module):
+    """The DiT's training forward as a module's ``forward`` (DDP hooks only that): dedup off, and the REPA
+    projector run on every step when REPA is on, so every parameter gets a gradient (no find_unused_parameters)."""
+
+    def __init__(self, net: DiT, repa: bool) -> None:
+        super().__init__()
+        self.net, self.repa = net, repa
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        return self.net.forward_all(x, t, y, dedup=False, repa=self.repa)  # dedup gains nothing on random t
+
+
 class _Trainer:
     """Holds the state of one run; ``run`` executes steps [start, end)."""
 
@@ -382,6 +436,15 @@ class _Trainer:
         self.data = open_train_data(d.name, resolution=d.resolution, size=d.size, seed=d.seed, path=d.path,
                                     device=dev)
         self.order = _EpochOrder(self.data.size, spec.seed)
+        self.encoder: RepaEncoder | None = None
+        if spec.repa is not None:
+            if self.data.pixels(torch.zeros(1, dtype=torch.int64)) is None:
+                raise PfbenchError(
+                    f"train config: repa needs the clean images, but the latent store {d.path} holds none; "
+                    "re-encode it with `pfbench data encode --keep-images`"
+                )
+            # Frozen and outside the DiT: not in the optimiser, the EMA or the checkpoints.
+            self.encoder = load_encoder(spec.repa.encoder, weights=spec.repa.weights, device=dev)
         with torch.random.fork_rng(devices=[]):  # init depends on the seed only, not on global RNG state
             torch.manual_seed(_seed(spec.seed, "init"))
             self.net = DiT(self.cfg).to(dev)
@@ -391,7 +454,7 @@ class _Trainer:
         self.opt = torch.optim.AdamW(
             self.params, lr=spec.lr, betas=(0.9, 0.999), weight_decay=spec.weight_decay, fused=True
         )
-        self.model: nn.Module = self.net
+        self.model: nn.Module = _TrainForward(self.net, repa=spec.repa is not None)
 
     # -- one step
     def _draws(self, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
@@ -410,8 +473,18 @@ class _Trainer:
         lo, hi = self.ctx.rank * self.local, (self.ctx.rank + 1) * self.local
         return idx[lo:hi], x0[lo:hi], t[lo:hi].to(dev), drop[lo:hi].to(dev), None if eps is None else eps[lo:hi]
 
+    def _repa_target(self, idx: Tensor) -> Tensor:
+        """Encoder tokens of the clean images ``idx`` on the DiT's token grid, (b, T, D_enc) float32. They depend
+        on the images only: never on the noise, the timesteps or the (possibly dropped) label."""
+        assert self.encoder is not None
+        pixels = self.data.pixels(idx)  # (b, 3, R, R) in [-1, 1]; checked not None at start
+        assert pixels is not None
+        with torch.no_grad():
+            z = self.encoder(pixels.to(self.ctx.device, non_blocking=True))  # (b, T_enc, D_enc)
+        return tokens_for_grid(z, self.cfg.grid)  # (b, T, D_enc)
+
     def _step(self, k: int) -> Tensor:
-        """Runs optimiser step k (0-based); returns detached (loss, fm, nll) as a (3,) tensor."""
+        """Runs optimiser step k (0-based); returns detached (loss, fm, nll, repa) as a (4,) tensor."""
         spec, cfg = self.spec, self.cfg
         idx, x0, t, drop, eps = self._draws(k)
         x1, labels = self.data.sample(idx, eps)  # (b, C, H, W), (b,)
@@ -422,8 +495,14 @@ class _Trainer:
         u = x1 - x0
         t_in = t if cfg.per_token_t else t[:, 0]  # (b, T) or (b,)
         with torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            v, logvar = self.model(xt, t_in, y, dedup=False)  # dedup gains nothing on random training t
+            z = self._repa_target(idx) if self.encoder is not None else None  # (b, T, D_enc)
+            v, logvar, proj = self.model(xt, t_in, y)  # proj (b, T, D_enc) with REPA, else None
         loss, parts = pf_loss(v, logvar, u, spec.nll_weight)
+        align = torch.zeros_like(loss)
+        if spec.repa is not None:
+            assert proj is not None and z is not None
+            align = repa_loss(proj, z)
+            loss = loss + spec.repa.weight * align
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = nn.utils.clip_grad_norm_(self.params, spec.grad_clip or math.inf, foreach=True)
@@ -436,7 +515,7 @@ class _Trainer:
         decay = min(spec.ema_decay, (1 + k) / (10 + k)) if spec.ema_warmup else spec.ema_decay
         torch._foreach_lerp_(self.ema_params, self.params, 1.0 - decay)
         nll = parts.get("nll", torch.zeros_like(loss))
-        return torch.stack([loss.detach(), parts["fm"], nll])
+        return torch.stack([loss.detach(), parts["fm"], nll, align.detach()])
 
     # -- checkpoints
     def _save(self, step: int) -> None:
@@ -480,10 +559,12 @@ class _Trainer:
         if self.ctx.world > 1:
             dist.all_reduce(acc)
             acc = acc / self.ctx.world
-        loss, fm, nll = (acc / max(n, 1)).tolist()
+        loss, fm, nll, align = (acc / max(n, 1)).tolist()
         out = {"loss": loss, "fm": fm}
         if self.cfg.difficulty_head:
             out["nll"] = nll
+        if self.encoder is not None:
+            out["repa"] = align
         return out
 
     def run(self, resume: bool, progress: bool, stop_after: int | None) -> TrainResult:
@@ -496,10 +577,10 @@ class _Trainer:
             _trim_log(log, start)
         if ctx.world > 1:
             ids = [dev.index] if dev.type == "cuda" else None
-            self.model = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+            self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         end = spec.steps if stop_after is None else max(start, min(spec.steps, stop_after))
         losses: dict[str, float] = _last_logged(log) if ctx.rank == 0 else {}
-        acc, n_acc = torch.zeros(3, device=dev), 0
+        acc, n_acc = torch.zeros(4, device=dev), 0  # loss, fm, nll, repa
         t_begin = t_mark = time.perf_counter()
         ckpt_s, mark_step = 0.0, start
         with _progress_bar(progress and ctx.rank == 0, spec, start, end) as (bar, task):
@@ -551,7 +632,7 @@ def _last_logged(path: Path) -> dict[str, float]:
     if not lines:
         return {}
     row = json.loads(lines[-1])
-    return {k: float(row[k]) for k in ("loss", "fm", "nll") if k in row}
+    return {k: float(row[k]) for k in ("loss", "fm", "nll", "repa") if k in row}
 
 
 class _progress_bar:
@@ -630,4 +711,6 @@ def train(
             dist.destroy_process_group()
 
 
-__all__ = ["DataSpec", "TimestepSpec", "TrainResult", "TrainSpec", "expand_tokens", "spec_from_dict", "train"]
+__all__ = [
+    "DataSpec", "RepaSpec", "TimestepSpec", "TrainResult", "TrainSpec", "expand_tokens", "spec_from_dict", "train",
+]

@@ -228,6 +228,20 @@ class DINOv2:
         return {"pool": torch.cat(parts)}
 
 
+def patch_tokens(net: nn.Module, x: Tensor) -> Tensor:
+    """Patch tokens of a ``build_dinov2`` network (REPA's target; DINOv2's ``x_norm_patchtokens``).
+
+    Args:
+        net: timm DINOv2 ViT from ``build_dinov2`` (or ``DINOv2(...).net``).
+        x: (B, 3, 224, 224) ImageNet-normalised input.
+
+    Returns:
+        (B, 256, dim): every token after the final LayerNorm, class (and any register) tokens dropped.
+    """
+    tokens: Tensor = net.forward_features(x)  # type: ignore[operator]  # (B, prefix + 256, dim), final norm applied
+    return tokens[:, int(getattr(net, "num_prefix_tokens", 1)) :]
+
+
 def dinov2_ref_stats(
     batches: Iterable[Tensor], extractor: DINOv2, *, dataset_key: str, cache_dir: str | Path | None = None
 ) -> RefStats:

@@ -224,8 +224,14 @@ class DiT(nn.Module):
         c = self.cond(ts[first], y[rows])  # (K, D): rows in sample order, values ascending
         return Modulation(c, index)
 
-    def forward_all(self, x: Tensor, t: Tensor, y: Tensor, dedup: bool = True) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """Returns (v, logvar, repa_tokens): v (B, C, H, W), logvar (B, 1, H, W) or None, REPA (B, T, D_enc) or None."""
+    def forward_all(
+        self, x: Tensor, t: Tensor, y: Tensor, dedup: bool = True, repa: bool = True
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Returns (v, logvar, repa_tokens): v (B, C, H, W), logvar (B, 1, H, W) or None, REPA (B, T, D_enc) or None.
+
+        ``repa=False`` skips the projector (sampling: its output is only a training target, and its
+        2048-wide MLP would cost more than a small network's blocks); the REPA output is then None.
+        """
         cfg = self.cfg
         b = x.shape[0]
         if t.dim() == 1:
@@ -234,19 +240,20 @@ class DiT(nn.Module):
             raise PfbenchError(f"timesteps of shape {tuple(t.shape)} do not match (B, T) = ({b}, {cfg.tokens})")
         mod = self.modulation(t, y, dedup)
         h = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos  # (B, T, D)
-        repa = None
+        proj = None
         for i, block in enumerate(self.blocks):
             h = block(h, mod)
-            if self.projector is not None and i + 1 == cfg.repa_depth:
-                repa = self.projector(h)  # (B, T, D_enc)
+            if repa and self.projector is not None and i + 1 == cfg.repa_depth:
+                proj = self.projector(h)  # (B, T, D_enc)
         out = self.unpatchify(self.final(h, mod))  # (B, C_out, H, W)
         if cfg.difficulty_head:
-            return out[:, :-1], out[:, -1:], repa
-        return out, None, repa
+            return out[:, :-1], out[:, -1:], proj
+        return out, None, proj
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor, *, dedup: bool = True) -> tuple[Tensor, Tensor | None]:
-        """Velocity and optional logvar for x (B, C, H, W), t (B, T) or (B,), labels y (B,)."""
-        v, logvar, _ = self.forward_all(x, t, y, dedup)
+        """Velocity and optional logvar for x (B, C, H, W), t (B, T) or (B,), labels y (B,); never runs the
+        REPA projector (what samplers call; ``forward_flops`` counts it the same way)."""
+        v, logvar, _ = self.forward_all(x, t, y, dedup, repa=False)
         return v, logvar
 
     def unpatchify(self, tokens: Tensor) -> Tensor:
