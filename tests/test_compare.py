@@ -127,6 +127,9 @@ def test_missing_rows_are_reported(tmp_path: Path) -> None:
     md = res.markdown()
     assert "missing rows: only in a" in md and "missing rows: only in b" in md and "dual_loop" in md
     assert res.summary_line().startswith("INCOMPLETE") and "2 only in a, 2 only in b" in res.summary_line()
+    for table in res.tables():  # every row has one cell per header (a key column once went unlabelled)
+        assert table.rows and all(len(r) == len(table.columns) for r in table.rows), table.title
+        assert "variant" in table.columns and "NFE" in table.columns
 
 
 def test_diagnostic_rows_with_missing_keys_match(tmp_path: Path) -> None:

@@ -219,7 +219,8 @@ class CompareResult:
         def ms(m: Any, s: Any) -> str:
             return f"{fmt_num(m)} ± {fmt_num(s, '.2g')}"
 
-        keys = ("kind", "model", "sampler", "NFE", "cfg", "metric")
+        labels = {"nfe_budget": "NFE", "cfg_scale": "cfg"}
+        keys = tuple(labels.get(k, k) for k in MATCH_KEYS)  # one header per key column, whatever MATCH_KEYS holds
         shown = self.rows if all_rows else self.rows[~self.rows["status"].isin(["ok", "info"])]
         main = tuple(
             (*[fmt_key(r[k]) for k in MATCH_KEYS], ms(r["a_mean"], r["a_std"]), ms(r["b_mean"], r["b_std"]),
