@@ -1,11 +1,13 @@
 """Run one pfbench benchmark: ``python benchmarks/run.py NAME [key=value ...] [--json PATH]``.
 
-The same as ``pfbench bench NAME key=value ...``; NAME is ``overhead``, ``dedup`` or ``gpu-throughput``.
+The same as ``pfbench bench NAME key=value ...``; NAME is ``overhead``, ``dedup``, ``gpu-throughput``, ``fd`` or
+``features``.
 Examples::
 
     python benchmarks/run.py overhead                      # cpu-xs, batch 250, all samplers, 1 thread
     python benchmarks/run.py dedup preset=B/2 batch=2 nfe=4
     python benchmarks/run.py gpu-throughput compile=true --json reports/bench/gpu.json
+    python benchmarks/run.py features device=cuda n=2000 batch=250   # Inception in pfbench vs bare
 """
 
 from __future__ import annotations

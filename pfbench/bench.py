@@ -6,6 +6,7 @@
   SiT ``euler`` throughput at equal NFE.
 - ``gpu-throughput``: the PF/SiT img/s ratio at equal NFE on CUDA under bf16 autocast (target ≥ 0.95×).
 - ``fd``: seconds from precomputed 50,000 × 2048 features to a Fréchet distance (statistics + distance).
+- ``features``: feature-extraction img/s inside pfbench's metric pass vs a bare forward (``bench_features``).
 
 Networks are randomly initialised and then perturbed (``perturbed_net``) so the zero-initialised adaLN
 and output layers do real work and the difficulty map varies; no trained checkpoint is needed. Times
@@ -35,6 +36,7 @@ from torch import Tensor
 from pfbench import PfbenchError
 from pfbench.adapters.base import Adapter
 from pfbench.adapters.dit import DiTAdapter
+from pfbench.bench_features import feature_throughput
 from pfbench.nets import DiT, make_net
 from pfbench.registry import SAMPLERS
 from pfbench.sample import balanced_labels, sample_noise, sampler_keys
@@ -457,6 +459,7 @@ BENCHES: dict[str, Callable[..., dict[str, Any]]] = {
     "dedup": dedup_speedup,
     "gpu-throughput": gpu_throughput,
     "fd": fd_speed,
+    "features": feature_throughput,
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -102,6 +104,8 @@ def test_entry_point_errors_and_options() -> None:
         parse_options("dedup", ["batch=two"])
     with pytest.raises(PfbenchError, match="not key=value"):
         parse_options("dedup", ["batch"])
+
+
 def test_fd_bench_fields_and_value() -> None:
     out = run_bench("fd", n=600, d=16, repeats=2, show=False)
     assert out["bench"] == "fd" and out["n"] == 600 and out["d"] == 16 and out["threads"] == 1
@@ -117,3 +121,17 @@ def test_fd_bench_fields_and_value() -> None:
     want = frechet_distance(st.mean(), st.cov(), st.mean() + 0.05, st.cov() * np.outer(s, s) + 0.01 * np.eye(16))
     assert out["fd"] == pytest.approx(want, rel=1e-12) and out["fd"] > 0
     assert parse_options("fd", ["n=1000", "d=8"]) == {"n": 1000, "d": 8}
+
+
+def test_features_bench_measures_both_extractors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PFBENCH_WEIGHTS", str(tmp_path))  # no Inception file: random weights, flagged as such
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    out = run_bench("features", n=4, batch=2, resolution=32, show=False)
+    assert out["bench"] == "features" and out["target"] == 0.8
+    assert set(out["extractors"]) == {"inception", "embedded"}
+    assert out["extractors"]["inception"]["weights"] == "random"
+    for row in out["extractors"].values():
+        assert row["pipeline_img_s"] > 0 and row["bare_img_s"] > 0
+        assert row["ratio"] == pytest.approx(row["pipeline_img_s"] / row["bare_img_s"])
+    with pytest.raises(PfbenchError, match="not found"):  # an explicit file that is missing is an error
+        run_bench("features", n=2, batch=2, weights=str(tmp_path / "nope.pth"), show=False)
