@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.table import Table
 
 from pfbench import PfbenchError
 from pfbench.adapters.dit import DiTAdapter
@@ -321,16 +320,19 @@ class Runner:
         self.reference_rows()
         for lm in models.values():
             self.model_rows(lm)
-        for i, cell in enumerate(cells):
-            lm = models[cell.model]
-            part = f"cell-{cell.key(lm.key_id)}-{self.metric_key()}"
-            if has_part(self.results, part):
-                continue
+        parts = [f"cell-{cell.key(models[cell.model].key_id)}-{self.metric_key()}" for cell in cells]
+        pending = [i for i, part in enumerate(parts) if not has_part(self.results, part)]
+        cost = {i: self.estimate(cells[i])[1] for i in pending}  # GFLOPs per cell: the ETA's yardstick
+        left, spent, began = sum(cost.values()), 0.0, time.perf_counter()
+        for n, i in enumerate(pending):
+            cell, part = cells[i], parts[i]
             if self.progress:
+                eta = f", ≈{_duration((time.perf_counter() - began) / spent * left)} left" if spent else ""
                 console.print(f"[bold]cell {i + 1}/{len(cells)}[/] {cell.model} {cell.sampler.name} nfe={cell.nfe} "
-                              f"cfg={cell.cfg_scale:g} seed={cell.seed}")
-            rows = self.run_cell(cell, lm)
+                              f"cfg={cell.cfg_scale:g} seed={cell.seed} [dim]({n + 1} of {len(pending)} to run{eta})")
+            rows = self.run_cell(cell, models[cell.model])
             write_rows(self.results / f"{part}.parquet", [{"suite": self.spec.name, "part": part} | r for r in rows])
+            spent, left = spent + cost[i], left - cost[i]
         self.figures(models)
         from pfbench.report.html import report
 
@@ -411,9 +413,8 @@ class Runner:
 
     def figures(self, models: dict[str, LoadedModel]) -> None:
         from pfbench.data import class_names
-        from pfbench.report.images import curve_figure, sample_grid
+        from pfbench.report.images import sample_grid
 
-        df = read_results(self.results)
         rows = []
         for name, lm in models.items():
             if name not in self._last_samples:
@@ -427,13 +428,7 @@ class Runner:
             rows.append((name, np.asarray(images).transpose(0, 2, 3, 1), np.asarray(labels)))
         if rows:
             sample_grid(self.reports / "samples.png", rows, class_names(self.spec.data.name))
-        self.trace_figures(models)
-        curve = df[df["kind"] == "curve"]
-        for metric in curve["metric"].dropna().unique():
-            sub = curve[curve["metric"] == metric].sort_values("train_step")
-            series = {m: (g["train_step"].astype(int).tolist(), g["value"].astype(float).tolist())
-                      for m, g in sub.groupby("model")}
-            curve_figure(self.reports / f"curve_{metric}.png", series, metric, f"{self.spec.name}: {metric} vs step")
+        self.trace_figures(models)  # learning curves are drawn by the report (report.figures.learning_curve)
 
     def trace_figures(self, models: dict[str, LoadedModel]) -> None:
         """Per-patch timestep schedules (PF samplers that move patches apart) and sample difficulty maps."""
@@ -463,44 +458,17 @@ class Runner:
                                          f"(call at t ≈ {tr.difficulty_t:.2f})")
 
     def print_table(self, wall: float) -> None:
-        """Cells as a (model, sampler, NFE, CFG) × metric table, then references, diagnostics and curves."""
-        df = read_results(self.results)
-        cells = df[df["kind"] == "cell"]
-        metrics = sorted(cells["metric"].dropna().unique())
-        table = Table(title=f"suite {self.spec.name}: {self.results} (this run {wall:.0f} s)")
-        for col in ("model", "sampler", "NFE", "cfg", "GFLOPs/img", "s", *metrics):
-            table.add_column(col, justify="left" if col in ("model", "sampler") else "right")
-        keys = ["model", "sampler", "variant", "nfe_budget", "cfg_scale"]
-        for key, g in cells.fillna({"variant": ""}).groupby(keys, dropna=False, sort=True):
-            vals = g.groupby("metric")["value"].agg(["mean", "std", "count"])
-            shown = [f"{vals.loc[m, 'mean']:.4g}" + (f" ±{vals.loc[m, 'std']:.2g}" if vals.loc[m, "count"] > 1 else "")
-                     if m in vals.index else "" for m in metrics]
-            label = f"{key[1]} {key[2]}" if key[2] else str(key[1])
-            table.add_row(str(key[0]), label, f"{int(g['nfe_used'].max())}/{int(key[3])}", f"{key[4]:g}",
-                          f"{float(g['gflops'].mean()):.3f}", f"{float(g['wall_s'].mean()):.1f}", *shown)
-        console.print(table)
-        side = Table(title="references and diagnostics")
-        for col in ("kind", "model", "metric", "value"):
-            side.add_column(col)
-        other = df[df["kind"].isin(["reference", "diagnostic"])].sort_values(["kind", "model", "metric"])
-        for _, r in other.iterrows():
-            side.add_row(str(r["kind"]), str(r["model"]), str(r["metric"]), f"{float(r['value']):.4g}")
-        curve = df[df["kind"] == "curve"].sort_values("train_step")
-        for (model, metric), g in curve.groupby(["model", "metric"]):
-            points = " → ".join(f"{float(v):.3g}@{int(s)}" for s, v in zip(g["train_step"], g["value"], strict=True))
-            side.add_row("curve", str(model), str(metric), points)
-        if other.shape[0] or curve.shape[0]:
-            console.print(side)
-        trivial = df[(df["kind"] == "reference") & (df["model"] == "trivial_class_mean")]
-        for metric in ("fd_embedded",):
-            base = trivial[trivial["metric"] == metric]["value"]
-            got = cells[cells["metric"] == metric]
-            if base.empty or got.empty:
-                continue
-            for model, g in got.fillna({"variant": ""}).groupby("model"):
-                best = float(g.groupby(["sampler", "variant", "nfe_budget", "cfg_scale"])["value"].mean().min())
-                console.print(f"{model}: best {metric} {best:.4g} = {100 * best / float(base.iloc[0]):.1f}% of the "
-                              f"trivial class-mean baseline ({float(base.iloc[0]):.4g})")
+        from pfbench.report.tables import print_run_summary
+
+        print_run_summary(read_results(self.results), f"suite {self.spec.name}: {self.results} (this run {wall:.0f} s)",
+                          console)
+
+
+def _duration(seconds: float) -> str:
+    """A short human duration: 45 s, 12 min, 3.5 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def _timesteps_name(config: dict[str, Any]) -> str | None:

@@ -112,12 +112,11 @@ def _synthetic_suite(root: Path) -> None:
         write_rows(res / f"curve-{step}.parquet", [
             {"suite": "syn", "kind": "curve", "model": "pf", "train_step": step, "sampler": "euler_pf",
              "nfe_budget": 16, "seed": 0, "metric": "fd_embedded", "value": 300 / step, "higher_is_better": False}])
-    from pfbench.report.images import curve_figure, sample_grid
+    from pfbench.report.images import sample_grid
 
     imgs = rng.integers(0, 255, (10, 8, 8, 3), dtype=np.uint8)
     sample_grid(root / "reports" / "syn" / "samples.png", [("pf", imgs, np.arange(10))], [str(i) for i in range(10)])
     shutil.copy(root / "reports" / "syn" / "samples.png", root / "reports" / "syn" / "difficulty_pf.png")
-    curve_figure(root / "reports" / "syn" / "curve_fd_embedded.png", {"pf": ([1, 2], [3.0, 2.0])}, "fd", "old")
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +145,6 @@ def test_report_writes_markdown_figures_and_tables(built: Path) -> None:
     assert "difficulty_pearson ↑ | 0.4321 ± NA" in md and "real_train" in md
     assert "](samples.png)" in md and "](difficulty_pf.png)" in md
     assert md.index("](samples.png)") < md.index("](difficulty_pf.png)")
-    assert "curve_fd_embedded.png" not in md  # superseded by the learning-curve figure
 
 
 def test_html_is_self_contained(built: Path) -> None:

@@ -78,10 +78,7 @@ def _provenance(rows: pd.DataFrame) -> list[tuple[str, str]]:
 def _runner_images(folder: Path, figures: list[Figure]) -> list[Image]:
     """PNGs already in the report folder that are not generated figures (samples, difficulty maps, ...)."""
     own = {f.png.name for f in figures}
-    has_curve = any(f.name == f"{PREFIX}curve" for f in figures)
     pngs = [p for p in sorted(folder.glob("*.png")) if not p.name.startswith((".", PREFIX)) and p.name not in own]
-    if has_curve:  # the runner's per-metric curve_*.png plots are superseded by the learning-curve figure
-        pngs = [p for p in pngs if not p.name.startswith("curve_")]
 
     def rank(p: Path) -> tuple[int, str]:
         hits = [i for i, pre in enumerate(IMAGE_ORDER) if p.name.startswith(pre)]

@@ -80,28 +80,6 @@ def difficulty_figure(path: Path, examples: dict[str, np.ndarray], title: str) -
     return out
 
 
-def curve_figure(path: Path, series: dict[str, tuple[list[int], list[float]]], ylabel: str, title: str) -> Path:
-    """Line plot of a metric against training step, one line per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", font_scale=0.8)
-    fig, ax = plt.subplots(figsize=(4.2, 3.0))
-    for name, (xs, ys) in series.items():
-        ax.plot(xs, ys, marker="o", label=name)
-    ax.set_xlabel("training step")
-    ax.set_ylabel(ylabel)
-    ax.set_yscale("log")
-    ax.set_title(title)
-    ax.legend()
-    out = _atomic_savefig(fig, path)
-    plt.close(fig)
-    return out
-
-
 def schedule_figure(path: Path, times: np.ndarray, image: np.ndarray, difficulty: np.ndarray, title: str) -> Path:
     """Per-patch timestep schedule of one sample: patches (sorted by predicted difficulty) × model calls.
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from rich.console import Console
 from rich.table import Table
 
 NA = "NA"
@@ -156,3 +157,44 @@ def long_table(summary: pd.DataFrame, kind: str, title: str, note: str = "") -> 
         for _, r in s.iterrows()
     )
     return TextTable(title, ("model", "metric", "value (mean ± std)", "95% CI", "n"), rows, note)
+
+
+def print_run_summary(df: pd.DataFrame, title: str, console: Console) -> None:
+    """What ``pfbench run`` prints at the end: cells as (model, sampler, NFE, CFG) × metric (mean ±std over
+    seeds), then references, diagnostics and learning curves, then each model's best FD as a share of the
+    trivial class-mean baseline (embedded suites)."""
+    cells = df[df["kind"] == "cell"]
+    metrics = sorted(cells["metric"].dropna().unique())
+    table = Table(title=title)
+    for col in ("model", "sampler", "NFE", "cfg", "GFLOPs/img", "s", *metrics):
+        table.add_column(col, justify="left" if col in ("model", "sampler") else "right")
+    keys = ["model", "sampler", "variant", "nfe_budget", "cfg_scale"]
+    for key, g in cells.fillna({"variant": ""}).groupby(keys, dropna=False, sort=True):
+        vals = g.groupby("metric")["value"].agg(["mean", "std", "count"])
+        shown = [f"{vals.loc[m, 'mean']:.4g}" + (f" ±{vals.loc[m, 'std']:.2g}" if vals.loc[m, "count"] > 1 else "")
+                 if m in vals.index else "" for m in metrics]
+        label = f"{key[1]} {key[2]}" if key[2] else str(key[1])
+        table.add_row(str(key[0]), label, f"{int(g['nfe_used'].max())}/{int(key[3])}", f"{key[4]:g}",
+                      f"{float(g['gflops'].mean()):.3f}", f"{float(g['wall_s'].mean()):.1f}", *shown)
+    console.print(table)
+    side = Table(title="references and diagnostics")
+    for col in ("kind", "model", "metric", "value"):
+        side.add_column(col)
+    other = df[df["kind"].isin(["reference", "diagnostic"])].sort_values(["kind", "model", "metric"])
+    for _, r in other.iterrows():
+        side.add_row(str(r["kind"]), str(r["model"]), str(r["metric"]), f"{float(r['value']):.4g}")
+    curve = df[df["kind"] == "curve"].sort_values("train_step")
+    for (model, metric), g in curve.groupby(["model", "metric"]):
+        points = " → ".join(f"{float(v):.3g}@{int(s)}" for s, v in zip(g["train_step"], g["value"], strict=True))
+        side.add_row("curve", str(model), str(metric), points)
+    if other.shape[0] or curve.shape[0]:
+        console.print(side)
+    trivial = df[(df["kind"] == "reference") & (df["model"] == "trivial_class_mean")]
+    base = trivial[trivial["metric"] == "fd_embedded"]["value"]
+    got = cells[cells["metric"] == "fd_embedded"]
+    if base.empty or got.empty:
+        return
+    for model, g in got.fillna({"variant": ""}).groupby("model"):
+        best = float(g.groupby(["sampler", "variant", "nfe_budget", "cfg_scale"])["value"].mean().min())
+        console.print(f"{model}: best fd_embedded {best:.4g} = {100 * best / float(base.iloc[0]):.1f}% of the "
+                      f"trivial class-mean baseline ({float(base.iloc[0]):.4g})")
