@@ -22,9 +22,10 @@ def center_crop_adm(image: Image.Image, size: int) -> np.ndarray:
     side to ``size``, then take the centre square. Returns (size, size, 3) uint8."""
     image = image.convert("RGB")
     while min(image.size) >= 2 * size:
-        image = image.resize(tuple(s // 2 for s in image.size), resample=Image.BOX)
+        image = image.resize((image.size[0] // 2, image.size[1] // 2), resample=Image.Resampling.BOX)
     scale = size / min(image.size)
-    image = image.resize(tuple(round(s * scale) for s in image.size), resample=Image.BICUBIC)
+    image = image.resize((round(image.size[0] * scale), round(image.size[1] * scale)),
+                         resample=Image.Resampling.BICUBIC)
     arr = np.asarray(image)  # (H, W, 3)
     top, left = (arr.shape[0] - size) // 2, (arr.shape[1] - size) // 2
     return np.ascontiguousarray(arr[top : top + size, left : left + size])

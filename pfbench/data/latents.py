@@ -116,7 +116,7 @@ def encode_folder(
         if images is not None:
             images[lo:hi] = crops.transpose(0, 3, 1, 2)
         for arr in (moments, labels, images):
-            if arr is not None:
+            if isinstance(arr, np.memmap):
                 arr.flush()
         _write_json(state_file, {"manifest": manifest, "done": hi})  # only after the data is on disk
     _write_json(out / MANIFEST, manifest)
@@ -172,8 +172,10 @@ class LatentData:
         c, h, w = self.manifest["latent_shape"]
         return int(c), int(h), int(w)
 
-    def sample(self, idx: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
+    def sample(self, idx: Tensor, eps: Tensor | None) -> tuple[Tensor, Tensor]:
         """(x1 (b, C, h, w) float32 scaled latents, y (b,) int64) for dataset indices idx and noise eps (b, C, h, w)."""
+        if eps is None:
+            raise PfbenchError("LatentData.sample needs the posterior noise eps (needs_eps is True)")
         rows = idx.cpu().numpy()
         order = np.argsort(rows)  # memmaps read fastest in index order
         m = np.empty((len(rows), *self.moments.shape[1:]), np.float16)

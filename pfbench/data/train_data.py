@@ -24,9 +24,14 @@ class TrainData(Protocol):
     or None.
     """
 
-    size: int
-    num_classes: int
-    needs_eps: bool
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def needs_eps(self) -> bool: ...
 
     def sample(self, idx: Tensor, eps: Tensor | None) -> tuple[Tensor, Tensor]: ...
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from pfbench import PfbenchError
 
@@ -48,7 +48,7 @@ class Vae:
         scale: latent scaling factor. factor: spatial down-sampling (8 for SD-VAE).
     """
 
-    module: nn.Module
+    module: Any  # diffusers.AutoencoderKL (typed loosely: diffusers is an optional dependency)
     name: str
     sha256: str
     scale: float
