@@ -93,6 +93,8 @@ def test_matches_torchmetrics_clip_score(clip: tuple[Any, Any, Any]) -> None:
     assert n == 24 and per_sample.abs().min() > 0  # a non-degenerate random CLIP
     # torchmetrics' per-sample score is 100·cos; the CLIP score clamps each at 0, then averages
     expected = float(per_sample.double().clamp_min(0).mean())
+    print(f"clip_score vs torchmetrics: {ours.compute()['clip_score']:.6g} vs {expected:.6g}, "
+          f"rel {abs(ours.compute()['clip_score'] / expected - 1):.1e}")
     assert ours.compute()["clip_score"] == pytest.approx(expected, rel=1e-5)
     # torchmetrics' CLIPScore class averages first, then clamps: same number on positive-cosine samples
     pos = per_sample > 0

@@ -158,6 +158,7 @@ def test_fd_real_vs_real_far_below_degraded_and_monotone(
     }
     for kind, levels in degradations.items():
         fds = [_fd(ref, _stats(net, emb.quantize(d))) for d in levels]
+        print(f"fd_embedded real-vs-real {fd_real:.3f}; {kind}: " + ", ".join(f"{v:.2f}" for v in fds))
         assert fds[0] > 5 * fd_real, (kind, fd_real, fds)
         assert all(a < b for a, b in zip(fds, fds[1:], strict=False)), (kind, fds)
 
@@ -167,6 +168,7 @@ def test_is_real_beats_blurred(net: emb.FeatureNet, real: dict[str, Tensor]) -> 
     m.update(emb.quantize(real["test"]), Cond(y=real["test_y"]))
     out = m.compute()
     blurred_probs = torch.softmax(emb.embed(net, emb.quantize(_blur(real["test"], 1.0)))[1].double(), 1)
+    print(f"is_embedded real {out['is_embedded']:.3f} vs blurred (sigma 1) {inception_score(blurred_probs)[0]:.3f}")
     assert out["is_embedded"] > 8.0 > inception_score(blurred_probs)[0] + 1.0
     assert out["is_embedded_std"] > 0
 

@@ -196,6 +196,10 @@ def test_fid_kid_is_prc_agree_with_torch_fidelity(images: tuple[Tensor, Tensor],
         feature_extractor=name, kid_subsets=20, kid_subset_size=100, samples_shuffle=False, verbose=False,
         cache=False, batch_size=64, save_cpu_ram=True,
     )  # fmt: skip
+    print("agreement with torch-fidelity (relative deltas): " + ", ".join(
+        f"{k} {abs(ours[k] - theirs[t]) / abs(theirs[t]):.1e}" for k, t in (
+            ("fid", "frechet_inception_distance"), ("is", "inception_score_mean"),
+            ("kid", "kernel_inception_distance_mean"), ("precision", "precision"), ("recall", "recall"))))
     assert ours["fid"] > 0.2 * np.trace(
         ref.sigma
     )  # the two sets really differ (same-distribution FID ≈ 0.02·tr)
@@ -224,6 +228,7 @@ def test_fid_agrees_with_clean_fid_clean_mode(images: tuple[Tensor, Tensor], tmp
                               device=torch.device("cpu"), num_workers=0, batch_size=40, verbose=False)  # fmt: skip
     ref = _ref(real, TinyExtractor("clean"), tmp_path)
     ours = _run([FID(ref, bank=FeatureBank(TinyExtractor("clean")))], fake, batch=40)["fid"]
+    print(f"agreement with clean-fid: FID {ours:.6g} vs {float(theirs):.6g}, rel {abs(ours / theirs - 1):.1e}")
     assert ours > 0.2 * np.trace(ref.sigma)
     assert ours == pytest.approx(float(theirs), rel=1e-3)
 
@@ -411,6 +416,8 @@ def test_random_inception_agrees_with_torch_fidelity(inception_file: Path, tmp_p
         feature_extractor="inception-v3-compat", feature_extractor_weights_path=str(inception_file),
         kid_subsets=10, kid_subset_size=n, samples_shuffle=False, verbose=False, cache=False, batch_size=n,
     )  # fmt: skip
+    print(f"random Inception vs torch-fidelity: FID {ours['fid']:.6g} vs {theirs['frechet_inception_distance']:.6g}"
+          f", KID rel {abs(ours['kid'] / theirs['kernel_inception_distance_mean'] - 1):.1e}")
     assert ours["fid"] > 1.0
     assert ours["fid"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-3)
     assert ours["is"] == pytest.approx(
