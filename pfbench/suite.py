@@ -11,13 +11,12 @@ import difflib
 import hashlib
 import itertools
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pfbench import PfbenchError
+from pfbench.config import Builder
 
 
 @dataclass(frozen=True)
@@ -148,70 +147,12 @@ def content_hash(obj: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
-def _convert(value: Any, tp: Any, path: str) -> Any:
-    """Converts plain YAML data to the annotated type, raising with the key path on a mismatch."""
-    origin = typing.get_origin(tp)
-    if origin in (types.UnionType, typing.Union):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for opt in options:
-            if opt is type(None):
-                continue
-            try:
-                return _convert(value, opt, path)
-            except PfbenchError as err:
-                errors.append(str(err))
-        raise PfbenchError(errors[0] if errors else f"{path}: bad value {value!r}")
-    if dataclasses.is_dataclass(tp):
-        if isinstance(tp, type) and tp is SamplerSpec and isinstance(value, str):
-            value = {"name": value}
-        if not isinstance(value, dict):
-            raise PfbenchError(f"{path}: expected a mapping for {_type_name(tp)}, got {value!r}")
-        return build(tp, value, path)  # type: ignore[arg-type]
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise PfbenchError(f"{path}: expected a list, got {value!r}")
-        (item,) = typing.get_args(tp)
-        return [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise PfbenchError(f"{path}: expected a mapping, got {value!r}")
-        _, item = typing.get_args(tp)
-        return {str(k): _convert(v, item, f"{path}.{k}") for k, v in value.items()}
-    if tp is Any:
-        return value
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
-        raise PfbenchError(f"{path}: expected {_type_name(tp)}, got {value!r}")
-    return value
+_BUILDER = Builder(shorthands={SamplerSpec: "name"})  # `samplers: [euler]` reads as SamplerSpec("euler")
 
 
 def build(cls: type[Any], data: dict[str, Any], path: str = "") -> Any:
-    """Builds dataclass ``cls`` from a mapping; unknown keys name the nearest valid key."""
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        where = f"{path}.{key}" if path else str(key)
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f" (valid: {', '.join(fields)})"
-            raise PfbenchError(f"unknown key {where!r}{hint}")
-        kwargs[key] = _convert(value, hints[key], where)
-    missing = [
-        k for k, f in fields.items()
-        if k not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise PfbenchError(f"missing key {(path + '.' if path else '') + missing[0]!r}")
-    return cls(**kwargs)
+    """Builds dataclass ``cls`` from a mapping; unknown keys name the nearest valid key (``pfbench.config``)."""
+    return _BUILDER.build(cls, data, path)
 
 
 def compose_yaml(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:

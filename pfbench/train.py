@@ -19,8 +19,6 @@ import math
 import os
 import shutil
 import time
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +29,7 @@ from torch import Tensor, nn
 
 from pfbench import PfbenchError
 from pfbench.ckpt import check_state_compatible, load_checkpoint, restore_rng_state, save_checkpoint
+from pfbench.config import Builder, Wording
 from pfbench.data.train_data import DATASETS, open_train_data
 from pfbench.losses import pf_loss, repa_loss
 from pfbench.repa import ENCODER_DIMS, RepaEncoder, load_encoder, tokens_for_grid
@@ -178,7 +177,7 @@ class TrainSpec:
         from pfbench.nets.dit import DiTConfig
         from pfbench.nets.presets import net_config
 
-        overrides = _typed_fields(DiTConfig, self.model_overrides, "model_overrides.")
+        overrides = _CONFIG.fields(DiTConfig, self.model_overrides, "model_overrides")
         channels, side, classes = data_shape(self.data.name, self.data.resolution, self.data.path)
         bound = {"input_size": side, "in_channels": channels, "num_classes": classes}
         for key, value in overrides.items():
@@ -239,59 +238,16 @@ class TrainResult:
 # ---------------------------------------------------------------- config parsing
 
 
-def _type_name(hint: Any) -> str:
-    return getattr(hint, "__name__", str(hint).replace("typing.", ""))
-
-
-def _convert(value: Any, hint: Any, path: str) -> Any:
-    """Checks ``value`` against a type hint (recursing into dataclasses); returns the typed value."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], path)
-    if dataclasses.is_dataclass(hint):
-        if hint is TimestepSpec and isinstance(value, str):
-            return TimestepSpec(value)  # shorthand `timesteps: ltg`
-        if hint is RepaSpec and isinstance(value, str):
-            return RepaSpec(value)  # shorthand `repa: dinov2-vitb14` (paper depth and weight)
-        if not isinstance(value, dict):
-            raise PfbenchError(f"train config: {path} must be a mapping, got {type(value).__name__}")
-        return _from_dict(hint, value, path + ".")  # type: ignore[arg-type]
-    if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise PfbenchError(f"train config: {path} must be a mapping with string keys")
-        return dict(value)
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool),
-        str: isinstance(value, str),
-    }.get(hint, True)
-    if not ok:
-        hint_s = _type_name(hint)
-        tip = " (YAML reads 1e-4 as text: write 1.0e-4)" if hint is float and isinstance(value, str) else ""
-        raise PfbenchError(
-            f"train config: {path} must be {hint_s}, got {type(value).__name__} {value!r}{tip}"
-        )
-    return float(value) if hint is float else value
-
-
-def _from_dict(cls: type, d: dict[str, Any], prefix: str = "") -> Any:
-    return cls(**_typed_fields(cls, d, prefix))
-
-
-def _typed_fields(cls: type, d: dict[str, Any], prefix: str) -> dict[str, Any]:
-    """Checks the keys and value types of ``d`` against dataclass ``cls``; returns typed values."""
-    hints = typing.get_type_hints(cls)
-    valid = [f.name for f in dataclasses.fields(cls)]
-    for key in d:
-        if key not in valid:
-            close = difflib.get_close_matches(str(key), valid, n=1)
-            hint = f"did you mean {prefix}{close[0]!r}?" if close else f"valid keys: {', '.join(valid)}"
-            raise PfbenchError(f"train config: unknown key {prefix}{key!r}; {hint}")
-    return {k: _convert(v, hints[k], prefix + k) for k, v in d.items()}
+# Training configs keep their own wording (`train config: steps must be int, got str '10'`).
+_CONFIG = Builder(
+    shorthands={TimestepSpec: "name", RepaSpec: "encoder"},  # `timesteps: ltg`, `repa: dinov2-vitb14`
+    wording=Wording(
+        prefix="train config: ",
+        unknown_key="unknown key {parent}{key!r}; did you mean {parent}{close!r}?",
+        unknown_key_no_match="unknown key {parent}{key!r}; valid keys: {valid}",
+        wrong_type="{path} must be {expected}, got {type} {value!r}{tip}",
+    ),
+)
 
 
 def spec_from_dict(d: dict[str, Any]) -> TrainSpec:
@@ -303,7 +259,7 @@ def spec_from_dict(d: dict[str, Any]) -> TrainSpec:
     """
     if not isinstance(d, dict):
         raise PfbenchError(f"train config must be a mapping, got {type(d).__name__}")
-    spec: TrainSpec = _from_dict(TrainSpec, d)
+    spec = _CONFIG.build(TrainSpec, d)
     spec.net_config()
     spec.timestep_sampler()
     return spec
