@@ -43,6 +43,24 @@ def test_summary_matches_numpy_and_marks_single_seed_na() -> None:
     assert pd.isna(s.loc["one", "std"]) and pd.isna(s.loc["one", "ci_lo"]) and pd.isna(s.loc["one", "ci_hi"])
 
 
+def test_t_interval_values_and_coverage_with_few_seeds() -> None:
+    """With 3 seeds the Student-t interval covers at the nominal rate; the bootstrap one does not."""
+    from pfbench.report.stats import SMALL_N, shown_interval, t_interval
+
+    lo, hi = t_interval(np.array([1.0, 3.0]))  # mean 2, std √2, n 2: half width t_{1,.975} = 12.706
+    assert (lo, hi) == pytest.approx((2 - 12.7062, 2 + 12.7062), abs=1e-3)
+    assert all(np.isnan(t_interval(np.array([4.0]))))
+    rng = np.random.default_rng(7)
+    experiments, n, mu = 400, 3, 1.0
+    s = summarize(_frame({f"e{i:03d}": rng.normal(mu, 0.5, n) for i in range(experiments)}), n_boot=400)
+    t_rate = ((s["t_lo"] <= mu) & (mu <= s["t_hi"])).astype(bool).mean()
+    boot_rate = ((s["ci_lo"] <= mu) & (mu <= s["ci_hi"])).astype(bool).mean()
+    band = 3 * np.sqrt(0.95 * 0.05 / experiments)
+    assert abs(t_rate - 0.95) <= band and boot_rate < 0.85, (t_rate, boot_rate)
+    row = s.iloc[0]
+    assert n < SMALL_N and shown_interval(row) == (row["t_lo"], row["t_hi"], "t")
+
+
 def test_bootstrap_ci_covers_true_mean_at_nominal_rate() -> None:
     """200 synthetic experiments of 30 seeds each: the 95% interval covers the true mean ~95% of the time.
 
@@ -141,7 +159,7 @@ def test_report_writes_markdown_figures_and_tables(built: Path) -> None:
     assert re.search(r"\*\*git_sha\*\*: [0-9a-f]{7,}", md) or "**git_sha**: unknown" in md
     assert "| pf | look_ahead | 1 | 8 |" in md and "± NA" in md  # one seed: std shown as NA
     line = next(ln for ln in md.splitlines() if ln.startswith("| sit | euler | 1 | 16 |"))
-    assert re.search(r"\d ± \d[^|]*<br>\[\d", line)  # three seeds: std and CI
+    assert re.search(r"\d ± \d[^|]*<br>t\[-?\d", line)  # three seeds: std and the Student-t interval
     assert "difficulty_pearson ↑ | 0.4321 ± NA" in md and "real_train" in md
     assert "](samples.png)" in md and "](difficulty_pf.png)" in md
     assert md.index("](samples.png)") < md.index("](difficulty_pf.png)")

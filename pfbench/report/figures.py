@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pfbench.report.images import _atomic_savefig
-from pfbench.report.stats import GROUP_KEYS, summarize
+from pfbench.report.stats import GROUP_KEYS, shown_interval, summarize
 from pfbench.report.tables import arrow, fmt_key, is_na
 
 PREFIX = "fig_"  # file names of generated figures; other PNGs in a report folder are the runner's own
@@ -130,7 +130,8 @@ def _line_panels(
             g = g.sort_values(x)
             xs, ys = g[x].astype(float).to_numpy(), g["mean"].astype(float).to_numpy()
             ax.plot(xs, ys, marker="o", ms=3.5, lw=1.4, color=colors[label], label=label)
-            lo, hi = g["ci_lo"].astype(float).to_numpy(), g["ci_hi"].astype(float).to_numpy()
+            bands = pd.DataFrame([shown_interval(r)[:2] for _, r in g.iterrows()])  # t below SMALL_N seeds
+            lo, hi = (bands[i].astype("Float64").astype(float).to_numpy() for i in (0, 1))
             if np.isfinite(lo).any():
                 ax.fill_between(xs, lo, hi, color=colors[label], alpha=0.18, lw=0)
         off = _reference_lines(ax, rows, metric) if references else ""

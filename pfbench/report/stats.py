@@ -19,6 +19,7 @@ COST_COLUMNS: tuple[str, ...] = ("nfe_used", "forwards", "gflops", "wall_s")
 
 N_BOOT = 2000
 LEVEL = 0.95
+SMALL_N = 10  # below this many seeds tables and figures show the Student-t interval, not the bootstrap one
 
 
 def bootstrap_ci(
@@ -39,6 +40,30 @@ def bootstrap_ci(
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
     return float(lo), float(hi)
+
+
+def t_interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    """Student-t interval of the mean, ``mean ± t_{n−1} · std / √n``; ``(nan, nan)`` with fewer than 2 values.
+
+    Honest with 2–9 seeds, where the percentile bootstrap is too narrow (with 2 seeds it cannot be wider than
+    the two values, while t_1 widens the interval by 12.7 standard errors).
+    """
+    from scipy.stats import t
+
+    x = np.asarray(values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if x.size < 2:
+        return float("nan"), float("nan")
+    half = float(t.ppf(0.5 + level / 2.0, x.size - 1)) * float(x.std(ddof=1)) / np.sqrt(x.size)
+    return float(x.mean() - half), float(x.mean() + half)
+
+
+def shown_interval(row: pd.Series) -> tuple[object, object, str]:
+    """(lo, hi, kind) of the interval reports show for a summary row: ``t`` below ``SMALL_N`` seeds, else
+    ``bootstrap``."""
+    n = row.get("n")
+    small = not pd.isna(n) and int(n) < SMALL_N
+    return (row["t_lo"], row["t_hi"], "t") if small else (row["ci_lo"], row["ci_hi"], "bootstrap")
 
 
 def _group_seed(seed: int, key: tuple[object, ...]) -> np.random.Generator:
@@ -62,14 +87,14 @@ def summarize(
 
     Returns:
         One row per group: ``keys``, ``higher_is_better``, ``mean``, ``std`` (ddof=1), ``n``, ``ci_lo``,
-        ``ci_hi`` (``std``/``ci_*`` are NA when n < 2), the mean of each cost column present, and the sorted
-        unique seeds as ``seeds``.
+        ``ci_hi`` (percentile bootstrap), ``t_lo``, ``t_hi`` (Student t) (``std`` and the intervals are NA when
+        n < 2), the mean of each cost column present, and the sorted unique seeds as ``seeds``.
     """
     keys = list(keys)
     missing = [k for k in keys if k not in df]
     if missing:  # rows written before a key column existed: one group per absent key
         df = df.assign(**{k: pd.NA for k in missing})
-    out_cols = [*keys, "higher_is_better", "mean", "std", "n", "ci_lo", "ci_hi", "seeds",
+    out_cols = [*keys, "higher_is_better", "mean", "std", "n", "ci_lo", "ci_hi", "t_lo", "t_hi", "seeds",
                 *[c for c in COST_COLUMNS if c in df]]
     if df.empty:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in out_cols})
@@ -85,6 +110,7 @@ def summarize(
         rec["std"] = (0.0 if np.ptp(vals) == 0 else float(vals.std(ddof=1))) if n >= 2 else np.nan
         rec["n"] = n
         rec["ci_lo"], rec["ci_hi"] = bootstrap_ci(vals, n_boot, level, _group_seed(seed, key))
+        rec["t_lo"], rec["t_hi"] = t_interval(vals, level)
         seeds = g["seed"].dropna().astype(int).unique().tolist() if "seed" in g else []
         rec["seeds"] = ",".join(str(s) for s in sorted(seeds))
         for c in COST_COLUMNS:
@@ -95,7 +121,7 @@ def summarize(
     out = pd.DataFrame.from_records(records, columns=out_cols)
     for c in keys:  # keep the key dtypes of the input (Int64 nfe, string model, ...)
         out[c] = out[c].astype(df[c].dtype)
-    for c in ("mean", "std", "ci_lo", "ci_hi", *[c for c in COST_COLUMNS if c in df]):
+    for c in ("mean", "std", "ci_lo", "ci_hi", "t_lo", "t_hi", *[c for c in COST_COLUMNS if c in df]):
         out[c] = out[c].astype("Float64")
         out.loc[out[c].isna(), c] = pd.NA  # NaN -> NA: "not available", shown as NA
     out["n"] = out["n"].astype("Int64")

@@ -16,6 +16,8 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from pfbench.report.stats import SMALL_N, shown_interval
+
 NA = "NA"
 
 
@@ -45,8 +47,10 @@ def mean_std(mean: Any, std: Any) -> str:
     return f"{fmt_num(mean)} ± {fmt_num(std, '.2g')}"
 
 
-def ci_text(lo: Any, hi: Any) -> str:
-    return NA if is_na(lo) or is_na(hi) else f"[{fmt_num(lo)}, {fmt_num(hi)}]"
+def ci_text(lo: Any, hi: Any, kind: str = "bootstrap") -> str:
+    """``[lo, hi]`` (bootstrap) or ``t[lo, hi]`` (Student t); ``NA`` when missing."""
+    prefix = "t" if kind == "t" else ""
+    return NA if is_na(lo) or is_na(hi) else f"{prefix}[{fmt_num(lo)}, {fmt_num(hi)}]"
 
 
 def is_spread(metric: str) -> bool:
@@ -135,7 +139,7 @@ def results_table(summary: pd.DataFrame, kind: str = "cell", title: str = "Resul
                 cells.append("")
                 continue
             r = hit.iloc[0]
-            ci = ci_text(r["ci_lo"], r["ci_hi"])
+            ci = ci_text(*shown_interval(r))
             cells.append(mean_std(r["mean"], r["std"]) + ("" if ci == NA else f"\n{ci}"))
         cost = g.iloc[0]
         rows.append((
@@ -143,8 +147,9 @@ def results_table(summary: pd.DataFrame, kind: str = "cell", title: str = "Resul
             fmt_num(cost.get("nfe_used"), ".3g"), fmt_num(cost.get("gflops"), ".4g"), fmt_num(cost.get("wall_s"), ".3g"),
             seeds, *cells,
         ))
-    note = ("mean ± std over seeds (ddof=1), below it the 95% percentile-bootstrap interval of the mean "
-            "(2000 resamples; too narrow when there are few seeds); NA: one seed. ↑/↓: better direction.")
+    note = (f"mean ± std over seeds (ddof=1); below it the 95% interval of the mean: Student t (t[…]) with fewer "
+            f"than {SMALL_N} seeds, else the percentile bootstrap (2000 resamples); NA: one seed. "
+            "↑/↓: better direction.")
     return TextTable(title, columns, tuple(rows), note)
 
 
@@ -153,7 +158,7 @@ def long_table(summary: pd.DataFrame, kind: str, title: str, note: str = "") -> 
     s = _sorted(summary[summary["kind"] == kind], ["model", "metric"])
     rows = tuple(
         (fmt_key(r["model"]), f"{r['metric']} {arrow(r['higher_is_better'], r['metric'])}".rstrip(), mean_std(r["mean"], r["std"]),
-         ci_text(r["ci_lo"], r["ci_hi"]), fmt_key(r["n"]))
+         ci_text(*shown_interval(r)), fmt_key(r["n"]))
         for _, r in s.iterrows()
     )
     return TextTable(title, ("model", "metric", "value (mean ± std)", "95% CI", "n"), rows, note)
