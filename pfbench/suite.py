@@ -170,8 +170,9 @@ def compose_yaml(path: str | Path, overrides: list[str] | None = None) -> dict[s
             cfg = compose(config_name=path.stem, overrides=list(overrides or []))
         data = OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PfbenchError(f"{path}: {first}") from None
+        lines = str(err).strip().splitlines() or [type(err).__name__]
+        hint = next((ln for ln in lines[1:] if ln.startswith("To append")), "")  # hydra's `+key=value` advice
+        raise PfbenchError(f"{path}: {lines[0]}" + (f" ({hint[0].lower()}{hint[1:]})" if hint else "")) from None
     except Exception as err:  # yaml.YAMLError and friends: malformed files
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise PfbenchError(f"{path}: malformed YAML: {first}") from None

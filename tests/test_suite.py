@@ -61,6 +61,10 @@ def test_overrides_change_the_plan(tmp_path: Path) -> None:
     spec = load_suite(write(tmp_path, MINIMAL), ["sweep.nfe=[2,4,8]"])
     assert len(plan(spec)) == 3 * 2
     assert all(isinstance(c, RunSpec) for c in plan(spec))
+    with pytest.raises(PfbenchError, match=r"Could not override 'models.a.use_ema'. \(to append to your config use "
+                                           r"\+models.a.use_ema=false\)"):
+        load_suite(write(tmp_path, MINIMAL), ["models.a.use_ema=false"])
+    assert not load_suite(write(tmp_path, MINIMAL), ["+models.a.use_ema=false"]).models["a"].use_ema
 
 
 def test_include_via_defaults(tmp_path: Path) -> None:
