@@ -26,9 +26,10 @@ from pfbench import PfbenchError
 FEATURES_TARGET = 0.8
 
 
-def _random_inception(path: Path, seed: int = 0) -> Path:
-    """A seeded random state dict for torch-fidelity's inception-v3-compat (its constructor insists on loading
-    weights, so loading is stubbed out while the module is built)."""
+def random_inception(path: Path, seed: int = 0) -> Path:
+    """Saves a seeded, non-degenerate random state dict for torch-fidelity's inception-v3-compat (its constructor
+    insists on loading weights, so loading is stubbed out while the module is built). For throughput benches
+    and offline agreement tests: features of different image sets really differ."""
     from unittest import mock
 
     import torch_fidelity.feature_extractor_inceptionv3 as fi
@@ -40,6 +41,10 @@ def _random_inception(path: Path, seed: int = 0) -> Path:
     for m in net.modules():
         if isinstance(m, nn.Conv2d):
             m.weight.data = torch.randn(m.weight.shape, generator=g) * (2.0 / m.weight[0].numel()) ** 0.5
+        elif isinstance(m, nn.BatchNorm2d):
+            m.bias.data = torch.randn(m.bias.shape, generator=g) * 0.1
+    net.fc.weight.data = torch.randn(net.fc.weight.shape, generator=g) * 0.3
+    net.fc.bias.data = torch.randn(net.fc.bias.shape, generator=g)
     torch.save(net.state_dict(), path)
     return path
 
@@ -90,7 +95,7 @@ def feature_throughput(n: int = 200, batch: int = 50, resolution: int = 256, dev
         except PfbenchError:
             if weights is not None:
                 raise
-            path, kind = _random_inception(Path(tmp) / "random-inception.pth"), "random"
+            path, kind = random_inception(Path(tmp) / "random-inception.pth"), "random"
         images = torch.randint(0, 256, (n, 3, resolution, resolution), dtype=torch.uint8, generator=g)
         batches = list(images.split(batch))
         ext = InceptionV3(path, device=device, max_batch=batch, verify=kind != "random")
@@ -134,4 +139,4 @@ def feature_throughput(n: int = 200, batch: int = 50, resolution: int = 256, dev
     return result
 
 
-__all__ = ["FEATURES_TARGET", "feature_throughput"]
+__all__ = ["FEATURES_TARGET", "feature_throughput", "random_inception"]

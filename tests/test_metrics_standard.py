@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -325,28 +324,11 @@ def test_adm_npz_roundtrip_and_adm_parity(images: tuple[Tensor, Tensor], tmp_pat
 # ------------------------------------------------------------------ Inception (random weights)
 
 
-def _random_inception(path: Path, seed: int = 0) -> Path:
-    """Saves a seeded, non-degenerate random state dict for torch-fidelity's inception-v3-compat."""
-    import torch_fidelity.feature_extractor_inceptionv3 as fi
-
-    with mock.patch.object(fi, "load_state_dict_from_url", lambda *a, **k: {}), \
-            mock.patch.object(fi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, strict=True: None):  # fmt: skip
-        net = fi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    g = torch.Generator().manual_seed(seed)
-    for m in net.modules():
-        if isinstance(m, nn.Conv2d):
-            m.weight.data = torch.randn(m.weight.shape, generator=g) * (2.0 / m.weight[0].numel()) ** 0.5
-        elif isinstance(m, nn.BatchNorm2d):
-            m.bias.data = torch.randn(m.bias.shape, generator=g) * 0.1
-    net.fc.weight.data = torch.randn(net.fc.weight.shape, generator=g) * 0.3
-    net.fc.bias.data = torch.randn(net.fc.bias.shape, generator=g)
-    torch.save(net.state_dict(), path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def inception_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _random_inception(tmp_path_factory.mktemp("w") / "random-inception.pth")
+    from pfbench.bench_features import random_inception
+
+    return random_inception(tmp_path_factory.mktemp("w") / "random-inception.pth")
 
 
 def test_inception_features_pool_logits_spatial(

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from test_train import tiny as train_tiny  # pytest puts tests/ on sys.path (no package)
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -32,23 +33,7 @@ EMB = {"encoder": "embedded", "depth": 1}
 
 def tiny(**kw: Any) -> dict[str, Any]:
     """tests/test_train.py's tiny run (8 px, patch 2 → 4×4 tokens, the embedded encoder's own grid) + REPA."""
-    d: dict[str, Any] = {
-        "model": "cpu-xs",
-        "model_overrides": {"depth": 2, "width": 32, "heads": 2},
-        "kind": "pf",
-        "data": {"resolution": 8, "size": 40},
-        "steps": 8,
-        "batch_size": 8,
-        "lr": 1e-3,
-        "warmup": 2,
-        "ema_decay": 0.9,
-        "log_every": 2,
-        "ckpt_every": 100,
-        "device": "cpu",
-        "repa": dict(EMB),
-    }
-    d.update(kw)
-    return d
+    return train_tiny(**{"repa": dict(EMB), **kw})
 
 
 # ---------------------------------------------------------------- loss and resampling
