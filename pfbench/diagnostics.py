@@ -57,14 +57,16 @@ def difficulty_report(
     net.eval()
     g = torch.Generator().manual_seed(seed)
     var_all, err_all = [], []
+    dev = next(net.parameters()).device  # noise is drawn on the CPU, so the numbers do not depend on it
     for i in range(0, images.shape[0], batch):
         x1 = images[i : i + batch].float()
         x0 = torch.randn(x1.shape, generator=g)
-        tt = torch.full((x1.shape[0], net.cfg.tokens), t)
-        v, logvar = net(t * x1 + (1 - t) * x0, tt, labels[i : i + batch])
+        x1, x0 = x1.to(dev), x0.to(dev)
+        tt = torch.full((x1.shape[0], net.cfg.tokens), t, device=dev)
+        v, logvar = net(t * x1 + (1 - t) * x0, tt, labels[i : i + batch].to(dev))
         assert logvar is not None
-        var_all.append(logvar.float().clamp(-30, 20).exp())  # (b, 1, H, W)
-        err_all.append(((x1 - x0) - v).pow(2).mean(dim=1, keepdim=True))  # (b, 1, H, W)
+        var_all.append(logvar.float().clamp(-30, 20).exp().cpu())  # (b, 1, H, W)
+        err_all.append(((x1 - x0) - v).pow(2).mean(dim=1, keepdim=True).cpu())  # (b, 1, H, W)
     var, err = torch.cat(var_all), torch.cat(err_all)
     mask = hard.bool()
     ratio = float(var[mask].double().mean() / var[~mask].double().mean())

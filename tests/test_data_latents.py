@@ -222,3 +222,38 @@ def test_imagenet_recipes_have_the_paper_defaults(recipe: str, vae_dir: Path, fo
         "B/2", 400_000, 256, 1e-4, 1000, 0.9999, 1.0)
     assert spec.timesteps is not None
     assert (spec.kind, spec.timesteps.name) == (("pf", "ltg") if "pf" in recipe else ("sit", "global_uniform"))
+
+
+@pytest.mark.gpu
+def test_latent_suite_on_cuda_matches_cpu(vae_dir: Path, folder: Path, tmp_path: Path) -> None:
+    """eval.device=cuda moves sampling, decoding, traces and metrics to the GPU; values agree with the CPU run."""
+    import yaml
+
+    from pfbench.data.latents import encode_folder
+    from pfbench.data.vae import load_vae
+    from pfbench.results import read_results
+    from pfbench.runner import Runner
+    from pfbench.suite import load_suite
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    store = encode_folder(folder, tmp_path / "store", load_vae(str(vae_dir)), resolution=16, batch_size=6)
+    values = {}
+    for device in ("cpu", "cuda"):
+        suite = {
+            "name": f"latent_{device}", "data": {"name": "imagenet", "resolution": 16, "reference": str(folder / "n01")},
+            "models": {"lat": {"train": {"kind": "pf", "model": "cpu-xs", "steps": 2, "batch_size": 4, "warmup": 1,
+                                         "ckpt_every": 2, "log_every": 1, "device": "cpu",
+                                         "data": {"name": "latents", "path": str(store)}},
+                               "vae": str(vae_dir)}},
+            "grid": [{"models": ["lat"], "samplers": ["euler_pf", "look_ahead"]}],
+            "sweep": {"nfe": [4], "num_samples": 10},
+            "metrics": ["is_embedded"],
+            "eval": {"batch_size": 10, "learning_curve": False, "parallel_train": False, "device": device},
+        }
+        path = tmp_path / f"{device}.yaml"
+        path.write_text(yaml.safe_dump(suite))
+        Runner(load_suite(path), tmp_path / "results", tmp_path / "reports", tmp_path / "runs", progress=False).run()
+        df = read_results(tmp_path / "results" / f"latent_{device}")
+        values[device] = df[df["kind"] == "cell"].sort_values(["sampler", "metric"])["value"].to_numpy(dtype=float)
+    assert np.allclose(values["cpu"], values["cuda"], rtol=0.05, atol=0.05), values
