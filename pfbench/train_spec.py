@@ -1,0 +1,229 @@
+"""Training configuration (SPEC §4): ``TrainSpec`` and its parts, strictly parsed from plain YAML data.
+
+What a run computes is fixed here; ``pfbench.train`` runs it. ``spec_from_dict`` is the only way user input
+becomes a ``TrainSpec``: unknown keys name the nearest valid key, wrong types and values are one-line errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from pfbench import PfbenchError
+from pfbench.config import Builder, Wording
+from pfbench.data.train_data import DATASETS
+from pfbench.repa import ENCODER_DIMS
+
+if TYPE_CHECKING:
+    from pfbench.nets.dit import DiTConfig
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Training data: the built-in ``embedded`` dataset (train split: ``resolution``, ``size``, ``seed``) or
+    ``latents``, a pre-encoded VAE latent store at ``path`` (``pfbench data encode``; size and shape from it)."""
+
+    name: str = "embedded"
+    resolution: int = 16
+    size: int = 50_000
+    seed: int = 0
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class TimestepSpec:
+    """A registered training timestep sampler (SPEC §3) and its parameters."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RepaSpec:
+    """REPA (SPEC §4): align a projection of the tokens after block ``depth`` with a frozen encoder's patch
+    tokens of the clean image; ``L += weight · mean(−cos)``.
+
+    Attributes:
+        encoder: ``"dinov2-vitb14"`` (the paper's) or ``"embedded"`` (CPU-sized, shipped; ``pfbench.repa``).
+        depth: 1-based block whose output is projected (8 for XL/2 in the paper).
+        weight: loss weight (paper 0.5).
+        weights: DINOv2 weights file or folder (None: ``$PFBENCH_WEIGHTS``, then the torch hub cache).
+    """
+
+    encoder: str = "dinov2-vitb14"
+    depth: int = 8
+    weight: float = 0.5
+    weights: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Everything that defines a training run (paper defaults, SPEC §4).
+
+    Attributes:
+        model: network preset name (``pfbench.nets.PRESETS``).
+        model_overrides: ``DiTConfig`` fields to change; data-bound fields (input_size, in_channels,
+            num_classes) default to the dataset's and must agree with it.
+        kind: ``"pf"`` (per-token t, difficulty head) or ``"sit"`` (global t baseline).
+        data: dataset spec.
+        timesteps: training timestep sampler; None → ``ltg`` for pf, ``global_uniform`` for sit.
+        steps: optimiser steps in total. batch_size: the GLOBAL batch (split over DDP ranks).
+        ema_warmup: cap the EMA decay at (1 + k) / (10 + k) at step k, so a short run's EMA is not dominated
+            by its initial weights (off by default: the paper uses a plain 0.9999 over 400k steps).
+        ckpt_every: steps between ``last.pt`` writes. keep_every: also keep ``step_XXXXXX.pt`` every so
+            many steps (0 = never). log_every: steps between loss syncs / log lines.
+        repa: REPA alignment loss (None = off); sets the network's ``repa_depth``/``repa_dim``.
+        device: ``"auto"`` | ``"cpu"`` | ``"cuda"``. amp: ``"auto"`` (bf16 on CUDA, fp32 on CPU) | ``"bf16"`` |
+            ``"fp32"``. threads: CPU intra-op threads (None = torch default).
+    """
+
+    model: str = "cpu-s"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    kind: str = "pf"
+    data: DataSpec = field(default_factory=DataSpec)
+    timesteps: TimestepSpec | None = None
+    steps: int = 100_000
+    batch_size: int = 32
+    lr: float = 1e-4
+    warmup: int = 1000
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+    ema_warmup: bool = False
+    label_dropout: float = 0.1
+    nll_weight: float = 0.01
+    repa: RepaSpec | None = None
+    seed: int = 0
+    ckpt_every: int = 1000
+    keep_every: int = 0
+    log_every: int = 50
+    device: str = "auto"
+    amp: str = "auto"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise PfbenchError(f"train config: {what}")
+
+        need(self.kind in ("pf", "sit"), f"kind={self.kind!r} must be 'pf' or 'sit'")
+        need(self.data.name in DATASETS, f"data.name={self.data.name!r} must be one of {', '.join(DATASETS)}")
+        need((self.data.path is not None) == (self.data.name == "latents"), "data.path is for (and required by) "
+             "data.name 'latents'")
+        need(self.data.size >= 1 and self.data.resolution >= 1, "data.size and data.resolution must be >= 1")
+        for name in ("steps", "batch_size", "ckpt_every", "log_every"):
+            need(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
+        need(self.warmup >= 0 and self.keep_every >= 0, "warmup and keep_every must be >= 0")
+        need(self.lr > 0 and math.isfinite(self.lr), f"lr={self.lr} must be a positive number")
+        need(
+            self.weight_decay >= 0 and self.grad_clip >= 0,
+            "weight_decay and grad_clip must be >= 0 (0 = off)",
+        )
+        need(0 <= self.ema_decay < 1, f"ema_decay={self.ema_decay} must be in [0, 1)")
+        need(0 <= self.label_dropout < 1, f"label_dropout={self.label_dropout} must be in [0, 1)")
+        need(self.nll_weight >= 0, f"nll_weight={self.nll_weight} must be >= 0")
+        need(
+            self.device in ("auto", "cpu", "cuda"), f"device={self.device!r} must be 'auto', 'cpu' or 'cuda'"
+        )
+        need(self.amp in ("auto", "bf16", "fp32"), f"amp={self.amp!r} must be 'auto', 'bf16' or 'fp32'")
+        need(self.threads is None or self.threads >= 1, f"threads={self.threads} must be >= 1 or null")
+        if self.repa is not None:
+            r = self.repa
+            close = difflib.get_close_matches(r.encoder, list(ENCODER_DIMS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            need(r.encoder in ENCODER_DIMS, f"repa.encoder={r.encoder!r} must be one of {', '.join(ENCODER_DIMS)}"
+                 + hint)
+            need(r.depth >= 1, f"repa.depth={r.depth} must be >= 1")
+            need(r.weight > 0 and math.isfinite(r.weight), f"repa.weight={r.weight} must be > 0 (remove the repa "
+                 "section to train without REPA)")
+            need(r.weights is None or r.encoder != "embedded", "repa.weights is for DINOv2 encoders; the "
+                 "'embedded' encoder is a shipped asset")
+        if self.timesteps is None:
+            default = "ltg" if self.kind == "pf" else "global_uniform"
+            object.__setattr__(self, "timesteps", TimestepSpec(default))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (what checkpoints store and ``spec_from_dict`` reads back)."""
+        return dataclasses.asdict(self)
+
+    def net_config(self) -> DiTConfig:
+        """The network's ``DiTConfig``: preset + kind + dataset-bound fields + overrides."""
+        from pfbench.data.train_data import data_shape
+        from pfbench.nets.dit import DiTConfig
+        from pfbench.nets.presets import net_config
+
+        overrides = _CONFIG.fields(DiTConfig, self.model_overrides, "model_overrides")
+        channels, side, classes = data_shape(self.data.name, self.data.resolution, self.data.path)
+        bound = {"input_size": side, "in_channels": channels, "num_classes": classes}
+        for key, value in overrides.items():
+            if key in ("per_token_t", "difficulty_head"):
+                raise PfbenchError(
+                    f"train config: model_overrides.{key} is set by kind ('pf' or 'sit'); remove it"
+                )
+            if key in ("repa_depth", "repa_dim"):
+                raise PfbenchError(
+                    f"train config: model_overrides.{key} is set by the `repa:` section (repa.depth, "
+                    "repa.encoder); remove it"
+                )
+            if key in bound and value != bound[key]:
+                raise PfbenchError(
+                    f"train config: model_overrides.{key}={value!r} disagrees with the dataset ({bound[key]!r})"
+                )
+        cfg = net_config(self.model, self.kind, **{**bound, **overrides})
+        if self.repa is None:
+            return cfg
+        if self.repa.depth > cfg.depth:
+            raise PfbenchError(
+                f"train config: repa.depth={self.repa.depth} must be in 1..{cfg.depth} (the network's depth)"
+            )
+        return dataclasses.replace(cfg, repa_depth=self.repa.depth, repa_dim=ENCODER_DIMS[self.repa.encoder])
+
+    def timestep_sampler(self) -> Any:
+        """The configured timestep sampler; a SiT run needs one with constant rows."""
+        from pfbench.timesteps import make_timestep_sampler
+
+        assert self.timesteps is not None
+        sampler = make_timestep_sampler(self.timesteps.name, **self.timesteps.params)
+        if self.kind == "sit":
+            probe = sampler(4, 16, torch.Generator().manual_seed(0))  # (4, 16)
+            if not bool((probe == probe[:, :1]).all()):
+                raise PfbenchError(
+                    f"train config: timesteps.name={self.timesteps.name!r} draws per-patch times; "
+                    "kind 'sit' needs a global one (e.g. 'global_uniform')"
+                )
+        return sampler
+
+
+# Training configs keep their own wording (`train config: steps must be int, got str '10'`).
+_CONFIG = Builder(
+    shorthands={TimestepSpec: "name", RepaSpec: "encoder"},  # `timesteps: ltg`, `repa: dinov2-vitb14`
+    wording=Wording(
+        prefix="train config: ",
+        unknown_key="unknown key {parent}{key!r}; did you mean {parent}{close!r}?",
+        unknown_key_no_match="unknown key {parent}{key!r}; valid keys: {valid}",
+        wrong_type="{path} must be {expected}, got {type} {value!r}{tip}",
+    ),
+)
+
+
+def spec_from_dict(d: dict[str, Any]) -> TrainSpec:
+    """Builds and fully validates a TrainSpec from plain data (e.g. a YAML mapping).
+
+    Raises:
+        PfbenchError: unknown key (naming the nearest valid one), wrong type, bad value, unknown preset,
+            model override or timestep sampler/parameter.
+    """
+    if not isinstance(d, dict):
+        raise PfbenchError(f"train config must be a mapping, got {type(d).__name__}")
+    spec = _CONFIG.build(TrainSpec, d)
+    spec.net_config()
+    spec.timestep_sampler()
+    return spec
+
+
+__all__ = ["DataSpec", "RepaSpec", "TimestepSpec", "TrainSpec", "spec_from_dict"]
