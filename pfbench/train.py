@@ -136,8 +136,19 @@ def _trim_log(path: Path, step: int) -> None:
     path.write_text("".join(ln + "\n" for ln in keep))
 
 
+def _net_config(stored: dict[str, Any]) -> Any:
+    """A checkpoint's network config as a ``DiTConfig`` (keys added since it was written take their defaults)."""
+    from pfbench.nets.dit import DiTConfig
+
+    return DiTConfig(**stored)
+
+
 def _check_resumable(ckpt_cfg: dict[str, Any], spec: TrainSpec, path: Path) -> None:
     now = spec.to_dict()
+    try:  # fields added since the checkpoint was written take their defaults on both sides
+        ckpt_cfg = spec_from_dict(ckpt_cfg).to_dict()
+    except PfbenchError:
+        pass  # compared as stored: the difference is reported below
     for key in sorted(set(now) | set(ckpt_cfg)):
         if key not in _RUNTIME_KEYS and now.get(key) != ckpt_cfg.get(key):
             raise PfbenchError(
@@ -293,7 +304,7 @@ class _Trainer:
     def _load(self, path: Path) -> int:
         ckpt = load_checkpoint(path, map_location=self.ctx.device)
         _check_resumable(ckpt.config, self.spec, path)
-        if ckpt.net_config != dataclasses.asdict(self.cfg):
+        if _net_config(ckpt.net_config) != self.cfg:  # compared as configs: fields added later take defaults
             raise PfbenchError(f"{path} holds a different network ({ckpt.net_config}); use another out_dir")
         if ckpt.optimizer is None:
             raise PfbenchError(f"{path} has no optimiser state, so it cannot be resumed; use resume=False")

@@ -53,12 +53,15 @@ class RepaSpec:
         depth: 1-based block whose output is projected (8 for XL/2 in the paper).
         weight: loss weight (paper 0.5).
         weights: DINOv2 weights file or folder (None: ``$PFBENCH_WEIGHTS``, then the torch hub cache).
+        hidden: projector MLP width (SPEC and paper: 2048). A narrower one keeps REPA affordable on CPU-sized
+            networks, where the 2048-wide projector costs more than the blocks.
     """
 
     encoder: str = "dinov2-vitb14"
     depth: int = 8
     weight: float = 0.5
     weights: str | None = None
+    hidden: int = 2048
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,7 @@ class TrainSpec:
             need(r.encoder in ENCODER_DIMS, f"repa.encoder={r.encoder!r} must be one of {', '.join(ENCODER_DIMS)}"
                  + hint)
             need(r.depth >= 1, f"repa.depth={r.depth} must be >= 1")
+            need(r.hidden >= 1, f"repa.hidden={r.hidden} must be >= 1")
             need(r.weight > 0 and math.isfinite(r.weight), f"repa.weight={r.weight} must be > 0 (remove the repa "
                  "section to train without REPA)")
             need(r.weights is None or r.encoder != "embedded", "repa.weights is for DINOv2 encoders; the "
@@ -165,10 +169,10 @@ class TrainSpec:
                 raise PfbenchError(
                     f"train config: model_overrides.{key} is set by kind ('pf' or 'sit'); remove it"
                 )
-            if key in ("repa_depth", "repa_dim"):
+            if key in ("repa_depth", "repa_dim", "repa_hidden"):
                 raise PfbenchError(
                     f"train config: model_overrides.{key} is set by the `repa:` section (repa.depth, "
-                    "repa.encoder); remove it"
+                    "repa.encoder, repa.hidden); remove it"
                 )
             if key in bound and value != bound[key]:
                 raise PfbenchError(
@@ -181,7 +185,8 @@ class TrainSpec:
             raise PfbenchError(
                 f"train config: repa.depth={self.repa.depth} must be in 1..{cfg.depth} (the network's depth)"
             )
-        return dataclasses.replace(cfg, repa_depth=self.repa.depth, repa_dim=ENCODER_DIMS[self.repa.encoder])
+        return dataclasses.replace(cfg, repa_depth=self.repa.depth, repa_dim=ENCODER_DIMS[self.repa.encoder],
+                                   repa_hidden=self.repa.hidden)
 
     def timestep_sampler(self) -> Any:
         """The configured timestep sampler; a SiT run needs one with constant rows."""

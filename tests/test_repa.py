@@ -154,6 +154,19 @@ def test_forward_skips_projector_and_flops_agree() -> None:
         assert abs(forward_flops(net.cfg, 64, include_repa=repa) - counted) / counted < 0.02
 
 
+def test_projector_width_comes_from_repa_hidden() -> None:
+    spec = spec_from_dict(tiny(repa={"encoder": "embedded", "depth": 1, "hidden": 96}))
+    cfg = spec.net_config()
+    assert (cfg.repa_hidden, cfg.repa_dim, cfg.repa_depth) == (96, 128, 1)
+    net = DiT(cfg)
+    assert net.projector is not None
+    assert [m.weight.shape for m in net.projector if isinstance(m, torch.nn.Linear)] == [
+        (96, 32), (96, 96), (128, 96)]
+    assert spec_from_dict(tiny()).net_config().repa_hidden == 2048  # SPEC default
+    with pytest.raises(PfbenchError, match="repa.hidden=0 must be >= 1"):
+        spec_from_dict(tiny(repa={"encoder": "embedded", "depth": 1, "hidden": 0}))
+
+
 # ---------------------------------------------------------------- config
 
 

@@ -217,6 +217,20 @@ def test_resume_refuses_a_different_run(tmp_path: Path) -> None:
     assert again.steps == 4 and again.img_per_s == 0.0 and "loss" in again.losses  # nothing left to do
 
 
+def test_checkpoint_written_before_new_config_fields_still_resumes(tmp_path: Path) -> None:
+    """Fields added later (data.path, repa, the net's repa_hidden) take their defaults: an older run resumes."""
+    from pfbench.ckpt import save_checkpoint
+
+    train(spec_from_dict(tiny(steps=2)), tmp_path, progress=False)
+    old = load_checkpoint(tmp_path / "last.pt")
+    config = {k: v for k, v in old.config.items() if k != "repa"}
+    config["data"] = {k: v for k, v in config["data"].items() if k != "path"}
+    net_config = {k: v for k, v in old.net_config.items() if k != "repa_hidden"}
+    save_checkpoint(tmp_path / "last.pt", step=old.step, config=config, net_config=net_config, model=old.model,
+                    ema=old.ema, optimizer=old.optimizer, rng=old.rng)
+    assert train(spec_from_dict(tiny(steps=3)), tmp_path, progress=False).steps == 3
+
+
 def test_ddp_two_processes_match_one(tmp_path: Path) -> None:
     cfg = tiny(steps=4, threads=1)
     one = train(spec_from_dict(cfg), tmp_path / "one", progress=False)

@@ -40,6 +40,7 @@ class DiTConfig:
     difficulty_head: bool = True
     repa_depth: int | None = None
     repa_dim: int = 768
+    repa_hidden: int = 2048  # projector MLP width (SPEC §4: D→2048→2048→D_enc); narrower for CPU-sized nets
 
     def __post_init__(self) -> None:
         if self.input_size % self.patch:
@@ -177,7 +178,8 @@ class DiT(nn.Module):
         self.projector: nn.Module | None = None
         if cfg.repa_depth is not None:
             self.projector = nn.Sequential(
-                nn.Linear(d, 2048), nn.SiLU(), nn.Linear(2048, 2048), nn.SiLU(), nn.Linear(2048, cfg.repa_dim)
+                nn.Linear(d, cfg.repa_hidden), nn.SiLU(), nn.Linear(cfg.repa_hidden, cfg.repa_hidden), nn.SiLU(),
+                nn.Linear(cfg.repa_hidden, cfg.repa_dim),
             )
         self.reset_parameters()
 

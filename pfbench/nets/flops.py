@@ -35,7 +35,8 @@ def forward_flops(cfg: DiTConfig, conds_per_sample: float = 1.0, include_repa: b
     total += cfg.depth * per_block
     total += 2.0 * cond * d * 2 * d + 2.0 * n * d * p * p * cfg.out_channels  # final layer
     if include_repa and cfg.repa_depth is not None:
-        total += 2.0 * n * (d * 2048 + 2048 * 2048 + 2048 * cfg.repa_dim)
+        h = cfg.repa_hidden
+        total += 2.0 * n * (d * h + h * h + h * cfg.repa_dim)
     return total
 
 
