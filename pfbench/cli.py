@@ -191,8 +191,8 @@ def sample(
     from pfbench.adapters.dit import DiTAdapter
     from pfbench.ckpt import build_model_from_checkpoint, load_checkpoint
     from pfbench.registry import SAMPLERS
-    from pfbench.runner import resolve_checkpoint
     from pfbench.sample import write_shards_distributed
+    from pfbench.suite_models import resolve_checkpoint
 
     _threads(threads)
     rank = int(os.environ.get("RANK", "0"))
@@ -352,7 +352,7 @@ def assets_export(
 ) -> None:
     """Write a small inference-only checkpoint (what pfbench ships) and print its sha256."""
     from pfbench.ckpt import export_weights
-    from pfbench.runner import file_sha256
+    from pfbench.suite_models import file_sha256
 
     out = export_weights(src, dst)
     console.print(f"{file_sha256(out)}  {out}")

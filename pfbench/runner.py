@@ -1,4 +1,4 @@
-"""Orchestration of a suite: train/load models, run cells, score, write Parquet rows and figures.
+"""Orchestration of a suite: run cells, score, write Parquet rows and figures (models: ``suite_models``).
 
 Every finished unit (a trained model, a cell, a diagnostic) is written atomically as soon as it is done and
 skipped on the next run, so a killed run resumes where it stopped without recomputing or losing rows.
@@ -7,10 +7,8 @@ skipped on the next run, so a killed run resumes where it stopped without recomp
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,62 +18,16 @@ from rich.console import Console
 
 from pfbench import PfbenchError
 from pfbench.adapters.dit import DiTAdapter
-from pfbench.nets import DiT
 from pfbench.registry import SAMPLERS
 from pfbench.results import has_part, read_results, write_rows
 from pfbench.suite import ModelSpec, RunSpec, SamplerSpec, SuiteSpec, content_hash, plan
+from pfbench.suite_models import LoadedModel, SuiteModels, file_sha256, resolve_checkpoint
+
+__all__ = ["LOWER_IS_BETTER", "LoadedModel", "Runner", "cell_variant", "file_sha256", "resolve_checkpoint"]
 
 console = Console()
 # Metric keys where lower is better (every other key: higher is better; *_std keys are spreads, read as such).
 LOWER_IS_BETTER = frozenset({"fd_embedded", "fid", "sfid", "kid", "fd_dinov2", "kid_std", "is_std", "is_embedded_std"})
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def resolve_checkpoint(ref: str) -> tuple[Path, str]:
-    """A checkpoint path, or ``asset:NAME`` for a checkpoint shipped in ``pfbench/assets`` (checksum-verified).
-
-    Returns:
-        (path, sha256 of the file).
-    """
-    if not ref.startswith("asset:"):
-        path = Path(ref)
-        if not path.is_file():
-            raise PfbenchError(f"checkpoint {path} not found: check the path, or train one with `pfbench train`")
-        return path, file_sha256(path)
-    from pfbench.assets import CHECKSUMS, asset_path
-
-    name = ref.removeprefix("asset:")
-    path = asset_path(name, "pfbench train suites/recipes/<recipe>.yaml (see README, Shipped checkpoints)")
-    sha = file_sha256(path)
-    want = CHECKSUMS.get(name)
-    if want is not None and sha != want:
-        raise PfbenchError(f"shipped checkpoint {path} has sha256 {sha[:16]}…, expected {want[:16]}…: the file is "
-                           "corrupt; restore it from the repository")
-    return path, sha
-
-
-@dataclass
-class LoadedModel:
-    name: str
-    model_id: str  # sha256 of the checkpoint file
-    net: DiT
-    checkpoints: list[tuple[int, Path]]  # (step, path) of kept intermediate checkpoints, for learning curves
-    train_img_per_s: float | None = None
-    train_timesteps: str | None = None  # training timestep sampler (SPEC §3), for training-sampler ablations
-    decode: Any = None  # latent models: latents -> [-1, 1] pixels (the VAE decoder)
-    decoder: str | None = None  # "<vae>@<sha256[:16]>": part of every cell key, since it changes the pixels
-
-    @property
-    def key_id(self) -> str:
-        """What identifies the pixels this model makes: the weights and, for latent models, the decoder."""
-        return self.model_id if self.decoder is None else f"{self.model_id}+{self.decoder}"
 
 
 class Runner:
@@ -91,6 +43,7 @@ class Runner:
         self.runs = Path(runs_root) / spec.name
         self.progress = progress
         self._reference: Any = None
+        self.suite_models = SuiteModels(spec, self.runs, progress, console)
 
     # ------------------------------------------------------------------ data
     def reference_data(self) -> Any:
@@ -105,28 +58,14 @@ class Runner:
                                                     seed=d.seed))
         return self._reference
 
-    # ------------------------------------------------------------------ models
+    # ------------------------------------------------------------------ models (see pfbench.suite_models)
     def train_dir(self, name: str, model: ModelSpec) -> Path:
-        from pfbench.train import spec_from_dict
-
-        assert model.train is not None
-        return self.runs / f"{name}-{content_hash(spec_from_dict(model.train).to_dict())}"
+        """The training run folder of a suite model: ``runs/<suite>/<name>-<hash of its training spec>``."""
+        return self.suite_models.train_dir(name, model)
 
     def net_config(self, name: str) -> Any:
         """The network config of a suite model without loading weights where possible."""
-        model = self.spec.models[name]
-        if model.train is not None:
-            from pfbench.train import spec_from_dict
-
-            return spec_from_dict(model.train).net_config()
-        if model.layout is not None:
-            from pfbench.nets import net_config
-
-            return net_config(model.preset or "", "pf" if model.layout == "pf" else "sit", **model.overrides)
-        from pfbench.ckpt import load_checkpoint
-        from pfbench.nets import DiTConfig
-
-        return DiTConfig(**load_checkpoint(resolve_checkpoint(model.checkpoint or "")[0]).net_config)
+        return self.suite_models.net_config(name)
 
     def estimate(self, cell: RunSpec) -> tuple[int, float]:
         """(network forwards per image, total GFLOPs) of a cell, before running it (CFG pairs count twice)."""
@@ -141,101 +80,20 @@ class Runner:
         return forwards, forwards * forward_flops(self._cfgs[cell.model], 1.0) / 1e9 * cell.num_samples
 
     def known_model_id(self, name: str) -> str | None:
-        """``LoadedModel.key_id`` if it can be known without loading: the weights exist already (shipped/given
-        checkpoint, or finished training) and so does a latent model's decoder."""
-        model = self.spec.models[name]
-        try:
-            weights = self._known_weights_id(name, model)
-            decoder = self.decoder_id(model)
-        except PfbenchError:
-            return None
-        if weights is None:
-            return None
-        return weights if decoder is None else f"{weights}+{decoder}"
-
-    def _known_weights_id(self, name: str, model: ModelSpec) -> str | None:
-        if model.checkpoint is not None:
-            return resolve_checkpoint(model.checkpoint)[1]
-        from pfbench.ckpt import load_checkpoint
-
-        last = self.train_dir(name, model) / "last.pt"
-        if not last.is_file():
-            return None
-        from pfbench.train import spec_from_dict
-
-        done = load_checkpoint(last).step >= spec_from_dict(model.train or {}).steps
-        return file_sha256(last) if done else None
+        """``LoadedModel.key_id`` if it can be known without loading (see ``SuiteModels.known_model_id``)."""
+        return self.suite_models.known_model_id(name)
 
     def train_all(self) -> dict[str, float]:
-        """Trains every suite model that needs it, concurrently (one process per model, threads split).
-
-        Small networks scale badly over threads on few cores, so separate processes make better use of the
-        machine than one process after another. Returns training img/s per model.
-        """
-        from pfbench.train import spec_from_dict
-
-        todo = {n: m for n, m in self.spec.models.items() if m.train is not None}
-        if not todo:
-            return {}
-        cores = max(1, torch.get_num_threads())
-        workers = max(1, min(len(todo), cores)) if self.spec.eval.parallel_train else 1
-        threads = max(1, cores // workers)
-        jobs = {n: (spec_from_dict(m.train or {}), self.train_dir(n, m)) for n, m in todo.items()}
-        if self.progress:
-            for n, (s, out) in jobs.items():
-                console.print(f"[bold]train[/] {n}: {s.kind} {s.model}, {s.steps} steps x {s.batch_size} -> {out}")
-        speeds: dict[str, float] = {}
-        if workers == 1:
-            for n, (s, out) in jobs.items():
-                speeds[n] = _train_job(s.to_dict(), str(out), threads, self.progress)
-            return speeds
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = {n: pool.submit(_train_job, s.to_dict(), str(out), threads, False) for n, (s, out) in jobs.items()}
-            _watch_training({n: (s.steps, out) for n, (s, out) in jobs.items()}, futures, self.progress)
-            for n, fut in futures.items():
-                speeds[n] = fut.result()
-        return speeds
+        """Trains every suite model that needs it, concurrently; returns training img/s per model."""
+        return self.suite_models.train_all()
 
     def decoder_id(self, model: ModelSpec) -> str | None:
         """``"<vae>@<sha256[:16]>"`` of a latent model's decoder (hashes the file, does not load it)."""
-        if model.vae is None:
-            return None
-        from pfbench.data.vae import vae_weights_file
-
-        return f"{model.vae}@{file_sha256(vae_weights_file(model.vae))[:16]}"
+        return self.suite_models.decoder_id(model)
 
     def load_model(self, name: str, model: ModelSpec) -> LoadedModel:
-        lm = self._load_net(name, model)
-        lm.net = lm.net.to(self.spec.eval.device)
-        if model.vae is not None:
-            from pfbench.data.vae import load_vae
-
-            vae = load_vae(model.vae, self.spec.eval.device)
-            lm.decode, lm.decoder = vae.decode, f"{model.vae}@{vae.sha256[:16]}"
-        return lm
-
-    def _load_net(self, name: str, model: ModelSpec) -> LoadedModel:
-        from pfbench.ckpt import build_model_from_checkpoint, load_checkpoint
-
-        if model.checkpoint is not None and model.layout is not None:
-            from pfbench.adapters.external import load_external
-
-            path, sha = resolve_checkpoint(model.checkpoint)
-            return LoadedModel(name, sha, load_external(path, model.layout, model.preset or "", **model.overrides), [])
-        if model.checkpoint is not None:
-            path, sha = resolve_checkpoint(model.checkpoint)
-            ckpt = load_checkpoint(path)
-            net = build_model_from_checkpoint(ckpt, use_ema=model.use_ema)
-            return LoadedModel(name, sha, net, [], None, _timesteps_name(ckpt.config))
-        out = self.train_dir(name, model)
-        last = out / "last.pt"
-        ckpt = load_checkpoint(last)
-        net = build_model_from_checkpoint(ckpt, use_ema=model.use_ema)
-        kept = sorted((int(p.stem.split("_")[1]), p) for p in out.glob("step_*.pt"))
-        return LoadedModel(name, file_sha256(last), net, kept, self._speeds.get(name), _timesteps_name(ckpt.config))
+        """Loads a suite model (trained by ``train_all`` first, if it is trained) onto ``eval.device``."""
+        return self.suite_models.load_model(name, model)
 
     # ------------------------------------------------------------------ sampling + scoring
     def make_sampler(self, spec: SamplerSpec, nfe: int) -> Any:
@@ -253,7 +111,8 @@ class Runner:
             metric key -> (value, higher_is_better).
         """
         from pfbench.data import class_names
-        from pfbench.evaluate import evaluate, images_from_tensor
+        from pfbench.evaluate import evaluate
+        from pfbench.image_sources import images_from_tensor
 
         ev, data = self.spec.eval, self.spec.data
         samples = images_from_tensor(torch.as_tensor(images), torch.as_tensor(labels))
@@ -314,7 +173,7 @@ class Runner:
             stale.unlink(missing_ok=True)
         cells = plan(self.spec)
         models: dict[str, LoadedModel] = {}
-        self._speeds = self.train_all()
+        self.train_all()  # the models keep the img/s for load_model
         for name, mspec in self.spec.models.items():
             models[name] = self.load_model(name, mspec)
         self.reference_rows()
@@ -471,55 +330,9 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
-def _timesteps_name(config: dict[str, Any]) -> str | None:
-    ts = config.get("timesteps")
-    return ts.get("name") if isinstance(ts, dict) else (ts if isinstance(ts, str) else None)
-
-
 def cell_variant(cell: RunSpec) -> str:
     """What distinguishes cells of one sampler at one NFE/CFG besides the seed: suite-set params, CFG interval."""
     parts: dict[str, Any] = dict(cell.sampler.params)
     if cell.cfg_interval is not None:
         parts["cfg_interval"] = list(cell.cfg_interval)
     return json.dumps(parts, sort_keys=True) if parts else ""
-
-
-def _train_job(spec: dict[str, Any], out: str, threads: int, progress: bool) -> float:
-    """Process entry point: trains (or resumes / finds finished) one model; returns its img/s."""
-    from pfbench.train import spec_from_dict, train
-
-    torch.set_num_threads(threads)
-    result = train(spec_from_dict(spec), Path(out), resume=True, progress=progress)
-    return float(result.img_per_s)
-
-
-def _watch_training(jobs: dict[str, tuple[int, Path]], futures: dict[str, Any], progress: bool) -> None:
-    """Shows one rich progress bar per training process, read from each run's log.jsonl."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    if not progress:
-        return
-    cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*cols, console=console) as bar:
-        tasks = {n: bar.add_task(f"train {n}", total=steps, info="") for n, (steps, _) in jobs.items()}
-        while True:
-            for n, (_, out) in jobs.items():
-                log = out / "log.jsonl"
-                if log.is_file():
-                    lines = log.read_text().strip().splitlines()
-                    if lines:
-                        try:
-                            last = json.loads(lines[-1])
-                        except json.JSONDecodeError:
-                            continue
-                        info = f"loss {last.get('loss', float('nan')):.4f} {last.get('img_per_s', 0):.0f} img/s"
-                        bar.update(tasks[n], completed=int(last.get("step", 0)), info=info)
-            if all(f.done() for f in futures.values()):
-                for n, (steps, _) in jobs.items():
-                    if futures[n].exception() is None:
-                        bar.update(tasks[n], completed=steps)
-                break
-            time.sleep(1.0)
-
-

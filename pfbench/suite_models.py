@@ -1,0 +1,259 @@
+"""The models of a suite: resolve checkpoints, train the ones that need it, know their ids, load them.
+
+``Runner`` owns one ``SuiteModels`` and delegates its model methods to it. Training runs live under
+``runs/<suite>/<model>-<hash of the training spec>`` and resume there, so a killed run loses no training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from pfbench import PfbenchError
+from pfbench.nets import DiT
+from pfbench.suite import ModelSpec, SuiteSpec, content_hash
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 (hex) of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve_checkpoint(ref: str) -> tuple[Path, str]:
+    """A checkpoint path, or ``asset:NAME`` for a checkpoint shipped in ``pfbench/assets`` (checksum-verified).
+
+    Returns:
+        (path, sha256 of the file).
+    """
+    if not ref.startswith("asset:"):
+        path = Path(ref)
+        if not path.is_file():
+            raise PfbenchError(f"checkpoint {path} not found: check the path, or train one with `pfbench train`")
+        return path, file_sha256(path)
+    from pfbench.assets import CHECKSUMS, asset_path
+
+    name = ref.removeprefix("asset:")
+    path = asset_path(name, "pfbench train suites/recipes/<recipe>.yaml (see README, Shipped checkpoints)")
+    sha = file_sha256(path)
+    want = CHECKSUMS.get(name)
+    if want is not None and sha != want:
+        raise PfbenchError(f"shipped checkpoint {path} has sha256 {sha[:16]}…, expected {want[:16]}…: the file is "
+                           "corrupt; restore it from the repository")
+    return path, sha
+
+
+@dataclass
+class LoadedModel:
+    """A suite model ready to sample: its network (on ``eval.device``), ids and training facts."""
+
+    name: str
+    model_id: str  # sha256 of the checkpoint file
+    net: DiT
+    checkpoints: list[tuple[int, Path]]  # (step, path) of kept intermediate checkpoints, for learning curves
+    train_img_per_s: float | None = None
+    train_timesteps: str | None = None  # training timestep sampler (SPEC §3), for training-sampler ablations
+    decode: Any = None  # latent models: latents -> [-1, 1] pixels (the VAE decoder)
+    decoder: str | None = None  # "<vae>@<sha256[:16]>": part of every cell key, since it changes the pixels
+
+    @property
+    def key_id(self) -> str:
+        """What identifies the pixels this model makes: the weights and, for latent models, the decoder."""
+        return self.model_id if self.decoder is None else f"{self.model_id}+{self.decoder}"
+
+
+class SuiteModels:
+    """Trains, identifies and loads the models of one suite.
+
+    Args:
+        spec: The suite.
+        runs: Folder of this suite's training runs (``runs/<suite>``).
+        progress: Print what is trained and show progress bars.
+        console: Where progress goes.
+    """
+
+    def __init__(self, spec: SuiteSpec, runs: Path, progress: bool, console: Console) -> None:
+        self.spec = spec
+        self.runs = runs
+        self.progress = progress
+        self.console = console
+        self.speeds: dict[str, float] = {}  # training img/s per model, from the last ``train_all``
+
+    def train_dir(self, name: str, model: ModelSpec) -> Path:
+        from pfbench.train import spec_from_dict
+
+        assert model.train is not None
+        return self.runs / f"{name}-{content_hash(spec_from_dict(model.train).to_dict())}"
+
+    def net_config(self, name: str) -> Any:
+        """The network config of a suite model without loading weights where possible."""
+        model = self.spec.models[name]
+        if model.train is not None:
+            from pfbench.train import spec_from_dict
+
+            return spec_from_dict(model.train).net_config()
+        if model.layout is not None:
+            from pfbench.nets import net_config
+
+            return net_config(model.preset or "", "pf" if model.layout == "pf" else "sit", **model.overrides)
+        from pfbench.ckpt import load_checkpoint
+        from pfbench.nets import DiTConfig
+
+        return DiTConfig(**load_checkpoint(resolve_checkpoint(model.checkpoint or "")[0]).net_config)
+
+    def known_model_id(self, name: str) -> str | None:
+        """``LoadedModel.key_id`` if it can be known without loading: the weights exist already (shipped/given
+        checkpoint, or finished training) and so does a latent model's decoder."""
+        model = self.spec.models[name]
+        try:
+            weights = self._known_weights_id(name, model)
+            decoder = self.decoder_id(model)
+        except PfbenchError:
+            return None
+        if weights is None:
+            return None
+        return weights if decoder is None else f"{weights}+{decoder}"
+
+    def _known_weights_id(self, name: str, model: ModelSpec) -> str | None:
+        if model.checkpoint is not None:
+            return resolve_checkpoint(model.checkpoint)[1]
+        from pfbench.ckpt import load_checkpoint
+
+        last = self.train_dir(name, model) / "last.pt"
+        if not last.is_file():
+            return None
+        from pfbench.train import spec_from_dict
+
+        done = load_checkpoint(last).step >= spec_from_dict(model.train or {}).steps
+        return file_sha256(last) if done else None
+
+    def train_all(self) -> dict[str, float]:
+        """Trains every suite model that needs it, concurrently (one process per model, threads split).
+
+        Small networks scale badly over threads on few cores, so separate processes make better use of the
+        machine than one process after another. Returns training img/s per model (also kept in ``speeds``).
+        """
+        self.speeds = self._train_all()
+        return self.speeds
+
+    def _train_all(self) -> dict[str, float]:
+        from pfbench.train import spec_from_dict
+
+        todo = {n: m for n, m in self.spec.models.items() if m.train is not None}
+        if not todo:
+            return {}
+        cores = max(1, torch.get_num_threads())
+        workers = max(1, min(len(todo), cores)) if self.spec.eval.parallel_train else 1
+        threads = max(1, cores // workers)
+        jobs = {n: (spec_from_dict(m.train or {}), self.train_dir(n, m)) for n, m in todo.items()}
+        if self.progress:
+            for n, (s, out) in jobs.items():
+                self.console.print(f"[bold]train[/] {n}: {s.kind} {s.model}, {s.steps} steps x {s.batch_size} "
+                                   f"-> {out}")
+        speeds: dict[str, float] = {}
+        if workers == 1:
+            for n, (s, out) in jobs.items():
+                speeds[n] = _train_job(s.to_dict(), str(out), threads, self.progress)
+            return speeds
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = {n: pool.submit(_train_job, s.to_dict(), str(out), threads, False) for n, (s, out) in jobs.items()}
+            _watch_training({n: (s.steps, out) for n, (s, out) in jobs.items()}, futures, self.progress, self.console)
+            for n, fut in futures.items():
+                speeds[n] = fut.result()
+        return speeds
+
+    def decoder_id(self, model: ModelSpec) -> str | None:
+        """``"<vae>@<sha256[:16]>"`` of a latent model's decoder (hashes the file, does not load it)."""
+        if model.vae is None:
+            return None
+        from pfbench.data.vae import vae_weights_file
+
+        return f"{model.vae}@{file_sha256(vae_weights_file(model.vae))[:16]}"
+
+    def load_model(self, name: str, model: ModelSpec) -> LoadedModel:
+        lm = self._load_net(name, model)
+        lm.net = lm.net.to(self.spec.eval.device)
+        if model.vae is not None:
+            from pfbench.data.vae import load_vae
+
+            vae = load_vae(model.vae, self.spec.eval.device)
+            lm.decode, lm.decoder = vae.decode, f"{model.vae}@{vae.sha256[:16]}"
+        return lm
+
+    def _load_net(self, name: str, model: ModelSpec) -> LoadedModel:
+        from pfbench.ckpt import build_model_from_checkpoint, load_checkpoint
+
+        if model.checkpoint is not None and model.layout is not None:
+            from pfbench.adapters.external import load_external
+
+            path, sha = resolve_checkpoint(model.checkpoint)
+            return LoadedModel(name, sha, load_external(path, model.layout, model.preset or "", **model.overrides), [])
+        if model.checkpoint is not None:
+            path, sha = resolve_checkpoint(model.checkpoint)
+            ckpt = load_checkpoint(path)
+            net = build_model_from_checkpoint(ckpt, use_ema=model.use_ema)
+            return LoadedModel(name, sha, net, [], None, _timesteps_name(ckpt.config))
+        out = self.train_dir(name, model)
+        last = out / "last.pt"
+        ckpt = load_checkpoint(last)
+        net = build_model_from_checkpoint(ckpt, use_ema=model.use_ema)
+        kept = sorted((int(p.stem.split("_")[1]), p) for p in out.glob("step_*.pt"))
+        return LoadedModel(name, file_sha256(last), net, kept, self.speeds.get(name), _timesteps_name(ckpt.config))
+
+
+def _timesteps_name(config: dict[str, Any]) -> str | None:
+    ts = config.get("timesteps")
+    return ts.get("name") if isinstance(ts, dict) else (ts if isinstance(ts, str) else None)
+
+
+def _train_job(spec: dict[str, Any], out: str, threads: int, progress: bool) -> float:
+    """Process entry point: trains (or resumes / finds finished) one model; returns its img/s."""
+    from pfbench.train import spec_from_dict, train
+
+    torch.set_num_threads(threads)
+    result = train(spec_from_dict(spec), Path(out), resume=True, progress=progress)
+    return float(result.img_per_s)
+
+
+def _watch_training(jobs: dict[str, tuple[int, Path]], futures: dict[str, Any], progress: bool,
+                    console: Console) -> None:
+    """Shows one rich progress bar per training process, read from each run's log.jsonl."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    if not progress:
+        return
+    cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*cols, console=console) as bar:
+        tasks = {n: bar.add_task(f"train {n}", total=steps, info="") for n, (steps, _) in jobs.items()}
+        while True:
+            for n, (_, out) in jobs.items():
+                log = out / "log.jsonl"
+                if log.is_file():
+                    lines = log.read_text().strip().splitlines()
+                    if lines:
+                        try:
+                            last = json.loads(lines[-1])
+                        except json.JSONDecodeError:
+                            continue
+                        info = f"loss {last.get('loss', float('nan')):.4f} {last.get('img_per_s', 0):.0f} img/s"
+                        bar.update(tasks[n], completed=int(last.get("step", 0)), info=info)
+            if all(f.done() for f in futures.values()):
+                for n, (steps, _) in jobs.items():
+                    if futures[n].exception() is None:
+                        bar.update(tasks[n], completed=steps)
+                break
+            time.sleep(1.0)
