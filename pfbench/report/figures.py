@@ -20,6 +20,7 @@ from pfbench.report.images import _atomic_savefig
 from pfbench.report.stats import GROUP_KEYS, shown_interval, summarize
 from pfbench.report.tables import arrow, fmt_key, is_na
 
+BAND = "band: 95% interval of the mean over seeds (Student t below 10 seeds, else bootstrap)"
 PREFIX = "fig_"  # file names of generated figures; other PNGs in a report folder are the runner's own
 
 
@@ -114,7 +115,7 @@ def _line_panels(
     rows: pd.DataFrame, summary: pd.DataFrame, x: str, xlabel: str, out_dir: Path,
     name: str, title: str, caption: str, logx: bool, references: bool,
 ) -> Figure | None:
-    """One panel per metric; one line per series with its bootstrap CI band where there are several seeds."""
+    """One panel per metric; one line per series with its 95% interval band where there are several seeds."""
     s = summary.dropna(subset=[x])
     metrics = _metrics(s)
     if s.empty or not metrics:
@@ -172,8 +173,8 @@ def metric_vs_nfe(rows: pd.DataFrame, out_dir: Path) -> Figure | None:
     """Metric against the NFE budget, one line per (model, sampler): the equal-NFE comparison."""
     return _line_panels(rows, _cells(rows), "nfe_budget", "NFE budget", out_dir, f"{PREFIX}nfe",
                         "Quality vs NFE budget",
-                        "Each sampler runs the largest step count whose cost fits the budget; band: 95% bootstrap "
-                        "CI over seeds; dashed: reference rows.", logx=True, references=True)
+                        f"Each sampler runs the largest step count whose cost fits the budget; {BAND}; dashed: "
+                        "reference rows.", logx=True, references=True)
 
 
 def metric_vs_gflops(rows: pd.DataFrame, out_dir: Path) -> Figure | None:
@@ -235,8 +236,8 @@ def metric_vs_sampler_arg(rows: pd.DataFrame, out_dir: Path, key: str) -> Figure
     s = s.assign(label=[f"{_series_label(r, cfg_varies)} @ NFE {fmt_key(r['nfe_budget'])}" for _, r in s.iterrows()])
     return _line_panels(rows, s, f"arg_{key}", f"sampler parameter {key}", out_dir, f"{PREFIX}arg_{key}",
                         f"Quality vs sampler parameter {key}",
-                        f"Each line sweeps `{key}` at a fixed model, sampler and NFE budget; band: 95% bootstrap CI "
-                        "over seeds.", logx=False, references=False)
+                        f"Each line sweeps `{key}` at a fixed model, sampler and NFE budget; {BAND}.", logx=False,
+                        references=False)
 
 
 def _arg_figure(key: str) -> FigureFn:

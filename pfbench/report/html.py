@@ -1,6 +1,6 @@
 """``pfbench report SUITE``: ``reports/<suite>/index.md`` and a self-contained ``index.html`` from Parquet only.
 
-The report is generated, never hand-edited: tables (mean ± std, bootstrap CI), the figures of
+The report is generated, never hand-edited: tables (mean ± std, 95% interval of the mean), the figures of
 ``figures.FIGURES`` (PNG + PDF next to index.md), and every other PNG already in the report folder (sample grids,
 difficulty maps written by the runner). The HTML embeds all images as base64 data URIs: no external assets.
 """

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from pfbench import PfbenchError
-from pfbench.report.figures import _line_panels, _metrics, _panels, _save
+from pfbench.report.figures import BAND, _line_panels, _metrics, _panels, _save
 from pfbench.report.html import _atomic_write_text
 from pfbench.report.stats import GROUP_KEYS, summarize
 from pfbench.report.tables import arrow, fmt_key, fmt_num, is_na
@@ -227,7 +227,7 @@ def paper_figures(results_folders: list[Path], out_dir: Path) -> list[Path]:
     md, tex = main_tables(summary)
     written = [_atomic_write_text(out_dir / "table_main.md", md), _atomic_write_text(out_dir / "table_main.tex", tex)]
     nfe = _line_panels(rows, summary, "nfe_budget", "NFE budget", out_dir, "paper_nfe", "Quality vs NFE",
-                       "One line per model/sampler; band: 95% bootstrap CI over seeds.", logx=True, references=True)
+                       f"One line per model/sampler; {BAND}.", logx=True, references=True)
     pngs = [nfe.png if nfe is not None else None, sampler_ablation(summary, out_dir), train_ablation(rows, out_dir)]
     for png in pngs:
         if png is not None:
