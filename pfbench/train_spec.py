@@ -16,7 +16,7 @@ import torch
 
 from pfbench import PfbenchError
 from pfbench.config import Builder, Wording
-from pfbench.data.train_data import DATASETS
+from pfbench.data.train_data import TRAIN_DATASETS
 from pfbench.repa import ENCODER_DIMS
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ class TrainSpec:
                 raise PfbenchError(f"train config: {what}")
 
         need(self.kind in ("pf", "sit"), f"kind={self.kind!r} must be 'pf' or 'sit'")
-        need(self.data.name in DATASETS, f"data.name={self.data.name!r} must be one of {', '.join(DATASETS)}")
+        need(self.data.name in TRAIN_DATASETS, f"data.name={self.data.name!r} must be one of {', '.join(TRAIN_DATASETS)}")
         need((self.data.path is not None) == (self.data.name == "latents"), "data.path is for (and required by) "
              "data.name 'latents'")
         need(self.data.size >= 1 and self.data.resolution >= 1, "data.size and data.resolution must be >= 1")

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from pfbench import PfbenchError
 
-DATASETS = ("embedded", "latents")
+TRAIN_DATASETS = ("embedded", "latents")  # what training reads (suites evaluate on pfbench.data.DATASETS)
 
 
 class TrainData(Protocol):
@@ -75,7 +75,7 @@ def data_shape(name: str, resolution: int, path: str | None) -> tuple[int, int, 
         m = json.loads(man.read_text())
         c, h, _ = m["latent_shape"]
         return int(c), int(h), int(m["num_classes"])
-    raise PfbenchError(f"train config: data.name={name!r}; choose one of {', '.join(DATASETS)}")
+    raise PfbenchError(f"train config: data.name={name!r}; choose one of {', '.join(TRAIN_DATASETS)}")
 
 
 def open_train_data(
@@ -93,7 +93,7 @@ def open_train_data(
         data_shape(name, resolution, path)
         assert path is not None
         return LatentData.open(path)  # memory-mapped; batches are moved to the device by the caller
-    raise PfbenchError(f"train config: data.name={name!r}; choose one of {', '.join(DATASETS)}")
+    raise PfbenchError(f"train config: data.name={name!r}; choose one of {', '.join(TRAIN_DATASETS)}")
 
 
-__all__ = ["DATASETS", "EmbeddedData", "TrainData", "data_shape", "open_train_data"]
+__all__ = ["TRAIN_DATASETS", "EmbeddedData", "TrainData", "data_shape", "open_train_data"]
