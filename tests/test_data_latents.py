@@ -257,3 +257,25 @@ def test_latent_suite_on_cuda_matches_cpu(vae_dir: Path, folder: Path, tmp_path:
         df = read_results(tmp_path / "results" / f"latent_{device}")
         values[device] = df[df["kind"] == "cell"].sort_values(["sampler", "metric"])["value"].to_numpy(dtype=float)
     assert np.allclose(values["cpu"], values["cuda"], rtol=0.05, atol=0.05), values
+
+
+def test_cli_data_encode_and_its_one_line_errors(vae_dir: Path, folder: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PFBENCH_WEIGHTS": str(tmp_path / "w"),
+               "HF_HUB_CACHE": str(tmp_path / "hub")}
+        return subprocess.run([sys.executable, "-m", "pfbench.cli", "data", "encode", *args], capture_output=True,
+                              text=True, env=env, timeout=300)
+
+    ok = cli(str(folder), str(tmp_path / "store"), "--vae", str(vae_dir), "--resolution", "16", "--keep-images")
+    assert ok.returncode == 0, ok.stderr
+    man = json.loads((tmp_path / "store" / "manifest.json").read_text())
+    assert (man["count"], man["latent_shape"], man["images"]) == (12, [4, 8, 8], True)
+    missing = cli(str(folder), str(tmp_path / "s2"))  # default sd-vae-ft-ema, nowhere on this machine
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1
+    assert "sd-vae-ft-ema weights file diffusion_pytorch_model.safetensors not found" in missing.stderr
+    nodir = cli(str(tmp_path / "nope"), str(tmp_path / "s3"), "--vae", str(vae_dir))
+    assert nodir.returncode == 1 and "image folder" in nodir.stderr and "does not exist" in nodir.stderr
