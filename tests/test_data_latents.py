@@ -131,6 +131,13 @@ def test_encode_resumes_after_a_kill_and_matches_a_straight_run(vae_dir: Path, f
     for name in ("moments.npy", "labels.npy", "images.npy", "manifest.json"):
         assert (straight / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     assert not (tmp_path / "b" / "progress.json").exists()
+    with pytest.raises(PfbenchError, match="already holds a finished latent store of other settings"):
+        encode_folder(folder, tmp_path / "b", vae, resolution=16, batch_size=5, keep_images=True, limit=6)
+    with pytest.raises(KeyboardInterrupt):  # an interrupted encode is not overwritten by other settings either
+        encode_folder(folder, tmp_path / "c", _Dies(vae, 1), resolution=16, batch_size=5)
+    with pytest.raises(PfbenchError, match="interrupted encode with other settings \\(5 images done\\)"):
+        encode_folder(folder, tmp_path / "c", vae, resolution=16, batch_size=5, limit=8)
+    assert (straight / "moments.npy").read_bytes() == (tmp_path / "b" / "moments.npy").read_bytes()
 
     data = LatentData.open(straight)
     assert (data.size, data.num_classes, data.shape) == (12, 3, (4, 8, 8))

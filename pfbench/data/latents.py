@@ -93,10 +93,15 @@ def encode_folder(
     }
     state_file = out / _PROGRESS
     state = json.loads(state_file.read_text()) if state_file.is_file() else {}
-    same = state.get("manifest") == manifest
-    if (out / MANIFEST).is_file() and json.loads((out / MANIFEST).read_text()) == manifest:
-        return out  # already finished
-    (out / MANIFEST).unlink(missing_ok=True)
+    if (out / MANIFEST).is_file():
+        if json.loads((out / MANIFEST).read_text()) == manifest:
+            return out  # already finished
+        raise PfbenchError(f"{out} already holds a finished latent store of other settings (source, VAE, resolution "
+                           "or limit); encode into another folder")
+    if state and state.get("manifest") != manifest:
+        raise PfbenchError(f"{out} holds an interrupted encode with other settings ({state.get('done', 0)} images "
+                           "done); rerun it with the same settings to finish it, or use another folder")
+    same = bool(state)
     done = int(state.get("done", 0)) if same else 0
     moments = _open_array(out / "moments.npy", (n, 2 * vae.channels, side, side), np.float16, same)
     labels = _open_array(out / "labels.npy", (n,), np.int64, same)
