@@ -6,7 +6,10 @@
   SiT ``euler`` throughput at equal NFE.
 - ``gpu-throughput``: the PF/SiT img/s ratio at equal NFE on CUDA under bf16 autocast (target ≥ 0.95×).
 - ``fd``: seconds from precomputed 50,000 × 2048 features to a Fréchet distance (statistics + distance).
-- ``features``: feature-extraction img/s inside pfbench's metric pass vs a bare forward (``bench_features``).
+- ``features``: feature-extraction img/s inside pfbench's metric pass vs a bare forward.
+
+The two metric benches (``fd``, ``features``) live in ``pfbench.bench_metrics``; this module holds the
+sampling benches, the timing helpers they share and the entry point (``run_bench``, ``parse_options``).
 
 Networks are randomly initialised and then perturbed (``perturbed_net``) so the zero-initialised adaLN
 and output layers do real work and the difficulty map varies; no trained checkpoint is needed. Times
@@ -36,7 +39,7 @@ from torch import Tensor
 from pfbench import PfbenchError
 from pfbench.adapters.base import Adapter
 from pfbench.adapters.dit import DiTAdapter
-from pfbench.bench_features import feature_throughput
+from pfbench.bench_metrics import fd_speed, feature_throughput
 from pfbench.nets import DiT, make_net
 from pfbench.registry import SAMPLERS
 from pfbench.sample import balanced_labels, sample_noise, sampler_keys
@@ -373,80 +376,6 @@ def gpu_throughput(presets: Sequence[str] = ("B/2", "XL/2"), batch: int = 256, n
                f"{result['device']}", ["preset", "SiT img/s", "PF img/s", "PF naive img/s", "PF/SiT", "naive/SiT"],
                [[k, f"{r['sit_img_s']:.0f}", f"{r['pf_img_s']:.0f}", f"{r['pf_naive_img_s']:.0f}",
                  f"{r['ratio']:.3f}", f"{r['naive_ratio']:.3f}"] for k, r in rows.items()])
-    return result
-
-
-# ----------------------------------------------------------------------------------------------------
-# Fréchet distance from precomputed features
-
-
-FD_TARGET_S = 2.0
-
-
-def fd_speed(n: int = 50_000, d: int = 2048, repeats: int = 1, threads: int | None = 1, seed: int = 0,
-             show: bool = True) -> dict[str, Any]:
-    """Time to a Fréchet distance from precomputed (n, d) float32 features (the FID ``compute`` path).
-
-    Two timed stages, as FID spends them: float64 mean/covariance of the features (``FeatureStats``:
-    n·d² flops of ``dsyrk``) and the distance to a precomputed reference ``(mu, sigma)``
-    (``frechet_distance``: Cholesky, two ``dtrmm``, one ``eigvalsh`` and their checks). The features
-    are seeded Gaussians with unequal column scales; the reference covariance is a rescaled, shifted
-    copy of theirs, so both covariances are full rank as with 50,000 real images.
-
-    Args:
-        n, d: feature rows and dimension (FID-50K: 50,000 × 2048).
-        repeats: timed runs; the minimum of each stage is kept.
-        threads: torch threads (Cholesky/eigvalsh already run single-threaded). scipy's BLAS
-            (``dsyrk``/``dtrmm``) follows ``OPENBLAS_NUM_THREADS`` of the process environment, recorded
-            as ``blas_threads``; set it before starting Python for a one-thread measurement.
-        seed: feature seed.
-        show: print a table.
-
-    Returns:
-        ``stats_s``, ``fd_s``, ``total_s`` (wall, minima over repeats), their process CPU times,
-        ``stats_gflops`` (achieved rate of the n·d² accumulation), ``fd`` (the value, for sanity),
-        ``target_s`` and ``meets_target`` (total ≤ target).
-    """
-    import numpy as np
-
-    from pfbench.metrics.stats import FeatureStats, frechet_distance
-
-    rng = np.random.default_rng(seed)
-    feats = rng.standard_normal((n, d), dtype=np.float32)  # (n, d)
-    feats *= np.geomspace(0.1, 3.0, d, dtype=np.float32)  # unequal variances, like pool3 features
-    scale = np.geomspace(1.2, 0.8, d)  # (d,) reference rescaling
-    wall = {"stats": float("inf"), "fd": float("inf")}
-    cpu = dict(wall)
-    value = float("nan")
-    with _threads(threads):
-        for _ in range(max(repeats, 1)):
-            w0, c0 = _now()
-            st = FeatureStats()
-            st.update(feats)
-            mu, sigma = st.mean(), st.cov()
-            w1, c1 = _now()
-            # untimed: the reference is what a cached .npz provides
-            ref_mu, ref_sigma = mu + 0.05, sigma * np.outer(scale, scale) + 0.01 * np.eye(d)
-            w2, c2 = _now()
-            value = frechet_distance(mu, sigma, ref_mu, ref_sigma)
-            w3, c3 = _now()
-            wall = {"stats": min(wall["stats"], w1 - w0), "fd": min(wall["fd"], w3 - w2)}
-            cpu = {"stats": min(cpu["stats"], c1 - c0), "fd": min(cpu["fd"], c3 - c2)}
-        machine = _machine()
-    total = wall["stats"] + wall["fd"]
-    result = {"bench": "fd", "n": n, "d": d, "repeats": repeats, **machine,
-              "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
-              "stats_s": wall["stats"], "fd_s": wall["fd"], "total_s": total, "stats_cpu_s": cpu["stats"],
-              "fd_cpu_s": cpu["fd"], "total_cpu_s": cpu["stats"] + cpu["fd"],
-              "stats_gflops": n * d * d / wall["stats"] / 1e9, "fd": value, "target_s": FD_TARGET_S,
-              "meets_target": total <= FD_TARGET_S}
-    if show:
-        _table(f"Fréchet distance from {n} × {d} features: torch threads {machine['threads']}, BLAS threads "
-               f"{result['blas_threads']}, load {machine['load_avg_1m']}",
-               ["stage", "wall s", "CPU s"],
-               [["stats (float64 mean + cov)", f"{wall['stats']:.2f}", f"{cpu['stats']:.2f}"],
-                ["frechet_distance", f"{wall['fd']:.2f}", f"{cpu['fd']:.2f}"],
-                [f"total (target {FD_TARGET_S:g} s)", f"{total:.2f}", f"{result['total_cpu_s']:.2f}"]])
     return result
 
 

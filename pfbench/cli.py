@@ -183,6 +183,8 @@ def sample(
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
     npz: Annotated[Path | None, typer.Option(help="also export an ADM-style .npz (arr_0 NHWC uint8, arr_1 labels)")] = None,
     vae: Annotated[str | None, typer.Option(help="latent model: VAE decoder (sd-vae-ft-ema, folder or file)")] = None,
+    layout: Annotated[str | None, typer.Option(help="external checkpoint layout: pf (reference PatchForcingDiT) or sit")] = None,
+    preset: Annotated[str | None, typer.Option(help="network size of an external checkpoint, e.g. XL/2")] = None,
 ) -> None:
     """Sample a checkpoint into uint8 shards; the same images on 1 or N processes (torchrun --nproc_per_node N)."""
     import torch
@@ -191,18 +193,27 @@ def sample(
     from pfbench.adapters.dit import DiTAdapter
     from pfbench.ckpt import build_model_from_checkpoint, load_checkpoint
     from pfbench.registry import SAMPLERS
-    from pfbench.sample import write_shards_distributed
+    from pfbench.shards import write_shards_distributed
     from pfbench.suite_models import resolve_checkpoint
 
     _threads(threads)
     rank = int(os.environ.get("RANK", "0"))
     where = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if device == "cuda" else device)
     path, sha = resolve_checkpoint(checkpoint)
-    net = build_model_from_checkpoint(load_checkpoint(path), use_ema=ema).to(where)
-    model = DiTAdapter(net)
+    if (layout is None) != (preset is None):
+        raise PfbenchError("sample: --layout and --preset go together (an external checkpoint, e.g. --layout pf "
+                           "--preset XL/2)")
+    if layout is not None:
+        from pfbench.adapters.external import external_adapter
+
+        model = external_adapter(path, layout, preset or "")
+        model.net.to(where)
+    else:
+        model = DiTAdapter(build_model_from_checkpoint(load_checkpoint(path), use_ema=ema).to(where))
     guided = model if cfg_scale == 1.0 else CFG(model, cfg_scale)
     chosen = SAMPLERS.get(sampler)(steps=1).with_budget(nfe)
-    config = {"checkpoint_sha256": sha, "ema": ema, "cfg_scale": cfg_scale, "device": where.type}
+    config = {"checkpoint_sha256": sha, "ema": ema, "cfg_scale": cfg_scale, "device": where.type,
+              "layout": layout, "preset": preset}
     decode = None
     if vae is not None:
         from pfbench.data.vae import load_vae
@@ -215,7 +226,7 @@ def sample(
     if rank == 0:
         console.print(f"[green]done[/]: {manifest['totals']} -> {out}")
         if npz is not None:
-            from pfbench.sample import export_adm_npz
+            from pfbench.shards import export_adm_npz
 
             console.print(f"wrote {export_adm_npz(out, npz)}")
 

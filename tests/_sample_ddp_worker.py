@@ -17,7 +17,7 @@ from torch import Tensor
 from pfbench.adapters.dit import DiTAdapter
 from pfbench.bench import perturbed_net
 from pfbench.registry import SAMPLERS
-from pfbench.sample import write_shards_distributed
+from pfbench.shards import write_shards_distributed
 from pfbench.types import Cond, ModelOut
 
 

@@ -39,6 +39,29 @@ def test_sample_export_and_eval(tmp_path: Path) -> None:
     assert float(values["fd_embedded"]) > 0 and 0 <= float(values["class_acc"]) <= 1
 
 
+def test_sample_an_external_checkpoint(tmp_path: Path) -> None:
+    """`--layout sit --preset …`: a SiT-layout file samples to the same images as its adapter in Python."""
+    import torch
+    from test_adapters_external import random_net, to_external  # pytest puts tests/ on sys.path
+
+    from pfbench.adapters.external import external_adapter
+    from pfbench.registry import SAMPLERS
+    from pfbench.sample import generate
+    from pfbench.shards import load_shards
+
+    ext = tmp_path / "sit_external.pt"
+    torch.save({"ema": to_external(random_net("sit"), sigma=True)}, ext)
+    out = tmp_path / "shards"
+    res = runner.invoke(app, ["sample", str(ext), str(out), "--layout", "sit", "--preset", "cpu-xs", "--sampler",
+                              "euler", "--nfe", "4", "--num-samples", "6", "--batch-size", "6", "--shard-size", "6"])
+    assert res.exit_code == 0, res.output
+    want = generate(external_adapter(ext, "sit", "cpu-xs"), SAMPLERS.get("euler")(steps=1).with_budget(4), n=6,
+                    seed=0, batch_size=6)
+    assert torch.equal(torch.as_tensor(load_shards(out)[0]), want.images)
+    bad = run_cli("sample", str(ext), str(tmp_path / "o2"), "--layout", "sit")
+    assert bad.returncode == 1 and "--layout and --preset go together" in bad.stderr
+
+
 def test_data_preview_writes_png(tmp_path: Path) -> None:
     out = tmp_path / "p.png"
     res = runner.invoke(app, ["data", "preview", "--out", str(out), "--n", "12"])

@@ -19,7 +19,7 @@ from pfbench.evaluate import evaluate, open_images
 from pfbench.metrics import embedded as emb
 from pfbench.metrics.stats import FeatureStats, frechet_distance
 from pfbench.metrics.tiny_clip import CLIPEmbedded
-from pfbench.sample import export_adm_npz
+from pfbench.shards import export_adm_npz
 from pfbench.types import Cond
 
 N, REF = 60, 300

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from pfbench import PfbenchError
-from pfbench.sample import load_shards, read_manifest, write_shards, write_shards_distributed
 from pfbench.samplers.euler import Euler
+from pfbench.shards import load_shards, read_manifest, write_shards, write_shards_distributed
 
 HERE = Path(__file__).parent
 _spec = importlib.util.spec_from_file_location("_sample_ddp_worker", HERE / "_sample_ddp_worker.py")

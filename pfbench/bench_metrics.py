@@ -1,5 +1,6 @@
-"""Feature-extraction throughput: pfbench's metric pass versus a bare forward of the same network (issue #4 §5).
+"""Metric-pass benchmarks: feature-extraction throughput and Fréchet distance from precomputed features.
 
+``features`` (issue #4 §5): pfbench's metric pass versus a bare forward of the same network.
 ``pipeline``: uint8 images → ``InceptionV3`` (torch-fidelity's TF-compatible resize, pool/logits/spatial
 features back on the CPU) → one ``FeatureBank`` feeding FID + sFID (float64 streaming statistics) and
 IS + precision/recall (kept rows): what ``evaluate`` does per batch. ``bare``: the same torch-fidelity
@@ -9,10 +10,16 @@ pipeline/bare is the share of the network's speed that pfbench keeps (target ≥
 Weights: the real Inception file when it resolves offline; otherwise a seeded random state dict of the
 same architecture (throughput does not depend on weight values), recorded as ``weights: random``.
 The embedded feature network (shipped) is measured the same way (pipeline: ``embed`` + float64 stats).
+
+``fd``: seconds from precomputed 50,000 × 2048 features to a Fréchet distance (``fd_speed``).
+
+Both run through ``pfbench.bench.run_bench``; the timing and table helpers they share live in
+``pfbench.bench`` and are imported inside the functions (``pfbench.bench`` imports this module).
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +31,11 @@ from torch import Tensor, nn
 from pfbench import PfbenchError
 
 FEATURES_TARGET = 0.8
+FD_TARGET_S = 2.0
+
+
+# ----------------------------------------------------------------------------------------------------
+# feature-extraction throughput
 
 
 def random_inception(path: Path, seed: int = 0) -> Path:
@@ -139,4 +151,77 @@ def feature_throughput(n: int = 200, batch: int = 50, resolution: int = 256, dev
     return result
 
 
-__all__ = ["FEATURES_TARGET", "feature_throughput", "random_inception"]
+# ----------------------------------------------------------------------------------------------------
+# Fréchet distance from precomputed features
+
+
+def fd_speed(n: int = 50_000, d: int = 2048, repeats: int = 1, threads: int | None = 1, seed: int = 0,
+             show: bool = True) -> dict[str, Any]:
+    """Time to a Fréchet distance from precomputed (n, d) float32 features (the FID ``compute`` path).
+
+    Two timed stages, as FID spends them: float64 mean/covariance of the features (``FeatureStats``:
+    n·d² flops of ``dsyrk``) and the distance to a precomputed reference ``(mu, sigma)``
+    (``frechet_distance``: Cholesky, two ``dtrmm``, one ``eigvalsh`` and their checks). The features
+    are seeded Gaussians with unequal column scales; the reference covariance is a rescaled, shifted
+    copy of theirs, so both covariances are full rank as with 50,000 real images.
+
+    Args:
+        n, d: feature rows and dimension (FID-50K: 50,000 × 2048).
+        repeats: timed runs; the minimum of each stage is kept.
+        threads: torch threads (Cholesky/eigvalsh already run single-threaded). scipy's BLAS
+            (``dsyrk``/``dtrmm``) follows ``OPENBLAS_NUM_THREADS`` of the process environment, recorded
+            as ``blas_threads``; set it before starting Python for a one-thread measurement.
+        seed: feature seed.
+        show: print a table.
+
+    Returns:
+        ``stats_s``, ``fd_s``, ``total_s`` (wall, minima over repeats), their process CPU times,
+        ``stats_gflops`` (achieved rate of the n·d² accumulation), ``fd`` (the value, for sanity),
+        ``target_s`` and ``meets_target`` (total ≤ target).
+    """
+    import numpy as np
+
+    from pfbench.bench import _machine, _now, _table, _threads
+    from pfbench.metrics.stats import FeatureStats, frechet_distance
+
+    rng = np.random.default_rng(seed)
+    feats = rng.standard_normal((n, d), dtype=np.float32)  # (n, d)
+    feats *= np.geomspace(0.1, 3.0, d, dtype=np.float32)  # unequal variances, like pool3 features
+    scale = np.geomspace(1.2, 0.8, d)  # (d,) reference rescaling
+    wall = {"stats": float("inf"), "fd": float("inf")}
+    cpu = dict(wall)
+    value = float("nan")
+    with _threads(threads):
+        for _ in range(max(repeats, 1)):
+            w0, c0 = _now()
+            st = FeatureStats()
+            st.update(feats)
+            mu, sigma = st.mean(), st.cov()
+            w1, c1 = _now()
+            # untimed: the reference is what a cached .npz provides
+            ref_mu, ref_sigma = mu + 0.05, sigma * np.outer(scale, scale) + 0.01 * np.eye(d)
+            w2, c2 = _now()
+            value = frechet_distance(mu, sigma, ref_mu, ref_sigma)
+            w3, c3 = _now()
+            wall = {"stats": min(wall["stats"], w1 - w0), "fd": min(wall["fd"], w3 - w2)}
+            cpu = {"stats": min(cpu["stats"], c1 - c0), "fd": min(cpu["fd"], c3 - c2)}
+        machine = _machine()
+    total = wall["stats"] + wall["fd"]
+    result = {"bench": "fd", "n": n, "d": d, "repeats": repeats, **machine,
+              "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
+              "stats_s": wall["stats"], "fd_s": wall["fd"], "total_s": total, "stats_cpu_s": cpu["stats"],
+              "fd_cpu_s": cpu["fd"], "total_cpu_s": cpu["stats"] + cpu["fd"],
+              "stats_gflops": n * d * d / wall["stats"] / 1e9, "fd": value, "target_s": FD_TARGET_S,
+              "meets_target": total <= FD_TARGET_S}
+    if show:
+        _table(f"Fréchet distance from {n} × {d} features: torch threads {machine['threads']}, BLAS threads "
+               f"{result['blas_threads']}, load {machine['load_avg_1m']}",
+               ["stage", "wall s", "CPU s"],
+               [["stats (float64 mean + cov)", f"{wall['stats']:.2f}", f"{cpu['stats']:.2f}"],
+                ["frechet_distance", f"{wall['fd']:.2f}", f"{cpu['fd']:.2f}"],
+                [f"total (target {FD_TARGET_S:g} s)", f"{total:.2f}", f"{result['total_cpu_s']:.2f}"]])
+    return result
+
+
+__all__ = ["FD_TARGET_S", "FEATURES_TARGET", "fd_speed", "feature_throughput",
+           "random_inception"]
