@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from pfbench import PfbenchError
-from pfbench.bench import parse_options, run_bench
+from pfbench.bench.sampling import parse_options, run_bench
 
 
 def main(argv: list[str]) -> int:

@@ -42,8 +42,8 @@ def run(
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Run every cell of a suite (resumable: finished cells are skipped)."""
-    from pfbench.runner import Runner
-    from pfbench.suite import load_suite
+    from pfbench.suite.runner import Runner
+    from pfbench.suite.parse import load_suite
 
     _threads(threads)
     spec = load_suite(suite, overrides)
@@ -61,9 +61,9 @@ def plan(
     from rich.table import Table
 
     from pfbench.results import has_part
-    from pfbench.runner import Runner
-    from pfbench.suite import load_suite
-    from pfbench.suite import plan as make_plan
+    from pfbench.suite.runner import Runner
+    from pfbench.suite.parse import load_suite
+    from pfbench.suite.parse import plan as make_plan
 
     spec = load_suite(suite, overrides)
     runner = Runner(spec, results_root=results, runs_root=runs, progress=False)
@@ -110,9 +110,9 @@ def train(
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
 ) -> None:
     """Train one model (PF or SiT); resumes from OUT/last.pt when present. Works under torchrun."""
-    from pfbench.suite import compose_yaml
-    from pfbench.train import spec_from_dict
-    from pfbench.train import train as run_training
+    from pfbench.suite.parse import compose_yaml
+    from pfbench.train.loop import spec_from_dict
+    from pfbench.train.loop import train as run_training
 
     _threads(threads)
     spec = spec_from_dict(compose_yaml(config, overrides))
@@ -191,10 +191,10 @@ def sample(
 
     from pfbench.adapters.cfg import CFG
     from pfbench.adapters.dit import DiTAdapter
-    from pfbench.ckpt import build_model_from_checkpoint, load_checkpoint
+    from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint
     from pfbench.registry import SAMPLERS
-    from pfbench.shards import write_shards_distributed
-    from pfbench.suite_models import resolve_checkpoint
+    from pfbench.sample.shards import write_shards_distributed
+    from pfbench.suite.models import resolve_checkpoint
 
     _threads(threads)
     rank = int(os.environ.get("RANK", "0"))
@@ -226,7 +226,7 @@ def sample(
     if rank == 0:
         console.print(f"[green]done[/]: {manifest['totals']} -> {out}")
         if npz is not None:
-            from pfbench.shards import export_adm_npz
+            from pfbench.sample.shards import export_adm_npz
 
             console.print(f"wrote {export_adm_npz(out, npz)}")
 
@@ -240,7 +240,7 @@ def bench(
     """Measure sampling cost as ratios: sampler overhead, modulation dedup, PF vs SiT throughput."""
     import json
 
-    from pfbench.bench import parse_options, run_bench
+    from pfbench.bench.sampling import parse_options, run_bench
 
     result = run_bench(name, **parse_options(name, options or []))
     if json_out is not None:
@@ -264,7 +264,7 @@ def eval_(
 ) -> None:
     """Score samples made by pfbench or any other codebase (shards, image folder, ADM .npz)."""
     from pfbench.data import class_names
-    from pfbench.evaluate import evaluate
+    from pfbench.evaluate.metric_pass import evaluate
 
     names = [m.strip() for m in metrics.split(",") if m.strip()]
     result = evaluate(samples, None if ref.lower() == "none" else ref, names, batch_size=batch_size, device=device,
@@ -321,7 +321,7 @@ def assets_build(
     """Rebuild the embedded evaluation network and tiny CLIP bit-for-bit and print checksums."""
     from pfbench.assets import cache_root
     from pfbench.metrics.embedded import build_assets
-    from pfbench.metrics.tiny_clip import build_tiny_clip
+    from pfbench.encoders.tiny_clip import build_tiny_clip
 
     folder = out or cache_root() / "assets"
     built = build_assets(folder, resolution=resolution, seed=seed)
@@ -348,7 +348,7 @@ def parity(
     device: Annotated[str | None, typer.Option(help="cpu or cuda")] = None,
 ) -> None:
     """Check FID/sFID/IS/P/R against the ADM evaluator's golden numbers (needs the public ADM files + weights)."""
-    from pfbench.parity import run_adm_parity_suite, show_parity
+    from pfbench.evaluate.parity import run_adm_parity_suite, show_parity
 
     result = run_adm_parity_suite(suite, device=device)
     show_parity(result)
@@ -362,8 +362,8 @@ def assets_export(
     dst: Annotated[Path, typer.Argument(help="inference-only copy to write (EMA weights + configs)")],
 ) -> None:
     """Write a small inference-only checkpoint (what pfbench ships) and print its sha256."""
-    from pfbench.ckpt import export_weights
-    from pfbench.suite_models import file_sha256
+    from pfbench.train.checkpoints import export_weights
+    from pfbench.suite.models import file_sha256
 
     out = export_weights(src, dst)
     console.print(f"{file_sha256(out)}  {out}")

@@ -6,13 +6,13 @@ from pfbench.registry import ADAPTERS, METRICS, NETS, SAMPLERS, TIMESTEPS
 
 # --- training timestep samplers (SPEC §3) ---
 # (timesteps section)
-TIMESTEPS.add("global_uniform", "pfbench.timesteps:GlobalUniform")
-TIMESTEPS.add("global_logit_normal", "pfbench.timesteps:GlobalLogitNormal")
-TIMESTEPS.add("patch_uniform", "pfbench.timesteps:PatchUniform")
-TIMESTEPS.add("srm", "pfbench.timesteps:SRM")
-TIMESTEPS.add("gaussian", "pfbench.timesteps:Gaussian")
-TIMESTEPS.add("truncated_gaussian", "pfbench.timesteps:TruncatedGaussian")
-TIMESTEPS.add("ltg", "pfbench.timesteps:LTG")
+TIMESTEPS.add("global_uniform", "pfbench.train.timesteps:GlobalUniform")
+TIMESTEPS.add("global_logit_normal", "pfbench.train.timesteps:GlobalLogitNormal")
+TIMESTEPS.add("patch_uniform", "pfbench.train.timesteps:PatchUniform")
+TIMESTEPS.add("srm", "pfbench.train.timesteps:SRM")
+TIMESTEPS.add("gaussian", "pfbench.train.timesteps:Gaussian")
+TIMESTEPS.add("truncated_gaussian", "pfbench.train.timesteps:TruncatedGaussian")
+TIMESTEPS.add("ltg", "pfbench.train.timesteps:LTG")
 
 # --- sampling algorithms (SPEC §5) ---
 # (samplers section)
@@ -43,7 +43,7 @@ METRICS.add("is", "pfbench.metrics.standard:InceptionScore")
 METRICS.add("pr", "pfbench.metrics.standard:PrecisionRecall")
 METRICS.add("kid", "pfbench.metrics.standard:KID")
 METRICS.add("clip_score", "pfbench.metrics.clipscore:CLIPScore")
-METRICS.add("clip_embedded", "pfbench.metrics.tiny_clip:CLIPEmbedded")
-METRICS.add("fd_dinov2", "pfbench.metrics.dinov2:FDDINOv2")
+METRICS.add("clip_embedded", "pfbench.encoders.tiny_clip:CLIPEmbedded")
+METRICS.add("fd_dinov2", "pfbench.encoders.dinov2:FDDINOv2")
 
 __all__ = ["ADAPTERS", "METRICS", "NETS", "SAMPLERS", "TIMESTEPS"]

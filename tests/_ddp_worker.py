@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from pfbench.train import spec_from_dict, train
+from pfbench.train.loop import spec_from_dict, train
 
 if __name__ == "__main__":
     spec = spec_from_dict(json.loads(Path(sys.argv[1]).read_text()))

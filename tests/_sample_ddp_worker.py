@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 
 from pfbench.adapters.dit import DiTAdapter
-from pfbench.bench import perturbed_net
+from pfbench.bench.sampling import perturbed_net
 from pfbench.registry import SAMPLERS
-from pfbench.shards import write_shards_distributed
+from pfbench.sample.shards import write_shards_distributed
 from pfbench.types import Cond, ModelOut
 
 
@@ -26,7 +26,7 @@ class Counting:
 
     def __init__(self, model: DiTAdapter) -> None:
         self.model = model
-        self.net = model.net  # lets pfbench.sample.input_shape find the config
+        self.net = model.net  # lets pfbench.sample.generate.input_shape find the config
         self.patch_size, self.num_classes, self.has_difficulty = model.patch_size, model.num_classes, True
         self.calls = 0
 

@@ -14,7 +14,7 @@ import yaml
 from pfbench import PfbenchError
 from pfbench.metrics.standard import ADM_GOLDEN
 from pfbench.metrics.stats import FeatureStats
-from pfbench.parity import ENV, load_parity_suite, resolve_inputs, run_adm_parity_suite, show_parity
+from pfbench.evaluate.parity import ENV, load_parity_suite, resolve_inputs, run_adm_parity_suite, show_parity
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "suites" / "adm_parity.yaml"

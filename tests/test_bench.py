@@ -11,7 +11,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from pfbench import PfbenchError
-from pfbench.bench import parse_options, perturbed_net, run_bench
+from pfbench.bench.sampling import parse_options, perturbed_net, run_bench
 from pfbench.metrics.stats import FeatureStats, frechet_distance
 from pfbench.nets import forward_flops, net_config
 from pfbench.registry import SAMPLERS

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pfbench.cli import app
-from pfbench.train import spec_from_dict, train
+from pfbench.train.loop import spec_from_dict, train
 
 runner = CliRunner()
 
@@ -46,8 +46,8 @@ def test_sample_an_external_checkpoint(tmp_path: Path) -> None:
 
     from pfbench.adapters.external import external_adapter
     from pfbench.registry import SAMPLERS
-    from pfbench.sample import generate
-    from pfbench.shards import load_shards
+    from pfbench.sample.generate import generate
+    from pfbench.sample.shards import load_shards
 
     ext = tmp_path / "sit_external.pt"
     torch.save({"ema": to_external(random_net("sit"), sigma=True)}, ext)

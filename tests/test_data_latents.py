@@ -156,7 +156,7 @@ def test_encode_resumes_after_a_kill_and_matches_a_straight_run(vae_dir: Path, f
 def test_training_on_latents(vae_dir: Path, folder: Path, tmp_path: Path) -> None:
     from pfbench.data.latents import encode_folder
     from pfbench.data.vae import load_vae
-    from pfbench.train import spec_from_dict, train
+    from pfbench.train.loop import spec_from_dict, train
 
     store = encode_folder(folder, tmp_path / "store", load_vae(str(vae_dir)), resolution=16, batch_size=6)
     cfg = {"kind": "pf", "model": "cpu-xs", "data": {"name": "latents", "path": str(store)}, "steps": 3,
@@ -181,8 +181,8 @@ def test_suite_runs_a_latent_model_with_its_decoder(vae_dir: Path, folder: Path,
     from pfbench.data.latents import encode_folder
     from pfbench.data.vae import load_vae
     from pfbench.results import read_results
-    from pfbench.runner import Runner
-    from pfbench.suite import load_suite
+    from pfbench.suite.runner import Runner
+    from pfbench.suite.parse import load_suite
 
     store = encode_folder(folder, tmp_path / "store", load_vae(str(vae_dir)), resolution=16, batch_size=6)
     suite = {
@@ -219,8 +219,8 @@ def test_suite_runs_a_latent_model_with_its_decoder(vae_dir: Path, folder: Path,
 def test_imagenet_recipes_have_the_paper_defaults(recipe: str, vae_dir: Path, folder: Path, tmp_path: Path) -> None:
     from pfbench.data.latents import encode_folder
     from pfbench.data.vae import load_vae
-    from pfbench.suite import compose_yaml
-    from pfbench.train import spec_from_dict
+    from pfbench.suite.parse import compose_yaml
+    from pfbench.train.loop import spec_from_dict
 
     store = encode_folder(folder, tmp_path / "store", load_vae(str(vae_dir)), resolution=16, batch_size=12)
     path = Path(__file__).resolve().parents[1] / "suites" / "recipes" / f"{recipe}.yaml"
@@ -239,8 +239,8 @@ def test_latent_suite_on_cuda_matches_cpu(vae_dir: Path, folder: Path, tmp_path:
     from pfbench.data.latents import encode_folder
     from pfbench.data.vae import load_vae
     from pfbench.results import read_results
-    from pfbench.runner import Runner
-    from pfbench.suite import load_suite
+    from pfbench.suite.runner import Runner
+    from pfbench.suite.parse import load_suite
 
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")

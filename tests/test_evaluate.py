@@ -15,11 +15,11 @@ from torch import Tensor
 
 from pfbench import PfbenchError
 from pfbench.data.embedded import EmbeddedSpec, generate
-from pfbench.evaluate import evaluate, open_images
+from pfbench.evaluate.metric_pass import evaluate, open_images
 from pfbench.metrics import embedded as emb
 from pfbench.metrics.stats import FeatureStats, frechet_distance
-from pfbench.metrics.tiny_clip import CLIPEmbedded
-from pfbench.shards import export_adm_npz
+from pfbench.encoders.tiny_clip import CLIPEmbedded
+from pfbench.sample.shards import export_adm_npz
 from pfbench.types import Cond
 
 N, REF = 60, 300
@@ -271,7 +271,7 @@ def test_in_memory_images_equal_npz(tmp_path: Path) -> None:
     import torch
 
     from pfbench.data.embedded import EmbeddedSpec, generate
-    from pfbench.evaluate import evaluate, images_from_tensor
+    from pfbench.evaluate.metric_pass import evaluate, images_from_tensor
 
     batch = generate(EmbeddedSpec(resolution=16, split="train", size=120, seed=0))
     imgs = (batch.images * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)

@@ -1,4 +1,4 @@
-"""Tests for pfbench.losses: values by hand, stop-gradient on v, the NLL optimum, clamping."""
+"""Tests for pfbench.train.losses: values by hand, stop-gradient on v, the NLL optimum, clamping."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from pfbench import PfbenchError
-from pfbench.losses import difficulty_nll, flow_matching_loss, pf_loss
+from pfbench.train.losses import difficulty_nll, flow_matching_loss, pf_loss
 
 
 def tensors(seed: int = 0, b: int = 2, c: int = 3, hw: int = 4) -> tuple[torch.Tensor, ...]:

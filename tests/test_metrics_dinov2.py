@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from pfbench import PfbenchError
 from pfbench.metrics import dinov2
-from pfbench.metrics.dinov2 import DINOv2, FDDINOv2, dinov2_ref_stats, to_input
+from pfbench.encoders.dinov2 import DINOv2, FDDINOv2, dinov2_ref_stats, to_input
 from pfbench.metrics.standard import FeatureBank
 from pfbench.registry import METRICS
 from pfbench.types import Cond

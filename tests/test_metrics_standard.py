@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from pfbench import PfbenchError
 from pfbench.data.embedded import EmbeddedSpec, generate
-from pfbench.metrics.inception import InceptionV3, clean_resize
+from pfbench.encoders.inception import InceptionV3, clean_resize
 from pfbench.metrics.refstats import (
     RefStats,
     compute_ref_stats,
@@ -326,7 +326,7 @@ def test_adm_npz_roundtrip_and_adm_parity(images: tuple[Tensor, Tensor], tmp_pat
 
 @pytest.fixture(scope="module")
 def inception_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pfbench.bench_metrics import random_inception
+    from pfbench.bench.metrics import random_inception
 
     return random_inception(tmp_path_factory.mktemp("w") / "random-inception.pth")
 

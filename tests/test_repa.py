@@ -19,13 +19,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from pfbench import PfbenchError
-from pfbench.ckpt import build_model_from_checkpoint, load_checkpoint
+from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint
 from pfbench.data.embedded import EmbeddedSpec, generate
-from pfbench.losses import repa_loss
+from pfbench.train.losses import repa_loss
 from pfbench.nets import forward_flops, make_net
 from pfbench.nets.dit import DiT
-from pfbench.repa import ENCODER_DIMS, load_encoder, tokens_for_grid
-from pfbench.train import _Dist, _Trainer, spec_from_dict, train
+from pfbench.train.repa import ENCODER_DIMS, load_encoder, tokens_for_grid
+from pfbench.train.loop import _Dist, _Trainer, spec_from_dict, train
 
 HERE = Path(__file__).parent
 EMB = {"encoder": "embedded", "depth": 1}
@@ -304,7 +304,7 @@ def test_ddp_two_processes_match_one_with_repa(tmp_path: Path) -> None:
 
 
 def test_latents_without_images_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pfbench.train as train_mod
+    import pfbench.train.loop as train_mod
 
     real = train_mod.open_train_data
 

@@ -13,10 +13,10 @@ from torch import Tensor
 from pfbench import PfbenchError
 from pfbench.adapters.dit import DiTAdapter
 from pfbench.nets import make_net
-from pfbench.sample import balanced_labels, generate, sample_noise, to_uint8
+from pfbench.sample.generate import balanced_labels, generate, sample_noise, to_uint8
 from pfbench.samplers.dual_loop_random import DualLoopRandom
 from pfbench.samplers.euler import Euler
-from pfbench.shards import export_adm_npz, load_shards, read_manifest, write_shards
+from pfbench.sample.shards import export_adm_npz, load_shards, read_manifest, write_shards
 from pfbench.types import Cond, ModelOut
 
 

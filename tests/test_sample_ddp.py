@@ -17,7 +17,7 @@ import torch
 
 from pfbench import PfbenchError
 from pfbench.samplers.euler import Euler
-from pfbench.shards import load_shards, read_manifest, write_shards, write_shards_distributed
+from pfbench.sample.shards import load_shards, read_manifest, write_shards, write_shards_distributed
 
 HERE = Path(__file__).parent
 _spec = importlib.util.spec_from_file_location("_sample_ddp_worker", HERE / "_sample_ddp_worker.py")
@@ -112,7 +112,7 @@ class Failing(worker.Counting):  # type: ignore[misc,name-defined]
 
 def test_adopts_an_interrupted_write_shards_run(tmp_path: Path) -> None:
     from pfbench.adapters.dit import DiTAdapter
-    from pfbench.bench import perturbed_net
+    from pfbench.bench.sampling import perturbed_net
 
     base = DiTAdapter(perturbed_net("cpu-xs", "pf", seed=1, overrides={"depth": 1, "width": 32, "heads": 2}))
     kw: dict[str, Any] = dict(n=7, seed=2, batch_size=3, shard_size=3, config={"model": "m"})

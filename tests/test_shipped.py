@@ -9,11 +9,11 @@ from pfbench import PfbenchError
 from pfbench.adapters.cfg import CFG
 from pfbench.adapters.dit import DiTAdapter
 from pfbench.assets import CHECKSUMS
-from pfbench.ckpt import build_model_from_checkpoint, load_checkpoint
+from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint
 from pfbench.metrics.embedded import ClassAccuracy
 from pfbench.registry import SAMPLERS
-from pfbench.runner import resolve_checkpoint
-from pfbench.sample import generate
+from pfbench.suite.runner import resolve_checkpoint
+from pfbench.sample.generate import generate
 from pfbench.types import Cond
 
 

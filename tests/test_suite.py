@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pfbench import PfbenchError
-from pfbench.suite import RunSpec, SamplerSpec, SweepSpec, build, compose_yaml, load_suite, plan
+from pfbench.suite.parse import RunSpec, SamplerSpec, SweepSpec, build, compose_yaml, load_suite, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Tests for pfbench.timesteps: contract over every registered sampler, then per-sampler laws.
+"""Tests for pfbench.train.timesteps: contract over every registered sampler, then per-sampler laws.
 
 Distribution checks use large batches and tolerances of ~5 standard errors (estimated from i.i.d.
 rows), and compare against reference values computed here with scipy as well as the SPEC numbers.
@@ -17,7 +17,7 @@ from scipy import integrate, special, stats
 
 from pfbench import PfbenchError
 from pfbench.registry import TIMESTEPS
-from pfbench.timesteps import (
+from pfbench.train.timesteps import (
     LTG,
     SRM,
     Gaussian,

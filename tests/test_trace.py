@@ -11,7 +11,7 @@ from pfbench.adapters.dit import DiTAdapter
 from pfbench.nets import make_net
 from pfbench.report.images import sample_difficulty_figure, schedule_figure
 from pfbench.samplers.dual_loop import DualLoop
-from pfbench.trace import trace
+from pfbench.sample.trace import trace
 
 
 def tiny_pf() -> DiTAdapter:

@@ -1,4 +1,4 @@
-"""Tests for pfbench.train and pfbench.ckpt: config parsing, determinism, resume, DDP, checkpoints."""
+"""Tests for pfbench.train.loop and pfbench.train.checkpoints: config parsing, determinism, resume, DDP, checkpoints."""
 
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ from typing import Any
 import pytest
 import torch
 
-import pfbench.train as train_mod
+import pfbench.train.loop as train_mod
 from pfbench import PfbenchError
-from pfbench.ckpt import (
+from pfbench.train.checkpoints import (
     build_model_from_checkpoint,
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
 )
-from pfbench.train import TrainSpec, _Dist, _EpochOrder, _Trainer, expand_tokens, spec_from_dict, train
+from pfbench.train.loop import TrainSpec, _Dist, _EpochOrder, _Trainer, expand_tokens, spec_from_dict, train
 
 HERE = Path(__file__).parent
 
@@ -219,7 +219,7 @@ def test_resume_refuses_a_different_run(tmp_path: Path) -> None:
 
 def test_checkpoint_written_before_new_config_fields_still_resumes(tmp_path: Path) -> None:
     """Fields added later (data.path, repa, the net's repa_hidden) take their defaults: an older run resumes."""
-    from pfbench.ckpt import save_checkpoint
+    from pfbench.train.checkpoints import save_checkpoint
 
     train(spec_from_dict(tiny(steps=2)), tmp_path, progress=False)
     old = load_checkpoint(tmp_path / "last.pt")

@@ -107,7 +107,7 @@ def test_checksum_mismatch_is_refused(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_corrupt_inception_file_refused_before_torch_fidelity(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pfbench.metrics.inception import InceptionV3
+    from pfbench.encoders.inception import InceptionV3
 
     _put(tmp_path / "env", b"\x00" * 1000, name="weights-inception-2015-12-05-6726825d.pth")
     monkeypatch.setenv("PFBENCH_WEIGHTS", str(tmp_path / "env"))

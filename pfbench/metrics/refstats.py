@@ -29,7 +29,7 @@ from torch import Tensor
 
 from pfbench import PfbenchError
 from pfbench.metrics.base import content_key, metric_cache_dir
-from pfbench.metrics.inception import FeatureExtractor
+from pfbench.encoders.inception import FeatureExtractor
 from pfbench.metrics.stats import FeatureStats
 from pfbench.weights import file_sha256
 

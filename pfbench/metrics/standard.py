@@ -1,6 +1,6 @@
 """Standard ImageNet metrics (SPEC §6): FID, sFID, IS, precision/recall, KID — one feature pass.
 
-Feature extraction is torch-fidelity's Inception (``pfbench.metrics.inception``); statistics are
+Feature extraction is torch-fidelity's Inception (``pfbench.encoders.inception``); statistics are
 pfbench's float64 ``FeatureStats``/``frechet_distance``/``precision_recall``; IS and KID call
 torch-fidelity's own formulas on the features. Several metrics share one ``FeatureBank``, so the
 Inception network runs once per batch however many metrics read its features::
@@ -25,7 +25,7 @@ from torch import Tensor
 
 from pfbench import PfbenchError
 from pfbench.metrics.base import check_images, content_key
-from pfbench.metrics.inception import FeatureExtractor, InceptionV3
+from pfbench.encoders.inception import FeatureExtractor, InceptionV3
 from pfbench.metrics.refstats import RefStats, iter_npz_images, load_adm_npz
 from pfbench.metrics.stats import FeatureStats, frechet_distance, precision_recall
 from pfbench.types import Cond

@@ -20,8 +20,8 @@ from pfbench import PfbenchError
 from pfbench.adapters.dit import DiTAdapter
 from pfbench.registry import SAMPLERS
 from pfbench.results import has_part, read_results, write_rows
-from pfbench.suite import ModelSpec, RunSpec, SamplerSpec, SuiteSpec, content_hash, plan
-from pfbench.suite_models import LoadedModel, SuiteModels, file_sha256, resolve_checkpoint
+from pfbench.suite.parse import ModelSpec, RunSpec, SamplerSpec, SuiteSpec, content_hash, plan
+from pfbench.suite.models import LoadedModel, SuiteModels, file_sha256, resolve_checkpoint
 
 __all__ = ["LOWER_IS_BETTER", "LoadedModel", "Runner", "cell_variant", "file_sha256", "resolve_checkpoint"]
 
@@ -58,7 +58,7 @@ class Runner:
                                                     seed=d.seed))
         return self._reference
 
-    # ------------------------------------------------------------------ models (see pfbench.suite_models)
+    # ------------------------------------------------------------------ models (see pfbench.suite.models)
     def train_dir(self, name: str, model: ModelSpec) -> Path:
         """The training run folder of a suite model: ``runs/<suite>/<name>-<hash of its training spec>``."""
         return self.suite_models.train_dir(name, model)
@@ -111,8 +111,8 @@ class Runner:
             metric key -> (value, higher_is_better).
         """
         from pfbench.data import class_names
-        from pfbench.evaluate import evaluate
-        from pfbench.image_sources import images_from_tensor
+        from pfbench.evaluate.metric_pass import evaluate
+        from pfbench.evaluate.sources import images_from_tensor
 
         ev, data = self.spec.eval, self.spec.data
         samples = images_from_tensor(torch.as_tensor(images), torch.as_tensor(labels))
@@ -137,7 +137,7 @@ class Runner:
 
     def generate(self, lm: LoadedModel, sampler: Any, n: int, seed: int, cfg_scale: float,
                  cfg_interval: tuple[float, float] | None = None) -> Any:
-        from pfbench.sample import generate
+        from pfbench.sample.generate import generate
 
         model: Any = DiTAdapter(lm.net)
         if cfg_scale != 1.0:
@@ -224,8 +224,8 @@ class Runner:
 
     def model_rows(self, lm: LoadedModel) -> None:
         """Learning curve over kept checkpoints and, for PF models, the difficulty-head diagnostic."""
-        from pfbench.ckpt import build_model_from_checkpoint, load_checkpoint
-        from pfbench.diagnostics import difficulty_report
+        from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint
+        from pfbench.evaluate.diagnostics import difficulty_report
         from pfbench.report.images import difficulty_figure
 
         ev = self.spec.eval
@@ -292,8 +292,8 @@ class Runner:
     def trace_figures(self, models: dict[str, LoadedModel]) -> None:
         """Per-patch timestep schedules (PF samplers that move patches apart) and sample difficulty maps."""
         from pfbench.report.images import sample_difficulty_figure, schedule_figure
-        from pfbench.sample import input_shape
-        from pfbench.trace import trace
+        from pfbench.sample.generate import input_shape
+        from pfbench.sample.trace import trace
 
         done: set[tuple[str, str]] = set()
         for cell in plan(self.spec):

@@ -13,8 +13,8 @@ The embedded feature network (shipped) is measured the same way (pipeline: ``emb
 
 ``fd``: seconds from precomputed 50,000 × 2048 features to a Fréchet distance (``fd_speed``).
 
-Both run through ``pfbench.bench.run_bench``; the timing and table helpers they share live in
-``pfbench.bench`` and are imported inside the functions (``pfbench.bench`` imports this module).
+Both run through ``pfbench.bench.sampling.run_bench``; the timing and table helpers they share live in
+``pfbench.bench.sampling`` and are imported inside the functions (``pfbench.bench.sampling`` imports this module).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def feature_throughput(n: int = 200, batch: int = 50, resolution: int = 256, dev
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     from pfbench.metrics.embedded import embed, load_feature_net, to_input
-    from pfbench.metrics.inception import INCEPTION_KEY, InceptionV3
+    from pfbench.encoders.inception import INCEPTION_KEY, InceptionV3
     from pfbench.metrics.standard import FeatureBank
     from pfbench.metrics.stats import FeatureStats
     from pfbench.weights import resolve_weights
@@ -142,7 +142,7 @@ def feature_throughput(n: int = 200, batch: int = 50, resolution: int = 256, dev
     result = {"bench": "features", "n": n, "batch": batch, "device": device, "threads": torch.get_num_threads(),
               "extractors": rows, "target": FEATURES_TARGET}
     if show:
-        from pfbench.bench import _table
+        from pfbench.bench.sampling import _table
 
         _table(f"feature extraction, {n} images, batch {batch}, {device}, {torch.get_num_threads()} threads",
                ["network", "weights", "input", "pfbench img/s", "bare forward img/s", "ratio"],
@@ -181,7 +181,7 @@ def fd_speed(n: int = 50_000, d: int = 2048, repeats: int = 1, threads: int | No
     """
     import numpy as np
 
-    from pfbench.bench import _machine, _now, _table, _threads
+    from pfbench.bench.sampling import _machine, _now, _table, _threads
     from pfbench.metrics.stats import FeatureStats, frechet_distance
 
     rng = np.random.default_rng(seed)

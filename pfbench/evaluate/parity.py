@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from pfbench import PfbenchError
-from pfbench.metrics.inception import INCEPTION_KEY, FeatureExtractor
+from pfbench.encoders.inception import INCEPTION_KEY, FeatureExtractor
 
 KIND = "adm_parity"
 ENV = {"samples": "PFBENCH_ADM_SAMPLES", "ref": "PFBENCH_ADM_REF", "weights": "PFBENCH_ADM_WEIGHTS"}

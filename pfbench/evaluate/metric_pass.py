@@ -7,7 +7,7 @@ Example::
 
 ``samples`` is a pfbench shard folder, an image folder (optional ``labels.json`` / ``captions.json``),
 an ADM-style ``.npz`` (``arr_0`` images, optional ``arr_1`` labels), or images already in memory; see
-``pfbench.image_sources`` for the formats.
+``pfbench.evaluate.sources`` for the formats.
 
 ``ref`` is an ADM reference batch ``.npz`` (``mu``/``sigma``, optional ``mu_s``/``sigma_s``/``arr_0``),
 any image collection above (its statistics are computed once and cached by content hash), the
@@ -34,16 +34,16 @@ import torch
 from torch import Tensor
 
 from pfbench import PfbenchError
-from pfbench.image_sources import Images, content_id, images_from_tensor, iter_images, open_images
+from pfbench.evaluate.sources import Images, content_id, images_from_tensor, iter_images, open_images
 from pfbench.metrics.base import check_labels, content_key, metric_cache_dir
 from pfbench.metrics.embedded import FeatureNet, load_feature_net, reference_features, to_input
-from pfbench.metrics.inception import FeatureExtractor
+from pfbench.encoders.inception import FeatureExtractor
 from pfbench.metrics.refstats import RefStats, compute_ref_stats
 from pfbench.metrics.stats import FeatureStats, frechet_distance, inception_score, precision_recall
 from pfbench.registry import METRICS
 from pfbench.types import Cond
 
-# open_images / images_from_tensor live in pfbench.image_sources; re-exported for existing callers.
+# open_images / images_from_tensor live in pfbench.evaluate.sources; re-exported for existing callers.
 __all__ = [
     "EMBEDDED", "INCEPTION", "embedded_ref", "evaluate", "images_from_tensor", "inception_ref", "open_images",
 ]  # fmt: skip
@@ -103,7 +103,7 @@ def inception_ref(ref: Images, names: Sequence[str], extractor: FeatureExtractor
         return load_adm_npz(ref.files[0], extractor if need_pool else None, batch_size=batch_size,
                             cache_dir=cache_dir)  # fmt: skip
     return compute_ref_stats(iter_images(ref, batch_size), extractor, dataset_key=content_id(ref),
-                             preprocessing=f"pfbench.evaluate {ref.kind}", cache_dir=cache_dir)  # fmt: skip
+                             preprocessing=f"pfbench.evaluate.metric_pass {ref.kind}", cache_dir=cache_dir)  # fmt: skip
 
 
 # ---------------------------------------------------------------- one pass of the embedded network
@@ -240,7 +240,7 @@ def evaluate(
     scorers: list[Any] = []
     inc = [n for n in names if n in INCEPTION]
     if inc:
-        from pfbench.metrics.inception import InceptionV3
+        from pfbench.encoders.inception import InceptionV3
         from pfbench.metrics.standard import standard_metrics
 
         ext = (
@@ -267,7 +267,7 @@ def evaluate(
             emb_ref = embedded_ref(refs, net, batch_size, cache_dir)
         scorers.append(_EmbeddedPass(emb, net, emb_ref))
     if "fd_dinov2" in names:
-        from pfbench.metrics.dinov2 import DINOv2, FDDINOv2, dinov2_ref_stats
+        from pfbench.encoders.dinov2 import DINOv2, FDDINOv2, dinov2_ref_stats
         from pfbench.metrics.standard import FeatureBank
 
         if refs is None or refs.n == 0:

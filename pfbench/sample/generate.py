@@ -1,8 +1,8 @@
-"""Sample stage (SPEC §5): seeds → noise → sampler → uint8 images (shards + manifest: ``pfbench.shards``).
+"""Sample stage (SPEC §5): seeds → noise → sampler → uint8 images (shards + manifest: ``pfbench.sample.shards``).
 
 Sample i's label, noise and sampler randomness depend only on ``(seed, i)``: never on batch size,
 shard size, start offset, rank or device count. Writing samples to disk (atomic ``.npz`` shards, the
-manifest, resume, torchrun) lives in ``pfbench.shards``; its public names stay importable from here.
+manifest, resume, torchrun) lives in ``pfbench.sample.shards``; its public names stay importable from here.
 """
 
 from __future__ import annotations

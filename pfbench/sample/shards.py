@@ -22,7 +22,7 @@ import torch
 
 from pfbench import PfbenchError
 from pfbench.adapters.base import Adapter
-from pfbench.sample import Decode, Generated, generate
+from pfbench.sample.generate import Decode, Generated, generate
 from pfbench.samplers.base import Sampler
 
 MANIFEST = "manifest.json"

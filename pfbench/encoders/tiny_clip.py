@@ -311,7 +311,7 @@ class CLIPEmbedded:
         return {self.name: self._score.compute()["clip_score"]}
 
 
-if __name__ == "__main__":  # python -m pfbench.metrics.tiny_clip OUT_DIR [RESOLUTION] [SEED]
+if __name__ == "__main__":  # python -m pfbench.encoders.tiny_clip OUT_DIR [RESOLUTION] [SEED]
     import sys
 
     args = sys.argv[1:]

@@ -109,7 +109,7 @@ def repa_loss(proj: Tensor, z: Tensor) -> Tensor:
     if proj.dim() != 3 or proj.shape != z.shape:
         raise PfbenchError(
             f"repa_loss: projection {tuple(proj.shape)} and target {tuple(z.shape)} differ; both must be (B, T, D) "
-            "(resample the encoder tokens to the DiT's grid with pfbench.repa.tokens_for_grid)"
+            "(resample the encoder tokens to the DiT's grid with pfbench.train.repa.tokens_for_grid)"
         )
     cos = torch.nn.functional.cosine_similarity(proj.float(), z.detach().float(), dim=-1)  # (B, T)
     return -cos.mean()

@@ -8,7 +8,7 @@
 - ``fd``: seconds from precomputed 50,000 × 2048 features to a Fréchet distance (statistics + distance).
 - ``features``: feature-extraction img/s inside pfbench's metric pass vs a bare forward.
 
-The two metric benches (``fd``, ``features``) live in ``pfbench.bench_metrics``; this module holds the
+The two metric benches (``fd``, ``features``) live in ``pfbench.bench.metrics``; this module holds the
 sampling benches, the timing helpers they share and the entry point (``run_bench``, ``parse_options``).
 
 Networks are randomly initialised and then perturbed (``perturbed_net``) so the zero-initialised adaLN
@@ -39,10 +39,10 @@ from torch import Tensor
 from pfbench import PfbenchError
 from pfbench.adapters.base import Adapter
 from pfbench.adapters.dit import DiTAdapter
-from pfbench.bench_metrics import fd_speed, feature_throughput
+from pfbench.bench.metrics import fd_speed, feature_throughput
 from pfbench.nets import DiT, make_net
 from pfbench.registry import SAMPLERS
-from pfbench.sample import balanced_labels, sample_noise, sampler_keys
+from pfbench.sample.generate import balanced_labels, sample_noise, sampler_keys
 from pfbench.samplers.base import Sampler
 from pfbench.types import Cond, ModelOut, SampleOut
 
@@ -132,7 +132,7 @@ def _machine(device: str = "cpu") -> dict[str, Any]:
 
 def _inputs(shape: tuple[int, int, int], num_classes: int, n: int, start: int = 0, seed: int = 0,
             device: str = "cpu") -> tuple[Tensor, Cond, Tensor]:
-    """Noise (n, C, H, W), labels and sampler keys of samples start..start+n−1, as ``pfbench.sample`` makes them."""
+    """Noise (n, C, H, W), labels and sampler keys of samples start..start+n−1, as ``pfbench.sample.generate`` makes them."""
     idx = range(start, start + n)
     noise = sample_noise(seed, idx, shape).to(device)
     return noise, Cond(balanced_labels(seed, n, num_classes, start).to(device)), sampler_keys(seed, idx)

@@ -6,7 +6,7 @@ gradient) and are plain objects, not ``nn.Module``s, so nothing can register the
 its checkpoint.
 
 - ``dinov2-vitb14`` (the paper's): DINOv2 ViT-B/14 from the original ``dinov2_vitb14_pretrain.pth``, built by
-  ``pfbench.metrics.dinov2`` (resolved offline; nothing is downloaded). As REPA's reference code does: pixels
+  ``pfbench.encoders.dinov2`` (resolved offline; nothing is downloaded). As REPA's reference code does: pixels
   to [0, 1], ImageNet mean/std, bicubic resize to 224 → 16×16 = 256 patch tokens of 768 dims after the final
   LayerNorm, class token dropped.
 - ``embedded``: the shipped feature network of the embedded metrics (``embedded_net_r16``), so the whole REPA
@@ -70,7 +70,7 @@ class DINOv2Encoder:
     """DINOv2 patch tokens of clean pixels (see the module docstring)."""
 
     def __init__(self, name: str, weights: str | None, device: torch.device) -> None:
-        from pfbench.metrics.dinov2 import DINOv2
+        from pfbench.encoders.dinov2 import DINOv2
 
         ext = DINOv2(weights, model=name, device=device)  # raises resolve_weights' message when missing
         self.net = ext.net  # eval, requires_grad False (build_dinov2)
@@ -79,7 +79,7 @@ class DINOv2Encoder:
 
     @torch.no_grad()  # not inference_mode: the tokens are saved by autograd as the target of a cosine
     def __call__(self, pixels: Tensor) -> Tensor:
-        from pfbench.metrics.dinov2 import IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE, patch_tokens
+        from pfbench.encoders.dinov2 import IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE, patch_tokens
 
         x = (pixels.float() + 1) / 2  # (B, 3, R, R) in [0, 1]
         mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)

@@ -1,5 +1,5 @@
 """Training stage: ``TrainSpec`` → checkpoint (SPEC §4). The spec itself and its parsing live in
-``pfbench.train_spec`` (re-exported here).
+``pfbench.train.spec`` (re-exported here).
 
 One loop serves Patch Forcing (per-token t + difficulty head) and the global-t SiT baseline, with the optional
 REPA alignment loss.
@@ -29,11 +29,11 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from pfbench import PfbenchError
-from pfbench.ckpt import check_state_compatible, load_checkpoint, restore_rng_state, save_checkpoint
+from pfbench.train.checkpoints import check_state_compatible, load_checkpoint, restore_rng_state, save_checkpoint
 from pfbench.data.train_data import open_train_data
-from pfbench.losses import pf_loss, repa_loss
-from pfbench.repa import RepaEncoder, load_encoder, tokens_for_grid
-from pfbench.train_spec import DataSpec, RepaSpec, TimestepSpec, TrainSpec, spec_from_dict
+from pfbench.train.losses import pf_loss, repa_loss
+from pfbench.train.repa import RepaEncoder, load_encoder, tokens_for_grid
+from pfbench.train.spec import DataSpec, RepaSpec, TimestepSpec, TrainSpec, spec_from_dict
 
 if TYPE_CHECKING:
     from pfbench.nets.dit import DiT

@@ -1,7 +1,7 @@
 """Image sources (SPEC §6): open samples or a reference and stream its uint8 images in batches.
 
 A source is one of
-- a pfbench shard folder (``manifest.json``, written by ``pfbench.shards.write_shards``);
+- a pfbench shard folder (``manifest.json``, written by ``pfbench.sample.shards.write_shards``);
 - an image folder: PNG/JPEG files sorted by name, optional ``labels.json`` / ``captions.json`` (a list
   in file order, or a ``{file name: value}`` map);
 - an ADM-style ``.npz``: ``arr_0`` (N, H, W, 3) uint8, optional ``arr_1`` (N,) labels — what
@@ -132,7 +132,7 @@ def open_images(
         return Images("embedded", src, ref_size, (resolution, resolution), spec=spec)
     path = Path(src)
     if (path / "manifest.json").is_file():
-        from pfbench.shards import read_manifest
+        from pfbench.sample.shards import read_manifest
 
         man = read_manifest(path)
         if not man.get("complete") or not man.get("shards"):

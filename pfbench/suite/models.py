@@ -18,7 +18,7 @@ from rich.console import Console
 
 from pfbench import PfbenchError
 from pfbench.nets import DiT
-from pfbench.suite import ModelSpec, SuiteSpec, content_hash
+from pfbench.suite.parse import ModelSpec, SuiteSpec, content_hash
 
 
 def file_sha256(path: Path) -> str:
@@ -90,7 +90,7 @@ class SuiteModels:
         self.speeds: dict[str, float] = {}  # training img/s per model, from the last ``train_all``
 
     def train_dir(self, name: str, model: ModelSpec) -> Path:
-        from pfbench.train import spec_from_dict
+        from pfbench.train.loop import spec_from_dict
 
         assert model.train is not None
         return self.runs / f"{name}-{content_hash(spec_from_dict(model.train).to_dict())}"
@@ -99,14 +99,14 @@ class SuiteModels:
         """The network config of a suite model without loading weights where possible."""
         model = self.spec.models[name]
         if model.train is not None:
-            from pfbench.train import spec_from_dict
+            from pfbench.train.loop import spec_from_dict
 
             return spec_from_dict(model.train).net_config()
         if model.layout is not None:
             from pfbench.nets import net_config
 
             return net_config(model.preset or "", "pf" if model.layout == "pf" else "sit", **model.overrides)
-        from pfbench.ckpt import load_checkpoint
+        from pfbench.train.checkpoints import load_checkpoint
         from pfbench.nets import DiTConfig
 
         return DiTConfig(**load_checkpoint(resolve_checkpoint(model.checkpoint or "")[0]).net_config)
@@ -127,12 +127,12 @@ class SuiteModels:
     def _known_weights_id(self, name: str, model: ModelSpec) -> str | None:
         if model.checkpoint is not None:
             return resolve_checkpoint(model.checkpoint)[1]
-        from pfbench.ckpt import load_checkpoint
+        from pfbench.train.checkpoints import load_checkpoint
 
         last = self.train_dir(name, model) / "last.pt"
         if not last.is_file():
             return None
-        from pfbench.train import spec_from_dict
+        from pfbench.train.loop import spec_from_dict
 
         done = load_checkpoint(last).step >= spec_from_dict(model.train or {}).steps
         return file_sha256(last) if done else None
@@ -147,7 +147,7 @@ class SuiteModels:
         return self.speeds
 
     def _train_all(self) -> dict[str, float]:
-        from pfbench.train import spec_from_dict
+        from pfbench.train.loop import spec_from_dict
 
         todo = {n: m for n, m in self.spec.models.items() if m.train is not None}
         if not todo:
@@ -194,7 +194,7 @@ class SuiteModels:
         return lm
 
     def _load_net(self, name: str, model: ModelSpec) -> LoadedModel:
-        from pfbench.ckpt import build_model_from_checkpoint, load_checkpoint
+        from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint
 
         if model.checkpoint is not None and model.layout is not None:
             from pfbench.adapters.external import load_external
@@ -221,7 +221,7 @@ def _timesteps_name(config: dict[str, Any]) -> str | None:
 
 def _train_job(spec: dict[str, Any], out: str, threads: int, progress: bool) -> float:
     """Process entry point: trains (or resumes / finds finished) one model; returns its img/s."""
-    from pfbench.train import spec_from_dict, train
+    from pfbench.train.loop import spec_from_dict, train
 
     torch.set_num_threads(threads)
     result = train(spec_from_dict(spec), Path(out), resume=True, progress=progress)

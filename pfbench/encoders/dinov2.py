@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from pfbench import PfbenchError
 from pfbench.metrics.base import check_images
-from pfbench.metrics.inception import clean_resize
+from pfbench.encoders.inception import clean_resize
 from pfbench.metrics.refstats import RefStats, compute_ref_stats
 from pfbench.metrics.standard import FeatureBank, _BankMetric
 from pfbench.metrics.stats import frechet_distance
@@ -250,7 +250,7 @@ def dinov2_ref_stats(
     Args:
         batches: uint8 (B, 3, H, W) reference batches (read only on a cache miss).
         extractor: the ``DINOv2`` the samples will go through (its fingerprint keys the cache).
-        dataset_key: content hash of the reference images (``pfbench.image_sources.content_id``).
+        dataset_key: content hash of the reference images (``pfbench.evaluate.sources.content_id``).
         cache_dir: cache root (default ``$PFBENCH_CACHE`` or ``~/.cache/pfbench``).
     """
     return compute_ref_stats(batches, extractor, dataset_key=dataset_key, preprocessing="fd_dinov2",

@@ -1,6 +1,6 @@
 """Training configuration (SPEC §4): ``TrainSpec`` and its parts, strictly parsed from plain YAML data.
 
-What a run computes is fixed here; ``pfbench.train`` runs it. ``spec_from_dict`` is the only way user input
+What a run computes is fixed here; ``pfbench.train.loop`` runs it. ``spec_from_dict`` is the only way user input
 becomes a ``TrainSpec``: unknown keys name the nearest valid key, wrong types and values are one-line errors.
 """
 
@@ -17,7 +17,7 @@ import torch
 from pfbench import PfbenchError
 from pfbench.config import Builder, Wording
 from pfbench.data.train_data import TRAIN_DATASETS
-from pfbench.repa import ENCODER_DIMS
+from pfbench.train.repa import ENCODER_DIMS
 
 if TYPE_CHECKING:
     from pfbench.nets.dit import DiTConfig
@@ -49,7 +49,7 @@ class RepaSpec:
     tokens of the clean image; ``L += weight · mean(−cos)``.
 
     Attributes:
-        encoder: ``"dinov2-vitb14"`` (the paper's) or ``"embedded"`` (CPU-sized, shipped; ``pfbench.repa``).
+        encoder: ``"dinov2-vitb14"`` (the paper's) or ``"embedded"`` (CPU-sized, shipped; ``pfbench.train.repa``).
         depth: 1-based block whose output is projected (8 for XL/2 in the paper).
         weight: loss weight (paper 0.5).
         weights: DINOv2 weights file or folder (None: ``$PFBENCH_WEIGHTS``, then the torch hub cache).
@@ -190,7 +190,7 @@ class TrainSpec:
 
     def timestep_sampler(self) -> Any:
         """The configured timestep sampler; a SiT run needs one with constant rows."""
-        from pfbench.timesteps import make_timestep_sampler
+        from pfbench.train.timesteps import make_timestep_sampler
 
         assert self.timesteps is not None
         sampler = make_timestep_sampler(self.timesteps.name, **self.timesteps.params)

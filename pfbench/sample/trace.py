@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from pfbench.adapters.base import Adapter
-from pfbench.sample import Decode, balanced_labels, sample_noise, sampler_keys, to_uint8
+from pfbench.sample.generate import Decode, balanced_labels, sample_noise, sampler_keys, to_uint8
 from pfbench.samplers.base import Sampler, patch_difficulty
 from pfbench.types import Cond, ModelOut
 
@@ -68,7 +68,7 @@ class Trace:
 @torch.no_grad()
 def trace(model: Adapter, sampler: Sampler, shape: tuple[int, int, int], n: int = 4, seed: int = 0,
           decode: Decode | None = None, device: torch.device | str = "cpu") -> Trace:
-    """Samples ``n`` images (indices 0..n−1 of ``seed``, as in ``pfbench.sample``) and records the schedule;
+    """Samples ``n`` images (indices 0..n−1 of ``seed``, as in ``pfbench.sample.generate``) and records the schedule;
     ``decode`` maps latents to [−1, 1] pixels for latent models."""
     rec = Recorder(model)
     idx = torch.arange(n)

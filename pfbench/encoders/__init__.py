@@ -1,0 +1,1 @@
+"""encoders stage (see ARCHITECTURE.md)."""
