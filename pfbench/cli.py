@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from pfbench import PfbenchError
 
@@ -22,6 +25,20 @@ app.add_typer(data_app, name="data")
 app.add_typer(assets_app, name="assets")
 console = Console()
 err_console = Console(stderr=True)
+
+
+@contextmanager
+def _kept_on_ctrl_c(kept: Callable[[], str] | None = None) -> Iterator[None]:
+    """Ctrl-C inside the block: one line saying what is saved (``kept()``, else the interrupt's own message),
+    then exit status 130. Caught here because typer turns a KeyboardInterrupt into a silent exit."""
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank gets the signal; one line is enough
+            what = kept() if kept is not None else (str(err) or "finished work is saved")
+            err_console.print(f"[yellow]interrupted[/]: {what}; rerun the same command to resume", highlight=False,
+                              soft_wrap=True)
+        raise typer.Exit(130) from None
 
 
 def _threads(threads: int | None) -> None:
@@ -41,13 +58,19 @@ def run(
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
-    """Run every cell of a suite (resumable: finished cells are skipped)."""
+    """Run every cell of a suite (resumable: finished cells are skipped); a parity suite runs `pfbench parity`."""
     from pfbench.suite.runner import Runner
-    from pfbench.suite.parse import load_suite
+    from pfbench.suite.parse import load_suite, suite_kind
 
     _threads(threads)
+    if suite_kind(suite) == "adm_parity":
+        _no_overrides(suite, overrides)
+        parity(suite, device=None)
+        return
     spec = load_suite(suite, overrides)
-    Runner(spec, results_root=results, reports_root=reports, runs_root=runs, progress=not quiet).run()
+    runner = Runner(spec, results_root=results, reports_root=reports, runs_root=runs, progress=not quiet)
+    with _kept_on_ctrl_c(runner.kept):
+        runner.run()
 
 
 @app.command()
@@ -57,15 +80,21 @@ def plan(
     results: Annotated[Path, typer.Option(help="results root")] = Path("results"),
     runs: Annotated[Path, typer.Option(help="training runs / checkpoints root")] = Path("runs"),
 ) -> None:
-    """Print the cells of a suite and which are already computed."""
+    """Print the cells of a suite and which are already computed (a parity suite: its inputs and numbers)."""
     from rich.table import Table
 
     from pfbench.results import has_part
     from pfbench.suite.runner import Runner
-    from pfbench.suite.parse import load_suite
+    from pfbench.suite.parse import load_suite, suite_kind
     from pfbench.suite.parse import plan as make_plan
+    from pfbench.suite.validate import check_inputs, validate
 
+    if suite_kind(suite) == "adm_parity":
+        _no_overrides(suite, overrides)
+        _plan_parity(suite)
+        return
     spec = load_suite(suite, overrides)
+    validate(spec)
     runner = Runner(spec, results_root=results, runs_root=runs, progress=False)
     table = Table(title=f"suite {spec.name}")
     for col in ("model", "sampler", "nfe", "cfg", "seed", "samples", "forwards/img", "≈FLOPs total", "cached"):
@@ -74,7 +103,7 @@ def plan(
     total = 0.0
     for cell in cells:
         model_id = runner.known_model_id(cell.model)
-        done = model_id is not None and has_part(runner.results, f"cell-{cell.key(model_id)}-{runner.metric_key()}")
+        done = model_id is not None and has_part(runner.results, runner.cell_part(cell, model_id))
         forwards, gflops = runner.estimate(cell)
         total += 0.0 if done else gflops
         label = cell.sampler.name + (f" {cell.sampler.params}" if cell.sampler.params else "")
@@ -90,6 +119,42 @@ def plan(
     missing = [n for n in unknown if spec.models[n].train is None]
     console.print(f"{len(cells)} cells; models to train: {', '.join(train) or 'none'}; models whose checkpoint or "
                   f"decoder is not found: {', '.join(missing) or 'none'}")
+    try:
+        check_inputs(spec)
+    except PfbenchError as err:  # what `run` would refuse to start without
+        console.print(f"[yellow]run would stop[/]: {escape(str(err))}", highlight=False)
+
+
+def _no_overrides(suite: Path, overrides: list[str] | None) -> None:
+    if overrides:
+        raise PfbenchError(f"{suite}: a parity suite takes no overrides ({' '.join(overrides)}); set "
+                           "$PFBENCH_ADM_SAMPLES, $PFBENCH_ADM_REF or $PFBENCH_ADM_WEIGHTS, or edit a copy")
+
+
+def _plan_parity(suite: Path) -> None:
+    """``pfbench plan`` of a parity suite: its inputs (found or not), the numbers it checks, how to run it."""
+    from rich.table import Table
+
+    from pfbench.encoders.inception import INCEPTION_KEY
+    from pfbench.evaluate.parity import ENV, load_parity_suite, resolve_inputs
+    from pfbench.weights import resolve_weights
+
+    ps = load_parity_suite(suite)
+    inputs = resolve_inputs(ps, check=False)
+    table = Table(title=f"parity suite {ps.name} (kind: adm_parity)")
+    for col in ("input", "path", "found"):
+        table.add_column(col)
+    for key, path in (("samples", inputs.samples), ("ref", inputs.ref)):
+        found = path.is_file()
+        table.add_row(key, str(path), "yes" if found else f"no: set ${ENV[key]} or get {ps.sources.get(key, 'it')}")
+    try:
+        table.add_row("Inception weights", str(resolve_weights(INCEPTION_KEY, inputs.weights, verify=False)), "yes")
+    except PfbenchError:
+        table.add_row("Inception weights", inputs.weights or "offline search", f"no: set ${ENV['weights']}")
+    console.print(table)
+    checks = ", ".join(f"{k} {v:g} ± {ps.tolerance[k]:g}" for k, v in ps.expect.items())
+    console.print(f"checks: {checks} (one Inception pass over every sample and reference image)")
+    console.print(f"run it: pfbench run {suite} (the same as pfbench parity {suite})")
 
 
 def _flops(gflops: float) -> str:
@@ -116,21 +181,30 @@ def train(
 
     _threads(threads)
     spec = spec_from_dict(compose_yaml(config, overrides))
-    result = run_training(spec, out, resume=not no_resume, progress=int(os.environ.get("RANK", "0")) == 0)
+    with _kept_on_ctrl_c():  # the message comes from train(): the step of the checkpoint kept
+        result = run_training(spec, out, resume=not no_resume, progress=int(os.environ.get("RANK", "0")) == 0)
     if int(os.environ.get("RANK", "0")) == 0:
-        console.print(f"[green]done[/]: {result}")
+        if result.diverged:  # exit 0 all the same: the run finished and its checkpoints are valid files
+            console.print(f"[yellow]done, but the loss diverged[/] (see {out / 'log.jsonl'}): {result}")
+        else:
+            console.print(f"[green]done[/]: {result}")
 
 
 @app.command()
 def report(
-    suite: Annotated[str, typer.Argument(help="suite name (or its YAML path: the file stem is used)")],
+    suite: Annotated[str, typer.Argument(help="suite name, or its YAML file (its name: is used)")],
     results: Annotated[Path, typer.Option(help="results root")] = Path("results"),
     reports: Annotated[Path, typer.Option(help="reports root")] = Path("reports"),
 ) -> None:
     """Write reports/SUITE/index.md and a self-contained index.html from the suite's Parquet results."""
     from pfbench.report.html import report as make_report
 
-    name = Path(suite).stem if suite.endswith((".yaml", ".yml")) else suite
+    name = suite
+    if suite.endswith((".yaml", ".yml")):
+        from pfbench.suite.parse import load_suite
+
+        # The results folder is named after the suite's name:, which need not be the file's stem.
+        name = load_suite(Path(suite), None).name if Path(suite).is_file() else Path(suite).stem
     md = make_report(name, results_root=results, reports_root=reports)
     console.print(f"wrote {md} and {md.with_name('index.html')}")
 
@@ -184,7 +258,9 @@ def sample(
     npz: Annotated[Path | None, typer.Option(help="also export an ADM-style .npz (arr_0 NHWC uint8, arr_1 labels)")] = None,
     vae: Annotated[str | None, typer.Option(help="latent model: VAE decoder (sd-vae-ft-ema, folder or file)")] = None,
     layout: Annotated[str | None, typer.Option(help="external checkpoint layout: pf (reference PatchForcingDiT) or sit")] = None,
-    preset: Annotated[str | None, typer.Option(help="network size of an external checkpoint, e.g. XL/2")] = None,
+    preset: Annotated[str | None, typer.Option(help="external checkpoint size, e.g. XL/2 (default: from the file)")] = None,
+    override: Annotated[list[str] | None, typer.Option(help="external checkpoint DiTConfig field KEY=VALUE, as a "
+                                                           "suite's overrides: (repeatable), e.g. num_classes=10")] = None,
 ) -> None:
     """Sample a checkpoint into uint8 shards; the same images on 1 or N processes (torchrun --nproc_per_node N)."""
     import torch
@@ -200,13 +276,15 @@ def sample(
     rank = int(os.environ.get("RANK", "0"))
     where = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if device == "cuda" else device)
     path, sha = resolve_checkpoint(checkpoint)
-    if (layout is None) != (preset is None):
-        raise PfbenchError("sample: --layout and --preset go together (an external checkpoint, e.g. --layout pf "
-                           "--preset XL/2)")
+    if layout is None and (preset is not None or override):
+        raise PfbenchError("sample: --preset/--override describe an external checkpoint and need --layout (pf or sit)")
+    sizes: dict[str, Any] = {}
     if layout is not None:
         from pfbench.adapters.external import external_adapter
+        from pfbench.adapters.external_config import parse_overrides
 
-        model = external_adapter(path, layout, preset or "")
+        sizes = parse_overrides(override or [])
+        model = external_adapter(path, layout, preset, **sizes)
         model.net.to(where)
     else:
         model = DiTAdapter(build_model_from_checkpoint(load_checkpoint(path), use_ema=ema).to(where))
@@ -214,15 +292,21 @@ def sample(
     chosen = SAMPLERS.get(sampler)(steps=1).with_budget(nfe)
     config = {"checkpoint_sha256": sha, "ema": ema, "cfg_scale": cfg_scale, "device": where.type,
               "layout": layout, "preset": preset}
+    if sizes:
+        config["overrides"] = sizes
     decode = None
     if vae is not None:
         from pfbench.data.vae import load_vae
 
         decoder = load_vae(vae, where)
         decode, config["decoder"] = decoder.decode, f"{vae}@{decoder.sha256[:16]}"
-    manifest = write_shards_distributed(out, guided, chosen, n=num_samples, seed=seed, batch_size=batch_size,
-                                        shard_size=shard_size, config=config, decode=decode, device=where,
-                                        progress=rank == 0)
+    def kept() -> str:  # finished shards have a record each (pfbench.sample.shards.RECORD)
+        return f"{len(list(out.glob('shard_*.json')))} of {-(-num_samples // shard_size)} shards are saved in {out}"
+
+    with _kept_on_ctrl_c(kept):
+        manifest = write_shards_distributed(out, guided, chosen, n=num_samples, seed=seed, batch_size=batch_size,
+                                            shard_size=shard_size, config=config, decode=decode, device=where,
+                                            progress=rank == 0)
     if rank == 0:
         console.print(f"[green]done[/]: {manifest['totals']} -> {out}")
         if npz is not None:
@@ -261,17 +345,30 @@ def eval_(
     classes: Annotated[str, typer.Option(help="class names for clip_score prompts: embedded or imagenet")] = "embedded",
     clip_weights: Annotated[Path | None, typer.Option(help="CLIP ViT-L/14 file for clip_score (offline)")] = None,
     dinov2_weights: Annotated[Path | None, typer.Option(help="DINOv2 ViT-L/14 file for fd_dinov2 (offline)")] = None,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="refuse an Inception file that is not the "
+                                         "official one (--no-verify: accept it; marked non-standard)")] = True,
+    kid_subset_size: Annotated[int, typer.Option(help="images per KID subset (<= samples and reference)")] = 1000,
+    is_order: Annotated[str, typer.Option(help="IS splits over samples in file order (ADM evaluator) or torch-fidelity's "
+                                          "shuffle: file | shuffle")] = "file",
 ) -> None:
     """Score samples made by pfbench or any other codebase (shards, image folder, ADM .npz)."""
     from pfbench.data import class_names
-    from pfbench.evaluate.metric_pass import evaluate
+    from pfbench.evaluate.metric_pass import evaluate, metric_args
 
     names = [m.strip() for m in metrics.split(",") if m.strip()]
     result = evaluate(samples, None if ref.lower() == "none" else ref, names, batch_size=batch_size, device=device,
                       weights=weights, ref_size=ref_size, resize=resize, clip_weights=clip_weights,
-                      dinov2_weights=dinov2_weights, class_names=class_names(classes))
+                      dinov2_weights=dinov2_weights, class_names=class_names(classes), verify_weights=verify,
+                      kid_subset_size=kid_subset_size, is_order=is_order)
     for key, value in result.items():
         console.print(f"{key}\t{value:.6g}")
+    args = metric_args(names, resize=resize, weights=weights, verify_weights=verify, kid_subset_size=kid_subset_size,
+                       is_order=is_order)
+    if "inception_sha256" in args:
+        console.print(f"inception_sha256\t{args['inception_sha256']}")
+    if args.get("nonstandard"):
+        console.print(f"[yellow]non-standard Inception weights: {', '.join(args['nonstandard'])} are not comparable "
+                      "with published numbers[/yellow]")
 
 
 @data_app.command("preview")
@@ -375,7 +472,8 @@ def main() -> None:
     try:
         app()
     except PfbenchError as err:
-        err_console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+        # escape: messages hold key paths and lists ("grid: [{models: [m], ...}]") that rich would read as markup
+        err_console.print(f"[red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: finished work is saved; run the same command to resume")

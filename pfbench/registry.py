@@ -1,4 +1,4 @@
-"""One small plugin registry: lazy ``"module:attr"`` targets plus entry-point groups.
+"""One small plugin registry: lazy ``"module:attr"`` targets (``pfbench.plugins``) plus entry-point groups.
 
 Plugin names resolve only through these maps and installed entry points, never through
 arbitrary import paths taken from a config file.
@@ -12,6 +12,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from pfbench import PfbenchError
+from pfbench.plugins import BUILTINS
 
 
 class Registry:
@@ -61,15 +62,14 @@ class Registry:
         return name in self._targets or name in self._entry_points()
 
 
-TIMESTEPS = Registry("timestep sampler")
-SAMPLERS = Registry("sampler", "pfbench.samplers")
-ADAPTERS = Registry("adapter", "pfbench.adapters")
-METRICS = Registry("metric", "pfbench.metrics")
-NETS = Registry("network preset")
+def _builtin(kind: str, table: str, group: str | None) -> Registry:
+    reg = Registry(kind, group)
+    for name, target in BUILTINS[table].items():
+        reg.add(name, target)
+    return reg
 
 
-def _load_builtins() -> None:
-    import pfbench.plugins  # noqa: F401  (fills the registries with built-in names)
-
-
-_load_builtins()
+TIMESTEPS = _builtin("timestep sampler", "timesteps", "pfbench.train.timesteps")
+SAMPLERS = _builtin("sampler", "samplers", "pfbench.samplers")
+ADAPTERS = _builtin("adapter", "adapters", "pfbench.adapters")
+METRICS = _builtin("metric", "metrics", "pfbench.metrics")

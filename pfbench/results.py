@@ -2,20 +2,32 @@
 
 Layout: ``results/<suite>/<part>.parquet``, one file per finished unit of work (a cell, a diagnostic), so a
 killed run loses at most the unit in flight and never leaves a partial file.
+
+Damaged files (0 bytes, truncated, overwritten, bit rot: anything pyarrow cannot read back) are never counted
+as finished work and never crash a reader. Each one is reported in one line on stderr, and then:
+  * ``pfbench run`` (the owner of the folder, under the part's lock) moves it aside to ``<name>.corrupt`` and
+    recomputes the unit (``has_part(..., damaged="move")``);
+  * ``pfbench plan`` shows the unit as not computed and leaves the file alone (a dry run writes nothing);
+  * ``report`` / ``compare`` / ``baseline`` / ``figures`` skip it (``read_results``); one explicitly named
+    Parquet file that is damaged (e.g. a committed baseline) is a one-line error instead (``read_path``).
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import os
 import platform
 import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
+from rich.console import Console
+
+from pfbench import PfbenchError
 
 SCHEMA_VERSION = 2  # 2: + decoder
 
@@ -29,6 +41,8 @@ COLUMNS: dict[str, str] = {
     "decoder": "string",  # latent models: "<vae name>@<sha256[:16]>" of the decoder; missing for pixel models
     "train_timesteps": "string",  # training timestep sampler of the model (SPEC §3), when known
     "train_step": "Int64",
+    "train_gflops": "Float64",  # curve rows: analytic training GFLOPs up to train_step (nets.flops.train_flops)
+    "train_wall_s": "Float64",  # curve rows: training seconds up to train_step (from the run's log.jsonl)
     "sampler": "string",
     "sampler_args": "string",  # JSON
     "variant": "string",  # JSON of the suite-level sampler params and CFG interval that distinguish this cell ("" = defaults)
@@ -100,24 +114,107 @@ def write_rows(path: Path, rows: Iterable[Mapping[str, Any]]) -> Path:
     return write_frame(path, to_frame(rows))
 
 
+_MAGIC = b"PAR1"  # first and last 4 bytes of every Parquet file
+_stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+_warned: set[tuple[Path, str]] = set()  # one warning per file and action per process (readers run repeatedly)
+
+
+def _load(path: Path) -> pd.DataFrame | str:
+    """The rows of one Parquet file with the documented columns, or why the file is damaged.
+
+    Raises:
+        OSError: the file cannot be read at all (permissions, I/O error): not damage, so it is not moved aside.
+    """
+    data = path.read_bytes()  # result parts are small (a few rows); reading them whole checks every byte
+    if not data:
+        return "empty file (0 bytes)"
+    if len(data) < 12 or data[:4] != _MAGIC or data[-4:] != _MAGIC:
+        return f"truncated or not a Parquet file ({len(data)} bytes, no PAR1 header/footer)"
+    try:
+        return _coerce(pd.read_parquet(io.BytesIO(data)))
+    except Exception as err:  # whatever pyarrow/pandas raise on these bytes (ArrowInvalid, OSError, ...) is damage
+        return "unreadable: " + (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+
+
+def _warn(path: Path, what: str) -> None:
+    if (path, what) not in _warned:
+        _warned.add((path, what))
+        _stderr.print(f"[yellow]warning:[/] {path} {what}")
+
+
+def move_aside(path: Path) -> Path | None:
+    """Renames a damaged part to ``<name>.corrupt`` (``.corrupt.1``, ... if taken), keeping it for inspection.
+
+    Returns None when the file is already gone (another runner moved it first).
+    """
+    dst, n = path.with_name(path.name + ".corrupt"), 0
+    while dst.exists():
+        n += 1
+        dst = path.with_name(f"{path.name}.corrupt.{n}")
+    try:
+        os.replace(path, dst)
+    except FileNotFoundError:
+        return None
+    return dst
+
+
 def read_results(folder: Path) -> pd.DataFrame:
-    """All rows under ``folder`` (recursively), old files upgraded to the current columns."""
+    """All rows under ``folder`` (recursively), old files upgraded to the current columns.
+
+    Damaged files are skipped with a one-line warning each (see the module docstring).
+    """
     files = sorted(p for p in Path(folder).rglob("*.parquet") if not p.name.startswith("."))
-    if not files:
+    frames = []
+    for f in files:
+        df = _load(f)
+        if isinstance(df, str):
+            _warn(f, f"is damaged ({df}): skipped; `pfbench run` moves it aside and recomputes it")
+        else:
+            frames.append(df)
+    if not frames:
         return to_frame([]).iloc[0:0]
-    return _coerce(pd.concat([_coerce(pd.read_parquet(f)) for f in files], ignore_index=True))
+    return _coerce(pd.concat(frames, ignore_index=True))
 
 
-def has_part(folder: Path, part: str) -> bool:
-    return (Path(folder) / f"{part}.parquet").is_file()
+def has_part(folder: Path, part: str, *, damaged: Literal["warn", "move", "quiet"] = "warn") -> bool:
+    """Whether ``folder/<part>.parquet`` holds a finished, readable unit of work.
+
+    Args:
+        folder: a results folder (``results/<suite>``).
+        part: the unit's name (file stem).
+        damaged: what to do with a damaged file (it counts as not finished in every case): ``"warn"`` one
+            line on stderr; ``"move"`` also move it aside to ``<name>.corrupt`` (only the folder's runner, while
+            holding the part's lock, so it never moves a file another runner has just rewritten); ``"quiet"``
+            nothing.
+    """
+    path = Path(folder) / f"{part}.parquet"
+    if not path.is_file():
+        return False
+    reason = _load(path)
+    if not isinstance(reason, str):
+        return True
+    if damaged == "move":
+        dst = move_aside(path)
+        if dst is not None:
+            _warn(path, f"is damaged ({reason}): moved to {dst.name}; recomputing it")
+    elif damaged == "warn":
+        _warn(path, f"is damaged ({reason}): counted as not computed; `pfbench run` moves it aside and recomputes it")
+    return False
 
 
 def read_path(path: Path) -> pd.DataFrame:
-    """Rows from a results folder (see ``read_results``) or from one Parquet file (e.g. a committed baseline)."""
+    """Rows from a results folder (see ``read_results``) or from one Parquet file (e.g. a committed baseline).
+
+    Raises:
+        PfbenchError: ``path`` is a file that is not a readable Parquet file.
+    """
     path = Path(path)
     if path.is_dir():
         return read_results(path)
-    return _coerce(pd.read_parquet(path))
+    df = _load(path)
+    if isinstance(df, str):
+        raise PfbenchError(f"{path} is damaged ({df}): restore it, or regenerate it (e.g. `pfbench baseline`)")
+    return df
 
 
 def write_frame(path: Path, df: pd.DataFrame) -> Path:

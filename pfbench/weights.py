@@ -8,7 +8,9 @@ this order, and never downloaded:
 3. the cache of the library that would otherwise download it (torch hub's ``checkpoints`` folder
    for torch-fidelity and DINOv2, ``~/.cache/clip`` for open_clip's OpenAI CLIP files).
 
-A file with a known checksum is verified (sha256) before use; a mismatch is refused. A missing
+A file with a known checksum is verified (sha256) before use; a mismatch is refused unless the caller
+turns verification off (for Inception: ``pfbench eval --no-verify``, suite ``eval.verify_weights: false``;
+the rows then record the file's sha256 and are marked non-standard). A missing
 file raises ``PfbenchError`` at once, naming the file, every place looked and the URL to fetch it
 from on a machine with internet access.
 """
@@ -23,6 +25,7 @@ from pathlib import Path
 from pfbench import PfbenchError
 
 ENV_VAR = "PFBENCH_WEIGHTS"
+OPT_OUT = frozenset({"inception-v3-compat"})  # weights whose check `pfbench eval --no-verify` can turn off
 
 
 @dataclass(frozen=True)
@@ -177,9 +180,14 @@ def verify_weights(key: str, path: str | os.PathLike[str]) -> str:
     w = _known(key)
     digest = file_sha256(path)
     if w.sha256 is not None and digest != w.sha256:
+        optout = (
+            "; to use this file anyway (a re-export, a fine-tuned or test network) pass --no-verify "
+            "(suite: eval.verify_weights: false): results then record its sha256 and are marked non-standard"
+            if key in OPT_OUT else ""
+        )
         raise PfbenchError(
             f"{key} weights {path} have sha256 {digest[:16]}…, expected {w.sha256[:16]}…: the file is "
-            f"truncated, corrupt or a different version; delete it and fetch {w.url} again"
+            f"truncated, corrupt or a different version; delete it and fetch {w.url} again{optout}"
         )
     return digest
 

@@ -12,7 +12,14 @@ from torch import Tensor
 
 from pfbench import PfbenchError
 from pfbench.adapters.dit import DiTAdapter
-from pfbench.adapters.external import convert_state_dict, external_adapter, load_external, read_state_dict
+from pfbench.adapters.external import (
+    convert_state_dict,
+    external_adapter,
+    external_config,
+    load_external,
+    read_state_dict,
+)
+from pfbench.adapters.external_config import omegaconf_globals, parse_overrides
 from pfbench.nets.dit import DiT
 from pfbench.nets.presets import net_config
 
@@ -218,3 +225,175 @@ def test_external_adapter(tmp_path: Path) -> None:
     assert isinstance(adapter, DiTAdapter) and not adapter.per_token and not adapter.has_difficulty
     with pytest.raises(PfbenchError, match="ε-prediction"):
         external_adapter(tmp_path / "sit.pt", "dit", PRESET)
+
+
+# ---- release files as downloaded (the reference's convert_ckpt.py format) ----------------------------------
+
+PF_TARGET = "patch_flow.models.pf_transformer.PatchForcingDiT"
+
+
+def release_params(net: DiT) -> dict[str, object]:
+    """The reference model config's params for ``net``, under the reference's argument names."""
+    cfg = net.cfg
+    return {"in_channels": cfg.in_channels, "input_size": cfg.input_size, "depth": cfg.depth,
+            "hidden_size": cfg.width, "patch_size": cfg.patch, "num_heads": cfg.heads,
+            "num_classes": cfg.num_classes, "compile": True, "predict_uncertainty": True}
+
+
+def write_release(path: Path, net: DiT, target: str = PF_TARGET, config: object = None) -> Path:
+    """Writes ``{"state_dict", "config"}`` exactly as the reference's scripts/convert_ckpt.py does.
+
+    Its ``config`` is ``ckpt["hyper_parameters"]["model"]``: the ``model`` node of the trainer's OmegaConf
+    params, so ``torch.save`` pickles a ``DictConfig`` together with the parent tree it hangs off.
+    """
+    from omegaconf import OmegaConf
+
+    if config is None:
+        hparams = OmegaConf.create({"model": {"target": target, "params": release_params(net)}, "lr": 1e-4,
+                                    "ema_rate": 0.9999, "lr_scheduler_cfg": None, "tags": [],
+                                    "flow": {"target": "patch_flow.flow_pf.PatchFlowForcing",
+                                             "params": {"patch_size": 2}}})
+        config = hparams.model
+    torch.save({"state_dict": to_external(net, sigma=False), "config": config}, path)
+    return path
+
+
+def test_release_file_loads_with_exactly_the_omegaconf_globals(tmp_path: Path) -> None:
+    from omegaconf import DictConfig
+
+    net = random_net("pf", seed=7)
+    path = write_release(tmp_path / "pft-xs_step400k_ema.ckpt", net)
+    names = {g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}" for g in omegaconf_globals()}
+    assert set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path))) == names
+    with pytest.raises(Exception, match="GLOBAL omegaconf"):  # plain weights-only loading refuses the file
+        torch.load(path, weights_only=True)
+    loaded = load_external(path, "pf")  # no preset: the size comes from the embedded config
+    assert loaded.cfg == net.cfg
+    x, t, y = inputs(net, per_token=True)
+    assert torch.equal(loaded(x, t, y)[0], net(x, t, y)[0])
+    assert DictConfig not in torch.serialization.get_safe_globals()  # allowed for that one load only
+    assert load_external(path, "pf", PRESET, num_classes=10).cfg == net.cfg  # agreeing preset/override: fine
+    plain = write_release(tmp_path / "plain.ckpt", net, config={"target": PF_TARGET, "params": release_params(net)})
+    assert external_config(plain, "pf") == net.cfg  # hyper-parameters saved as plain dicts (train.py's path)
+
+
+def test_release_file_contradictions_and_unknown_configs(tmp_path: Path) -> None:
+    net = random_net("pf")
+    path = write_release(tmp_path / "pft.ckpt", net)
+    with pytest.raises(PfbenchError, match=r"--preset B/2 contradicts .*embedded config: .*depth 12 vs 4"):
+        load_external(path, "pf", "B/2")
+    with pytest.raises(PfbenchError, match="num_classes=7 contradicts"):
+        load_external(path, "pf", num_classes=7)
+    with pytest.raises(PfbenchError, match="use --layout pf, not sit"):
+        load_external(path, "sit")
+    other = write_release(tmp_path / "t2i.ckpt", net, target="patch_flow.models.pf_transformer_t2i.PFT2I")
+    with pytest.raises(PfbenchError, match="model target .*PFT2I.* is not supported"):
+        load_external(other, "pf")
+    weird = write_release(tmp_path / "weird.ckpt", net, config={"target": PF_TARGET, "params": {"depth": "${x}"}})
+    with pytest.raises(PfbenchError, match="depth='\\$\\{x\\}' is not a number"):
+        load_external(weird, "pf")
+    text = write_release(tmp_path / "text.ckpt", net, config="pft-b")
+    with pytest.raises(PfbenchError, match="'config' holds a str, not the reference's model config"):
+        load_external(text, "pf")
+
+
+class _MakesDirOnLoad:
+    """Unpickling this would call os.mkdir(marker): proves a refused file runs nothing."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return os.mkdir, (str(self.marker),)
+
+
+def test_other_pickled_config_is_refused_and_runs_nothing(tmp_path: Path) -> None:
+    import os
+
+    net = random_net("pf")
+    marker = tmp_path / "was_run"
+    for name, config in (("obj", _MakesDirOnLoad(marker)), ("fn", os.system), ("ns", argparse.Namespace(a=1))):
+        path = write_release(tmp_path / f"{name}.ckpt", net, config=config)
+        with pytest.raises(PfbenchError, match="cannot be read safely; nothing was run") as err:
+            load_external(path, "pf")
+        assert "\n" not in str(err.value)
+    assert not marker.exists()
+    for name, data in (("bytes.pt", bytes(range(256)) * 8), ("zip.pt", b"PK\x03\x04garbage")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(PfbenchError, match="is not a readable"):
+            load_external(tmp_path / name, "pf")
+
+
+def test_plain_sit_state_dict_needs_no_preset(tmp_path: Path) -> None:
+    net = random_net("sit", seed=2)
+    path = tmp_path / "SiT-XS-2.pt"
+    torch.save(to_external(net, sigma=True), path)  # SiT/DiT release: a bare state dict
+    loaded = load_external(path, "sit")
+    assert loaded.cfg == net.cfg  # depth, width, patch, channels, size, classes, mlp ratio from shapes
+    x, t, y = inputs(net, per_token=False)
+    assert torch.equal(loaded(x, t, y)[0], net(x, t, y)[0])
+    with pytest.raises(PfbenchError, match=r"--preset cpu-s contradicts .*weights: depth 6 vs 4, width 128 vs 64"):
+        load_external(path, "sit", "cpu-s")
+    odd = DiT(net_config(PRESET, "sit", width=32, heads=2)).eval()  # width 32: no preset says its heads
+    torch.save(to_external(odd, sigma=False), tmp_path / "odd.pt")
+    with pytest.raises(PfbenchError, match="heads=N"):
+        load_external(tmp_path / "odd.pt", "sit")
+    assert load_external(tmp_path / "odd.pt", "sit", heads=2).cfg == odd.cfg
+
+
+def test_parse_overrides_is_typed_like_a_suite() -> None:
+    assert parse_overrides(["num_classes=10", "mlp_ratio=4", "repa_depth=none", "per_token_t=false"]) == {
+        "num_classes": 10, "mlp_ratio": 4.0, "repa_depth": None, "per_token_t": False}
+    with pytest.raises(PfbenchError, match="depth takes int"):
+        parse_overrides(["depth=abc"])
+    with pytest.raises(PfbenchError, match="did you mean 'depth'"):
+        parse_overrides(["dept=3"])
+    with pytest.raises(PfbenchError, match="expected KEY=VALUE"):
+        parse_overrides(["depth"])
+
+
+def test_cli_samples_a_release_file_without_preset(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pfbench.cli import app
+    from pfbench.registry import SAMPLERS
+    from pfbench.sample.generate import generate
+    from pfbench.sample.shards import load_shards
+
+    net = random_net("pf", seed=4)
+    path = write_release(tmp_path / "pft-xs_step400k_ema.ckpt", net)
+    out = tmp_path / "shards"
+    args = ["sample", str(path), str(out), "--layout", "pf", "--sampler", "euler", "--nfe", "4",
+            "--num-samples", "6", "--batch-size", "6", "--shard-size", "3", "--override", "num_classes=10"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert len(list(out.glob("shard_*.npz"))) == 2
+    want = generate(external_adapter(path, "pf"), SAMPLERS.get("euler")(steps=1).with_budget(4), n=6, seed=0,
+                    batch_size=6)
+    assert torch.equal(torch.as_tensor(load_shards(out)[0]), want.images)
+
+
+def test_cli_refusals_are_one_line_and_write_nothing(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    net = random_net("pf")
+    good = write_release(tmp_path / "pft.ckpt", net)
+    marker = tmp_path / "was_run"
+    evil = write_release(tmp_path / "evil.ckpt", net, config=_MakesDirOnLoad(marker))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    for i, (ckpt, extra, needle) in enumerate([
+        (evil, [], "holds a pickled posix.mkdir"),
+        (good, ["--preset", "B/2"], "--preset B/2 contradicts"),
+        (good, ["--override", "num_classes=7"], "num_classes=7 contradicts"),
+    ]):
+        out = tmp_path / f"out-{i}"
+        proc = subprocess.run([sys.executable, "-m", "pfbench.cli", "sample", str(ckpt), str(out), "--layout", "pf",
+                               *extra], capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 1, proc.stderr
+        assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert not out.exists()
+    assert not marker.exists()

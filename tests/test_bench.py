@@ -119,8 +119,10 @@ def test_fd_bench_fields_and_value() -> None:
     st.update(x)
     s = np.geomspace(1.2, 0.8, 16)
     want = frechet_distance(st.mean(), st.cov(), st.mean() + 0.05, st.cov() * np.outer(s, s) + 0.01 * np.eye(16))
-    assert out["fd"] == pytest.approx(want, rel=1e-12) and out["fd"] > 0
-    assert parse_options("fd", ["n=1000", "d=8"]) == {"n": 1000, "d": 8}
+    assert out["fd"] == pytest.approx(want, rel=1e-12) and out["fd"] > 0 and out["gemm"] == "float32"
+    assert parse_options("fd", ["n=1000", "d=8", "gemm=float64"]) == {"n": 1000, "d": 8, "gemm": "float64"}
+    exact = run_bench("fd", n=600, d=16, gemm="float64", show=False)  # the all-float64 path, for comparison
+    assert exact["gemm"] == "float64" and exact["fd"] == pytest.approx(out["fd"], rel=1e-6)
 
 
 def test_features_bench_measures_both_extractors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

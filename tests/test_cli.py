@@ -58,8 +58,8 @@ def test_sample_an_external_checkpoint(tmp_path: Path) -> None:
     want = generate(external_adapter(ext, "sit", "cpu-xs"), SAMPLERS.get("euler")(steps=1).with_budget(4), n=6,
                     seed=0, batch_size=6)
     assert torch.equal(torch.as_tensor(load_shards(out)[0]), want.images)
-    bad = run_cli("sample", str(ext), str(tmp_path / "o2"), "--layout", "sit")
-    assert bad.returncode == 1 and "--layout and --preset go together" in bad.stderr
+    bad = run_cli("sample", str(ext), str(tmp_path / "o2"), "--preset", "cpu-xs")
+    assert bad.returncode == 1 and "need --layout" in bad.stderr
 
 
 def test_data_preview_writes_png(tmp_path: Path) -> None:
@@ -105,3 +105,169 @@ def test_plan_estimates_compute(tmp_path: Path) -> None:
     assert expected.endswith(" GFLOP") and float(expected.split()[0]) == pytest.approx(8 * per_forward / 1e9 * 500,
                                                                                        rel=5e-3)
     assert any("euler_pf" in line and expected in line for line in res.output.splitlines()), res.output
+
+
+def test_report_of_a_yaml_path_uses_the_suite_name(tmp_path: Path) -> None:
+    from pfbench.results import write_rows
+
+    text = (Path(__file__).resolve().parents[1] / "suites" / "ci.yaml").read_text()
+    suite = tmp_path / "path to" / "my ci.yaml"  # stem "my ci", name: other
+    suite.parent.mkdir()
+    suite.write_text(text.replace("name: ci\n", "name: other\n"))
+    folder = tmp_path / "results" / "other"
+    write_rows(folder / "cell-a.parquet", [{"suite": "other", "part": "cell-a", "kind": "cell", "model": "pf",
+                                            "sampler": "euler_pf", "nfe_budget": 8, "nfe_used": 8, "cfg_scale": 1.0,
+                                            "seed": 0, "metric": "class_acc", "value": 0.9, "higher_is_better": True}])
+    (folder / "cell-b.parquet").write_bytes(b"")  # damaged: skipped with a warning, not a traceback
+    res = runner.invoke(app, ["report", str(suite), "--results", str(tmp_path / "results"), "--reports",
+                              str(tmp_path / "reports")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "reports" / "other" / "index.md").is_file()
+    assert not (tmp_path / "reports" / "my ci").exists()
+
+
+def test_ctrl_c_in_train_says_what_is_kept(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text("kind: pf\nmodel: cpu-xs\nmodel_overrides: {depth: 1, width: 32, heads: 2}\ndata: {size: 200}\n"
+                   "steps: 100000\nbatch_size: 8\nwarmup: 1\nlog_every: 1\nckpt_every: 2\ndevice: cpu\n")
+    out = tmp_path / "o"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "pfbench.cli", "train", str(cfg), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "last.pt").is_file() and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    from pfbench.train.checkpoints import load_checkpoint
+
+    step = load_checkpoint(out / "last.pt").step
+    assert proc.returncode == 130, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("interrupted: the checkpoint of step ") and "rerun the same command to resume" in line
+    assert f"step {step} is kept in {out / 'last.pt'}" in line, (line, step)
+
+
+# ---------------------------------------------------------------- up-front checks of plan/run (issue 9)
+
+CI_SUITE = Path(__file__).resolve().parents[1] / "suites" / "ci.yaml"
+
+
+def main_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
+    """``pfbench ARGS`` in this process through the console entry point (its one-line errors and exit codes);
+    returns (exit code, stderr)."""
+    from pfbench.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(sys, "argv", ["pfbench", *args])
+    with pytest.raises(SystemExit) as info:
+        main()
+    return int(info.value.code or 0), capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "edit,args,needle",
+    [
+        ("dual_loop", [], "grid[1].samplers[1].params.p = 1.5: must be in [0, 1]"),
+        ("", ["sweep.num_samples=-3"], "sweep.num_samples = -3: must be >= 1"),
+        ("", ["sweep.num_samples=0"], "sweep.num_samples = 0: must be >= 1"),
+        ("", ["grid=[]"], "grid: empty; a suite needs at least one block, e.g. grid: [{models: [m], samplers: [euler]}]"),
+        ("", ["sweep.seeds=[]"], "sweep.seeds: empty list"),
+        ("", ["--results", "{blocker}/results"], "cannot write to {blocker}/results/ci: Not a directory"),
+        ("", ["--reports", "{blocker}/reports"], "cannot write to {blocker}/reports/ci: Not a directory"),
+    ],
+)
+def test_run_refuses_a_bad_suite_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch, edit: str, args: list[str],
+                                                 needle: str) -> None:
+    """Exit 1 with the key path in one line, and nothing computed (no reference rows, no diagnostics)."""
+    text = CI_SUITE.read_text().replace("num_samples: 500", "num_samples: 50")
+    if edit:
+        text = text.replace("dual_loop,", "{name: dual_loop, params: {p: 1.5}},")
+    suite = tmp_path / "ci.yaml"
+    suite.write_text(text)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be (root ignores permissions, not this)")
+    folders = {"--results": tmp_path / "results", "--reports": tmp_path / "reports", "--runs": tmp_path / "runs"}
+    args = [a.replace("{blocker}", str(blocker)) for a in args]
+    options = [x for key, path in folders.items() if key not in args for x in (key, str(path))]
+    code, err = main_cli(capsys, monkeypatch, "run", str(suite), *args, *options, "--quiet")
+    assert code == 1, err
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".parquet", ".png", ".md")], err
+    assert needle.replace("{blocker}", str(blocker)) in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_plan_refuses_an_nfe_above_the_cap_and_names_yaml_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    code, err = main_cli(capsys, monkeypatch, "plan", str(CI_SUITE), "sweep.nfe=[8,5000]", "--results",
+                         str(tmp_path / "r"))
+    from pfbench.suite.validate import MAX_NFE
+
+    assert 5000 > MAX_NFE
+    assert code == 1 and err.strip() == f"error: sweep.nfe[1] = 5000: must be in [1, {MAX_NFE}] (model calls per " \
+                                        "sample)", err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(CI_SUITE.read_text().replace("samplers: [euler]", "samplers: [euler"))
+    code, err = main_cli(capsys, monkeypatch, "plan", str(bad))
+    line = next(i for i, text in enumerate(bad.read_text().splitlines(), 1) if "samplers: [euler" in text)
+    assert code == 1 and err.startswith(f"error: {bad}:{line + 1}:") and "malformed YAML" in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_every_suite_yaml_plans(tmp_path: Path) -> None:
+    """`pfbench plan` works on every YAML in suites/ (recipes/ holds `pfbench train` configs), parity included."""
+    paths = sorted((CI_SUITE.parent).glob("*.yaml"))
+    assert {"ci", "smoke", "imagenet", "adm_parity"} <= {p.stem for p in paths}
+    for path in paths:
+        res = runner.invoke(app, ["plan", str(path), "--results", str(tmp_path / "r"), "--runs", str(tmp_path / "runs")],
+                            env={"COLUMNS": "300"})
+        assert res.exit_code == 0, (path, res.output, res.exception)
+    res = runner.invoke(app, ["plan", str(CI_SUITE.parent / "adm_parity.yaml")], env={"COLUMNS": "300"})
+    assert "parity suite adm_parity (kind: adm_parity)" in res.output and "checks: fid 3.9426 ± 0.02" in res.output
+    assert "pfbench parity" in res.output, res.output
+
+
+def test_run_of_a_parity_suite_runs_the_parity_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pfbench.evaluate.parity
+
+    calls: list[Path] = []
+
+    def fake(path: Path, device: str | None = None) -> dict[str, object]:
+        calls.append(Path(path))
+        ok = len(calls) == 1  # first call passes, second fails
+        row = {"metric": "fid", "measured": 3.94, "expected": 3.9426, "diff": -0.0026, "tolerance": 0.02, "ok": ok}
+        return {"suite": "adm_parity", "samples": "s.npz", "ref": "r.npz", "num_samples": 4, "measured": {},
+                "table": [row], "pass": ok}
+
+    monkeypatch.setattr(pfbench.evaluate.parity, "run_adm_parity_suite", fake)
+    path = CI_SUITE.parent / "adm_parity.yaml"
+    assert runner.invoke(app, ["run", str(path)]).exit_code == 0
+    assert runner.invoke(app, ["run", str(path)]).exit_code == 1  # a parity failure fails the run
+    assert calls == [path, path]
+    res = runner.invoke(app, ["run", str(path), "sweep.nfe=[8]"])
+    assert res.exit_code != 0 and "a parity suite takes no overrides" in str(res.exception)
+
+
+def test_ctrl_c_in_sample_says_what_is_kept(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    out = tmp_path / "shards"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "pfbench.cli", "sample", "asset:embedded_pf_r16.pt", str(out),
+                             "--num-samples", "100000", "--shard-size", "20", "--batch-size", "20", "--nfe", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("shard_*.json"))) < 2 and proc.poll() is None:
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    kept = len(list(out.glob("shard_*.json")))
+    assert err.strip().splitlines()[-1] == (f"interrupted: {kept} of 5000 shards are saved in {out}; rerun the same "
+                                            "command to resume")

@@ -129,7 +129,7 @@ def test_missing_rows_are_reported(tmp_path: Path) -> None:
     assert res.summary_line().startswith("INCOMPLETE") and "2 only in a, 2 only in b" in res.summary_line()
     for table in res.tables():  # every row has one cell per header (a key column once went unlabelled)
         assert table.rows and all(len(r) == len(table.columns) for r in table.rows), table.title
-        assert "variant" in table.columns and "NFE" in table.columns
+        assert "NFE" in table.columns and "variant" not in table.columns  # a key column only when it varies
 
 
 def test_diagnostic_rows_with_missing_keys_match(tmp_path: Path) -> None:
@@ -177,3 +177,71 @@ def test_tolerance_overrides_and_patterns(tmp_path: Path) -> None:
         load_tolerances(tmp_path / "nope.yaml")
     with pytest.raises(PfbenchError, match="no such"):
         compare(tmp_path / "nope", tmp_path / "nope2")
+
+
+def test_non_tty_output_is_a_plain_untruncated_table(tmp_path: Path) -> None:
+    """CI logs are not terminals: rich would squeeze the 15-column table to 80 columns and cut every cell."""
+    long = [("pf-" + "x" * 40, "look_ahead", 8), ("sit-" + "y" * 40, "euler", 8)]
+    a = _write(tmp_path / "a", cells=long)
+    b = _write(tmp_path / "b", {(long[0][0], "look_ahead", 8, "fd_embedded"): 8.0}, cells=long)
+    out = io.StringIO()
+    compare(a, b).print(Console(file=out, width=80), all_rows=True)  # a StringIO console is not a terminal
+    text = out.getvalue()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) > 80
+    lines = text.splitlines()
+    row = next(line for line in lines if long[0][0] in line and "fd_embedded" in line)
+    assert "look_ahead" in row and "REGRESSED" in row and "+8" in row  # one row, one line, every cell whole
+    assert sum(long[1][0] in line for line in lines) == 2  # both metrics of the other model, each on one line
+    header = next(line for line in lines if line.startswith("kind"))
+    assert "tolerance" in header and "status" in header
+    tty = io.StringIO()
+    compare(a, b).print(Console(file=tty, width=80, force_terminal=True), all_rows=True)
+    assert "┃" in tty.getvalue()  # a terminal still gets the rich table
+
+
+def test_damaged_parts_are_skipped_with_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = _write(tmp_path / "a"), _write(tmp_path / "b")
+    damaged = b / "cell-sit-euler-16-0.parquet"
+    damaged.write_bytes(b"")
+    res = compare(a, b)
+    assert res.incomplete and len(res.missing_in_b) == 2  # the two metrics of the damaged cell
+    err = capsys.readouterr().err
+    assert str(damaged) in err and "damaged" in err and len(err.strip().splitlines()) == 1
+    assert damaged.is_file()  # compare reads; only `pfbench run` moves a damaged part aside
+
+
+# ------------------------------------------------------------------ every cell key is matched on and shown
+def test_compare_keeps_every_cell_apart(tmp_path: Path) -> None:
+    from test_report_keys import CELLS, cell_grid  # pytest puts tests/ on sys.path (no package)
+
+    a = cell_grid(tmp_path / "a")
+    b = cell_grid(tmp_path / "b", shift={5: 3.0})  # one cell (srm, p=0.6, [0, 0.5]) 3 FD worse
+    res = compare(a, b)
+    assert len(res.rows) == 16 and (res.rows["a_n"] == 2).all()  # 8 cells × 2 metrics; seeds of one cell only
+    assert list(res.regressions["metric"]) == ["fd_embedded"]
+    bad = res.regressions.iloc[0]
+    assert (bad["train_timesteps"], bad["variant"], bad["cfg_interval"]) == ("srm", '{"cfg_interval": [0.0, 0.5], "p": 0.6}',
+                                                                          "[0.0, 0.5]")
+    table = res.tables()[0]
+    cols = {c: i for i, c in enumerate(table.columns)}
+    assert {"train t-sampler", "variant", "CFG interval"} <= set(cols)
+    shown = {(r[cols["train t-sampler"]], r[cols["variant"]], r[cols["CFG interval"]]) for r in table.rows}
+    assert shown == set(CELLS)
+    assert CELLS[5] == ("srm", "p=0.6", "[0, 0.5]")
+
+
+def test_old_baseline_without_a_key_column_still_matches(tmp_path: Path) -> None:
+    from test_report_keys import cell_grid
+
+    rows = read_path(cell_grid(tmp_path / "grid"))
+    ltg = rows[rows["train_timesteps"] == "ltg"]
+    old = tmp_path / "old"
+    write_rows(old / "cells.parquet", ltg.drop(columns=["train_timesteps"]).to_dict("records"))
+    base = write_baseline(old, tmp_path / "baseline.parquet")  # written before train_timesteps existed
+    assert read_path(base)["train_timesteps"].isna().all()
+    new = tmp_path / "new"
+    write_rows(new / "cells.parquet", ltg.to_dict("records"))
+    res = compare(base, new)
+    assert len(res.rows) == 8 and not res.incomplete and res.missing_in_a.empty and not res.regressed
+    with pytest.raises(PfbenchError, match="differ only in train_timesteps"):  # would pool ltg and srm: refuse
+        compare(base, tmp_path / "grid")

@@ -35,22 +35,31 @@ def _random_cov(d: int, rank: int, seed: int) -> np.ndarray:
 # ---------------------------------------------------------------- FeatureStats
 
 
-def test_stats_match_numpy_one_shot() -> None:
+# Covariance agreement with np.cov: float64 Gram products to ~1e-12, float32 ones (centred chunks)
+# to float32 rounding of the centred values, relative to the largest entry.
+COV_RTOL = {"float64": 1e-10, "float32": 2e-6}
+
+
+@pytest.mark.parametrize("gemm", ["float32", "float64"])
+def test_stats_match_numpy_one_shot(gemm: str) -> None:
     x = _feats(5000, 24)
-    st = FeatureStats()
+    st = FeatureStats(gemm=gemm)
     st.update(torch.from_numpy(x))
     x64 = x.astype(np.float64)
     np.testing.assert_allclose(st.mean(), x64.mean(0), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(st.cov(), np.cov(x64, rowvar=False), rtol=1e-10, atol=1e-12)
+    ref = np.cov(x64, rowvar=False)
+    np.testing.assert_allclose(st.cov(), ref, rtol=0, atol=COV_RTOL[gemm] * np.abs(ref).max())
+    assert np.array_equal(st.cov(), st.cov().T)
     assert st.n == 5000 and st.dim == 24
 
 
+@pytest.mark.parametrize("gemm", ["float32", "float64"])
 @pytest.mark.parametrize("sizes", [[1] * 7 + [4993], [333] * 15 + [5], [2048, 2048, 904], [4100, 900]])
-def test_streaming_is_bit_identical_to_one_shot(sizes: list[int]) -> None:
+def test_streaming_is_bit_identical_to_one_shot(sizes: list[int], gemm: str) -> None:
     x = _feats(sum(sizes), 16, seed=1)
-    one = FeatureStats()
+    one = FeatureStats(gemm=gemm)
     one.update(x)
-    many = FeatureStats()
+    many = FeatureStats(gemm=gemm)
     i = 0
     for s in sizes:
         many.update(x[i : i + s])
@@ -70,19 +79,27 @@ def test_state_round_trip_mid_stream_is_exact(tmp_path) -> None:
     back.update(x[2500:])
     assert np.array_equal(back.cov(), ref.cov()) and back.n == 3000
     with np.load(tmp_path / "s.npz") as z:  # ADM-style keys ride along
-        np.testing.assert_allclose(z["sigma"], np.cov(x[:2500].astype(np.float64), rowvar=False), rtol=1e-10)
+        want = np.cov(x[:2500].astype(np.float64), rowvar=False)
+        np.testing.assert_allclose(z["sigma"], want, rtol=0, atol=COV_RTOL["float32"] * np.abs(want).max())
+        assert str(z["gemm"]) == "float32"
+    f64 = FeatureStats(gemm="float64")
+    f64.update(x[:2500])
+    f64.save(tmp_path / "f64.npz")
+    assert FeatureStats.load(tmp_path / "f64.npz").gemm == "float64"  # the mode survives a round trip
 
 
-def test_merge_equals_concatenation() -> None:
+@pytest.mark.parametrize("gemm", ["float32", "float64"])
+def test_merge_equals_concatenation(gemm: str) -> None:
     x = _feats(4000, 12, seed=3)
-    a, b, both = FeatureStats(), FeatureStats(), FeatureStats()
+    a, b, both = FeatureStats(gemm=gemm), FeatureStats(gemm=gemm), FeatureStats(gemm=gemm)
     a.update(x[:1300])
     b.update(x[1300:])
     both.update(x)
     m = a.merge(b)
     assert m.n == 4000
     np.testing.assert_allclose(m.mean(), both.mean(), rtol=1e-13, atol=1e-13)
-    np.testing.assert_allclose(m.cov(), both.cov(), rtol=1e-11, atol=1e-13)
+    tol = {"float64": 1e-11, "float32": COV_RTOL["float32"]}[gemm]
+    np.testing.assert_allclose(m.cov(), both.cov(), rtol=0, atol=tol * np.abs(both.cov()).max())
 
 
 def test_stats_reject_bad_input() -> None:
@@ -94,6 +111,110 @@ def test_stats_reject_bad_input() -> None:
         st.update(np.zeros((2, 4)))
     with pytest.raises(PfbenchError, match="NaN"):
         st.update(np.full((2, 3), np.nan))
+    with pytest.raises(PfbenchError, match="gemm"):
+        FeatureStats(gemm="float16")
+
+
+def test_non_finite_values_in_whole_chunks_are_refused_before_any_change() -> None:
+    x = _feats(3 * FeatureStats.CHUNK + 10, 8, seed=11)
+    st = FeatureStats()
+    st.update(x[:5])
+    before = st.state()
+    bad = x.copy()
+    bad[2 * FeatureStats.CHUNK + 7, 3] = np.inf  # inside the second whole chunk of this update
+    with pytest.raises(PfbenchError, match="NaN or Inf"):
+        st.update(bad)
+    after = st.state()
+    assert all(np.array_equal(before[k], after[k]) for k in before)  # nothing was folded
+
+
+# ---------------------------------------------------------------- float32 Gram products vs all-float64 (issue 11.5)
+
+
+def _real_like(kind: str, n: int, d: int, seed: int, shift: float = 0.0) -> np.ndarray:
+    """Pool3-like (n, d) float32 features: non-negative, heavy-tailed, means far from 0.
+
+    ``relu``: ReLU of correlated Gaussians (spectrum over 3 decades) times a log-normal per-image scale.
+    ``subspace``: non-negative log-normal codes on 24 non-negative directions: rank-24 covariance.
+    ``dead``: ``relu`` with a quarter of the units dead (constant 0).
+    ``twins``: ``relu`` with a quarter of the units duplicated (exactly dependent).
+    ``layernorm``: ``relu`` through a LayerNorm with affine weights (zero-sum constraint: rank D − 1).
+    """
+    rng = np.random.default_rng(seed)
+    fixed = np.random.default_rng(1000)  # the same feature "network" for every set
+    scale = rng.lognormal(0.0, 0.5, (n, 1))  # heavy tail: a few images with large activations
+    if kind == "subspace":
+        w = fixed.uniform(0.0, 1.0, (24, d))
+        return (rng.lognormal(shift, 0.7, (n, 24)) @ w * scale).astype(np.float32)
+    mix = fixed.standard_normal((d, d)) * np.geomspace(1.0, 1e-3, d)[:, None]  # rows scaled
+    x = np.maximum(rng.standard_normal((n, d)) @ mix + 0.3 + shift, 0.0) * scale
+    if kind == "dead":
+        x[:, : d // 4] = 0.0
+    if kind == "twins":
+        x[:, : d // 4] = x[:, d // 4 : d // 2]
+    if kind == "layernorm":
+        x = (x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True)
+        x = x * fixed.uniform(0.5, 2.0, d) + fixed.uniform(0.0, 1.0, d)
+    return x.astype(np.float32)
+
+
+def _fid(a: np.ndarray, b: np.ndarray, gemm: str) -> tuple[float, str]:
+    """FID of a vs b and the Gram dtype the generated side's statistics ended up with."""
+    sa, sb = FeatureStats(gemm=gemm), FeatureStats(gemm=gemm)
+    sa.update(a)
+    sb.update(b)
+    return frechet_distance(sa.mean(), sa.cov(), sb.mean(), sb.cov()), sa.gemm
+
+
+@pytest.mark.parametrize(
+    "kind,n_gen,n_ref,d,used",
+    [("relu", 12_000, 20_000, 192, "float32"), ("dead", 12_000, 20_000, 192, "float32"),
+     ("twins", 12_000, 20_000, 192, "float64"), ("layernorm", 12_000, 20_000, 192, "float64"),
+     ("subspace", 12_000, 20_000, 192, "float64"), ("relu", 1500, 20_000, 256, "float32"),
+     ("relu", 700, 20_000, 256, "float32"),
+     ("relu", 100, 20_000, 256, "float32"), ("relu", 100, 150, 256, "float32")],
+)  # fmt: skip
+def test_float32_gram_fid_matches_all_float64(kind: str, n_gen: int, n_ref: int, d: int, used: str) -> None:
+    """Issue 11.5 acceptance: FID relative difference ≤ 1e-6 against the all-float64 path.
+
+    Generated and reference sets come from nearly the same distribution (small FID, where
+    cancellation in tr Σ1 + tr Σ2 − 2·tr sqrt(Σ1Σ2) makes relative errors largest). Exactly dependent
+    units (twins, LayerNorm, a rank-24 subspace) switch to float64 Gram products; the last three
+    cases have few generated rows (N < 4·D, N < D: singular covariances) and a tiny reference.
+    """
+    gen, ref = _real_like(kind, n_gen, d, seed=1), _real_like(kind, n_ref, d, seed=2, shift=0.02)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # neither path may need the eps·I retry
+        (exact, _), (fast, gemm) = _fid(gen, ref, "float64"), _fid(gen, ref, "float32")
+    assert exact > 0 and gemm == used
+    assert abs(fast - exact) <= 1e-6 * exact
+
+
+def test_float32_gram_needs_centred_chunks() -> None:
+    """The same float32 Gram product on raw (uncentred) rows is far off: centring is what makes it exact."""
+    x = _real_like("relu", 4096, 64, seed=3) + np.float32(100.0)  # means ≫ spread: offset activations
+    from scipy.linalg import blas
+
+    st = FeatureStats(gemm="float32")
+    st.update(x)
+    exact = np.cov(x.astype(np.float64), rowvar=False)
+    raw = blas.ssyrk(1.0, x.T, trans=0, lower=1).astype(np.float64)  # (D, D) Σxxᵀ in float32
+    raw = np.tril(raw) + np.tril(raw, -1).T
+    mu = x.mean(0, dtype=np.float64)
+    naive = (raw - x.shape[0] * np.outer(mu, mu)) / (x.shape[0] - 1)
+    err = lambda c: np.abs(c - exact).max() / np.abs(exact).max()  # noqa: E731
+    assert err(st.cov()) < COV_RTOL["float32"] < 1e-4 < err(naive)  # raw moments: 100× worse or more
+
+
+def test_few_rows_are_accumulated_in_float64() -> None:
+    """A lone chunk below 4·D rows (singular or ill-conditioned covariance) never goes through float32."""
+    x = _real_like("relu", 300, 256, seed=4)
+    a, b = FeatureStats(gemm="float32"), FeatureStats(gemm="float64")
+    a.update(x)
+    b.update(x)
+    assert np.array_equal(a.cov(), b.cov()) and a.chunk == b.chunk == 2048
+    big = FeatureStats(dim=2048)
+    assert big.chunk == 8192  # a chunk holds at least 4·D rows, so the lone first chunk is all the data
 
 
 # ---------------------------------------------------------------- Fréchet distance

@@ -170,7 +170,8 @@ def test_html_is_self_contained(built: Path) -> None:
     refs = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)["']""", html)
     assert refs and all(r.startswith("data:image/png;base64,") for r in refs), [r[:40] for r in refs]
     assert "url(" not in html and "@import" not in html
-    assert len(re.findall(r"<img ", html)) == 5  # 3 figures + samples + difficulty map
+    # 3 figures + samples + difficulty map + the claims section's NFE and GFLOPs figures (pf vs sit, report.validity)
+    assert len(re.findall(r"<img ", html)) == 7 and "<h2>Claims</h2>" in html
 
 
 def test_report_without_results_is_a_user_error(tmp_path: Path) -> None:

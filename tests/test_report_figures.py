@@ -108,13 +108,13 @@ def test_paper_figures_tables_and_files(tmp_path: Path) -> None:
             _valid(p)
     tex = (tmp_path / "paper" / "table_main.tex").read_text()
     assert "\\begin{tabular}" in tex and "\\end{tabular}" in tex
-    assert r"euler\_pf" in tex and r"dual\_loop (p=0.2)" in tex  # the sweep is split, not pooled
+    assert r"euler\_pf" in tex and r"pf & dual\_loop & p=0.2 &" in tex  # the sweep is split, not pooled
     rows = read_results(res)
     want = rows[(rows["model"] == "sit") & (rows["nfe_budget"] == 8) & (rows["metric"] == "fd_embedded")]["value"]
     mean, std = float(want.astype(float).mean()), float(want.astype(float).std(ddof=1))
     assert f"{mean:.4g} $\\pm$ {std:.2g}" in tex
     md = (tmp_path / "paper" / "table_main.md").read_text()
-    assert f"| sit · euler | {mean:.4g} ± {std:.2g} |" in md
+    assert f"| sit | euler | — | {mean:.4g} ± {std:.2g} |" in md  # labelled columns: model, sampler, variant
 
 
 def test_paper_training_sampler_ablation_when_present(tmp_path: Path) -> None:
@@ -140,3 +140,71 @@ def test_paper_without_cells_is_a_user_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(PfbenchError, match="no cell rows"):
         paper_figures([tmp_path / "empty"], tmp_path / "out")
+
+
+# ------------------------------------------------------------------ every cell reaches the figures
+def test_paper_main_table_shows_every_cell(tmp_path: Path) -> None:
+    from test_report_keys import CELLS, cell_grid, fd_mean  # pytest puts tests/ on sys.path (no package)
+
+    from pfbench.report.paper import paper_figures
+
+    paper_figures([cell_grid(tmp_path / "res")], tmp_path / "paper")
+    md = (tmp_path / "paper" / "table_main.md").read_text()
+    section = md.split("## fd_embedded", 1)[1]
+    lines = [ln.strip("|").split(" | ") for ln in section.splitlines() if ln.startswith("| pf ")]
+    head = next(ln for ln in section.splitlines() if ln.startswith("| model")).strip("| ").split(" | ")
+    assert head == ["model", "train t-sampler", "sampler", "variant", "CFG interval", "NFE 16"]
+    got = {(r[1].strip(), r[3].strip(), r[4].strip()): r[5].strip() for r in lines}
+    assert len(lines) == 8 and set(got) == set(CELLS)
+    for i, key in enumerate(CELLS):
+        assert got[key].startswith(f"{fd_mean(i):.4g} ± ")
+
+
+class _Spy:
+    """Records what ``plots._save`` is handed (title, caption, per-axes ticks) before saving it."""
+
+    def __init__(self, save: object) -> None:
+        self.save = save
+        self.calls: list[dict[str, object]] = []
+
+    def __call__(self, fig: object, out_dir: Path, name: str, title: str, caption: str) -> object:
+        axes = [ax for ax in fig.axes if ax.get_visible()]  # type: ignore[attr-defined]
+        self.calls.append({"name": name, "title": title, "caption": caption,
+                           "xticks": [list(ax.get_xticks()) for ax in axes],
+                           "ylabels": [[t.get_text() for t in ax.get_yticklabels()] for ax in axes]})
+        return self.save(fig, out_dir, name, title, caption)  # type: ignore[operator]
+
+
+def test_single_nfe_figure_is_a_dot_plot_with_every_cell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_report_keys import cell_grid
+
+    from pfbench.report import figures, plots
+
+    spy = _Spy(plots._save)
+    monkeypatch.setattr(plots, "_save", spy)
+    rows = read_results(cell_grid(tmp_path / "res"))
+    assert figures.metric_vs_nfe(rows, tmp_path / "out") is not None
+    call = spy.calls[-1]
+    assert call["title"] == "Quality vs NFE budget (NFE budget 16)"
+    assert "One NFE budget only (16)" in str(call["caption"]) and "Whiskers: 95% interval" in str(call["caption"])
+    labels = call["ylabels"][0]  # type: ignore[index]
+    assert len(labels) == 8 and len(set(labels)) == 8  # one row per cell, none merged
+    assert "pf · train srm · dual_loop · p=0.6 · cfg in [0.1, 0.9]" in labels
+    one_seed = read_results(cell_grid(tmp_path / "one", seeds=1))
+    figures.metric_vs_nfe(one_seed, tmp_path / "out1")
+    assert "One seed per point: no interval drawn" in str(spy.calls[-1]["caption"])  # no band promised
+
+
+def test_nfe_axis_has_integer_ticks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pfbench.report import figures, plots
+
+    spy = _Spy(plots._save)
+    monkeypatch.setattr(plots, "_save", spy)
+    res = tmp_path / "res"
+    for seed in range(2):
+        for nfe in (12, 16):  # less than 2x apart: a linear axis
+            _write(res, _cell("pf", "euler_pf", nfe, seed, 10.0 + seed + 8 / nfe), f"c{nfe}-{seed}")
+    figures.metric_vs_nfe(read_results(res), tmp_path / "out")
+    call = spy.calls[-1]
+    assert call["xticks"] == [[12.0, 16.0], [12.0, 16.0]]  # not 12.5, 13.0, ...
+    assert "Band: 95% interval" in str(call["caption"])

@@ -72,7 +72,7 @@ def test_tiny_suite_runs_and_resumes_after_sigkill(tmp_path: Path) -> None:
     assert first, "no cell finished before the kill"
     # SIGKILL can land mid-write: only a hidden temp file may remain, never a partial result file.
     assert all(p.name.startswith(".") and p.name.endswith(".tmp") for p in out.iterdir()
-               if not (p.name.endswith(".parquet") and not p.name.startswith(".")))
+               if not (p.name.endswith(".parquet") and not p.name.startswith(".")) and p.name != ".locks")
     read_results(out)  # every visible file is a complete Parquet file
     # Resume: finishes the rest, keeps finished cells untouched.
     proc = pfbench(tmp_path, "run", str(suite))
@@ -129,3 +129,152 @@ def test_missing_checkpoint_is_one_line_error(tmp_path: Path) -> None:
     proc = pfbench(tmp_path, "run", str(suite))
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and "nowhere/last.pt" in err and "not found" in err
+
+
+@pytest.mark.parametrize(
+    "text,runs_is_a_file,needle",
+    [
+        (TINY.replace("params: {n_inner: 2}", "params: {n_inner: 2, p: 1.5}"), False,
+         "error: grid[1].samplers[1].params.p = 1.5: must be in [0, 1]"),
+        (TINY.replace("models:\n", "models:\n  ck: {checkpoint: nowhere/last.pt}\n", 1), False,
+         "error: models.ck: checkpoint nowhere/last.pt not found"),
+        (TINY, True, "error: cannot write to {runs}/tiny: Not a directory"),
+    ],
+)
+def test_a_suite_that_trains_fails_before_training(tmp_path: Path, text: str, runs_is_a_file: bool,
+                                                   needle: str) -> None:
+    """A bad value, a missing checkpoint or an unwritable runs folder stops `run` before its models train."""
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(text)
+    if runs_is_a_file:
+        (tmp_path / "runs").write_text("")
+    proc = pfbench(tmp_path, "run", str(suite))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err[-2000:]
+    assert runs_is_a_file or not (tmp_path / "runs").exists(), err  # nothing trained, not even a run folder begun
+    assert not list(tmp_path.rglob("*.parquet")) and not list(tmp_path.rglob("*.pt"))
+    assert needle.replace("{runs}", str(tmp_path / "runs")) in err and len(err.strip().splitlines()) == 1, err
+
+
+SHIPPED = """
+name: shipped
+data: {name: embedded, resolution: 16, seed: 0, test_size: 300}
+models:
+  pf: {checkpoint: "asset:embedded_pf_r16.pt"}
+grid:
+  - {models: [pf], samplers: [euler_pf, look_ahead]}
+sweep: {nfe: [2, 4], seeds: [0, 1], num_samples: 100}
+metrics: [class_acc]
+eval: {batch_size: 100, learning_curve: false}
+"""
+
+
+def _start(tmp: Path, suite: Path, log: str, command: str = "run") -> subprocess.Popen[str]:
+    """``pfbench <command> suite`` with progress lines on (``cell i/N`` is printed for each cell it computes);
+    stdout goes to ``tmp/<log>`` so a test can poll it while the process runs."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PFBENCH_CACHE": str(tmp / "cache"), "PYTHONUNBUFFERED": "1",
+           "COLUMNS": "200"}
+    extra = ["--reports", str(tmp / "reports"), "--threads", "1"] if command == "run" else []
+    with open(tmp / log, "w") as fh:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "pfbench.cli", command, str(suite), "--results", str(tmp / "results"),
+             "--runs", str(tmp / "runs"), *extra],
+            stdout=fh, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp,
+        )
+
+
+def _computed(text: str) -> set[int]:
+    """Indices i of the ``cell i/N`` lines: the cells this process computed."""
+    return {int(line.split()[1].split("/")[0]) for line in text.splitlines() if line.startswith("cell ")}
+
+
+def _wait_for(path: Path, needle: str, proc: subprocess.Popen[str], timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if needle in path.read_text():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{needle!r} never appeared (rc {proc.poll()}): {path.read_text()[-2000:]}")
+
+
+def _values(folder: Path) -> dict[str, list[float]]:
+    df = read_results(folder)
+    c = df[df["kind"] == "cell"].sort_values(["part", "metric"])
+    return {str(p): list(g["value"]) for p, g in c.groupby("part")}
+
+
+@pytest.mark.slow
+def test_two_runners_on_one_folder_split_the_cells_and_damage_is_recomputed(tmp_path: Path) -> None:
+    suite = tmp_path / "shipped.yaml"
+    suite.write_text(SHIPPED)
+    out = tmp_path / "results" / "shipped"
+    procs = [_start(tmp_path, suite, f"run{k}.out") for k in (1, 2)]  # two terminals / two cluster jobs
+    errs = [p.communicate(timeout=900)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for e in errs]
+    done = [_computed((tmp_path / f"run{k}.out").read_text()) for k in (1, 2)]
+    assert not done[0] & done[1], done  # no cell computed twice ...
+    assert done[0] | done[1] == set(range(1, 9)), done  # ... and none left out
+    parts = sorted(out.glob("cell-*.parquet"))
+    assert len(parts) == 8 and not list(out.glob("*.lock"))  # lock files live in the hidden .locks folder
+    c = read_results(out).query("kind == 'cell'")
+    assert not c.duplicated(["part", "metric"]).any()
+    before = _values(out)
+    # Damage: 0 bytes, junk, and a plain deletion. plan and report warn; run moves aside and recomputes.
+    parts[0].write_bytes(b"")
+    parts[1].write_bytes(b"not parquet")
+    parts[2].unlink()
+    plan = _start(tmp_path, suite, "plan.out", "plan")
+    _, err = plan.communicate(timeout=300)
+    assert plan.returncode == 0, err
+    assert err.count("is damaged") == 2 and parts[0].name in err and parts[1].name in err, err
+    assert sum("│ yes " in line for line in (tmp_path / "plan.out").read_text().splitlines()) == 5  # "cached"
+    assert parts[0].is_file() and parts[1].is_file()  # plan writes nothing
+    rerun = _start(tmp_path, suite, "run3.out")
+    _, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err[-2000:]
+    assert err.count("moved to") == 2 and "Traceback" not in err, err
+    assert len(_computed((tmp_path / "run3.out").read_text())) == 3
+    assert (out / f"{parts[0].name}.corrupt").read_bytes() == b""
+    assert (out / f"{parts[1].name}.corrupt").read_bytes() == b"not parquet"
+    assert _values(out) == before  # recomputed by one runner: the same numbers as the two runners wrote
+
+
+@pytest.mark.slow
+def test_a_locked_cell_waits_for_its_holder_and_is_taken_over_when_it_dies(tmp_path: Path) -> None:
+    from pfbench.locks import lock_path
+    from pfbench.suite.runner import Runner
+    from pfbench.suite.parse import load_suite, plan
+
+    suite = tmp_path / "shipped.yaml"
+    suite.write_text(SHIPPED.replace("seeds: [0, 1]", "seeds: [0]"))
+    spec = load_suite(suite)
+    runner = Runner(spec, results_root=tmp_path / "results")
+    cells = plan(spec)
+    held = runner.cell_part(cells[0], runner.known_model_id(cells[0].model) or "")
+    # Another "runner" holds cell 1: a process that takes the lock and sleeps.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom pfbench.locks import hold_lock\n"
+         "with hold_lock(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(900)\n",
+         str(lock_path(runner.results, held))], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        first = _start(tmp_path, suite, "run1.out")
+        _wait_for(tmp_path / "run1.out", "being computed by another runner", first)
+        assert _computed((tmp_path / "run1.out").read_text()) == {2, 3, 4}
+        assert not (runner.results / f"{held}.parquet").exists()
+        first.send_signal(signal.SIGINT)  # Ctrl-C while it waits: one line saying what is kept
+        _, err = first.communicate(timeout=120)
+        assert first.returncode == 130, err[-2000:]
+        assert err.strip().splitlines()[-1] == (f"interrupted: 3 of 4 cells are saved in {runner.results}; rerun "
+                                                "the same command to resume"), err[-2000:]
+        second = _start(tmp_path, suite, "run2.out")
+        _wait_for(tmp_path / "run2.out", "being computed by another runner", second)
+        holder.kill()  # the holder dies: the kernel drops its lock and the waiting runner takes the cell over
+        holder.wait()
+        _, err = second.communicate(timeout=600)
+        assert second.returncode == 0, err[-2000:]
+        assert _computed((tmp_path / "run2.out").read_text()) == {1}
+        assert (runner.results / f"{held}.parquet").is_file()
+    finally:
+        if holder.poll() is None:
+            holder.kill()

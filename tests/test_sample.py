@@ -14,6 +14,7 @@ from pfbench import PfbenchError
 from pfbench.adapters.dit import DiTAdapter
 from pfbench.nets import make_net
 from pfbench.sample.generate import balanced_labels, generate, sample_noise, to_uint8
+from pfbench.samplers.dual_loop import DualLoop
 from pfbench.samplers.dual_loop_random import DualLoopRandom
 from pfbench.samplers.euler import Euler
 from pfbench.sample.shards import export_adm_npz, load_shards, read_manifest, write_shards
@@ -79,17 +80,45 @@ def tiny() -> DiTAdapter:
     return DiTAdapter(net)
 
 
-def test_batch_size_does_not_change_images(tiny: DiTAdapter) -> None:
-    sampler = DualLoopRandom(steps=1, n_inner=2)  # uses per-sample keys too
-    runs = [generate(tiny, sampler, n=14, seed=7, batch_size=b) for b in (1, 7, 64)]
+class TowardPF(Toward):
+    """``Toward`` with a per-pixel logvar map: every op is elementwise, so results cannot depend on batch size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.has_difficulty = True
+
+    def __call__(self, x: Tensor, t: Tensor, cond: Cond) -> ModelOut:
+        out = super().__call__(x, t, cond)
+        return ModelOut(out.v, (x[:, :1] * 3.0).sin())  # (B, 1, H, W), distinct values per sample
+
+
+@pytest.mark.parametrize("sampler", [DualLoop(steps=2, n_inner=2), DualLoopRandom(steps=2, n_inner=2)])
+def test_batch_size_does_not_change_images(sampler: DualLoop) -> None:
+    """Noise, labels, masks and per-sample random draws depend only on (seed, index): bit-identical images."""
+    runs = [generate(TowardPF(), sampler, n=14, seed=7, batch_size=b) for b in (1, 7, 64)]
     for run in runs[1:]:
         assert torch.equal(run.images, runs[0].images) and torch.equal(run.labels, runs[0].labels)
     first = runs[0]
-    assert first.images.shape == (14, 3, 16, 16) and first.images.dtype == torch.uint8
-    assert first.nfe == 2 and first.forwards == 2.0 and first.gflops > 0 and first.seconds > 0
+    assert first.images.shape == (14, 3, 4, 4) and first.images.dtype == torch.uint8
+    assert first.nfe == 4 and first.forwards == 4.0 and first.gflops > 0 and first.seconds > 0
     assert first.images.float().std() > 10  # not a constant image
-    other = generate(tiny, sampler, n=2, seed=8, batch_size=2)
+    other = generate(TowardPF(), sampler, n=2, seed=8, batch_size=2)
     assert not torch.equal(other.images, first.images[:2])
+
+
+def test_batch_size_with_a_real_network_changes_only_float_rounding(tiny: DiTAdapter) -> None:
+    """A real network's CPU matmuls block differently per batch size (~1e-6 relative): at most 1 level apart.
+
+    The exact invariance above covers everything pfbench controls (seeds, labels, masks); this bounds what
+    the BLAS kernels add on top, so a real seed or masking bug (which moves whole images) still fails here.
+    """
+    sampler = DualLoopRandom(steps=1, n_inner=2)
+    runs = [generate(tiny, sampler, n=14, seed=7, batch_size=b) for b in (1, 7, 64)]
+    for run in runs[1:]:
+        assert torch.equal(run.labels, runs[0].labels)
+        diff = (run.images.int() - runs[0].images.int()).abs()
+        assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 0.01, (int(diff.max()), diff.sum())
+    assert runs[0].images.float().std() > 10
 
 
 def test_sample_independent_of_start(tiny: DiTAdapter) -> None:

@@ -111,22 +111,26 @@ def test_difficulty_map_and_mask() -> None:
     manual = logvar.double().exp()[0, 0, 2:4, 4:6].mean()  # token (row 1, col 2) = index 1*4 + 2
     assert torch.allclose(d[0, 6], manual)
     for p in (0.0, 0.25, 0.4, 0.9, 1.0):
-        m = difficulty_mask(d, p)
-        assert (m.sum(1) == easy_count(16, p)).all()
-        q = torch.quantile(d, p, dim=1, keepdim=True)
+        m = difficulty_mask(d, p, 2)
+        assert (m.sum(1) == easy_count(16, p, 2)).all()
+        # the quantile of the pixel-resolution map: each patch value repeated patch² = 4 times
+        q = torch.quantile(d.repeat_interleave(4, dim=1), p, dim=1, keepdim=True)
         assert bool((d[m] < q.expand_as(d)[m]).all())  # every easy patch is below the quantile
         assert bool((d[~m] >= q.expand_as(d)[~m]).all())
-    assert not difficulty_mask(d, 0.0).any()  # strict <: the minimum is not below itself
-    assert (difficulty_mask(d, 1.0).sum(1) == 15).all()  # quantile 1 = max, which is excluded
-    assert not difficulty_mask(torch.ones(2, 16), 0.5).any()  # ties: nothing strictly below
+    assert not difficulty_mask(d, 0.0, 2).any()  # strict <: the minimum is not below itself
+    assert (difficulty_mask(d, 1.0, 2).sum(1) == 15).all()  # quantile 1 = max, which is excluded
+    assert not difficulty_mask(torch.ones(2, 16), 0.5, 2).any()  # ties: nothing strictly below
+    big = torch.rand(3, 64, dtype=torch.float64)
+    assert (difficulty_mask(big, 0.4, 2).sum(1) == 25).all()  # not 26: the pixel map, not the T values
 
 
 def test_random_mask_size_and_keys() -> None:
-    a = random_mask([1, 2, 3], step=0, tokens=64, p=0.4, salt="x", device=torch.device("cpu"))
-    assert (a.sum(1) == easy_count(64, 0.4)).all() and easy_count(64, 0.4) == 26
-    b = random_mask([9, 2], step=0, tokens=64, p=0.4, salt="x", device=torch.device("cpu"))
+    cpu = torch.device("cpu")
+    a = random_mask([1, 2, 3], step=0, tokens=64, p=0.4, patch=2, salt="x", device=cpu)
+    assert (a.sum(1) == easy_count(64, 0.4, 2)).all() and easy_count(64, 0.4, 2) == 25
+    b = random_mask([9, 2], step=0, tokens=64, p=0.4, patch=2, salt="x", device=cpu)
     assert torch.equal(a[1], b[1]) and not torch.equal(a[0], a[2])  # per-sample, batch-independent
-    c = random_mask([1], step=1, tokens=64, p=0.4, salt="x", device=torch.device("cpu"))
+    c = random_mask([1], step=1, tokens=64, p=0.4, patch=2, salt="x", device=cpu)
     assert not torch.equal(a[0], c[0])  # a fresh mask each step
 
 
@@ -161,7 +165,7 @@ def test_look_ahead_empty_mask_or_r1_equals_euler(tiny: DiTAdapter) -> None:
     ref = Euler(steps=4)(tiny, noise, cond)
     for sampler in (LookAhead(steps=4, p=0.0), LookAhead(steps=4, r=1.0)):
         out = sampler(tiny, noise, cond)
-        assert out.nfe == 2 * 4 - 1  # one warm step (t_0 = 0 ≤ 0.05)
+        assert out.nfe == 2 * 4 - 1  # one warm step (t_0 = 0 < 0.05)
         assert torch.allclose(out.x, ref.x, atol=1e-5)
     assert (LookAhead(steps=4)(tiny, noise, cond).x - ref.x).abs().max() > 1e-2
 
@@ -179,7 +183,7 @@ def test_dual_loop_per_token_times(tiny: DiTAdapter) -> None:
     model = GaussianFlow()
     noise, cond, _ = _batch(1, model.input_shape)
     DualLoop(steps=2, p=0.5, n_inner=4)(model, noise, cond)
-    easy = difficulty_mask(patch_difficulty(model.logvar[None], 2), 0.5)[0]  # (T,)
+    easy = difficulty_mask(patch_difficulty(model.logvar[None], 2), 0.5, 2)[0]  # (T,)
     inner = model.calls[1:4]  # step 0's three inner calls
     for j, t in enumerate(inner, start=1):
         assert torch.allclose(t[0][easy], torch.tensor(0.5))  # easy patches wait at t_1
@@ -268,8 +272,9 @@ def test_reported_cost_equals_calls_and_fits_budget() -> None:
 def test_costs_match_spec() -> None:
     assert Euler(steps=7).cost(7) == 7 and Heun(steps=7).cost(7) == 13
     assert DualLoop(steps=5, n_inner=4).cost(5) == 20
-    assert LookAhead(steps=20).cost(20) == 2 * 20 - 2  # t_0 = 0 and t_1 = 0.05 are warm
-    assert LookAhead(steps=20, t_warm=0.0).cost(20) == 39
+    assert LookAhead(steps=20).cost(20) == 2 * 20 - 1  # only t_0 = 0 is warm: t_1 = 0.05 is not < 0.05
+    assert LookAhead(steps=21).cost(21) == 2 * 21 - 2  # t_1 = 1/21 < 0.05
+    assert LookAhead(steps=20, t_warm=0.0).cost(20) == 40
 
 
 # ---------------------------------------------------------------- contract over every registered sampler

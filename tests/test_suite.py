@@ -90,6 +90,19 @@ def test_bad_suites_give_one_line_errors(tmp_path: Path, text: str, match: str) 
     assert "\n" not in str(info.value)
 
 
+def test_yaml_syntax_errors_name_file_line_and_column(tmp_path: Path) -> None:
+    bad = MINIMAL.replace("a: {checkpoint: /nonexistent.pt}", "a: {checkpoint: /nonexistent.pt")
+    with pytest.raises(PfbenchError) as info:
+        load_suite(write(tmp_path, bad))
+    # the flow mapping opened on line 4 runs into `grid:` on line 5, column 5 (1-based, as editors count)
+    assert str(info.value) == (f"{tmp_path / 's.yaml'}:5:5: malformed YAML: expected ',' or '}}', but got ':' "
+                               "(while parsing a flow mapping started at line 4)")
+    write(tmp_path, "sweep: {nfe: [3],\n  seeds: [5]\n", "base.yaml")  # an include: its own name and line
+    with pytest.raises(PfbenchError, match=r"base.yaml:3:1: malformed YAML: expected ',' or '}'") as info:
+        load_suite(write(tmp_path, "defaults:\n  - base\n  - _self_\n" + MINIMAL))
+    assert "\n" not in str(info.value)
+
+
 def test_missing_file() -> None:
     with pytest.raises(PfbenchError, match="not found"):
         compose_yaml("does/not/exist.yaml")
@@ -131,3 +144,74 @@ def test_bad_exclude_and_interval(tmp_path: Path) -> None:
                           "sweep: {nfe: [8], cfg_scale: [2.0], cfg_interval: [[0.9, 0.1]]}")
     with pytest.raises(PfbenchError, match="cfg_interval"):
         plan(load_suite(write(tmp_path, bad)))
+
+
+SEEDED = """
+name: t
+models:
+  pf:
+    train_seeds: [0, 2]
+    train: {kind: pf, model: cpu-xs, steps: 10, seed: 7}
+  sit: {checkpoint: /nonexistent.pt}
+grid:
+  - models: [pf, sit]
+    samplers: [euler]
+  - models: [pf]
+    samplers: [euler_pf]
+    nfe: [16]
+sweep: {nfe: [4, 8], seeds: [0, 1, 2], pair_seeds: true}
+"""
+
+
+def test_train_seeds_expand_into_one_model_per_seed(tmp_path: Path) -> None:
+    spec = load_suite(write(tmp_path, SEEDED))
+    assert list(spec.models) == ["pf@s0", "pf@s2", "sit"]
+    assert [spec.models[m].train["seed"] for m in ("pf@s0", "pf@s2")] == [0, 2]  # type: ignore[index]
+    assert spec.grid[0].models == ["pf@s0", "pf@s2", "sit"]
+    cells = plan(spec)
+    # pair_seeds: an instance samples with its own seed only; the unseeded model with every seed
+    assert sorted({(c.model, c.seed) for c in cells if c.sampler.name == "euler"}) == [
+        ("pf@s0", 0), ("pf@s2", 2), ("sit", 0), ("sit", 1), ("sit", 2)]
+    assert {c.nfe for c in cells if c.sampler.name == "euler_pf"} == {16}  # the block's own budgets
+    assert {c.nfe for c in cells if c.sampler.name == "euler"} == {4, 8}
+
+
+def test_exclude_by_train_seed(tmp_path: Path) -> None:
+    spec = load_suite(write(tmp_path, SEEDED), ["+sweep.exclude=[{model: pf, train_seed: 2}]"])
+    assert {c.model for c in plan(spec)} == {"pf@s0", "sit"}
+
+
+def test_pair_seeds_needs_the_training_seeds_among_the_sampling_seeds(tmp_path: Path) -> None:
+    with pytest.raises(PfbenchError, match=r"training seeds \[2\] that are not in sweep.seeds"):
+        load_suite(write(tmp_path, SEEDED), ["sweep.seeds=[0,1]"])
+
+
+def test_train_seeds_need_a_training_recipe(tmp_path: Path) -> None:
+    with pytest.raises(PfbenchError, match="only models trained in the suite"):
+        load_suite(write(tmp_path, MINIMAL), ["+models.a.train_seeds=[0]"])
+
+
+def test_at_sign_is_reserved_in_model_names(tmp_path: Path) -> None:
+    with pytest.raises(PfbenchError, match="reserved"):
+        load_suite(write(tmp_path, MINIMAL.replace("  a:", "  a@s1:").replace("[a]", "[a@s1]")))
+
+
+def test_cells_of_a_fixed_sampler_get_new_keys() -> None:
+    """A sampler whose output changed for the same parameters (``revision`` > 1) must not reuse old cells."""
+    import dataclasses
+
+    from pfbench.registry import SAMPLERS
+    from pfbench.suite.parse import content_hash
+
+    def old_key(cell: RunSpec) -> str:  # the key before revisions existed
+        payload = dataclasses.asdict(cell) | {"model_id": "w"}
+        payload.pop("suite")
+        payload.pop("cfg_interval")
+        return content_hash(payload)
+
+    for name in ("euler", "euler_pf", "heun"):  # unchanged samplers keep their keys (and committed results)
+        cell = RunSpec("s", "m", SamplerSpec(name), 8, 0, 100, 1.0)
+        assert SAMPLERS.get(name).revision == 1 and cell.key("w") == old_key(cell)
+    for name in ("dual_loop", "look_ahead", "dual_loop_random", "look_ahead_random"):  # SPEC §5 fix
+        cell = RunSpec("s", "m", SamplerSpec(name), 8, 0, 100, 1.0)
+        assert SAMPLERS.get(name).revision == 2 and cell.key("w") != old_key(cell)

@@ -180,6 +180,7 @@ def test_training_reduces_loss_and_sit_has_no_nll(tmp_path: Path) -> None:
     rows = [json.loads(ln) for ln in (tmp_path / "pf" / "log.jsonl").read_text().splitlines()]
     assert rows[-1]["fm"] < 0.85 * rows[0]["fm"]
     assert pf.img_per_s > 0
+    assert not pf.diverged and not any("diverged" in r for r in rows)  # a healthy run is never flagged
     sit = train(spec_from_dict(tiny(kind="sit", steps=2)), tmp_path / "sit", progress=False)
     assert set(sit.losses) == {"loss", "fm"} and sit.losses["loss"] == sit.losses["fm"]
     net = build_model_from_checkpoint(load_checkpoint(sit.checkpoint))
@@ -206,10 +207,45 @@ def test_non_finite_loss_stops_and_keeps_last_good(tmp_path: Path, monkeypatch: 
     assert all(torch.isfinite(t).all() for t in _tensors(ckpt.model).values())
 
 
+def test_lr_3_warns_that_training_diverges_before_it_turns_non_finite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(PfbenchError, match="non-finite loss at step .* after the loss diverged"):
+        train(spec_from_dict(tiny(lr=3.0, steps=20)), tmp_path, progress=False)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "training diverges" in err[0] and "lr (3)" in err[0], err
+    rows = [json.loads(ln) for ln in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert rows and rows[0].get("diverged") is True  # fm ≈ 190 over steps 1-2 (≈ 1.4 at initialisation)
+
+
+def test_divergence_without_nan_is_flagged_and_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The NLL 1.7e10 case: every loss stays finite, so only the divergence check can tell."""
+    real = train_mod.pf_loss
+    calls = {"n": 0}
+
+    def blown(*args: Any, **kw: Any) -> Any:  # logged fm × 1e4 from step 5 on; the gradients stay the same
+        calls["n"] += 1
+        loss, parts = real(*args, **kw)
+        return (loss, {**parts, "fm": parts["fm"] * 1e4}) if calls["n"] >= 5 else (loss, parts)
+
+    monkeypatch.setattr(train_mod, "pf_loss", blown)
+    result = train(spec_from_dict(tiny(steps=8)), tmp_path, progress=False)
+    assert result.steps == 8 and result.diverged
+    rows = [json.loads(ln) for ln in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r.get("diverged")] == [6, 8]  # steps 5-6 and 7-8; not 1-4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "training diverges: fm" in err[0] and "at step 6" in err[0], err
+    monkeypatch.setattr(train_mod, "pf_loss", real)
+    assert train(spec_from_dict(tiny(steps=8)), tmp_path, progress=False).diverged  # sticky: read from the log
+
+
 def test_resume_refuses_a_different_run(tmp_path: Path) -> None:
     train(spec_from_dict(tiny(steps=2)), tmp_path, progress=False)
-    with pytest.raises(PfbenchError, match="lr=0.001"):
+    with pytest.raises(PfbenchError, match="lr=0.001") as err:
         train(spec_from_dict(tiny(steps=4, lr=2e-3)), tmp_path, progress=False)
+    assert "--no-resume" in str(err.value)  # the CLI flag, not only the Python argument
     more = train(spec_from_dict(tiny(steps=4, ckpt_every=3, keep_every=2)), tmp_path, progress=False)
     assert more.steps == 4  # steps / ckpt cadence may change on resume
     assert load_checkpoint(tmp_path / "step_000004.pt").step == 4

@@ -111,10 +111,17 @@ def test_corrupt_inception_file_refused_before_torch_fidelity(
 
     _put(tmp_path / "env", b"\x00" * 1000, name="weights-inception-2015-12-05-6726825d.pth")
     monkeypatch.setenv("PFBENCH_WEIGHTS", str(tmp_path / "env"))
-    with pytest.raises(PfbenchError, match="inception-v3-compat weights .* have sha256"):
+    with pytest.raises(PfbenchError, match="inception-v3-compat weights .* have sha256") as err:
         InceptionV3()
+    # the message names the opt-out (pfbench eval --no-verify, suite eval.verify_weights: false)...
+    assert "pass --no-verify (suite: eval.verify_weights: false)" in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(PfbenchError, match="cannot load"):  # unverified garbage still fails cleanly
         InceptionV3(verify=False)
+    # ...only for the Inception file, the one whose check the CLI can turn off
+    _put(tmp_path / "env", b"not clip", name="ViT-L-14.pt")
+    with pytest.raises(PfbenchError, match="have sha256") as err:
+        resolve_weights("clip-vit-l-14-openai")
+    assert "--no-verify" not in str(err.value)
 
 
 def test_known_checksums_are_well_formed() -> None:

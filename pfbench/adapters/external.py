@@ -38,11 +38,14 @@ Conventions the three sources differ on (read from facebookresearch/DiT ``models
   copied into ``net.pos`` by :func:`load_external` (it is exact, and agrees on the row-major token order).
 - Label table: ``num_classes + 1`` rows when trained with label dropout (row ``num_classes`` = null), as
   pfbench. A table without the null row is refused.
+
+Files are read as released (``external_config``): the reference's ``{"state_dict", "config": DictConfig}``
+with its network size taken from the embedded config, SiT/DiT plain state dicts with the size read off
+the tensor shapes; a ``--preset``/override that contradicts the file is an error.
 """
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,8 +54,14 @@ from torch import Tensor
 
 from pfbench import PfbenchError
 from pfbench.adapters.dit import DiTAdapter
+from pfbench.adapters.external_config import (
+    config_fields,
+    embedded_config,
+    infer_fields,
+    load_weights_only,
+    resolve_config,
+)
 from pfbench.nets.dit import DiT, DiTConfig
-from pfbench.nets.presets import net_config
 
 Layout = Literal["dit", "sit", "pf"]
 LAYOUTS: tuple[str, ...] = ("dit", "sit", "pf")
@@ -137,8 +146,8 @@ def convert_state_dict(state: dict[str, Tensor], layout: str, cfg: DiTConfig) ->
     unmapped: list[str] = []
     for raw, value in state.items():
         key = _strip(raw)
-        if key.startswith("projectors."):
-            continue  # REPA's projection heads: a training-only loss term, never used for sampling
+        if key.startswith(("projectors.", "projector.")):
+            continue  # REPA's projection heads (SiT-REPA, reference REPA-PF): training-only, never sampled
         ours = map_key(key)
         if ours is None or (ours.startswith("blocks.") and int(ours.split(".")[1]) >= cfg.depth):
             unmapped.append(key)
@@ -177,27 +186,24 @@ def _expected_shapes(cfg: DiTConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Reads a weights-only checkpoint and unwraps the common containers.
+def read_external(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
+    """Reads an external checkpoint safely and unwraps the common containers.
 
     Accepts a raw state dict, ``{"ema": sd, "model": sd, ...}`` (EMA preferred; DiT/SiT training
-    checkpoints), ``{"state_dict": sd}`` (the reference repo's ``convert_ckpt.py`` output), and Lightning's
+    checkpoints), ``{"state_dict": sd, "config": cfg}`` (the reference repo's ``convert_ckpt.py`` output,
+    i.e. its release files; ``cfg`` an OmegaConf ``DictConfig`` or a dict) and Lightning's
     ``{"state_dict": {"ema_model.*": …, "model.*": …}}`` (``ema_model.`` preferred).
+
+    Returns:
+        (tensors, the embedded ``{target, params}`` model config or None).
     """
     path = Path(path)
     if not path.is_file():
         raise PfbenchError(f"external checkpoint {path} not found: check the path")
-    try:
-        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise PfbenchError(
-            f"{path} holds more than weights (e.g. an argparse/OmegaConf config) and cannot be read safely: "
-            f"re-save just the weights from a trusted copy, e.g. torch.save(sd['ema'], 'ema.pt') ({str(err)[:80]})"
-        ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise PfbenchError(f"{path} is not a readable torch checkpoint: {str(err)[:120]}") from None
+    obj: Any = load_weights_only(path)
     if not isinstance(obj, dict):
         raise PfbenchError(f"{path} holds a {type(obj).__name__}, expected a state dict")
+    config = embedded_config(obj["config"], path) if "config" in obj else None
     for key in ("ema", "model", "state_dict"):
         if isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -211,16 +217,48 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not tensors:
         raise PfbenchError(f"{path} holds no tensors under a raw, 'ema', 'model' or 'state_dict' layout "
                            f"(top-level keys: {sorted(obj)[:8]})")
-    return tensors
+    return tensors, config
 
 
-def load_external(path: str | Path, layout: str, preset: str, **overrides: Any) -> DiT:
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """The tensors of an external checkpoint (see :func:`read_external`)."""
+    return read_external(path)[0]
+
+
+def external_config(path: str | Path, layout: str, preset: str | None = None, state: dict[str, Tensor] | None = None,
+                    config: dict[str, Any] | None = None, **overrides: Any) -> DiTConfig:
+    """The pfbench network an external checkpoint needs: from its embedded config, else its tensor shapes.
+
+    Args:
+        path: checkpoint file (read unless ``state`` is given).
+        layout: ``"dit"``, ``"sit"`` or ``"pf"``.
+        preset: optional network size, e.g. ``"XL/2"``; must agree with the file.
+        state, config: the file's tensors and embedded config, if already read.
+        **overrides: ``DiTConfig`` fields (as a suite's ``overrides:``); size fields must agree with the file.
+
+    Raises:
+        PfbenchError: unknown layout/target/field, or a preset/override that contradicts the file.
+    """
+    if layout not in LAYOUTS:
+        raise PfbenchError(f"unknown checkpoint layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+    path = Path(path)
+    if state is None:
+        state, config = read_external(path)
+    if config is not None:
+        found, from_file = config_fields(config, layout, path), True
+    else:
+        found, from_file = infer_fields({_strip(k): v for k, v in state.items()}), False
+    return resolve_config(path, layout, found, from_file, preset or None, overrides)
+
+
+def load_external(path: str | Path, layout: str, preset: str | None = None, **overrides: Any) -> DiT:
     """Builds a pfbench ``DiT`` from an external checkpoint.
 
     Args:
-        path: checkpoint file (see ``read_state_dict`` for accepted containers).
+        path: checkpoint file (see :func:`read_external` for accepted containers).
         layout: ``"dit"``, ``"sit"`` or ``"pf"``.
-        preset: network size, e.g. ``"XL/2"`` or ``"B/2"``.
+        preset: network size, e.g. ``"XL/2"``; optional (the file's config or shapes give it), and an error
+            if it contradicts the file.
         **overrides: ``DiTConfig`` fields, e.g. ``input_size=32``.
 
     Returns:
@@ -228,8 +266,9 @@ def load_external(path: str | Path, layout: str, preset: str, **overrides: Any) 
     """
     if layout not in LAYOUTS:
         raise PfbenchError(f"unknown checkpoint layout {layout!r}; use one of {', '.join(LAYOUTS)}")
-    cfg = net_config(preset, "pf" if layout == "pf" else "sit", **overrides)
-    state = convert_state_dict(read_state_dict(path), layout, cfg)
+    tensors, config = read_external(path)
+    cfg = external_config(path, layout, preset, state=tensors, config=config, **overrides)
+    state = convert_state_dict(tensors, layout, cfg)
     pos = state.pop(POS_KEY)  # (1, T, D)
     net = DiT(cfg)
     net.load_state_dict(state, strict=True)
@@ -237,7 +276,8 @@ def load_external(path: str | Path, layout: str, preset: str, **overrides: Any) 
     return net.eval()
 
 
-def external_adapter(path: str | Path, layout: str, preset: str, dedup: bool = True, **overrides: Any) -> DiTAdapter:
+def external_adapter(path: str | Path, layout: str, preset: str | None = None, dedup: bool = True,
+                     **overrides: Any) -> DiTAdapter:
     """An ``Adapter`` for an external velocity model (SiT or PF); DiT (ε-prediction diffusion) is refused."""
     if layout == "dit":
         raise PfbenchError("DiT checkpoints are ε-prediction diffusion models (t in 0..999, 999 = noise), not "

@@ -38,6 +38,7 @@ from pfbench.evaluate.sources import Images, content_id, images_from_tensor, ite
 from pfbench.metrics.base import check_labels, content_key, metric_cache_dir
 from pfbench.metrics.embedded import FeatureNet, load_feature_net, reference_features, to_input
 from pfbench.encoders.inception import FeatureExtractor
+from pfbench.metrics.options import check_options, metric_args
 from pfbench.metrics.refstats import RefStats, compute_ref_stats
 from pfbench.metrics.stats import FeatureStats, frechet_distance, inception_score, precision_recall
 from pfbench.registry import METRICS
@@ -45,7 +46,8 @@ from pfbench.types import Cond
 
 # open_images / images_from_tensor live in pfbench.evaluate.sources; re-exported for existing callers.
 __all__ = [
-    "EMBEDDED", "INCEPTION", "embedded_ref", "evaluate", "images_from_tensor", "inception_ref", "open_images",
+    "EMBEDDED", "INCEPTION", "embedded_ref", "evaluate", "images_from_tensor", "inception_ref", "metric_args",
+    "open_images",
 ]  # fmt: skip
 
 INCEPTION = ("fid", "sfid", "is", "pr", "kid")
@@ -188,6 +190,9 @@ def evaluate(
     dinov2_weights: str | os.PathLike[str] | None = None,
     clip_weights: str | os.PathLike[str] | None = None,
     class_names: Sequence[str] | None = None,
+    verify_weights: bool = True,
+    kid_subset_size: int = 1000,
+    is_order: str = "file",
 ) -> dict[str, float]:
     """Scores ``samples`` against ``ref`` with the named metrics in one pass (see the module docstring).
 
@@ -205,6 +210,11 @@ def evaluate(
         clip_weights: OpenAI CLIP ViT-L/14 file for ``clip_score`` (offline resolution).
         class_names: label → name, for ``clip_score``'s prompts when samples carry labels but no captions.
         resize: Inception input resize, ``"tf1x"`` (torch-fidelity, TF-compatible; SPEC) or ``"clean"`` (clean-fid).
+        verify_weights: refuse an Inception file whose sha256 is not the official one. ``False`` accepts it
+            (a re-export, a fine-tuned or test network); record ``metric_args(...)`` with such numbers
+            (``pfbench.metrics.options``, re-exported here).
+        kid_subset_size: images per KID subset; checked against both sides before any feature pass.
+        is_order: ``"file"`` (ADM evaluator, default) or ``"shuffle"`` (torch-fidelity); see ``InceptionScore``.
 
     Returns:
         ``{metric key: value}`` plus ``num_samples``.
@@ -236,6 +246,8 @@ def evaluate(
             f"evaluate: {', '.join(needs)} need a reference; pass --ref (an ADM .npz, images, or 'embedded')"
         )
     refs = open_images(ref, "ref", resolution=res, ref_size=ref_size) if ref is not None else None
+    check_options(names, src.n, refs.n if refs is not None else 0, kid_subset_size=kid_subset_size,
+                  is_order=is_order)
 
     scorers: list[Any] = []
     inc = [n for n in names if n in INCEPTION]
@@ -243,15 +255,16 @@ def evaluate(
         from pfbench.encoders.inception import InceptionV3
         from pfbench.metrics.standard import standard_metrics
 
-        ext = (
-            extractor if extractor is not None else InceptionV3(weights, resize=resize, device=device, max_batch=batch_size)
+        ext = extractor if extractor is not None else InceptionV3(
+            weights, resize=resize, device=device, max_batch=batch_size, verify=verify_weights
         )
         ref_stats = (
             inception_ref(refs, inc, ext, batch_size, cache_dir)
             if refs is not None and set(inc) - {"is"}
             else None
         )
-        scorers += standard_metrics(ref_stats, inc, ext)  # type: ignore[arg-type]  # IS alone takes no reference
+        scorers += standard_metrics(ref_stats, inc, ext, kid_subset_size=kid_subset_size,  # type: ignore[arg-type]
+                                    is_order=is_order)  # (IS alone takes no reference)
     emb = [n for n in names if n in EMBEDDED]
     if emb:
         if src.shape[0] != src.shape[1]:

@@ -175,14 +175,25 @@ class SFID(_BankMetric):
         return {"sfid": frechet_distance(st.mean(), st.cov(), ref.mu_s, ref.sigma_s)}
 
 
+IS_ORDERS = ("file", "shuffle")
+
+
 class InceptionScore(_BankMetric):
-    """Inception Score from unbiased logits, ``splits`` contiguous splits (torch-fidelity's formula).
+    """Inception Score from unbiased logits over ``splits`` contiguous splits (torch-fidelity's formula).
+
+    Two conventions differ only in which samples share a split (7.76 vs 7.71 on the same 200 images):
+
+    - ``order="file"`` (default): samples in the order given, as the ADM evaluator does (it never
+      shuffles; its splits hold 5,000 images, i.e. these 10 splits at the standard 50,000 samples).
+    - ``order="shuffle"``: torch-fidelity's default (``samples_shuffle=True``): the logits permuted by
+      ``numpy.random.RandomState(seed).permutation`` first, seed 2020 like its ``rng_seed``; equal
+      to ``torch_fidelity.calculate_metrics(isc=True)`` on the same logits.
 
     Args:
         bank: shared features.
-        splits: 10 (SPEC; the ADM evaluator's 5000-image splits of 50k samples).
-        shuffle_seed: ``None`` keeps sample order (ADM evaluator); an int shuffles like
-            torch-fidelity's default (``samples_shuffle=True, rng_seed=2020``).
+        splits: 10 (SPEC).
+        order: ``"file"`` or ``"shuffle"``.
+        seed: permutation seed for ``order="shuffle"``.
     """
 
     name: ClassVar[str] = "is"
@@ -190,9 +201,12 @@ class InceptionScore(_BankMetric):
     raw_keys = ("logits",)
 
     def __init__(self, ref: RefStats | None = None, *, bank: FeatureBank | None = None, splits: int = 10,
-                 shuffle_seed: int | None = None) -> None:  # fmt: skip
+                 order: str = "file", seed: int = 2020) -> None:  # fmt: skip
+        if order not in IS_ORDERS:
+            raise PfbenchError(f"is: order={order!r} is not one of {IS_ORDERS} (file: ADM evaluator, shuffle: "
+                               "torch-fidelity)")  # fmt: skip
         super().__init__(ref, bank)
-        self.splits, self.shuffle_seed = splits, shuffle_seed
+        self.splits, self.order, self.seed = splits, order, seed
 
     def compute(self) -> dict[str, float]:
         from torch_fidelity.metric_isc import isc_features_to_metric
@@ -200,8 +214,7 @@ class InceptionScore(_BankMetric):
         logits = self.bank.raw(self._sub, "logits")  # (N, 1008)
         if logits.shape[0] < self.splits:
             raise PfbenchError(f"is: {logits.shape[0]} samples is fewer than {self.splits} splits")
-        seed = self.shuffle_seed
-        out = isc_features_to_metric(logits, self.splits, shuffle=seed is not None, rng_seed=seed or 0)
+        out = isc_features_to_metric(logits, self.splits, shuffle=self.order == "shuffle", rng_seed=self.seed)
         return {"is": out["inception_score_mean"], "is_std": out["inception_score_std"]}
 
 
@@ -224,13 +237,26 @@ class PrecisionRecall(_BankMetric):
         return {"precision": p, "recall": r}
 
 
+def check_kid_sizes(subset_size: int, generated: int, reference: int) -> None:
+    """Refuses a KID subset larger than either side, naming the option to change (before any feature pass)."""
+    if subset_size < 2:
+        raise PfbenchError(f"kid: kid_subset_size={subset_size}; it must be >= 2 (the MMD estimate pairs images)")
+    short = [f"{n} {side}" for n, side in ((generated, "generated"), (reference, "reference")) if n < subset_size]
+    if short:
+        raise PfbenchError(
+            f"kid: kid_subset_size={subset_size} exceeds the {' and '.join(short)} images; lower it to at most "
+            f"{min(generated, reference)} (pfbench eval --kid-subset-size, suite eval.kid_subset_size)"
+        )
+
+
 class KID(_BankMetric):
     """Kernel Inception Distance (torch-fidelity's unbiased cubic-polynomial MMD over random subsets).
 
     Args:
         ref: reference with ``pool`` features.
         bank: shared features.
-        subsets, subset_size, seed: torch-fidelity's ``kid_subsets``/``kid_subset_size``/``rng_seed``.
+        subsets, subset_size, seed: torch-fidelity's ``kid_subsets``/``kid_subset_size``/``rng_seed``
+            (``evaluate`` checks ``subset_size`` against both sides before computing any feature).
     """
 
     name: ClassVar[str] = "kid"
@@ -249,11 +275,7 @@ class KID(_BankMetric):
         if ref.pool is None:
             raise PfbenchError("kid: reference has no pool features; load it with an extractor")
         fake, real = self.bank.raw(self._sub, "pool"), torch.from_numpy(np.asarray(ref.pool, np.float32))
-        if min(len(fake), len(real)) < self.subset_size:
-            raise PfbenchError(
-                f"kid: subset_size={self.subset_size} exceeds the samples ({len(fake)} generated, {len(real)} "
-                "reference); lower subset_size"
-            )
+        check_kid_sizes(self.subset_size, len(fake), len(real))
         out = kid_features_to_metric(fake, real, kid_subsets=self.subsets, kid_subset_size=self.subset_size,
                                      rng_seed=self.seed, verbose=False)  # fmt: skip
         return {"kid": out["kernel_inception_distance_mean"], "kid_std": out["kernel_inception_distance_std"]}
@@ -266,14 +288,18 @@ METRIC_CLASSES: dict[str, type[_BankMetric]] = {
 
 def standard_metrics(
     ref: RefStats, names: Sequence[str] = ("fid", "sfid", "is", "pr"),
-    extractor: FeatureExtractor | None = None,
+    extractor: FeatureExtractor | None = None, *, kid_subset_size: int = 1000, is_order: str = "file",
 ) -> list[_BankMetric]:  # fmt: skip
-    """Builds the named metrics over one shared ``FeatureBank`` (one Inception pass per batch)."""
+    """Builds the named metrics over one shared ``FeatureBank`` (one Inception pass per batch).
+
+    ``kid_subset_size`` and ``is_order`` reach ``KID(subset_size=…)`` and ``InceptionScore(order=…)``.
+    """
     unknown = [n for n in names if n not in METRIC_CLASSES]
     if unknown:
         raise PfbenchError(f"standard_metrics: unknown {unknown}; known: {sorted(METRIC_CLASSES)}")
     bank = FeatureBank(extractor if extractor is not None else InceptionV3())
-    return [METRIC_CLASSES[n](ref, bank=bank) for n in names]  # type: ignore[call-arg]
+    options: dict[str, dict[str, object]] = {"kid": {"subset_size": kid_subset_size}, "is": {"order": is_order}}
+    return [METRIC_CLASSES[n](ref, bank=bank, **options.get(n, {})) for n in names]  # type: ignore[call-arg,arg-type]
 
 
 # ADM evaluator golden pair (SPEC §7): admnet_guided_upsampled_imagenet256.npz vs VIRTUAL_imagenet256_labeled.npz.

@@ -40,6 +40,16 @@ def forward_flops(cfg: DiTConfig, conds_per_sample: float = 1.0, include_repa: b
     return total
 
 
+def train_flops(cfg: DiTConfig) -> float:
+    """Analytic FLOPs per training sample of one optimiser step: forward + backward ≈ 3 × forward.
+
+    Training never deduplicates the modulation: PF draws a distinct t per token, so it computes T conditioning
+    rows per sample (a global-t model: 1). The REPA projector counts when the network has one; the frozen REPA
+    encoder does not.
+    """
+    return 3.0 * forward_flops(cfg, float(cfg.tokens) if cfg.per_token_t else 1.0, include_repa=True)
+
+
 def distinct_per_sample(t: Tensor) -> float:
     """Mean number of distinct timesteps per row of a (B, T) tensor (the dedup conditioning rows)."""
     if t.dim() == 1:

@@ -1,7 +1,8 @@
 """Compare two result sets (folders or Parquet files, e.g. a committed baseline) and flag regressions.
 
-Rows are matched on ``MATCH_KEYS`` for kinds ``cell`` and ``diagnostic``; seeds of a key are summarised to
-mean/std/n first. The change is ``delta = b - a`` (a: baseline, b: candidate). A metric regresses when it gets
+Rows are matched on ``MATCH_KEYS`` (every cell key of ``keys.GROUP_KEYS`` but the checkpoint hash, so a retrained
+model is compared with its baseline) for kinds ``cell`` and ``diagnostic``; seeds of a key are summarised to
+mean/std/n first. A key one side never records (a baseline written before the column existed) is not matched on. The change is ``delta = b - a`` (a: baseline, b: candidate). A metric regresses when it gets
 worse, in its ``higher_is_better`` direction, by more than its tolerance allows. Rows on one side only are
 reported as missing, never dropped silently.
 """
@@ -20,11 +21,12 @@ import pandas as pd
 from rich.console import Console
 
 from pfbench import PfbenchError
+from pfbench.report.keys import CORE_KEYS, GROUP_KEYS, HEADERS, key_text, normalize, shown_keys
 from pfbench.report.stats import pooled_std, summarize
 from pfbench.report.tables import TextTable, fmt_key, fmt_num, is_na
 from pfbench.results import read_path, write_frame
 
-MATCH_KEYS: tuple[str, ...] = ("kind", "model", "sampler", "variant", "nfe_budget", "cfg_scale", "metric")
+MATCH_KEYS: tuple[str, ...] = tuple(k for k in GROUP_KEYS if k != "model_id")
 COMPARED_KINDS: tuple[str, ...] = ("cell", "diagnostic")
 # Columns of a committed baseline file: the keys, the summary over seeds, cost and provenance for context.
 BASELINE_COLUMNS: tuple[str, ...] = (
@@ -142,7 +144,7 @@ def load_side(path: Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise PfbenchError(f"{path}: no such results folder or Parquet file")
-    df = read_path(path)
+    df = normalize(read_path(path))
     df = df[df["kind"].isin(COMPARED_KINDS)]
     if "n" in df and df["n"].notna().any():  # a baseline file: already one summarised row per key
         side = df.rename(columns={"value": "mean"})
@@ -154,6 +156,22 @@ def load_side(path: Path) -> pd.DataFrame:
     side = side[[*MATCH_KEYS, "higher_is_better", "mean", "std", "n"]].copy()
     side["_key"] = [_key(r) for r in side[list(MATCH_KEYS)].itertuples(index=False)]
     return side
+
+
+def _shared_keys(sa: pd.DataFrame, sb: pd.DataFrame, a: str, b: str) -> list[str]:
+    """``MATCH_KEYS`` recorded on both sides, and ``_key`` recomputed from them.
+
+    A key one side never fills (e.g. ``train_timesteps`` in a baseline written before it existed) is left out of
+    the match, unless leaving it out would merge rows of the other side: that is an error, never a silent pool.
+    """
+    keys = [k for k in MATCH_KEYS if bool(sa[k].notna().any()) == bool(sb[k].notna().any())]
+    dropped = [k for k in MATCH_KEYS if k not in keys]
+    for side, label, other in ((sa, a, b), (sb, b, a)):
+        side["_key"] = [_key(r) for r in side[keys].itertuples(index=False)]
+        if side["_key"].duplicated().any():
+            raise PfbenchError(f"{label}: rows differ only in {', '.join(dropped)}, which {other} does not record; "
+                               "rebuild that side with `pfbench baseline` from a current results folder")
+    return keys
 
 
 def _key(values: tuple[Any, ...]) -> str:
@@ -219,11 +237,15 @@ class CompareResult:
         def ms(m: Any, s: Any) -> str:
             return f"{fmt_num(m)} ± {fmt_num(s, '.2g')}"
 
-        labels = {"nfe_budget": "NFE", "cfg_scale": "cfg"}
-        keys = tuple(labels.get(k, k) for k in MATCH_KEYS)  # one header per key column, whatever MATCH_KEYS holds
+        labels = {**HEADERS, "nfe_budget": "NFE"}
+        # every key that varies over the matched and missing rows (variant, CFG interval, training sampler, ...)
+        every = pd.concat([self.rows, self.missing_in_a, self.missing_in_b], ignore_index=True)
+        varying = {k for _, g in every.groupby("kind") for k in shown_keys(g[list(MATCH_KEYS)])}  # per kind
+        key_cols = ["kind", *[k for k in MATCH_KEYS if k in varying or k in CORE_KEYS], "metric"]
+        keys = tuple(labels.get(k, k) for k in key_cols)  # one header per key column shown
         shown = self.rows if all_rows else self.rows[~self.rows["status"].isin(["ok", "info"])]
         main = tuple(
-            (*[fmt_key(r[k]) for k in MATCH_KEYS], ms(r["a_mean"], r["a_std"]), ms(r["b_mean"], r["b_std"]),
+            (*[key_text(k, r[k]) for k in key_cols], ms(r["a_mean"], r["a_std"]), ms(r["b_mean"], r["b_std"]),
              f"{r['a_n']}/{r['b_n']}", fmt_num(r["delta"], "+.3g"), fmt_num(r["rel_delta"], "+.1%"),
              r["tolerance"], fmt_num(r["allowed"], ".3g"),
              r["status"].upper() if r["status"] in BAD_STATUSES else r["status"])
@@ -233,7 +255,7 @@ class CompareResult:
                                  "status"), main, self.summary_line())]
         for name, df in ((f"only in a ({self.a})", self.missing_in_b), (f"only in b ({self.b})", self.missing_in_a)):
             if not df.empty:
-                rows = tuple((*[fmt_key(r[k]) for k in MATCH_KEYS], fmt_num(r["mean"]), fmt_key(r["n"]))
+                rows = tuple((*[key_text(k, r[k]) for k in key_cols], fmt_num(r["mean"]), fmt_key(r["n"]))
                              for _, r in df.iterrows())
                 out.append(TextTable(f"missing rows: {name}", (*keys, "value", "seeds"), rows))
         return out
@@ -243,13 +265,33 @@ class CompareResult:
         return "\n".join(t.markdown() for t in self.tables())
 
     def print(self, console: Console | None = None, all_rows: bool = False) -> None:
-        """Rich tables on the console: changes beyond tolerance (or ``all_rows``), missing rows, verdict."""
+        """Tables on the console: changes beyond tolerance (or ``all_rows``), missing rows, verdict.
+
+        Rich tables on a terminal; elsewhere (CI logs, pipes) plain aligned text, never squeezed to the
+        console width or truncated, so every key and number stays readable and greppable.
+        """
         console = console or Console()
         for t in self.tables(all_rows):
             if t.rows:
-                console.print(t.rich())
+                if console.is_terminal:
+                    console.print(t.rich())
+                else:
+                    console.out(plain_table(t), highlight=False)  # out(): no markup, no wrapping
         color = "red" if self.regressed else ("yellow" if self.incomplete else "green")
-        console.print(f"[{color}]{self.summary_line()}[/]")
+        console.print(f"[{color}]{self.summary_line()}[/]", soft_wrap=True)
+
+
+def plain_table(t: TextTable) -> str:
+    """A ``TextTable`` as plain text: title, header, dashes, rows; columns padded to their widest cell."""
+    rows = [tuple(c.replace("\n", " ") for c in r) for r in (t.columns, *t.rows)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(t.columns))]
+
+    def line(r: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+
+    out = [t.title] if t.title else []
+    out += [line(rows[0]), "  ".join("-" * w for w in widths), *(line(r) for r in rows[1:])]
+    return "\n".join(out + ([t.note] if t.note else [])) + "\n"
 
 
 def compare(a: Path, b: Path, tolerances: Mapping[str, Tolerance] | None = None) -> CompareResult:
@@ -261,6 +303,7 @@ def compare(a: Path, b: Path, tolerances: Mapping[str, Tolerance] | None = None)
     """
     tols = dict(tolerances) if tolerances is not None else load_tolerances()
     sa, sb = load_side(Path(a)), load_side(Path(b))
+    _shared_keys(sa, sb, str(a), str(b))
     m = sa.merge(sb, on="_key", how="outer", suffixes=("_a", "_b"), indicator=True)
     both = m[m["_merge"] == "both"]
     records = []
@@ -274,7 +317,7 @@ def compare(a: Path, b: Path, tolerances: Mapping[str, Tolerance] | None = None)
         allowed = tol.allowed(am, pooled)
         delta = bm - am
         records.append({
-            **{k: r[f"{k}_a"] for k in MATCH_KEYS},
+            **{k: r[f"{k}_a"] if not is_na(r[f"{k}_a"]) else r[f"{k}_b"] for k in MATCH_KEYS},
             "a_mean": am, "a_std": _fnum(r["std_a"]), "a_n": an, "b_mean": bm, "b_std": _fnum(r["std_b"]), "b_n": bn,
             "delta": delta, "rel_delta": delta / abs(am) if am != 0.0 else float("nan"),
             "pooled_std": pooled, "allowed": float("nan") if allowed is None else allowed,
@@ -304,7 +347,7 @@ def write_baseline(results: Path, path: Path) -> Path:
     results = Path(results)
     if not results.exists():
         raise PfbenchError(f"{results}: no such results folder; run the suite first")
-    df = read_path(results)
+    df = normalize(read_path(results))
     df = df[df["kind"].isin(COMPARED_KINDS)]
     if df.empty:
         raise PfbenchError(f"{results}: no rows of kind {list(COMPARED_KINDS)} to make a baseline from")

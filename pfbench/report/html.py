@@ -160,6 +160,9 @@ def report(suite_name: str, results_root: Path = Path("results"), reports_root: 
     sections: list[tuple[str, list[TextTable | Figure | Image]]] = []
     if (summary["kind"] == "cell").any():
         sections.append(("Results", [results_table(summary, title="")]))
+    from pfbench.report.validity import validity_sections
+
+    sections += validity_sections(rows, out)  # the paper's claims, paired over seeds (none without their models)
     if (summary["kind"] == "reference").any():
         sections.append(("Reference values", [long_table(
             summary, "reference", "", "The same metrics on real held-out images and on a trivial baseline: "

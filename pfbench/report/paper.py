@@ -7,14 +7,14 @@ Writes into ``out_dir``:
     * ``paper_train_timesteps.{png,pdf}``: training timestep-sampler ablation, only when rows carry that
       information in a ``train_timesteps`` column (skipped otherwise).
 
-A sampler whose ``sampler_args`` differ between rows of one cell (a ``p`` sweep, say) is split into one
-series per setting, labelled with the parameters that differ (``dual_loop (p=0.2)``): seeds of different
-settings are never pooled.
+Rows are grouped by every key of ``keys.GROUP_KEYS`` (seeds aggregated): a ``p`` sweep, two CFG intervals or two
+training timestep samplers of one model are separate rows and series, labelled with the keys that vary
+(``dual_loop · p=0.2``); seeds of different settings are never pooled, and two settings that would be shown as
+one raise an error.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,10 +23,19 @@ import numpy as np
 import pandas as pd
 
 from pfbench import PfbenchError
-from pfbench.report.figures import BAND, _line_panels, _metrics, _panels, _save
 from pfbench.report.html import _atomic_write_text
-from pfbench.report.stats import GROUP_KEYS, summarize
-from pfbench.report.tables import arrow, fmt_key, fmt_num, is_na
+from pfbench.report.keys import (
+    HEADERS,
+    assert_distinct,
+    key_text,
+    normalize,
+    series_label,
+    shown_keys,
+    variant_text,
+)
+from pfbench.report.plots import _labelled, _line_panels, _metrics, _panels, _save
+from pfbench.report.stats import GROUP_KEYS, clip_interval, summarize
+from pfbench.report.tables import arrow, fmt_num, is_na
 from pfbench.results import read_path
 
 # Bar order of the sampler ablation: PF samplers, their random-mask ablations, then global-t (SiT) samplers.
@@ -34,37 +43,6 @@ SAMPLER_ORDER: tuple[str, ...] = ("euler_pf", "dual_loop", "look_ahead", "dual_l
                                   "euler", "heun", "euler_maruyama")
 # Optional extra column naming the training timestep sampler of a row's model (SPEC §3 names: "ltg", "srm", ...).
 TRAIN_COLUMN = "train_timesteps"
-# sampler_args keys that follow from the NFE budget rather than being a setting of the sampler.
-_BUDGET_ARGS = frozenset({"steps"})
-
-
-def _args(text: Any) -> dict[str, Any]:
-    if is_na(text):
-        return {}
-    try:
-        out = json.loads(str(text))
-    except ValueError:
-        return {}
-    return out if isinstance(out, dict) else {}
-
-
-def _variant_labels(cells: pd.DataFrame) -> pd.Series:
-    """``sampler`` plus the ``sampler_args`` that differ within the sampler's cells (``dual_loop (p=0.2)``)."""
-    parsed = [_args(t) for t in cells["sampler_args"]]
-    samplers = [fmt_key(x) for x in cells["sampler"]]
-    varying: dict[str, list[str]] = {}
-    for sampler in set(samplers):
-        idx = [i for i, x in enumerate(samplers) if x == sampler]
-        keys = sorted({k for i in idx for k in parsed[i]} - _BUDGET_ARGS)
-        varying[sampler] = [k for k in keys
-                            if len({json.dumps(parsed[i].get(k), sort_keys=True) for i in idx}) > 1]
-    labels = []
-    for i, sampler in enumerate(samplers):
-        extra = ", ".join(f"{k}={fmt_key(parsed[i].get(k))}" for k in varying[sampler])
-        labels.append(f"{sampler} ({extra})" if extra else sampler)
-    return pd.Series(labels, index=cells.index, dtype="string")
-
-
 def _load(results_folders: Sequence[Path]) -> pd.DataFrame:
     frames = [read_path(Path(f)) for f in results_folders]
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -76,13 +54,9 @@ def _load(results_folders: Sequence[Path]) -> pd.DataFrame:
 
 
 def _summary(rows: pd.DataFrame, extra: Sequence[str] = ()) -> pd.DataFrame:
-    """Per-cell statistics with ``sampler`` replaced by its variant label and ``label`` = model · sampler[· cfg]."""
-    cells = rows[rows["kind"] == "cell"].reset_index(drop=True)
-    cells = cells.assign(sampler=_variant_labels(cells))
-    s = summarize(cells, (*GROUP_KEYS, *extra))
-    cfg_varies = s["cfg_scale"].dropna().nunique() > 1
-    return s.assign(label=[f"{fmt_key(r['model'])} · {fmt_key(r['sampler'])}"
-                           + (f" · cfg {fmt_key(r['cfg_scale'])}" if cfg_varies else "") for _, r in s.iterrows()])
+    """Per-cell statistics (every key, seeds aggregated) with ``label``: the varying keys but the NFE budget."""
+    cells = normalize(rows[rows["kind"] == "cell"].reset_index(drop=True))
+    return _labelled(summarize(cells, (*GROUP_KEYS, *extra)), omit=("nfe_budget",))
 
 
 # ------------------------------------------------------------------ (a) main table
@@ -102,25 +76,31 @@ def _cell_text(mean: Any, std: Any, latex: bool) -> str:
 
 
 def main_tables(summary: pd.DataFrame) -> tuple[str, str]:
-    """Markdown and LaTeX: one table per metric, rows model × sampler (label), columns NFE budgets."""
+    """Markdown and LaTeX: one table per metric, one row per cell setting (a labelled column for each key that
+    varies: model, sampler, variant, ...), one column per NFE budget."""
     md: list[str] = ["# Main results", "", "mean ± std over seeds (NA: one seed)", ""]
     tex: list[str] = ["% generated by `pfbench figures`; mean $\\pm$ std over seeds"]
+    keys = shown_keys(summary, always=("model", "sampler"), omit=("nfe_budget",))
     for metric in _metrics(summary):
-        sm = summary[summary["metric"] == metric]
-        budgets = sorted(int(b) for b in sm["nfe_budget"].dropna().unique())
+        sm = summary[summary["metric"] == metric].dropna(subset=["nfe_budget"])
+        budgets = sorted(int(b) for b in sm["nfe_budget"].unique())
         hib = sm["higher_is_better"].dropna()
         head = f"{metric} ({arrow(hib.iloc[0], metric)} better)" if len(hib) else metric
-        labels = sorted(sm["label"].unique())
-        grid = {(r["label"], int(r["nfe_budget"])): r for _, r in sm.dropna(subset=["nfe_budget"]).iterrows()}
-        cols = ["model · sampler", *[f"NFE {b}" for b in budgets]]
+        texts = [tuple(key_text(k, r[k]) for k in keys) for _, r in sm.iterrows()]
+        assert_distinct([(*t, str(int(b))) for t, b in zip(texts, sm["nfe_budget"], strict=True)],
+                        f"main table ({metric})")
+        grid = {(t, int(r["nfe_budget"])): r for t, (_, r) in zip(texts, sm.iterrows(), strict=True)}
+        heads = [HEADERS[k] for k in keys]
+        cols = [*heads, *[f"NFE {b}" for b in budgets]]
         md += [f"## {head}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        tex += ["", f"% {metric}", "\\begin{tabular}{l" + "r" * len(budgets) + "}", "\\toprule",
-                " & ".join(["model / sampler", *[f"NFE {b}" for b in budgets]]) + " \\\\", "\\midrule"]
-        for label in labels:
-            cells = [grid.get((label, b)) for b in budgets]
-            md.append("| " + " | ".join([label, *[_cell_text(c["mean"], c["std"], False) if c is not None else "—"
-                                                   for c in cells]]) + " |")
-            tex.append(" & ".join([_latex_escape(label.replace(" · ", " / ")),
+        tex += ["", f"% {metric}", "\\begin{tabular}{" + "l" * len(keys) + "r" * len(budgets) + "}", "\\toprule",
+                " & ".join([_latex_escape(h) for h in heads] + [f"NFE {b}" for b in budgets]) + " \\\\",
+                "\\midrule"]
+        for t in dict.fromkeys(texts):  # summary order: model, training, sampler, variant, cfg
+            cells = [grid.get((t, b)) for b in budgets]
+            md.append("| " + " | ".join([*t, *[_cell_text(c["mean"], c["std"], False) if c is not None else "—"
+                                              for c in cells]]) + " |")
+            tex.append(" & ".join([*[_latex_escape(x) if x != "—" else "--" for x in t],
                                    *[_cell_text(c["mean"], c["std"], True) if c is not None else "--"
                                      for c in cells]]) + " \\\\")
         md.append("")
@@ -134,7 +114,7 @@ def largest_common_nfe(summary: pd.DataFrame) -> int | None:
     budgets = summary.dropna(subset=["nfe_budget"])
     if budgets.empty:
         return None
-    per = [set(g["nfe_budget"].astype(int)) for _, g in budgets.groupby("sampler")]
+    per = [set(g["nfe_budget"].astype(int)) for _, g in budgets.groupby(["sampler", "variant"], dropna=False)]
     common = set.intersection(*per)
     return int(max(common)) if common else int(budgets["nfe_budget"].max())
 
@@ -149,12 +129,16 @@ def _order(names: Sequence[str]) -> list[str]:
 
 def _bars(summary: pd.DataFrame, x: str, hue: str, xlabel: str, out_dir: Path, name: str, title: str,
           caption: str) -> Path | None:
-    """One panel per metric: bars of the mean per ``x`` (one colour per ``hue``), error bars ± std over seeds."""
+    """One panel per metric: bars of the mean per ``x`` (one colour per ``hue``), error bars ± std over seeds
+    (clipped to the metric's valid range, so asymmetric there). Each (x, hue) must be one summary row: bars are
+    never averaged over cells."""
     import seaborn as sns
 
     metrics = _metrics(summary)
     if summary.empty or not metrics:
         return None
+    assert_distinct([(str(a), str(b), str(m)) for a, b, m in zip(summary[x], summary[hue], summary["metric"],
+                                                                  strict=True)], f"figure {name}")
     xs = _order(list(summary[x].astype(str).unique())) if x == "sampler" else sorted(summary[x].astype(str).unique())
     hues = sorted(summary[hue].astype(str).unique())
     colors = sns.color_palette("colorblind", len(hues))
@@ -164,13 +148,15 @@ def _bars(summary: pd.DataFrame, x: str, hue: str, xlabel: str, out_dir: Path, n
         sm = summary[summary["metric"] == metric]
         for j, h in enumerate(hues):
             g = sm[sm[hue].astype(str) == h]
-            # several rows per bar (e.g. two models trained with one timestep sampler): their average
-            g = g.assign(key=g[x].astype(str)).groupby("key")[["mean", "std"]].agg(
-                lambda c: c.astype(float).mean())
+            g = g.set_index(g[x].astype(str).rename("key"))
             pos = [i + (j - (len(hues) - 1) / 2) * width for i in range(len(xs))]
-            mean = [float(g.loc[v, "mean"]) if v in g.index else np.nan for v in xs]
-            std = [float(g.loc[v, "std"]) if v in g.index and np.isfinite(g.loc[v, "std"]) else 0.0 for v in xs]
-            ax.bar(pos, mean, width=width, yerr=std, capsize=2, color=colors[j], label=h, error_kw={"lw": 0.8})
+            mean = np.array([float(g.loc[v, "mean"]) if v in g.index else np.nan for v in xs])
+            std = np.array([float(g.loc[v, "std"]) if v in g.index and not is_na(g.loc[v, "std"]) else 0.0
+                            for v in xs])
+            ends = np.array([clip_interval(metric, mu - sd, mu + sd) for mu, sd in zip(mean, std, strict=True)],
+                            dtype=float).reshape(-1, 2)  # (len(xs), 2): mean ± std clipped to the metric's range
+            yerr = np.nan_to_num(np.stack([mean - ends[:, 0], ends[:, 1] - mean]))  # (2, len(xs)), asymmetric
+            ax.bar(pos, mean, width=width, yerr=yerr, capsize=2, color=colors[j], label=h, error_kw={"lw": 0.8})
         ax.set_xticks(range(len(xs)), xs, rotation=30, ha="right", fontsize=7)
         hib = sm["higher_is_better"].dropna()
         ax.set_title(f"{metric} ({arrow(hib.iloc[0], metric)} better)" if len(hib) else metric)
@@ -178,17 +164,27 @@ def _bars(summary: pd.DataFrame, x: str, hue: str, xlabel: str, out_dir: Path, n
     return _save(fig, out_dir, name, title, caption).png
 
 
+def _sampler_text(r: pd.Series) -> str:
+    """``dual_loop (p=0.2)``: a bar's sampler with its variant (the CFG interval is part of the colour)."""
+    v = variant_text(r["variant"])
+    return f"{key_text('sampler', r['sampler'])} ({v})" if v != "—" else key_text("sampler", r["sampler"])
+
+
 def sampler_ablation(summary: pd.DataFrame, out_dir: Path) -> Path | None:
-    """(c) Bars per sampler variant at the largest common NFE budget, one colour per model; None with < 2 samplers."""
+    """(c) Bars per sampler variant at the largest common NFE budget, one colour per remaining setting (model,
+    cfg, ...); None with < 2 sampler variants."""
     nfe = largest_common_nfe(summary)
     s = summary[summary["nfe_budget"] == nfe] if nfe is not None else summary.iloc[0:0]
+    if s.empty:
+        return None
+    keys = shown_keys(s, always=("model",), omit=("sampler", "variant", "nfe_budget"))
+    s = s.assign(series=[series_label(r, keys) for _, r in s.iterrows()],
+                 sampler=[_sampler_text(r) for _, r in s.iterrows()])  # the bar: sampler with its variant
     if s["sampler"].nunique() < 2:
         return None
-    cfg_varies = s["cfg_scale"].dropna().nunique() > 1
-    s = s.assign(series=[fmt_key(r["model"]) + (f" · cfg {fmt_key(r['cfg_scale'])}" if cfg_varies else "")
-                         for _, r in s.iterrows()])
     return _bars(s, "sampler", "series", "sampler", out_dir, "paper_samplers", f"Sampler ablation at NFE {nfe}",
-                 "Mean over seeds, error bars ± std; PF samplers, their random-mask ablations, then global-t samplers.")
+                 "Mean over seeds, error bars ± std (clipped to the metric's range); PF samplers, their random-mask "
+                 "ablations, then global-t samplers.")
 
 
 def train_ablation(rows: pd.DataFrame, out_dir: Path) -> Path | None:
@@ -198,12 +194,17 @@ def train_ablation(rows: pd.DataFrame, out_dir: Path) -> Path | None:
     cells = rows[(rows["kind"] == "cell") & rows[TRAIN_COLUMN].notna()]
     if cells[TRAIN_COLUMN].astype(str).nunique() < 2:
         return None
-    s = _summary(cells.assign(**{TRAIN_COLUMN: cells[TRAIN_COLUMN].astype(str)}), (TRAIN_COLUMN,))
+    s = _summary(cells)
     nfe = largest_common_nfe(s)
     s = s[s["nfe_budget"] == nfe]
-    return _bars(s, TRAIN_COLUMN, "sampler", "training timestep sampler", out_dir, "paper_train_timesteps",
+    keys = shown_keys(s, always=("sampler",), omit=("model", TRAIN_COLUMN, "nfe_budget"))
+    s = s.assign(series=[series_label(r, keys) for _, r in s.iterrows()], bar=s[TRAIN_COLUMN].astype(str))
+    if s.duplicated(["bar", "series", "metric"]).any():  # two models share a training sampler: name the model
+        s = s.assign(bar=[f"{r[TRAIN_COLUMN]} · {key_text('model', r['model'])}" for _, r in s.iterrows()])
+    return _bars(s, "bar", "series", "training timestep sampler", out_dir, "paper_train_timesteps",
                  f"Training timestep-sampler ablation at NFE {nfe}",
-                 "Models differing in the training timestep sampler, each sampled with the listed samplers.")
+                 "Models differing in the training timestep sampler, each sampled with the listed samplers; error "
+                 "bars ± std over seeds (clipped to the metric's range).")
 
 
 # ------------------------------------------------------------------ entry point
@@ -227,7 +228,7 @@ def paper_figures(results_folders: list[Path], out_dir: Path) -> list[Path]:
     md, tex = main_tables(summary)
     written = [_atomic_write_text(out_dir / "table_main.md", md), _atomic_write_text(out_dir / "table_main.tex", tex)]
     nfe = _line_panels(rows, summary, "nfe_budget", "NFE budget", out_dir, "paper_nfe", "Quality vs NFE",
-                       f"One line per model/sampler; {BAND}.", logx=True, references=True)
+                       "One line per cell setting (model, sampler, variant, ...).", logx=True, references=True)
     pngs = [nfe.png if nfe is not None else None, sampler_ablation(summary, out_dir), train_ablation(rows, out_dir)]
     for png in pngs:
         if png is not None:

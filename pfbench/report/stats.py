@@ -6,20 +6,46 @@ group's interval does not change when other groups are added to or removed from 
 
 from __future__ import annotations
 
+import fnmatch
+import math
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-# A cell of a suite: every seed of it is one observation of the same quantity.
-GROUP_KEYS: tuple[str, ...] = ("kind", "model", "sampler", "variant", "nfe_budget", "cfg_scale", "metric")
+from pfbench import PfbenchError
+from pfbench.report.keys import GROUP_KEYS, normalize
+
+__all__ = ["GROUP_KEYS", "METRIC_RANGES", "bootstrap_ci", "clip_interval", "metric_range", "pooled_std",
+           "shown_interval", "summarize", "t_interval"]
 # Compute columns averaged over the seeds of a group (shown next to the metric, never tested for uncertainty).
 COST_COLUMNS: tuple[str, ...] = ("nfe_used", "forwards", "gflops", "wall_s")
 
 N_BOOT = 2000
 LEVEL = 0.95
 SMALL_N = 10  # below this many seeds tables and figures show the Student-t interval, not the bootstrap one
+INF = math.inf
+# Valid range of each metric (exact name or fnmatch pattern, first match wins): intervals of the mean are clipped
+# to it, since a t interval over 2 seeds of an accuracy of 0.98 reaches past 1 and one of a small FD below 0.
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    "*_std": (0.0, INF),  # spread over splits (is_std, kid_std)
+    "class_acc*": (0.0, 1.0),
+    "precision*": (0.0, 1.0),
+    "recall*": (0.0, 1.0),
+    "fid": (0.0, INF),
+    "sfid": (0.0, INF),
+    "fd_*": (0.0, INF),
+    "kid": (0.0, INF),  # the estimator can dip below 0, the distance cannot
+    "is": (1.0, INF),  # exp(mean KL) >= 1
+    "is_*": (1.0, INF),
+    "clip_*": (0.0, 100.0),  # 100 · max(cos, 0)
+    "difficulty_pearson*": (-1.0, 1.0),
+    "difficulty_spearman*": (-1.0, 1.0),
+    "difficulty_hard_easy_ratio": (0.0, INF),
+    "train_img_per_s": (0.0, INF),
+}
 
 
 def bootstrap_ci(
@@ -58,12 +84,30 @@ def t_interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
     return float(x.mean() - half), float(x.mean() + half)
 
 
-def shown_interval(row: pd.Series) -> tuple[object, object, str]:
+def metric_range(metric: object) -> tuple[float, float]:
+    """(lo, hi) a metric's value can take (``METRIC_RANGES``); unbounded for an unknown metric."""
+    name = "" if pd.isna(metric) else str(metric)
+    for pattern, bounds in METRIC_RANGES.items():
+        if fnmatch.fnmatchcase(name, pattern):
+            return bounds
+    return (-INF, INF)
+
+
+def clip_interval(metric: object, lo: Any, hi: Any) -> tuple[Any, Any]:
+    """``[lo, hi]`` intersected with the metric's valid range; missing bounds stay missing."""
+    a, b = metric_range(metric)
+    lo = lo if pd.isna(lo) else min(max(float(lo), a), b)
+    hi = hi if pd.isna(hi) else max(min(float(hi), b), a)
+    return lo, hi
+
+
+def shown_interval(row: pd.Series) -> tuple[Any, Any, str]:
     """(lo, hi, kind) of the interval reports show for a summary row: ``t`` below ``SMALL_N`` seeds, else
-    ``bootstrap``."""
+    ``bootstrap``; clipped to the metric's valid range (``METRIC_RANGES``), so it may be asymmetric."""
     n = row.get("n")
     small = not pd.isna(n) and int(n) < SMALL_N
-    return (row["t_lo"], row["t_hi"], "t") if small else (row["ci_lo"], row["ci_hi"], "bootstrap")
+    lo, hi, kind = (row["t_lo"], row["t_hi"], "t") if small else (row["ci_lo"], row["ci_hi"], "bootstrap")
+    return (*clip_interval(row.get("metric"), lo, hi), kind)
 
 
 def _group_seed(seed: int, key: tuple[object, ...]) -> np.random.Generator:
@@ -90,9 +134,10 @@ def summarize(
         ``ci_hi`` (percentile bootstrap), ``t_lo``, ``t_hi`` (Student t) (``std`` and the intervals are NA when
         n < 2), the mean of each cost column present, and the sorted unique seeds as ``seeds``.
     """
-    keys = list(keys)
+    keys = list(dict.fromkeys(keys))  # a key passed twice groups once
+    df = normalize(df)  # absent key columns as NA (rows written before they existed), variant filled
     missing = [k for k in keys if k not in df]
-    if missing:  # rows written before a key column existed: one group per absent key
+    if missing:
         df = df.assign(**{k: pd.NA for k in missing})
     out_cols = [*keys, "higher_is_better", "mean", "std", "n", "ci_lo", "ci_hi", "t_lo", "t_hi", "seeds",
                 *[c for c in COST_COLUMNS if c in df]]
@@ -101,6 +146,7 @@ def summarize(
     records = []
     for key, g in df.groupby(keys, dropna=False, sort=True):
         key = key if isinstance(key, tuple) else (key,)
+        _check_seeds(g, keys, key)
         vals = g["value"].astype("Float64").dropna().to_numpy(dtype=np.float64)
         n = int(vals.size)
         rec: dict[str, object] = dict(zip(keys, key, strict=True))
@@ -127,6 +173,28 @@ def summarize(
     out["n"] = out["n"].astype("Int64")
     out["higher_is_better"] = out["higher_is_better"].astype("boolean")
     return out
+
+
+def _check_seeds(g: pd.DataFrame, keys: Sequence[str], key: tuple[object, ...]) -> None:
+    """A seed is one observation of a group: two rows with one seed are different cells sharing every key (or one
+    result file copied twice), and pooling them would be wrong. Raises, naming what differs and the files."""
+    if "seed" not in g:
+        return
+    dup = g[g["seed"].notna() & g["seed"].duplicated(keep=False)]
+    if dup.empty:
+        return
+    seed = dup["seed"].iloc[0]
+    same = dup[dup["seed"] == seed]
+    skip = {"value", "part", "wall_s", "git_sha", "pfbench_version", "torch_version", "hardware", "schema_version"}
+    differ = [c for c in same.columns
+              if c not in skip and same[c].astype("string").fillna("\x00").nunique() > 1]
+    where = ", ".join(sorted(set(same["part"].dropna().astype(str)))) if "part" in same else ""
+    what = ", ".join(f"{k}={v}" for k, v in zip(keys, key, strict=True) if not pd.isna(v))
+    raise PfbenchError(
+        f"{len(same)} result rows for seed {seed} of one cell ({what})"
+        + (f" differ only in {', '.join(differ)}" if differ else " are identical")
+        + (f" (files {where})" if where else "")
+        + ": delete the stale file(s) or keep the runs in separate results folders")
 
 
 def pooled_std(std_a: float, n_a: int, std_b: float, n_b: int) -> float:

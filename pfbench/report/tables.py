@@ -7,6 +7,7 @@ Tables are built from ``stats.summarize`` output (one row per group of seeds); a
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,17 +17,21 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from pfbench.report.stats import SMALL_N, shown_interval
+from pfbench import PfbenchError
+from pfbench.report.keys import (
+    CELL_KEYS,
+    CONTEXT_KEYS,
+    HEADERS,
+    assert_distinct,
+    is_na,
+    key_text,
+    normalize,
+    series_label,
+    shown_keys,
+)
+from pfbench.report.stats import SMALL_N, shown_interval, summarize
 
 NA = "NA"
-
-
-def is_na(x: Any) -> bool:
-    """True for None, pd.NA, NaN (any missing scalar)."""
-    try:
-        return bool(pd.isna(x))
-    except (TypeError, ValueError):
-        return False
 
 
 def fmt_num(x: Any, spec: str = ".4g") -> str:
@@ -56,6 +61,20 @@ def ci_text(lo: Any, hi: Any, kind: str = "bootstrap") -> str:
 def is_spread(metric: str) -> bool:
     """``*_std`` rows (IS/KID spread over splits) describe a metric's noise; they have no better direction."""
     return str(metric).endswith("_std")
+
+
+NONSTANDARD = " †"
+NONSTANDARD_NOTE = (" †: computed with an Inception file that is not the official one (its sha256 is in metric_args): "
+                    "not comparable with published numbers.")
+
+
+def nonstandard_mark(row: Any) -> str:
+    """``NONSTANDARD`` when the row's ``metric_args`` lists its metric as ``nonstandard`` (else "")."""
+    try:
+        listed = json.loads(str(row.get("metric_args"))).get("nonstandard", [])
+    except (ValueError, AttributeError):  # NA, plain text or a JSON non-object: nothing marked
+        return ""
+    return NONSTANDARD if row.get("metric") in listed else ""
 
 
 def arrow(higher_is_better: Any, metric: str = "") -> str:
@@ -115,8 +134,28 @@ def _sorted(df: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     return df.sort_values(by, na_position="first", kind="stable") if by else df
 
 
+def _seed_count(g: pd.DataFrame) -> str:
+    seed_ids = {x for ids in g["seeds"].dropna() for x in str(ids).split(",") if x}
+    return str(len(seed_ids)) if seed_ids else fmt_key(g["n"].max())
+
+
+def _cell_groups(s: pd.DataFrame, keys: list[str], what: str) -> list[tuple[tuple[str, ...], pd.DataFrame]]:
+    """Summary rows grouped by every cell key (seeds are already aggregated), with the display texts of ``keys``.
+
+    Raises when two groups would show the same texts: every distinguishing key must be among ``keys``.
+    """
+    by = [k for k in (*CELL_KEYS, *CONTEXT_KEYS) if k in s]
+    groups = [(tuple(key_text(k, g.iloc[0][k]) for k in keys), g)
+              for _, g in _sorted(s, by).groupby(by, dropna=False, sort=False)]
+    assert_distinct([lab for lab, _ in groups], what)
+    return groups
+
+
 def results_table(summary: pd.DataFrame, kind: str = "cell", title: str = "Results") -> TextTable:
-    """Wide table: one row per (model, sampler, cfg, NFE budget), one column per metric.
+    """Wide table: one row per cell (every key of ``keys.CELL_KEYS``; seeds aggregated), one column per metric.
+
+    The model, sampler, cfg and NFE budget columns are always there; any other key that varies (variant, CFG
+    interval, training timestep sampler, decoder, train step, ...) gets a labelled column of its own.
 
     Args:
         summary: ``stats.summarize`` output over ``GROUP_KEYS``.
@@ -126,61 +165,72 @@ def results_table(summary: pd.DataFrame, kind: str = "cell", title: str = "Resul
     metrics = sorted(s["metric"].dropna().unique().tolist())
     hib = {m: s.loc[s["metric"] == m, "higher_is_better"].dropna() for m in metrics}
     metric_cols = [f"{m} {arrow(h.iloc[0], m) if len(h) else ''}".rstrip() for m, h in hib.items()]
-    row_keys = ["model", "sampler", "cfg_scale", "nfe_budget"]
-    columns = ("model", "sampler", "cfg", "NFE budget", "NFE used", "GFLOPs/sample", "wall s", "seeds", *metric_cols)
+    keys = shown_keys(s)
+    columns = (*[HEADERS[k] for k in keys], "NFE used", "GFLOPs/sample", "wall s", "seeds", *metric_cols)
     rows = []
-    for key, g in _sorted(s, row_keys).groupby(row_keys, dropna=False, sort=False):
-        seed_ids = {x for ids in g["seeds"].dropna() for x in str(ids).split(",") if x}
-        seeds = str(len(seed_ids)) if seed_ids else fmt_key(g["n"].max())
+    for labels, g in _cell_groups(s, keys, f"results table ({kind})"):
         cells = []
         for m in metrics:
             hit = g[g["metric"] == m]
             if hit.empty:
                 cells.append("")
                 continue
-            r = hit.iloc[0]
+            r = hit.iloc[0]  # one row per metric: the group holds every key
             ci = ci_text(*shown_interval(r))
-            cells.append(mean_std(r["mean"], r["std"]) + ("" if ci == NA else f"\n{ci}"))
+            cells.append(mean_std(r["mean"], r["std"]) + nonstandard_mark(r) + ("" if ci == NA else f"\n{ci}"))
         cost = g.iloc[0]
-        rows.append((
-            fmt_key(key[0]), fmt_key(key[1]), fmt_key(key[2]), fmt_key(key[3]),
-            fmt_num(cost.get("nfe_used"), ".3g"), fmt_num(cost.get("gflops"), ".4g"), fmt_num(cost.get("wall_s"), ".3g"),
-            seeds, *cells,
-        ))
+        rows.append((*labels, fmt_num(cost.get("nfe_used"), ".3g"), fmt_num(cost.get("gflops"), ".4g"),
+                     fmt_num(cost.get("wall_s"), ".3g"), _seed_count(g), *cells))
     note = (f"mean ± std over seeds (ddof=1); below it the 95% interval of the mean: Student t (t[…]) with fewer "
-            f"than {SMALL_N} seeds, else the percentile bootstrap (2000 resamples); NA: one seed. "
-            "↑/↓: better direction.")
+            f"than {SMALL_N} seeds, else the percentile bootstrap (2000 resamples), clipped to the metric's valid "
+            "range (accuracy, precision, recall in [0, 1]; distances ≥ 0); NA: one seed. ↑/↓: better direction."
+            + (NONSTANDARD_NOTE if any(NONSTANDARD in c for row in rows for c in row) else ""))
     return TextTable(title, columns, tuple(rows), note)
 
 
 def long_table(summary: pd.DataFrame, kind: str, title: str, note: str = "") -> TextTable:
     """One row per (model, metric) of ``kind`` rows (diagnostics, reference values)."""
     s = _sorted(summary[summary["kind"] == kind], ["model", "metric"])
+    keys = shown_keys(s, always=("model",))  # e.g. two checkpoints of one model: a model id column
+    texts = [tuple(key_text(k, r[k]) for k in keys) for _, r in s.iterrows()]
+    assert_distinct([(*t, str(m)) for t, m in zip(texts, s["metric"], strict=True)], f"{kind} table")
     rows = tuple(
-        (fmt_key(r["model"]), f"{r['metric']} {arrow(r['higher_is_better'], r['metric'])}".rstrip(), mean_std(r["mean"], r["std"]),
-         ci_text(*shown_interval(r)), fmt_key(r["n"]))
-        for _, r in s.iterrows()
+        (*t, f"{r['metric']} {arrow(r['higher_is_better'], r['metric'])}".rstrip(),
+         mean_std(r["mean"], r["std"]) + nonstandard_mark(r), ci_text(*shown_interval(r)), fmt_key(r["n"]))
+        for t, (_, r) in zip(texts, s.iterrows(), strict=True)
     )
-    return TextTable(title, ("model", "metric", "value (mean ± std)", "95% CI", "n"), rows, note)
+    note = (note + NONSTANDARD_NOTE).strip() if any(NONSTANDARD in row[-3] for row in rows) else note
+    return TextTable(title, (*[HEADERS[k] for k in keys], "metric", "value (mean ± std)", "95% CI", "n"), rows, note)
 
 
 def print_run_summary(df: pd.DataFrame, title: str, console: Console) -> None:
-    """What ``pfbench run`` prints at the end: cells as (model, sampler, NFE, CFG) × metric (mean ±std over
-    seeds), then references, diagnostics and learning curves, then each model's best FD as a share of the
-    trivial class-mean baseline (embedded suites)."""
-    cells = df[df["kind"] == "cell"]
-    metrics = sorted(cells["metric"].dropna().unique())
+    """What ``pfbench run`` prints at the end: one row per cell (every key of ``keys.CELL_KEYS``, the varying ones
+    as labelled columns) × metric (mean ±std over seeds), then references, diagnostics and learning curves, then
+    each model's best FD as a share of the trivial class-mean baseline (embedded suites).
+
+    A summary that cannot be built (two result files for one seed of one cell) is reported on one line; the
+    results themselves are on disk already.
+    """
+    try:
+        summary = summarize(df[df["kind"] == "cell"], n_boot=200)  # intervals are not shown here
+    except PfbenchError as err:
+        console.print(f"[yellow]no summary table: {err}[/]")
+        return
+    metrics = sorted(summary["metric"].dropna().unique())
+    keys = shown_keys(summary)
     table = Table(title=title)
-    for col in ("model", "sampler", "NFE", "cfg", "GFLOPs/img", "s", *metrics):
-        table.add_column(col, justify="left" if col in ("model", "sampler") else "right")
-    keys = ["model", "sampler", "variant", "nfe_budget", "cfg_scale"]
-    for key, g in cells.fillna({"variant": ""}).groupby(keys, dropna=False, sort=True):
-        vals = g.groupby("metric")["value"].agg(["mean", "std", "count"])
-        shown = [f"{vals.loc[m, 'mean']:.4g}" + (f" ±{vals.loc[m, 'std']:.2g}" if vals.loc[m, "count"] > 1 else "")
-                 if m in vals.index else "" for m in metrics]
-        label = f"{key[1]} {key[2]}" if key[2] else str(key[1])
-        table.add_row(str(key[0]), label, f"{int(g['nfe_used'].max())}/{int(key[3])}", f"{key[4]:g}",
-                      f"{float(g['gflops'].mean()):.3f}", f"{float(g['wall_s'].mean()):.1f}", *shown)
+    heads = [HEADERS[k] if k != "nfe_budget" else "NFE" for k in keys]
+    for col in (*heads, "GFLOPs/img", "s", *metrics):
+        table.add_column(col, justify="right" if col in ("NFE", "cfg", "GFLOPs/img", "s", *metrics) else "left")
+    for labels, g in _cell_groups(summary, keys, "run summary"):
+        by_metric = {str(r["metric"]): r for _, r in g.iterrows()}
+        shown = [f"{float(r['mean']):.4g}" + ("" if is_na(r["std"]) else f" ±{float(r['std']):.2g}")
+                 if (r := by_metric.get(m)) is not None else "" for m in metrics]
+        cost = g.iloc[0]
+        if "nfe_budget" in keys:  # NFE used/budget
+            i = keys.index("nfe_budget")
+            labels = (*labels[:i], f"{fmt_num(cost.get('nfe_used'), '.0f')}/{labels[i]}", *labels[i + 1:])
+        table.add_row(*labels, fmt_num(cost.get("gflops"), ".3f"), fmt_num(cost.get("wall_s"), ".1f"), *shown)
     console.print(table)
     side = Table(title="references and diagnostics")
     for col in ("kind", "model", "metric", "value"):
@@ -188,18 +238,20 @@ def print_run_summary(df: pd.DataFrame, title: str, console: Console) -> None:
     other = df[df["kind"].isin(["reference", "diagnostic"])].sort_values(["kind", "model", "metric"])
     for _, r in other.iterrows():
         side.add_row(str(r["kind"]), str(r["model"]), str(r["metric"]), f"{float(r['value']):.4g}")
-    curve = df[df["kind"] == "curve"].sort_values("train_step")
-    for (model, metric), g in curve.groupby(["model", "metric"]):
+    curve = normalize(df[df["kind"] == "curve"]).sort_values("train_step")
+    ckeys = shown_keys(curve, always=("model",), omit=("train_step",))  # one line per curve, never two interleaved
+    cby = [k for k in (*CELL_KEYS, *CONTEXT_KEYS) if k != "train_step"]
+    for _, g in curve.groupby([*cby, "metric", "seed"], dropna=False, sort=True):
         points = " → ".join(f"{float(v):.3g}@{int(s)}" for s, v in zip(g["train_step"], g["value"], strict=True))
-        side.add_row("curve", str(model), str(metric), points)
+        side.add_row("curve", series_label(g.iloc[0], ckeys), str(g["metric"].iloc[0]), points)
     if other.shape[0] or curve.shape[0]:
         console.print(side)
     trivial = df[(df["kind"] == "reference") & (df["model"] == "trivial_class_mean")]
     base = trivial[trivial["metric"] == "fd_embedded"]["value"]
-    got = cells[cells["metric"] == "fd_embedded"]
+    got = summary[summary["metric"] == "fd_embedded"]
     if base.empty or got.empty:
         return
-    for model, g in got.fillna({"variant": ""}).groupby("model"):
-        best = float(g.groupby(["sampler", "variant", "nfe_budget", "cfg_scale"])["value"].mean().min())
+    for model, g in got.groupby("model"):
+        best = float(g["mean"].astype(float).min())  # the best cell's mean over seeds
         console.print(f"{model}: best fd_embedded {best:.4g} = {100 * best / float(base.iloc[0]):.1f}% of the "
                       f"trivial class-mean baseline ({float(base.iloc[0]):.4g})")

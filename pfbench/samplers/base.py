@@ -15,8 +15,8 @@ Accounting conventions:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
-import math
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, TypeVar, runtime_checkable
 
@@ -127,27 +127,58 @@ def patch_difficulty(logvar: Tensor, patch: int) -> Tensor:
     return d.flatten(1)  # (B, T), row-major
 
 
-def difficulty_mask(difficulty: Tensor, p: float) -> Tensor:
-    """Easy mask M = d < quantile_p(d) per sample (strict; linear interpolation in float64), (B, T) bool.
+# torch.quantile refused inputs of more than 2^24 elements in some releases; the pixel-resolution map
+# is T·patch² values per sample, so large batches are split into row chunks below that size.
+QUANTILE_MAX_ELEMENTS = 1 << 24
 
-    p = 0 gives an empty mask; p = 1 leaves out the hardest patch (the quantile is the max).
+
+def difficulty_mask(difficulty: Tensor, p: float, patch: int) -> Tensor:
+    """Easy mask M = d < quantile_p per sample, (B, T) bool (SPEC §5).
+
+    As in the reference, the quantile is taken over the pixel-resolution difficulty map: the T patch
+    values of a row, each repeated patch² times (B, T·patch²), in float64 with linear interpolation;
+    the comparison is strict. This is not the quantile of the T values once (at T = 64, p = 0.4 it
+    marks 25 patches easy, not 26). p = 0 gives an empty mask; p = 1 leaves out the hardest patch.
+
+    Args:
+        difficulty: per-patch difficulty d, (B, T).
+        p: quantile level in [0, 1].
+        patch: patch size; each patch covers patch² pixels of the map.
     """
-    d = difficulty.double()
-    q = torch.quantile(d, p, dim=1, keepdim=True, interpolation="linear")  # (B, 1)
+    d = difficulty.double()  # (B, T)
+    width = d.shape[1] * patch * patch  # pixels per sample
+    rows = max(1, QUANTILE_MAX_ELEMENTS // max(width, 1))
+    q = torch.cat(
+        [
+            torch.quantile(
+                chunk.repeat_interleave(patch * patch, dim=1), p, dim=1, keepdim=True, interpolation="linear"
+            )  # (b, 1) over the (b, T·patch²) pixel map
+            for chunk in d.split(rows)
+        ]
+    )  # (B, 1)
     return d < q
 
 
-def easy_count(tokens: int, p: float) -> int:
-    """How many patches ``difficulty_mask`` marks easy when the T values are distinct: ⌈p·(T − 1)⌉."""
-    return min(tokens, max(0, math.ceil(p * (tokens - 1))))
+@functools.lru_cache(maxsize=512)
+def easy_count(tokens: int, p: float, patch: int) -> int:
+    """How many patches ``difficulty_mask`` marks easy when the T values are distinct.
+
+    Computed by running ``difficulty_mask`` on the distinct values 0..T−1, so it follows the same
+    quantile arithmetic (e.g. 25 of 64 patches at p = 0.4, patch 2; 102 of 256).
+    """
+    ranks = torch.arange(tokens, dtype=torch.float64)[None]  # (1, T), distinct
+    return int(difficulty_mask(ranks, p, patch).sum())
 
 
-def random_mask(keys: list[int], step: int, tokens: int, p: float, salt: str, device: torch.device) -> Tensor:
+def random_mask(
+    keys: list[int], step: int, tokens: int, p: float, patch: int, salt: str, device: torch.device
+) -> Tensor:
     """Uniformly random easy mask of the same size as the difficulty mask, (B, T) bool.
 
-    Sample i's mask at outer step k depends only on (keys[i], k, salt).
+    The size is ``easy_count(tokens, p, patch)``. Sample i's mask at outer step k depends only on
+    (keys[i], k, salt).
     """
-    k = easy_count(tokens, p)
+    k = easy_count(tokens, p, patch)
     mask = torch.zeros(len(keys), tokens, dtype=torch.bool)
     for i, key in enumerate(keys):
         perm = torch.randperm(tokens, generator=sample_generator(key, salt, step))
@@ -211,6 +242,9 @@ class StepSampler:
     steps: int
     name: ClassVar[str] = "step"
     min_steps: ClassVar[int] = 1
+    # Bumped when a sampler's output changes for the same parameters (a fix), so that result cells
+    # computed by the old code are not reused: it is part of the cell key when > 1.
+    revision: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
         # steps >= 1 is accepted even where min_steps is larger, so callers may build a placeholder
@@ -269,6 +303,9 @@ class MaskedSampler(StepSampler):
     """
 
     p: float = 0.4
+    # 2: the easy-mask quantile is taken over the pixel-resolution map (SPEC §5), and look-ahead's
+    # warm-up test is strict (t_k < t_warm).
+    revision: ClassVar[int] = 2
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -277,7 +314,7 @@ class MaskedSampler(StepSampler):
 
     def easy_mask(self, out: ModelOut, keys: Tensor | None, step: int, patch: int) -> Tensor:
         """Easy mask (B, T) bool of (outer) step ``step`` from its first call's (guided) logvar."""
-        return difficulty_mask(patch_difficulty(require_logvar(out, self.name), patch), self.p)
+        return difficulty_mask(patch_difficulty(require_logvar(out, self.name), patch), self.p, patch)
 
 
 @dataclass(frozen=True)
@@ -285,13 +322,14 @@ class RandomMask(MaskedSampler):
     """Mixin of the ``random`` ablations: the easy set is drawn uniformly at random each (outer) step.
 
     Listed first in the bases (``class DualLoopRandom(RandomMask, DualLoop)``) so its ``easy_mask``
-    wins. The mask has ⌈p·(T − 1)⌉ patches (the difficulty mask's size for distinct values); sample i's
-    mask at step k depends only on (keys[i], k), salted with the sampler's name. The difficulty head
-    is not used.
+    wins. The mask has ``easy_count(T, p, patch)`` patches (the difficulty mask's size for distinct
+    values); sample i's mask at step k depends only on (keys[i], k), salted with the sampler's name. The
+    difficulty head is not used.
     """
 
     def easy_mask(self, out: ModelOut, keys: Tensor | None, step: int, patch: int) -> Tensor:
         """Uniformly random easy mask (B, T) bool; ``keys`` (B,) are required."""
         b, _, h, w = out.v.shape
         tokens = (h // patch) * (w // patch)
-        return random_mask(require_keys(keys, b, self.name), step, tokens, self.p, self.name, out.v.device)
+        ints = require_keys(keys, b, self.name)
+        return random_mask(ints, step, tokens, self.p, patch, self.name, out.v.device)

@@ -1,13 +1,21 @@
 """Look-ahead sampler (SPEC §5): easy patches jump ahead to give cleaner context; cost 2N − #warm.
 
 Per step k (Δ = t_{k+1} − t_k), one call at t_k gives the guided v, the conditional v_c and the
-difficulty map, hence the easy mask M. During warm-up (t_k ≤ t_warm) the step is ``x += Δ·v_c``.
+difficulty map, hence the easy mask M. During warm-up (t_k < t_warm) the step is ``x += Δ·v_c``.
 Otherwise the easy patches are moved to t_ctx = min(r·t_k, 1) with v_c (a look-ahead copy of the
 state; per-token time t_ctx on M, t_k elsewhere), a second call at that state gives v_ctx, and the
 real update is ``x += Δ·(v⊙M + v_ctx⊙(1 − M))``. The look-ahead state is discarded.
 
 The reference implementation jumps (and warms up) with the unguided v_c; ``guided_jump=True`` uses
 the guided v instead. Without CFG both are the same.
+
+Warm-up test (SPEC §5): strict ``t_k < t_warm`` on the float64 grid, so a step at exactly t_warm
+(k = 1 of N = 20, k = 5 of N = 100) is a look-ahead step and N = 20 costs 39. The reference tests
+``mean over tokens of t_k <= 0.05`` on its float32 schedule ``linspace(0, 1, N + 1)`` broadcast over
+the tokens (a stride-0 view on CPU). At an exact tie that float32 mean rounds above 0.05 on CPU, so its
+test picks the same steps as this one for every N ≤ 1000 at 64, 256 and 1024 tokens (not at 16 tokens,
+where the mean stays exact and most ties are warm). The rounding of the CUDA mean (the reference samples
+on GPU, where the schedule is a contiguous copy) has not been measured.
 """
 
 from __future__ import annotations
@@ -40,7 +48,8 @@ class LookAhead(MaskedSampler):
         steps: N.
         p: fraction of patches marked easy.
         r: look-ahead ratio, t_ctx = min(r·t_k, 1); r = 1 makes it Euler at twice the cost.
-        t_warm: steps with t_k ≤ t_warm are plain (one-call) steps with the jump velocity.
+        t_warm: steps with t_k < t_warm (strict, see the module docstring) are plain one-call steps
+            with the jump velocity.
         guided_jump: jump and warm up with the guided v instead of the conditional v_c.
         shift: SD3-style time shift of the grid (1 = uniform).
 
@@ -60,10 +69,13 @@ class LookAhead(MaskedSampler):
                 f"sampler {self.name!r}: r must be >= 1 (a look-ahead, not a look-back), got {self.r}"
             )
 
+    def warm(self, steps: int) -> list[bool]:
+        """Per step k < ``steps``: is it a warm (one-call) step, t_k < t_warm (strict, float64 grid)?"""
+        return (time_grid(steps, self.shift)[:-1] < self.t_warm).tolist()
+
     def warm_steps(self, steps: int) -> int:
-        """How many of the first ``steps`` grid times are ≤ t_warm (one call each)."""
-        grid = time_grid(steps, self.shift)[:-1]
-        return int((grid <= self.t_warm).sum())
+        """How many of the ``steps`` steps are warm (one call each)."""
+        return sum(self.warm(steps))
 
     def cost(self, steps: int) -> int:
         return 2 * steps - self.warm_steps(steps)
@@ -74,6 +86,7 @@ class LookAhead(MaskedSampler):
         check_inputs(model, noise, cond, self)
         meter = Meter(model)
         grid = time_grid(self.steps, self.shift).tolist()
+        warm = self.warm(self.steps)
         p = model.patch_size
         _, _, h, w = noise.shape
         x = noise
@@ -81,7 +94,7 @@ class LookAhead(MaskedSampler):
             t0, dt = grid[k], grid[k + 1] - grid[k]
             out = meter(x, full_time(x, p, t0), cond)
             v_jump = out.v if self.guided_jump else cond_velocity(out)  # (B, C, H, W)
-            if t0 <= self.t_warm:
+            if warm[k]:
                 x = x + dt * v_jump
                 continue
             easy = self.easy_mask(out, keys, k, p)  # (B, T)

@@ -102,10 +102,14 @@ class SuiteModels:
             from pfbench.train.loop import spec_from_dict
 
             return spec_from_dict(model.train).net_config()
-        if model.layout is not None:
+        if model.layout is not None and model.preset is not None:
             from pfbench.nets import net_config
 
-            return net_config(model.preset or "", "pf" if model.layout == "pf" else "sit", **model.overrides)
+            return net_config(model.preset, "pf" if model.layout == "pf" else "sit", **model.overrides)
+        if model.layout is not None:  # size from the file's embedded config or tensor shapes
+            from pfbench.adapters.external import external_config
+
+            return external_config(resolve_checkpoint(model.checkpoint or "")[0], model.layout, **model.overrides)
         from pfbench.train.checkpoints import load_checkpoint
         from pfbench.nets import DiTConfig
 
@@ -200,7 +204,7 @@ class SuiteModels:
             from pfbench.adapters.external import load_external
 
             path, sha = resolve_checkpoint(model.checkpoint)
-            return LoadedModel(name, sha, load_external(path, model.layout, model.preset or "", **model.overrides), [])
+            return LoadedModel(name, sha, load_external(path, model.layout, model.preset, **model.overrides), [])
         if model.checkpoint is not None:
             path, sha = resolve_checkpoint(model.checkpoint)
             ckpt = load_checkpoint(path)
@@ -220,11 +224,22 @@ def _timesteps_name(config: dict[str, Any]) -> str | None:
 
 
 def _train_job(spec: dict[str, Any], out: str, threads: int, progress: bool) -> float:
-    """Process entry point: trains (or resumes / finds finished) one model; returns its img/s."""
+    """Process entry point: trains (or resumes / finds finished) one model; returns its img/s.
+
+    Under the run folder's lock: a second runner on the same suite waits for the first one's training (then
+    finds it finished) instead of training the model again; if the first runner dies, it resumes its run.
+    """
+    from pfbench.locks import hold_lock, lock_path
     from pfbench.train.loop import spec_from_dict, train
 
     torch.set_num_threads(threads)
-    result = train(spec_from_dict(spec), Path(out), resume=True, progress=progress)
+    run = Path(out)
+
+    def say() -> None:
+        Console(stderr=True).print(f"[dim]waiting for another runner training {run}", soft_wrap=True)
+
+    with hold_lock(lock_path(run.parent, run.name), say):
+        result = train(spec_from_dict(spec), run, resume=True, progress=progress)
     return float(result.img_per_s)
 
 

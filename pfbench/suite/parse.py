@@ -17,6 +17,7 @@ from typing import Any
 
 from pfbench import PfbenchError
 from pfbench.config import Builder
+from pfbench.registry import SAMPLERS
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class ModelSpec:
     preset: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     vae: str | None = None  # latent models: decoder (known name like sd-vae-ft-ema, diffusers folder or file)
+    # Train the recipe once per seed (``train.seed`` set): model ``pf`` becomes ``pf@s0``, ``pf@s1``, ... (see
+    # ``expand_train_seeds``); grid blocks naming ``pf`` run every one of them.
+    train_seeds: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class GridSpec:
 
     models: list[str]
     samplers: list[SamplerSpec]
+    nfe: list[int] | None = None  # this block's NFE budgets instead of ``sweep.nfe`` (e.g. a sweep at one budget)
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,9 @@ class SweepSpec:
     cfg_scale: list[float] = field(default_factory=lambda: [1.0])
     cfg_interval: list[list[float] | None] = field(default_factory=lambda: [None])
     exclude: list[dict[str, Any]] = field(default_factory=list)
+    # With models trained per seed (``train_seeds``): instance ``pf@sK`` samples only with sampling seed K, so
+    # every (training seed, sampling seed) replicate is distinct at a third of the cost of the full cross.
+    pair_seeds: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,12 +102,21 @@ class EvalSpec:
     curve_nfe: int = 16
     curve_samples: int = 500
     difficulty_t: float = 0.6
+    # PF models (embedded data): per-patch corr(predicted variance, squared error) at each of these t, and the
+    # "context helps" curve (loss on hard patches at each t_hard as their easy context moves to t = 1).
+    difficulty_ts: list[float] = field(default_factory=list)
+    context_ts: list[float] = field(default_factory=list)
     parallel_train: bool = True  # train the suite's models in concurrent processes
     resize: str = "tf1x"  # Inception resize: "tf1x" (torch-fidelity, TF-compatible) or "clean" (clean-fid)
     weights: str | None = None  # Inception weights file/folder (else $PFBENCH_WEIGHTS, then the library cache)
     clip_weights: str | None = None  # open_clip ViT-L/14 file for clip_score (else the same search)
     dinov2_weights: str | None = None  # DINOv2 ViT-L/14 file for fd_dinov2 (else the same search)
     device: str = "cpu"  # where sampling, decoding and metrics run ("cuda" on a GPU machine)
+    # Inception metric options (pfbench.metrics.options): false accepts a non-official Inception file (rows
+    # record its sha256 and are marked non-standard); KID subset size; IS sample order "file" (ADM) or "shuffle"
+    verify_weights: bool = True
+    kid_subset_size: int = 1000
+    is_order: str = "file"
 
 
 @dataclass(frozen=True)
@@ -133,12 +150,55 @@ class RunSpec:
         payload.pop("suite")
         if payload["cfg_interval"] is None:  # keeps keys of unguided-interval cells stable
             payload.pop("cfg_interval")
+        revision = getattr(SAMPLERS.get(self.sampler.name), "revision", 1)
+        if revision != 1:  # a fixed sampler: cells computed before the fix are not reused
+            payload["sampler_revision"] = revision
         return content_hash(payload)
 
     def fields(self) -> dict[str, Any]:
-        """Flat view for ``exclude`` rules: model, sampler, nfe, cfg_scale, seed and sampler parameters."""
-        return {"model": self.model, "sampler": self.sampler.name, "nfe": self.nfe, "cfg_scale": self.cfg_scale,
-                "seed": self.seed, **self.sampler.params}
+        """Flat view for ``exclude`` rules: model, sampler, nfe, cfg_scale, seed and sampler parameters.
+
+        A model trained per seed is matched by its suite name (``pf``) and ``train_seed``.
+        """
+        model, train_seed = split_model(self.model)
+        return {"model": model, "sampler": self.sampler.name, "nfe": self.nfe, "cfg_scale": self.cfg_scale,
+                "seed": self.seed, **self.sampler.params} | ({} if train_seed is None else {"train_seed": train_seed})
+
+
+SEED_SEP = "@s"  # "pf@s1": suite model "pf" trained with seed 1 (``ModelSpec.train_seeds``)
+
+
+def split_model(name: str) -> tuple[str, int | None]:
+    """``"pf@s1"`` -> ``("pf", 1)``; a name without a training-seed suffix -> ``(name, None)``."""
+    base, sep, seed = name.rpartition(SEED_SEP)
+    return (base, int(seed)) if sep and base and seed.isdigit() else (name, None)
+
+
+def expand_train_seeds(spec: SuiteSpec) -> SuiteSpec:
+    """One model per training seed: ``pf`` with ``train_seeds: [0, 1]`` becomes ``pf@s0`` and ``pf@s1`` (each
+    with ``train.seed`` set), and every grid block naming ``pf`` names both. Models without seeds stay as they are.
+    """
+    names: dict[str, list[str]] = {}
+    models: dict[str, ModelSpec] = {}
+    for name, m in spec.models.items():
+        if not m.train_seeds:
+            models[name], names[name] = m, [name]
+            continue
+        if m.train is None:
+            raise PfbenchError(f"models.{name}.train_seeds: only models trained in the suite (train:) have seeds")
+        if len(set(m.train_seeds)) != len(m.train_seeds) or min(m.train_seeds) < 0:
+            raise PfbenchError(f"models.{name}.train_seeds = {m.train_seeds}: must be distinct integers >= 0")
+        names[name] = [f"{name}{SEED_SEP}{s}" for s in m.train_seeds]
+        for s, new in zip(m.train_seeds, names[name], strict=True):
+            models[new] = dataclasses.replace(m, train={**m.train, "seed": s}, train_seeds=[])
+    grid = [dataclasses.replace(g, models=[x for n in g.models for x in names[n]]) for g in spec.grid]
+    if spec.sweep.pair_seeds:
+        for name, m in spec.models.items():
+            missing = sorted(set(m.train_seeds) - set(spec.sweep.seeds))
+            if missing:
+                raise PfbenchError(f"sweep.pair_seeds: models.{name} has training seeds {missing} that are not in "
+                                   f"sweep.seeds {spec.sweep.seeds}; a paired instance samples with its own seed")
+    return dataclasses.replace(spec, models=models, grid=grid)
 
 
 def content_hash(obj: Any) -> str:
@@ -174,19 +234,61 @@ def compose_yaml(path: str | Path, overrides: list[str] | None = None) -> dict[s
         hint = next((ln for ln in lines[1:] if ln.startswith("To append")), "")  # hydra's `+key=value` advice
         raise PfbenchError(f"{path}: {lines[0]}" + (f" ({hint[0].lower()}{hint[1:]})" if hint else "")) from None
     except Exception as err:  # yaml.YAMLError and friends: malformed files
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PfbenchError(f"{path}: malformed YAML: {first}") from None
+        raise yaml_error(path, err) from None
     if not isinstance(data, dict):
         raise PfbenchError(f"{path}: a suite must be a mapping")
     return data  # type: ignore[return-value]
 
 
+def yaml_error(path: Path, err: Exception) -> PfbenchError:
+    """One line naming the file, line and column of a YAML syntax error: ``FILE:LINE:COL: malformed YAML: …``.
+
+    The file is the one the parser was reading, which may be a ``defaults:`` include of ``path``.
+    """
+    import yaml
+
+    mark = getattr(err, "problem_mark", None) if isinstance(err, yaml.MarkedYAMLError) else None
+    if mark is None:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return PfbenchError(f"{path}: malformed YAML: {first}")
+    assert isinstance(err, yaml.MarkedYAMLError)
+    name = Path(mark.name) if mark.name and not mark.name.startswith("<") else path
+    name = path if name.resolve() == path.resolve() else name
+    what = err.problem or err.context or type(err).__name__
+    ctx = err.context_mark
+    started = f" ({err.context} started at line {ctx.line + 1})" if err.problem and err.context and ctx is not None else ""
+    return PfbenchError(f"{name}:{mark.line + 1}:{mark.column + 1}: malformed YAML: {what}{started}")
+
+
+def suite_kind(path: str | Path) -> str | None:
+    """The ``kind:`` of a suite file (``adm_parity`` for a parity suite), or None for a runner suite.
+
+    Reads the file without composing it; an unreadable or malformed file gives None, so that
+    ``compose_yaml`` reports the problem.
+    """
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    kind = data.get("kind") if isinstance(data, dict) else None
+    return None if kind is None else str(kind)
+
+
 def load_suite(path: str | Path, overrides: list[str] | None = None) -> SuiteSpec:
     """Reads, composes and validates a suite; plugin names are checked against the registries."""
     from pfbench.data import DATASETS
-    from pfbench.registry import METRICS, SAMPLERS
+    from pfbench.registry import METRICS
 
-    spec: SuiteSpec = build(SuiteSpec, compose_yaml(path, overrides))
+    data = compose_yaml(path, overrides)
+    if "kind" in data:  # e.g. suites/adm_parity.yaml, which `pfbench plan/run` hand to `pfbench parity`
+        if data["kind"] != "adm_parity":
+            raise PfbenchError(f"{path}: kind: unknown suite kind {data['kind']!r} (known: adm_parity; runner "
+                               "suites have no 'kind:')")
+        raise PfbenchError(f"{path}: an ADM parity suite (kind: adm_parity), not a runner suite; check it with "
+                           f"`pfbench parity {path}`")
+    spec: SuiteSpec = build(SuiteSpec, data)
     for gi, grid in enumerate(spec.grid):
         for name in grid.models:
             if name not in spec.models:
@@ -214,7 +316,9 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> SuiteSpe
             raise PfbenchError(f"models.{name}: give exactly one of 'train' or 'checkpoint'")
         if model.layout is not None and (model.checkpoint is None or model.preset is None):
             raise PfbenchError(f"models.{name}: 'layout' needs 'checkpoint' and 'preset' (e.g. preset: XL/2)")
-    return spec
+        if "@" in name:
+            raise PfbenchError(f"models.{name}: '@' is reserved for training-seed instances (train_seeds); rename it")
+    return expand_train_seeds(spec)
 
 
 def expand_sampler(spec: SamplerSpec) -> list[SamplerSpec]:
@@ -236,16 +340,18 @@ def plan(spec: SuiteSpec) -> list[RunSpec]:
     """Expands the suite into cells, in a stable order (grid blocks × samplers × axes), minus exclusions."""
     cells = []
     sw = spec.sweep
-    valid = {"model", "sampler", "nfe", "cfg_scale", "seed"}
+    valid = {"model", "sampler", "nfe", "cfg_scale", "seed", "train_seed"}
     for grid in spec.grid:
         samplers = [x for s in grid.samplers for x in expand_sampler(s)]
         for sampler in samplers:
             valid |= set(sampler.params)
         for model, sampler, nfe, scale, interval, seed in itertools.product(
-            grid.models, samplers, sw.nfe, sw.cfg_scale, sw.cfg_interval, sw.seeds
+            grid.models, samplers, grid.nfe or sw.nfe, sw.cfg_scale, sw.cfg_interval, sw.seeds
         ):
             if interval is not None and scale == 1.0:
                 continue  # an interval changes nothing without guidance
+            if sw.pair_seeds and split_model(model)[1] not in (None, seed):
+                continue  # a per-seed instance samples with its own seed only
             if interval is not None and (len(interval) != 2 or not 0 <= interval[0] <= interval[1] <= 1):
                 raise PfbenchError(f"sweep.cfg_interval: {interval} must be [t_lo, t_hi] with 0 <= t_lo <= t_hi <= 1")
             iv = None if interval is None else (float(interval[0]), float(interval[1]))

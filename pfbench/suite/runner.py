@@ -2,6 +2,9 @@
 
 Every finished unit (a trained model, a cell, a diagnostic) is written atomically as soon as it is done and
 skipped on the next run, so a killed run resumes where it stopped without recomputing or losing rows.
+Several runners may share one results folder (two terminals, cluster jobs): each unit is computed under a
+per-unit file lock (``pfbench.locks``), so they split the cells and never compute one twice; a runner that
+finds a cell locked does the others first, then takes over the cells whose holder died.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,7 @@ from rich.console import Console
 
 from pfbench import PfbenchError
 from pfbench.adapters.dit import DiTAdapter
+from pfbench.locks import hold_lock, lock_path, try_lock
 from pfbench.registry import SAMPLERS
 from pfbench.results import has_part, read_results, write_rows
 from pfbench.suite.parse import ModelSpec, RunSpec, SamplerSpec, SuiteSpec, content_hash, plan
@@ -119,21 +124,35 @@ class Runner:
         result = evaluate(samples, data.reference or "embedded", self.spec.metrics, batch_size=ev.batch_size,
                           device=ev.device, weights=ev.weights, ref_size=data.test_size, resize=ev.resize,
                           clip_weights=ev.clip_weights, dinov2_weights=ev.dinov2_weights,
-                          class_names=class_names(data.name))
+                          class_names=class_names(data.name), verify_weights=ev.verify_weights,
+                          kid_subset_size=ev.kid_subset_size, is_order=ev.is_order)
         result.pop("num_samples", None)
         return {k: (v, k not in LOWER_IS_BETTER) for k, v in result.items()}
 
     def metric_key(self) -> str:
-        """Hash of everything that changes metric values besides the pixels (metrics, reference, resize)."""
+        """Hash of everything that changes metric values besides the pixels (metrics, reference, resize, options)."""
         ev = self.spec.eval
+        # metric options enter only when not at their defaults, so results made before they existed stay valid
+        opts = {k: v for k, v in self.metric_args().items()
+                if k != "resize" and v != {"is_order": "file", "kid_subset_size": 1000}.get(k)}
         return content_hash([self.spec.metrics, dataclasses.asdict(self.spec.data), ev.resize, ev.weights]
-                            + ([ev.clip_weights, ev.dinov2_weights] if ev.clip_weights or ev.dinov2_weights else []))[:8]
+                            + ([ev.clip_weights, ev.dinov2_weights] if ev.clip_weights or ev.dinov2_weights else [])
+                            + ([opts] if opts else []))[:8]
+
+    def metric_args(self) -> dict[str, Any]:
+        """How the suite's metrics are computed (``pfbench.metrics.options.metric_args``): resize, IS order, KID
+        subset size, and the Inception file's sha256 plus the non-standard keys when its check is off."""
+        from pfbench.metrics.options import metric_args
+
+        ev = self.spec.eval
+        return metric_args(self.spec.metrics, resize=ev.resize, weights=ev.weights, verify_weights=ev.verify_weights,
+                           kid_subset_size=ev.kid_subset_size, is_order=ev.is_order)
 
     def metric_context(self) -> dict[str, Any]:
-        """Row fields that say how metrics were computed (reference set and Inception resize)."""
+        """Row fields that say how metrics were computed (reference set and ``metric_args``)."""
         data = self.spec.data
         ref = data.reference or f"embedded:test:seed{data.seed}:n{data.test_size}:r{data.resolution}"
-        return {"ref_id": ref, "metric_args": json.dumps({"resize": self.spec.eval.resize}, sort_keys=True)}
+        return {"ref_id": ref, "metric_args": json.dumps(self.metric_args(), sort_keys=True)}
 
     def generate(self, lm: LoadedModel, sampler: Any, n: int, seed: int, cfg_scale: float,
                  cfg_interval: tuple[float, float] | None = None) -> Any:
@@ -165,12 +184,25 @@ class Runner:
                 for k, (v, hib) in scores.items()]
 
     # ------------------------------------------------------------------ main
+    def preflight(self) -> None:
+        """Checks the whole suite, its input files and the output folders (``pfbench.suite.validate``)."""
+        from pfbench.suite.validate import check_inputs, check_writable, validate
+
+        validate(self.spec)
+        check_inputs(self.spec)
+        training = any(m.train is not None for m in self.spec.models.values())
+        check_writable([self.results, self.reports] + ([self.runs] if training else []))
+
     def run(self) -> None:
         t0 = time.perf_counter()
+        self.preflight()  # seconds: a bad value or an unwritable folder fails before any training or sampling
         self._last_samples: dict[str, tuple[Any, Any]] = {}
-        # A killed run can leave hidden temp files from an interrupted atomic write (readers skip them).
-        for stale in self.results.glob(".*.tmp") if self.results.is_dir() else []:
-            stale.unlink(missing_ok=True)
+        # A killed run can leave hidden temp files from an interrupted atomic write (readers skip them). Every
+        # part is written under its lock, so a temp file whose lock is free is stale, not another runner's.
+        for stale in self.results.glob(".*.parquet.*.tmp") if self.results.is_dir() else []:
+            with try_lock(lock_path(self.results, stale.name[1:].split(".parquet.")[0])) as mine:
+                if mine:
+                    stale.unlink(missing_ok=True)
         cells = plan(self.spec)
         models: dict[str, LoadedModel] = {}
         self.train_all()  # the models keep the img/s for load_model
@@ -179,25 +211,67 @@ class Runner:
         self.reference_rows()
         for lm in models.values():
             self.model_rows(lm)
-        parts = [f"cell-{cell.key(models[cell.model].key_id)}-{self.metric_key()}" for cell in cells]
-        pending = [i for i, part in enumerate(parts) if not has_part(self.results, part)]
-        cost = {i: self.estimate(cells[i])[1] for i in pending}  # GFLOPs per cell: the ETA's yardstick
-        left, spent, began = sum(cost.values()), 0.0, time.perf_counter()
-        for n, i in enumerate(pending):
-            cell, part = cells[i], parts[i]
-            if self.progress:
-                eta = f", ≈{_duration((time.perf_counter() - began) / spent * left)} left" if spent else ""
-                console.print(f"[bold]cell {i + 1}/{len(cells)}[/] {cell.model} {cell.sampler.name} nfe={cell.nfe} "
-                              f"cfg={cell.cfg_scale:g} seed={cell.seed} [dim]({n + 1} of {len(pending)} to run{eta})")
-            rows = self.run_cell(cell, models[cell.model])
-            write_rows(self.results / f"{part}.parquet", [{"suite": self.spec.name, "part": part} | r for r in rows])
-            spent, left = spent + cost[i], left - cost[i]
+            self.extra_model_rows(lm)
+        parts = [self.cell_part(cell, models[cell.model].key_id) for cell in cells]
+        self._parts = parts  # for ``kept`` (the Ctrl-C message)
+        # A damaged part counts as pending; it is reported and moved aside below, under its lock.
+        todo = [i for i, part in enumerate(parts) if not has_part(self.results, part, damaged="quiet")]
+        cost = {i: self.estimate(cells[i])[1] for i in todo}  # GFLOPs per cell: the ETA's yardstick
+        left, spent, began, n, said = sum(cost.values()), 0.0, time.perf_counter(), 0, False
+        while todo:
+            busy = []  # cells whose lock another runner holds: retried until it finishes them or dies
+            for i in todo:
+                cell, part = cells[i], parts[i]
+                with try_lock(lock_path(self.results, part)) as mine:
+                    if not mine:
+                        busy.append(i)
+                        continue
+                    if not has_part(self.results, part, damaged="move"):  # else another runner just wrote it
+                        n += 1
+                        if self.progress:
+                            eta = f", ≈{_duration((time.perf_counter() - began) / spent * left)} left" if spent else ""
+                            console.print(f"[bold]cell {i + 1}/{len(cells)}[/] {cell.model} {cell.sampler.name} "
+                                          f"nfe={cell.nfe} cfg={cell.cfg_scale:g} seed={cell.seed} "
+                                          f"[dim]({n} of {len(cost)} to run{eta})")
+                        rows = self.run_cell(cell, models[cell.model])
+                        write_rows(self.results / f"{part}.parquet",
+                                   [{"suite": self.spec.name, "part": part} | r for r in rows])
+                        spent += cost[i]
+                    left -= cost[i]
+            if busy and not said:
+                said = True
+                console.print(f"[dim]{len(busy)} cell(s) are being computed by another runner on {self.results}; "
+                              "waiting for them (cells of a runner that dies are taken over)")
+            todo = busy
+            if todo:
+                time.sleep(1.0)
         self.figures(models)
         from pfbench.report.html import report
 
         index = report(self.spec.name, results_root=self.results.parent, reports_root=self.reports.parent)
         self.print_table(time.perf_counter() - t0)
         console.print(f"report: {index} (and index.html)")
+
+    def cell_part(self, cell: RunSpec, key_id: str) -> str:
+        """The result part (file stem) of a cell whose model has ``LoadedModel.key_id`` ``key_id``."""
+        return f"cell-{cell.key(key_id)}-{self.metric_key()}"
+
+    def _lock(self, part: str) -> AbstractContextManager[None]:
+        """Holds ``part``'s lock, waiting (and saying so) while another runner computes it."""
+
+        def say() -> None:
+            if self.progress:
+                console.print(f"[dim]waiting for another runner computing {part} on {self.results}")
+        return hold_lock(lock_path(self.results, part), say)
+
+    def kept(self) -> str:
+        """What an interrupted ``run`` has saved, in words (for the Ctrl-C message)."""
+        parts: list[str] | None = getattr(self, "_parts", None)
+        if parts is not None:
+            done = sum(has_part(self.results, p, damaged="quiet") for p in parts)
+            return f"{done} of {len(parts)} cells are saved in {self.results}"
+        trains = any(m.train is not None for m in self.spec.models.values())
+        return "no cell was computed yet" + (f"; training checkpoints are kept in {self.runs}" if trains else "")
 
     def reference_rows(self) -> None:
         """Metric values of the trivial baseline and of real held-out images (the scale of the numbers)."""
@@ -207,20 +281,21 @@ class Runner:
         if self.spec.data.name != "embedded":
             return  # these reference rows are the embedded dataset's; a given reference set has its own scale
         part = f"reference-{content_hash([dataclasses.asdict(self.spec.data), self.spec.metrics, self.spec.sweep.num_samples])}"
-        if has_part(self.results, part):
-            return
-        d, n = self.spec.data, self.spec.sweep.num_samples
-        train = generate(EmbeddedSpec(resolution=d.resolution, split="train", size=max(n, 10_000), seed=d.seed))
-        real = train.images[:n]
-        real_u8 = (real * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)
-        labels = train.labels[:n]
-        trivial = torch.as_tensor(trivial_baseline_images(train, n, seed=1))
-        rows = []
-        for name, imgs in (("real_train", real_u8), ("trivial_class_mean", trivial)):
-            for k, (v, hib) in self.score(imgs, labels).items():
-                rows.append({"kind": "reference", "model": name, "metric": k, "value": v, "higher_is_better": hib,
-                             "num_samples": n} | self.metric_context())
-        write_rows(self.results / f"{part}.parquet", [{"suite": self.spec.name, "part": part} | r for r in rows])
+        with self._lock(part):  # every unit below is computed under its lock, as the cells are (see ``run``)
+            if has_part(self.results, part, damaged="move"):
+                return
+            d, n = self.spec.data, self.spec.sweep.num_samples
+            train = generate(EmbeddedSpec(resolution=d.resolution, split="train", size=max(n, 10_000), seed=d.seed))
+            real = train.images[:n]
+            real_u8 = (real * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)
+            labels = train.labels[:n]
+            trivial = torch.as_tensor(trivial_baseline_images(train, n, seed=1))
+            rows = []
+            for name, imgs in (("real_train", real_u8), ("trivial_class_mean", trivial)):
+                for k, (v, hib) in self.score(imgs, labels).items():
+                    rows.append({"kind": "reference", "model": name, "metric": k, "value": v, "higher_is_better": hib,
+                                 "num_samples": n} | self.metric_context())
+            write_rows(self.results / f"{part}.parquet", [{"suite": self.spec.name, "part": part} | r for r in rows])
 
     def model_rows(self, lm: LoadedModel) -> None:
         """Learning curve over kept checkpoints and, for PF models, the difficulty-head diagnostic."""
@@ -231,44 +306,48 @@ class Runner:
         ev = self.spec.eval
         if lm.train_img_per_s:
             part = f"train-{lm.model_id[:16]}"
-            if not has_part(self.results, part):
-                write_rows(self.results / f"{part}.parquet", [{
-                    "suite": self.spec.name, "part": part, "kind": "diagnostic", "model": lm.name,
-                    "model_id": lm.model_id, "metric": "train_img_per_s", "value": lm.train_img_per_s,
-                    "higher_is_better": True}])
+            with self._lock(part):
+                if not has_part(self.results, part, damaged="move"):
+                    write_rows(self.results / f"{part}.parquet", [{
+                        "suite": self.spec.name, "part": part, "kind": "diagnostic", "model": lm.name,
+                        "model_id": lm.model_id, "metric": "train_img_per_s", "value": lm.train_img_per_s,
+                        "higher_is_better": True}])
         if ev.learning_curve and lm.checkpoints:
             curve_sampler = ev.curve_sampler or SamplerSpec("euler_pf" if lm.net.cfg.per_token_t else "euler")
             for step, path in lm.checkpoints:
                 part = f"curve-{lm.model_id[:16]}-{step}-{self.metric_key()}"
-                if has_part(self.results, part):
-                    continue
-                net = build_model_from_checkpoint(load_checkpoint(path), use_ema=True).to(ev.device)
-                sampler = self.make_sampler(curve_sampler, ev.curve_nfe)
-                gen = self.generate(dataclasses.replace(lm, net=net, checkpoints=[]), sampler, ev.curve_samples, 0,
-                                    1.0)
-                rows = [{"kind": "curve", "model": lm.name, "model_id": lm.model_id, "train_step": step,
-                         "sampler": curve_sampler.name, "nfe_budget": ev.curve_nfe, "nfe_used": gen.nfe,
-                         "metric": k, "value": v, "higher_is_better": hib,
-                         "num_samples": ev.curve_samples, "seed": 0} | self.metric_context()
-                        for k, (v, hib) in self.score(gen.images, gen.labels).items()]
-                write_rows(self.results / f"{part}.parquet", [{"suite": self.spec.name, "part": part} | r for r in rows])
+                with self._lock(part):
+                    if has_part(self.results, part, damaged="move"):
+                        continue
+                    net = build_model_from_checkpoint(load_checkpoint(path), use_ema=True).to(ev.device)
+                    sampler = self.make_sampler(curve_sampler, ev.curve_nfe)
+                    gen = self.generate(dataclasses.replace(lm, net=net, checkpoints=[]), sampler, ev.curve_samples, 0,
+                                        1.0)
+                    rows = [{"kind": "curve", "model": lm.name, "model_id": lm.model_id, "train_step": step,
+                             **self.train_cost(lm.name, step),
+                             "sampler": curve_sampler.name, "nfe_budget": ev.curve_nfe, "nfe_used": gen.nfe,
+                             "metric": k, "value": v, "higher_is_better": hib,
+                             "num_samples": ev.curve_samples, "seed": 0} | self.metric_context()
+                            for k, (v, hib) in self.score(gen.images, gen.labels).items()]
+                    write_rows(self.results / f"{part}.parquet", [{"suite": self.spec.name, "part": part} | r for r in rows])
         if lm.net.cfg.difficulty_head and self.spec.data.name == "embedded":  # needs the generator's hard masks
             part = f"difficulty-{lm.model_id[:16]}"
             fig = self.reports / f"difficulty_{lm.name}.png"
-            if has_part(self.results, part) and fig.is_file():
-                return
-            ref = self.reference_data()
-            rep = difficulty_report(lm.net, ref.images, ref.labels, ref.hard, t=ev.difficulty_t)
-            difficulty_figure(fig, rep.examples,
-                              f"{lm.name}: held-out images at t={rep.t}, hard/easy variance ratio "
-                              f"{rep.hard_easy_ratio:.2f}, corr(var, err) {rep.pearson_var_err:.2f}")
-            rows = [{"kind": "diagnostic", "model": lm.name, "model_id": lm.model_id, "metric": k, "value": v,
-                     "higher_is_better": True, "num_samples": int(ref.images.shape[0])}
-                    for k, v in (("difficulty_hard_easy_ratio", rep.hard_easy_ratio),
-                                 ("difficulty_pearson", rep.pearson_var_err),
-                                 ("difficulty_spearman", rep.spearman_var_err),
-                                 ("difficulty_pearson_log", rep.pearson_log))]
-            write_rows(self.results / f"{part}.parquet", [{"suite": self.spec.name, "part": part} | r for r in rows])
+            with self._lock(part):
+                if has_part(self.results, part, damaged="move") and fig.is_file():
+                    return
+                ref = self.reference_data()
+                rep = difficulty_report(lm.net, ref.images, ref.labels, ref.hard, t=ev.difficulty_t)
+                difficulty_figure(fig, rep.examples,
+                                  f"{lm.name}: held-out images at t={rep.t}, hard/easy variance ratio "
+                                  f"{rep.hard_easy_ratio:.2f}, corr(var, err) {rep.pearson_var_err:.2f}")
+                rows = [{"kind": "diagnostic", "model": lm.name, "model_id": lm.model_id, "metric": k, "value": v,
+                         "higher_is_better": True, "num_samples": int(ref.images.shape[0])}
+                        for k, v in (("difficulty_hard_easy_ratio", rep.hard_easy_ratio),
+                                     ("difficulty_pearson", rep.pearson_var_err),
+                                     ("difficulty_spearman", rep.spearman_var_err),
+                                     ("difficulty_pearson_log", rep.pearson_log))]
+                write_rows(self.results / f"{part}.parquet", [{"suite": self.spec.name, "part": part} | r for r in rows])
 
     def figures(self, models: dict[str, LoadedModel]) -> None:
         from pfbench.data import class_names
@@ -276,6 +355,8 @@ class Runner:
 
         rows = []
         for name, lm in models.items():
+            if not _first_seed(name, models):
+                continue  # one sample grid row per suite model, not per training seed
             if name not in self._last_samples:
                 cells = [c for c in plan(self.spec) if c.model == name]
                 if not cells:
@@ -300,6 +381,8 @@ class Runner:
             lm = models[cell.model]
             if not lm.net.cfg.difficulty_head or (cell.model, cell.sampler.name) in done:
                 continue
+            if not _first_seed(cell.model, models):
+                continue  # traces of one training seed per suite model
             done.add((cell.model, cell.sampler.name))
             adapter = DiTAdapter(lm.net)
             sampler = self.make_sampler(cell.sampler, cell.nfe)
@@ -316,11 +399,74 @@ class Runner:
                                          f"{cell.model}: predicted difficulty during {cell.sampler.name} "
                                          f"(call at t ≈ {tr.difficulty_t:.2f})")
 
+    def train_cost(self, name: str, step: int | None = None) -> dict[str, Any]:
+        """``train_gflops`` (analytic, ``nets.flops.train_flops``) and ``train_wall_s`` (training seconds from the
+        run's ``log.jsonl``, NA when not logged) of a suite-trained model at ``step`` (None: its last step);
+        empty for a given checkpoint."""
+        from pfbench.nets.flops import train_flops
+        from pfbench.train.loop import spec_from_dict
+
+        mspec = self.spec.models[name]
+        if mspec.train is None:
+            return {}
+        ts = spec_from_dict(mspec.train)
+        step = ts.steps if step is None else step
+        log = self.train_dir(name, mspec) / "log.jsonl"
+        lines = [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()] if log.is_file() else []
+        wall = next((r.get("wall_s") for r in lines if r.get("step") == step), None)
+        return {"train_gflops": train_flops(ts.net_config()) * ts.batch_size * step / 1e9,
+                "train_wall_s": None if wall is None else float(wall)}
+
+    def extra_model_rows(self, lm: LoadedModel) -> None:
+        """Training cost rows of suite-trained models (steps, GFLOPs, seconds: equal-compute comparisons) and, for
+        PF models with ``eval.difficulty_ts`` / ``eval.context_ts``, the per-patch difficulty correlations and the
+        "context helps" curve (``pfbench.evaluate.diagnostics``)."""
+        from pfbench.evaluate.diagnostics import context_curve, context_grid, patch_correlations
+        from pfbench.train.loop import spec_from_dict
+
+        ev, base = self.spec.eval, {"suite": self.spec.name, "model": lm.name, "model_id": lm.model_id,
+                                    "train_timesteps": lm.train_timesteps, "kind": "diagnostic"}
+        if self.spec.models[lm.name].train is not None:
+            part = f"traincost-{lm.model_id[:16]}"
+            with self._lock(part):
+                if not has_part(self.results, part, damaged="move"):
+                    cost = self.train_cost(lm.name)
+                    steps = spec_from_dict(self.spec.models[lm.name].train or {}).steps
+                    write_rows(self.results / f"{part}.parquet", [
+                        base | {"part": part, "metric": k, "value": v, "higher_is_better": False, "train_step": steps}
+                        for k, v in (("train_steps", steps), *cost.items())])
+        if not (lm.net.cfg.difficulty_head and self.spec.data.name == "embedded" and (ev.difficulty_ts or ev.context_ts)):
+            return
+        part = f"validity-{lm.model_id[:16]}-{content_hash([ev.difficulty_ts, ev.context_ts, dataclasses.asdict(self.spec.data)])[:8]}"
+        with self._lock(part):
+            if has_part(self.results, part, damaged="move"):
+                return
+            ref = self.reference_data()
+            n = int(ref.images.shape[0])
+            rows = []
+            for c in patch_correlations(lm.net, ref.images, ref.labels, list(ev.difficulty_ts)):
+                rows += [base | {"metric": f"difficulty_pearson_patch_t{c.t:g}", "value": c.pearson},
+                         base | {"metric": f"difficulty_spearman_patch_t{c.t:g}", "value": c.spearman}]
+            for th in ev.context_ts:
+                for pt in context_curve(lm.net, ref.images, ref.labels, ref.hard, th, context_grid(th)):
+                    rows.append(base | {"metric": f"context_loss_hard_t{th:g}_ctx{pt.t_ctx:g}", "value": pt.loss_hard,
+                                        "higher_is_better": False})
+            write_rows(self.results / f"{part}.parquet",
+                       [{"part": part, "higher_is_better": True, "num_samples": n} | r for r in rows])
+
     def print_table(self, wall: float) -> None:
         from pfbench.report.tables import print_run_summary
 
         print_run_summary(read_results(self.results), f"suite {self.spec.name}: {self.results} (this run {wall:.0f} s)",
                           console)
+
+
+def _first_seed(name: str, models: dict[str, Any]) -> bool:
+    """True unless ``name`` is a training-seed instance (``pf@s1``) with a sibling of a smaller seed."""
+    from pfbench.suite.parse import split_model
+
+    base, seed = split_model(name)
+    return seed is None or all(s is None or s >= seed for b, s in map(split_model, models) if b == base)
 
 
 def _duration(seconds: float) -> str:

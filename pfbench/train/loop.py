@@ -19,7 +19,11 @@ import json
 import math
 import os
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +36,7 @@ from pfbench import PfbenchError
 from pfbench.train.checkpoints import check_state_compatible, load_checkpoint, restore_rng_state, save_checkpoint
 from pfbench.data.train_data import open_train_data
 from pfbench.train.losses import pf_loss, repa_loss
+from pfbench.nets.flops import train_flops
 from pfbench.train.repa import RepaEncoder, load_encoder, tokens_for_grid
 from pfbench.train.spec import DataSpec, RepaSpec, TimestepSpec, TrainSpec, spec_from_dict
 
@@ -52,12 +57,15 @@ class TrainResult:
         checkpoint: path of ``last.pt``. steps: optimiser steps done in total.
         img_per_s: global images per second over this call's steps (checkpoint writes excluded).
         losses: mean losses over the last log interval (``loss``, ``fm``, for pf ``nll``, with REPA ``repa``).
+        diverged: some log interval of this run folder had a loss far above its lowest value (see
+            ``_Divergence``; marked ``"diverged": true`` in ``log.jsonl``): the checkpoint is likely useless.
     """
 
     checkpoint: Path
     steps: int
     img_per_s: float
     losses: dict[str, float]
+    diverged: bool = False
 
 
 # ---------------------------------------------------------------- helpers
@@ -136,6 +144,56 @@ def _trim_log(path: Path, step: int) -> None:
     path.write_text("".join(ln + "\n" for ln in keep))
 
 
+DIVERGE_FACTOR = 100.0  # a watched loss this many times above max(1, its lowest logged value) has diverged
+_WATCHED = ("fm", "nll")  # flow matching and difficulty NLL; not REPA's bounded -cos, nor their weighted sum
+
+
+class _Divergence:
+    """Flags training that blows up without (yet) producing NaN, e.g. lr too high: the NLL climbing to 1e10
+    while every loss stays finite. A watched loss over ``DIVERGE_FACTOR`` × max(1, its lowest value logged in
+    this run folder) counts as diverged. The floor of 1 makes the first interval checkable too and ignores
+    small values: at initialisation fm ≈ 1 + Var(data) and nll ≈ 1.6, and a healthy run only goes down.
+    """
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.lowest = {k: min((float(r[k]) for r in rows if k in r), default=math.inf) for k in _WATCHED}
+        self.seen = any(r.get("diverged") for r in rows)  # sticky over resumes: the weights came through it
+
+    def check(self, step: int, losses: dict[str, float]) -> str | None:
+        """Updates the lowest values; returns what diverged at ``step`` (None if nothing did)."""
+        found = None
+        for k in _WATCHED:
+            if k not in losses or not math.isfinite(losses[k]):
+                continue
+            v, low = losses[k], self.lowest[k]
+            if found is None and v > DIVERGE_FACTOR * (1.0 if math.isinf(low) else max(1.0, low)):
+                found = f"{k} {v:.3g} at step {step} (lowest so far {'none' if math.isinf(low) else f'{low:.3g}'})"
+            self.lowest[k] = min(low, v)
+        self.seen = self.seen or found is not None
+        return found
+
+
+@contextmanager
+def _ctrl_c_after() -> Iterator[None]:
+    """Defers Ctrl-C (SIGINT) to the end of the block: a checkpoint write is never cut short (torch.save turns
+    an interrupt into a RuntimeError) and the step that the Ctrl-C message names is the one on disk."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread (which is where SIGINT lands anyway)
+        return
+    got: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if got and callable(old):
+            old(signal.SIGINT, None)  # the default handler raises KeyboardInterrupt
+
+
+def _read_log(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+
+
 def _net_config(stored: dict[str, Any]) -> Any:
     """A checkpoint's network config as a ``DiTConfig`` (keys added since it was written take their defaults)."""
     from pfbench.nets.dit import DiTConfig
@@ -153,7 +211,7 @@ def _check_resumable(ckpt_cfg: dict[str, Any], spec: TrainSpec, path: Path) -> N
         if key not in _RUNTIME_KEYS and now.get(key) != ckpt_cfg.get(key):
             raise PfbenchError(
                 f"{path} was trained with {key}={ckpt_cfg.get(key)!r}, this config has {now.get(key)!r}; "
-                "use another out_dir or resume=False"
+                "use another output folder (--out), or start over with --no-resume (resume=False in Python)"
             )
 
 
@@ -217,6 +275,7 @@ class _Trainer:
             self.params, lr=spec.lr, betas=(0.9, 0.999), weight_decay=spec.weight_decay, fused=True
         )
         self.model: nn.Module = _TrainForward(self.net, repa=spec.repa is not None)
+        self.saved: int | None = None  # step of the newest checkpoint in out_dir (for the Ctrl-C message)
 
     # -- one step
     def _draws(self, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
@@ -282,24 +341,30 @@ class _Trainer:
     # -- checkpoints
     def _save(self, step: int) -> None:
         if self.ctx.rank == 0:
-            path = save_checkpoint(
-                self.out / LAST,
-                step=step,
-                config=self.spec.to_dict(),
-                net_config=dataclasses.asdict(self.cfg),
-                model=self.net.state_dict(),
-                ema=self.ema.state_dict(),
-                optimizer=self.opt.state_dict(),
-            )
-            if self.spec.keep_every and step % self.spec.keep_every == 0:
-                keep = self.out / f"step_{step:06d}.pt"
-                keep.unlink(missing_ok=True)
-                try:
-                    os.link(path, keep)  # last.pt is later replaced by a new inode; this link stays
-                except OSError:  # no hard links on this filesystem
-                    shutil.copyfile(path, keep)
+            with _ctrl_c_after():
+                self._write(step)
         if self.ctx.world > 1:
             dist.barrier()
+
+    def _write(self, step: int) -> None:
+        """Rank 0: ``last.pt`` and, every ``keep_every`` steps, a kept ``step_XXXXXX.pt``."""
+        path = save_checkpoint(
+            self.out / LAST,
+            step=step,
+            config=self.spec.to_dict(),
+            net_config=dataclasses.asdict(self.cfg),
+            model=self.net.state_dict(),
+            ema=self.ema.state_dict(),
+            optimizer=self.opt.state_dict(),
+        )
+        self.saved = step  # after the atomic write: an interrupted write keeps the previous checkpoint
+        if self.spec.keep_every and step % self.spec.keep_every == 0:
+            keep = self.out / f"step_{step:06d}.pt"
+            keep.unlink(missing_ok=True)
+            try:
+                os.link(path, keep)  # last.pt is later replaced by a new inode; this link stays
+            except OSError:  # no hard links on this filesystem
+                shutil.copyfile(path, keep)
 
     def _load(self, path: Path) -> int:
         ckpt = load_checkpoint(path, map_location=self.ctx.device)
@@ -307,7 +372,8 @@ class _Trainer:
         if _net_config(ckpt.net_config) != self.cfg:  # compared as configs: fields added later take defaults
             raise PfbenchError(f"{path} holds a different network ({ckpt.net_config}); use another out_dir")
         if ckpt.optimizer is None:
-            raise PfbenchError(f"{path} has no optimiser state, so it cannot be resumed; use resume=False")
+            raise PfbenchError(f"{path} has no optimiser state, so it cannot be resumed; start over with --no-resume "
+                               "(resume=False in Python)")
         check_state_compatible(self.net, ckpt.model, f"{path} (model weights)")
         check_state_compatible(self.ema, ckpt.ema, f"{path} (ema weights)")
         self.net.load_state_dict(ckpt.model)
@@ -334,6 +400,7 @@ class _Trainer:
         last, log = self.out / LAST, self.out / LOG
         resumed = resume and last.exists()  # decided before any rank writes, so all ranks agree
         start = self._load(last) if resumed else 0
+        self.saved = start if resumed else None
         if ctx.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             _trim_log(log, start)
@@ -342,17 +409,24 @@ class _Trainer:
             self.model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         end = spec.steps if stop_after is None else max(start, min(spec.steps, stop_after))
         losses: dict[str, float] = _last_logged(log) if ctx.rank == 0 else {}
+        watch = _Divergence(_read_log(log) if ctx.rank == 0 else [])  # rank 0 alone checks (and warns)
+        warned = False
         acc, n_acc = torch.zeros(4, device=dev), 0  # loss, fm, nll, repa
         t_begin = t_mark = time.perf_counter()
         ckpt_s, mark_step = 0.0, start
+        # Cost accounting for equal-compute comparisons: training seconds so far (checkpoint writes excluded,
+        # carried over resumes through the log) and analytic training GFLOPs (``nets.flops.train_flops``).
+        wall0 = float(_read_log(log)[-1].get("wall_s", 0.0)) if ctx.rank == 0 and start and log.exists() else 0.0
+        gflops_step = train_flops(self.cfg) * spec.batch_size / 1e9
         with _progress_bar(progress and ctx.rank == 0, spec, start, end) as (bar, task):
             for k in range(start, end):
                 try:
                     acc += self._step(k)
                 except _NonFinite:
                     good = str(last) if resumed or k >= spec.ckpt_every else "none"  # not a stale one
+                    why = f" after the loss diverged (lr={spec.lr:g} too high?)" if watch.seen else ""
                     raise PfbenchError(
-                        f"non-finite loss at step {k + 1}; last good checkpoint: {good}"
+                        f"non-finite loss at step {k + 1}{why}; last good checkpoint: {good}"
                     ) from None
                 n_acc += 1
                 step = k + 1
@@ -364,7 +438,14 @@ class _Trainer:
                     ips = (step - mark_step) * spec.batch_size / max(now - t_mark, 1e-9)
                     t_mark, mark_step = now, step
                     if ctx.rank == 0:
-                        _append_log(log, step, losses, ips)
+                        diverged = watch.check(step, losses)
+                        if diverged and not warned:
+                            warned = True
+                            _warn(f"training diverges: {diverged}; healthy values are O(1). Lower lr "
+                                  f"({spec.lr:g}) or lengthen warmup ({spec.warmup}); training goes on, "
+                                  f"{log} marks the intervals")
+                        cost = {"wall_s": round(wall0 + now - t_begin - ckpt_s, 3), "gflops": step * gflops_step}
+                        _append_log(log, step, losses | cost, ips, diverged=diverged is not None)
                     if bar is not None:
                         sps = f"{ips / spec.batch_size:.2f} steps/s"
                         bar.update(task, loss=f"{losses['loss']:.4f}", speed=f"{ips:,.0f} img/s", sps=sps)
@@ -379,12 +460,20 @@ class _Trainer:
             self._save(start)  # e.g. stop_after=0 on a fresh run: an untrained checkpoint
         elapsed = time.perf_counter() - t_begin - ckpt_s
         ips = (end - start) * spec.batch_size / elapsed if end > start else 0.0
-        return TrainResult(checkpoint=last, steps=end, img_per_s=ips, losses=losses)
+        return TrainResult(checkpoint=last, steps=end, img_per_s=ips, losses=losses, diverged=watch.seen)
 
 
-def _append_log(path: Path, step: int, losses: dict[str, float], ips: float) -> None:
+def _warn(message: str) -> None:
+    """One line on stderr (rich), also from spawned training processes of a suite."""
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[yellow]warning:[/] {message}")
+
+
+def _append_log(path: Path, step: int, losses: dict[str, float], ips: float, diverged: bool = False) -> None:
+    row = {"step": step, **losses, "img_per_s": round(ips, 2), "time": time.time()}
     with open(path, "a") as f:
-        f.write(json.dumps({"step": step, **losses, "img_per_s": round(ips, 2), "time": time.time()}) + "\n")
+        f.write(json.dumps(row | ({"diverged": True} if diverged else {})) + "\n")
 
 
 def _last_logged(path: Path) -> dict[str, float]:
@@ -461,11 +550,18 @@ def train(
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
     ctx = _setup_distributed(spec)
-    ok = False
+    ok, trainer = False, None
     try:
-        result = _Trainer(spec, Path(out_dir), ctx).run(resume, progress, stop_after)
+        trainer = _Trainer(spec, Path(out_dir), ctx)
+        result = trainer.run(resume, progress, stop_after)
         ok = True
         return result
+    except KeyboardInterrupt:  # Ctrl-C: say what is kept (the CLI prints it); checkpoint writes are atomic
+        last = Path(out_dir) / LAST
+        saved = None if trainer is None else trainer.saved
+        raise KeyboardInterrupt(f"the checkpoint of step {saved} is kept in {last}" if saved is not None
+                                else f"no checkpoint was written yet (the first comes at step {spec.ckpt_every})"
+                                ) from None
     finally:
         if ctx.owns_group and dist.is_initialized():
             if ok:  # every rank has released its DDP state before any rank tears the group down

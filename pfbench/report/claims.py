@@ -1,0 +1,281 @@
+"""The paper's claims tested on a suite's results: paired comparisons over seeds (issue 10, validity study).
+
+A claim says that one side beats another: a (model, sampler) pair of cells, a model's learning curve, or one
+diagnostic of a model against another. Both sides are matched replicate by replicate and the difference is
+oriented so that a positive value supports the claim (lower Fréchet distance, higher accuracy, ...).
+
+Replicates and their unit:
+    * Models trained per seed (``pf@s0``, ``pf@s1`` … from ``train_seeds``): the unit is the training seed.
+      Sampling seeds are averaged within a training seed first, then differences are paired over training
+      seeds; this is the correct interval when training and sampling noise both vary (a two-level design).
+    * Otherwise the unit is the sampling seed (one model, several noise seeds).
+Statistics: mean difference, Student-t 95% interval below ``SMALL_N`` pairs (percentile bootstrap from there),
+two-sided paired t-test p-value (no interval when all differences are equal: nothing to test). Verdict: ``holds`` when the interval lies above 0, ``does not hold`` when it
+lies below 0, else ``inconclusive``; "by how much" is the difference in % of the claimed-worse side's mean.
+
+Bases of comparison:
+    * ``NFE n``: both sides at the same NFE budget.
+    * ``GFLOPs g``: the claimed-better side's metric interpolated (linear in log GFLOPs, per replicate, never
+      extrapolated) at the GFLOPs per sample the claimed-worse side spent at each of its budgets.
+    * curves (``train step`` / ``train GFLOPs`` / ``train wall-clock``): the better side's last checkpoint
+      against the worse side's learning curve interpolated (linearly) at the same training steps, training
+      FLOPs or training seconds.
+
+Model names are those of ``suites/validity.yaml`` (``pf`` = LTG, ``sit`` = the global-t baseline, …); a claim
+whose sides have no rows is skipped, so the table also works on suites with only ``pf`` and ``sit``.
+Pure numpy/pandas/scipy: reports never import torch.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pfbench.report.stats import SMALL_N, bootstrap_ci
+
+# "pf@s1": suite model "pf" trained with seed 1 (pfbench.suite.parse.SEED_SEP; duplicated: reports import no suite code).
+_SEED = re.compile(r"^(?P<base>.+)@s(?P<seed>\d+)$")
+HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
+CURVE_X = {"train_step": "train steps", "train_gflops": "train GFLOPs", "train_wall_s": "train wall-clock"}
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a claim: a model (suite name, training seeds stripped) with a sampler and sampler variant
+    (``""`` = defaults); for a diagnostic claim, ``sampler`` is the diagnostic's metric name."""
+
+    model: str
+    sampler: str
+    variant: str = ""
+
+    def text(self) -> str:
+        return f"{self.model} · {self.sampler}" + (f" {self.variant}" if self.variant else "")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """``better`` beats ``worse``. ``kind``: ``cell`` (equal NFE and equal GFLOPs), ``curve`` (learning curves at
+    equal training steps, FLOPs and wall-clock) or ``diagnostic`` (two diagnostic rows of one model)."""
+
+    family: str
+    name: str
+    better: Side
+    worse: Side
+    paper: str = ""
+    kind: str = "cell"
+
+
+def _c(family: str, name: str, better: tuple[str, str], worse: tuple[str, str], paper: str = "",
+       kind: str = "cell") -> Claim:
+    return Claim(family, name, Side(*better), Side(*worse), paper, kind)
+
+
+TRAIN, INFER, COMPUTE, DIAG = "training sampler", "inference sampler", "equal training compute", "difficulty"
+PF, SIT = ("pf", "euler_pf"), ("sit", "euler")
+# The paper's orderings (SPEC §7; ImageNet B/2, FID-10K, read from figures), adjacent pairs of each chain.
+PAPER_CLAIMS: tuple[Claim, ...] = (
+    _c(TRAIN, "LTG < truncated Gaussian", PF, ("pf_tgauss", "euler_pf"), "31.4 < 34.7"),
+    _c(TRAIN, "truncated Gaussian < SRM s=10", ("pf_tgauss", "euler_pf"), ("pf_srm10", "euler_pf"), "34.7 < 39.0"),
+    _c(TRAIN, "SRM s=10 < SiT", ("pf_srm10", "euler_pf"), SIT, "39.0 < 41.1"),
+    _c(TRAIN, "SiT < SRM s=1", SIT, ("pf_srm1", "euler_pf"), "41.1 < 42.0"),
+    _c(TRAIN, "LTG < naive per-patch uniform", PF, ("pf_patch", "euler_pf"), "per-patch uniform hurts"),
+    _c(TRAIN, "LTG < SiT (equal steps)", PF, SIT, "31.4 < 41.1"),
+    _c(INFER, "look_ahead < dual_loop", ("pf", "look_ahead"), ("pf", "dual_loop"), "27.7 < 29.3"),
+    _c(INFER, "dual_loop < euler_pf", ("pf", "dual_loop"), PF, "29.3 < 31.4"),
+    _c(INFER, "euler_pf < look_ahead_random", PF, ("pf", "look_ahead_random"), "31.4 < 33.2"),
+    _c(INFER, "euler_pf < dual_loop_random", PF, ("pf", "dual_loop_random"), "31.4 < random"),
+    _c(INFER, "look_ahead < look_ahead_random", ("pf", "look_ahead"), ("pf", "look_ahead_random"), "27.7 < 33.2"),
+    _c(INFER, "dual_loop < dual_loop_random", ("pf", "dual_loop"), ("pf", "dual_loop_random"), "29.3 < random"),
+    _c(INFER, "look_ahead_random < SiT euler", ("pf", "look_ahead_random"), SIT, "33.2 < SiT"),
+    _c(INFER, "look_ahead < SiT heun", ("pf", "look_ahead"), ("sit", "heun"), "best PF < best SiT"),
+    _c(COMPUTE, "LTG < SiT trained for PF's FLOPs", PF, ("sit_flops", "euler"), "equal training FLOPs"),
+    _c(COMPUTE, "LTG < SiT (learning curves)", PF, ("sit_flops", "euler"), "", kind="curve"),
+    _c(DIAG, "corr(var, err) at t=0.6 > at t=0.2", ("*", "difficulty_pearson_patch_t0.6"),
+       ("*", "difficulty_pearson_patch_t0.2"), "R = 0.52 > 0.11", kind="diagnostic"),
+    # Context at 0.65 (the middle of the grid 0.3 … 1): a gap LTG trains on; a clean context (t = 1) is rare under
+    # LTG (t_max near 1 and a 0.7 fold below it), the figure shows the whole curve.
+    _c(DIAG, "context helps: hard-patch loss, context at 0.65 < none", ("*", "context_loss_hard_t0.3_ctx0.65"),
+       ("*", "context_loss_hard_t0.3_ctx0.3"), "context helps", kind="diagnostic"),
+)
+COLUMNS = ("family", "claim", "paper", "metric", "basis", "better", "worse", "unit", "n", "better_mean",
+           "worse_mean", "diff", "lo", "hi", "p", "pct", "pct_lo", "pct_hi", "verdict")
+
+
+def split_model(name: object) -> tuple[str, float]:
+    """``"pf@s1"`` -> ``("pf", 1.0)``; other names -> ``(name, nan)`` (no training seed)."""
+    m = _SEED.match(str(name))
+    return (m["base"], float(m["seed"])) if m else (str(name), math.nan)
+
+
+def with_groups(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows plus ``group`` (suite model without training seed) and ``train_seed`` (NaN when none)."""
+    parts = [split_model(m) for m in rows["model"]]
+    variant = rows["variant"].astype("string").fillna("") if "variant" in rows else ""
+    return rows.assign(group=[p[0] for p in parts], train_seed=[p[1] for p in parts], variant=variant)
+
+
+def compare(diffs: np.ndarray) -> dict[str, float]:
+    """Mean, 95% interval (t below ``SMALL_N`` pairs, bootstrap from there) and paired t-test p of differences."""
+    from scipy.stats import t as student
+
+    d = np.asarray(diffs, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    n = int(d.size)
+    out = {"n": float(n), "diff": float(d.mean()) if n else math.nan, "lo": math.nan, "hi": math.nan, "p": math.nan}
+    if n < 2:
+        return out
+    sd = float(d.std(ddof=1))
+    if sd == 0.0:  # e.g. a class accuracy over few samples moving by the same step twice: no spread to test,
+        return out  # so no interval (inconclusive), rather than a zero-width "significant" one
+    se = sd / math.sqrt(n)
+    if n < SMALL_N:
+        half = float(student.ppf(0.975, n - 1)) * se
+        out.update(lo=out["diff"] - half, hi=out["diff"] + half)
+    else:
+        out["lo"], out["hi"] = bootstrap_ci(d, rng=np.random.default_rng(0))
+    out["p"] = float(2 * student.sf(abs(out["diff"]) / se, n - 1))
+    return out
+
+
+def verdict(lo: float, hi: float) -> str:
+    """``holds`` (interval above 0), ``does not hold`` (below 0) or ``inconclusive`` (contains 0 or missing)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return UNSURE
+    return HOLDS if lo > 0 else FAILS if hi < 0 else UNSURE
+
+
+def replicates(frame: pd.DataFrame) -> tuple[pd.Series, str]:
+    """Values per replicate: mean over sampling seeds per training seed when there are training seeds
+    (unit ``training seed``), else per sampling seed (unit ``sampling seed``)."""
+    if frame["train_seed"].notna().any():
+        return frame.groupby("train_seed")["value"].mean(), "training seed"
+    return frame.groupby("seed")["value"].mean(), "sampling seed"
+
+
+def _result(claim: Claim, metric: str, basis: str, a: pd.Series, b: pd.Series, unit: str, hib: bool) -> dict:
+    """One claim-table row from per-replicate values of the better (a) and worse (b) sides, index = replicate."""
+    a, b = a.align(b, join="inner")
+    sign = 1.0 if hib else -1.0
+    stats = compare(sign * (a.to_numpy(float) - b.to_numpy(float)))
+    worse = float(b.mean()) if len(b) else math.nan
+    scale = 100.0 / abs(worse) if worse and math.isfinite(worse) else math.nan
+    return {"family": claim.family, "claim": claim.name, "paper": claim.paper, "metric": metric, "basis": basis,
+            "better": claim.better.text(), "worse": claim.worse.text(), "unit": unit,
+            "better_mean": float(a.mean()) if len(a) else math.nan, "worse_mean": worse, **stats,
+            "pct": stats["diff"] * scale, "pct_lo": stats["lo"] * scale, "pct_hi": stats["hi"] * scale,
+            "verdict": verdict(stats["lo"], stats["hi"])}
+
+
+def _side_cells(cells: pd.DataFrame, side: Side) -> pd.DataFrame:
+    return cells[(cells["group"] == side.model) & (cells["sampler"] == side.sampler)
+                 & (cells["variant"] == side.variant)]
+
+
+def _interp_at(frame: pd.DataFrame, x: str, at: float, log: bool) -> pd.Series:
+    """Per replicate (train_seed, seed): the value interpolated at ``x = at``; NaN outside a replicate's range."""
+    out = {}
+    for key, g in frame.groupby(["train_seed", "seed"], dropna=False):
+        g = g.dropna(subset=[x]).sort_values(x)
+        xs = g[x].to_numpy(float)
+        xs, target = (np.log(xs), math.log(at)) if log else (xs, at)
+        if len(xs) and xs[0] - 1e-9 <= target <= xs[-1] + 1e-9:
+            out[key] = float(np.interp(target, xs, g["value"].to_numpy(float)))
+    idx = pd.MultiIndex.from_tuples(list(out), names=["train_seed", "seed"]) if out else None
+    return pd.Series(list(out.values()), index=idx, dtype=float)
+
+
+def _per_unit(s: pd.Series) -> tuple[pd.Series, str]:
+    """(train_seed, seed)-indexed values -> per replicate, as ``replicates`` does for frames."""
+    frame = s.rename("value").reset_index()
+    return replicates(frame)
+
+
+def cell_claims(claim: Claim, cells: pd.DataFrame, metric: str) -> list[dict]:
+    """Rows at every shared NFE budget, then at the worse side's GFLOPs of each of its budgets."""
+    a, b = _side_cells(cells, claim.better), _side_cells(cells, claim.worse)
+    if a.empty or b.empty:
+        return []
+    hib = bool(a["higher_is_better"].dropna().iloc[0]) if a["higher_is_better"].notna().any() else False
+    out = []
+    for nfe in sorted(set(a["nfe_budget"].dropna()) & set(b["nfe_budget"].dropna())):
+        (va, unit), (vb, _) = replicates(a[a["nfe_budget"] == nfe]), replicates(b[b["nfe_budget"] == nfe])
+        out.append(_result(claim, metric, f"NFE {int(nfe)}", va, vb, unit, hib))
+    if a["nfe_budget"].nunique() < 2:
+        return out  # a single budget: nothing to interpolate over
+    for nfe, g in b.groupby("nfe_budget"):
+        at = float(g["gflops"].astype(float).mean())
+        va = _interp_at(a, "gflops", at, log=True)
+        vb = g.set_index(["train_seed", "seed"])["value"].astype(float)
+        if va.empty:
+            continue
+        (ua, unit), (ub, _) = _per_unit(va), _per_unit(vb)
+        out.append(_result(claim, metric, f"GFLOPs {at:.3g} (worse at NFE {int(nfe)})", ua, ub, unit, hib))
+    return out
+
+
+def curve_claims(claim: Claim, curves: pd.DataFrame, metric: str) -> list[dict]:
+    """The better side's last checkpoint vs the worse side's curve at the same steps, training FLOPs, seconds."""
+    a, b = curves[curves["group"] == claim.better.model], curves[curves["group"] == claim.worse.model]
+    if a.empty or b.empty:
+        return []
+    hib = bool(a["higher_is_better"].dropna().iloc[0]) if a["higher_is_better"].notna().any() else False
+    last = a[a["train_step"] == a.groupby("train_seed", dropna=False)["train_step"].transform("max")]
+    out = []
+    for x, label in CURVE_X.items():
+        if x not in curves or last[x].isna().all() or b[x].isna().all():
+            continue
+        va, vb = {}, {}
+        for key, g in last.groupby(["train_seed", "seed"], dropna=False):
+            at = float(g[x].astype(float).mean())
+            same = b["train_seed"].fillna(-1.0) == (-1.0 if pd.isna(key[0]) else key[0])  # pair by training seed
+            interp = _interp_at(b[same].assign(seed=key[1]), x, at, log=False)
+            if len(interp):
+                va[key], vb[key] = float(g["value"].astype(float).mean()), float(interp.iloc[0])
+        if not va:
+            continue
+        idx = pd.MultiIndex.from_tuples(list(va), names=["train_seed", "seed"])
+        (ua, unit), (ub, _) = _per_unit(pd.Series(list(va.values()), idx)), _per_unit(pd.Series(list(vb.values()), idx))
+        out.append(_result(claim, metric, f"{label} (curve, NFE {int(a['nfe_budget'].dropna().iloc[0])})", ua, ub,
+                           unit, hib))
+    return out
+
+
+def diagnostic_claims(claim: Claim, diags: pd.DataFrame) -> list[dict]:
+    """Per PF model group: diagnostic ``better.sampler`` against ``worse.sampler`` (metric names), paired."""
+    out = []
+    for group, g in diags.groupby("group"):
+        a, b = g[g["metric"] == claim.better.sampler], g[g["metric"] == claim.worse.sampler]
+        if a.empty or b.empty:
+            continue
+        hib = bool(a["higher_is_better"].dropna().iloc[0]) if a["higher_is_better"].notna().any() else True
+        (va, unit), (vb, _) = replicates(a.assign(seed=0)), replicates(b.assign(seed=0))
+        row = _result(claim, claim.better.sampler, f"model {group}", va, vb, unit, hib)
+        out.append(row | {"better": f"{group} · {claim.better.sampler}", "worse": f"{group} · {claim.worse.sampler}"})
+    return out
+
+
+def evaluate_claims(rows: pd.DataFrame, claims: tuple[Claim, ...] = PAPER_CLAIMS,
+                    metrics: tuple[str, ...] = ("fd_embedded", "class_acc")) -> pd.DataFrame:
+    """The claim table: one row per (claim, metric, basis) with data; empty (with ``COLUMNS``) when none."""
+    if rows.empty:
+        return pd.DataFrame(columns=list(COLUMNS))
+    needed = ("sampler", "variant", "nfe_budget", "gflops", "seed", "train_step", "cfg_scale", "higher_is_better")
+    rows = with_groups(rows.assign(**{c: pd.NA for c in needed if c not in rows}))  # hand-made frames
+    cfg = pd.to_numeric(rows["cfg_scale"], errors="coerce").fillna(1.0)
+    cells = rows[(rows["kind"] == "cell") & (cfg == 1.0)]  # claims are about unguided sampling
+    curves, diags = rows[rows["kind"] == "curve"], rows[rows["kind"] == "diagnostic"]
+    out: list[dict] = []
+    for claim in claims:
+        if claim.kind == "diagnostic":
+            out += diagnostic_claims(claim, diags)
+            continue
+        for metric in metrics:
+            if claim.kind == "cell":
+                out += cell_claims(claim, cells[cells["metric"] == metric], metric)
+            else:
+                out += curve_claims(claim, curves[curves["metric"] == metric], metric)
+    return pd.DataFrame(out, columns=list(COLUMNS))

@@ -1,0 +1,292 @@
+"""Up-front checks of a suite: everything a run could trip on later, found in seconds before any work.
+
+``pfbench plan`` and ``Runner.run`` call ``validate`` first, so a bad value fails before reference rows,
+difficulty diagnostics or training, with its key path in a one-line message, e.g.
+``grid[1].samplers[0].params.p = 1.5: must be in [0, 1]``. ``check_inputs`` finds a missing device or
+checkpoint, decoder, reference set or metric weights file without loading them; ``check_writable`` proves the
+output folders take a file. Nothing here loads a network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import tempfile
+import typing
+from pathlib import Path
+from typing import Any
+
+from pfbench import PfbenchError
+from pfbench.config import Builder
+from pfbench.suite.parse import RunSpec, SamplerSpec, SuiteSpec, _excluded, expand_sampler, plan, split_model
+
+# Largest NFE budget a suite may ask for. Far above any protocol (the paper's samplers use <= 250 steps; SiT's
+# SDE 250, DDPM 1000), so a larger value is a typo; it also bounds ``with_budget``'s search over step counts.
+MAX_NFE = 4096
+
+_TYPES = Builder()  # typed checks of sampler parameters against the sampler dataclass's annotations
+INCEPTION_METRICS = ("fid", "sfid", "is", "pr", "kid")  # pfbench.evaluate.metric_pass.INCEPTION (importing it loads metrics)
+
+
+def validate(spec: SuiteSpec) -> None:
+    """Checks every value of a suite that would otherwise fail mid-run; builds each sampler once per budget.
+
+    Raises:
+        PfbenchError: the first problem, as ``<key path> = <value>: <what is wrong>`` on one line.
+    """
+    _check_axes(spec)
+    _check_eval(spec)
+    built: dict[str, Any] = {}  # "name|params|nfe" -> done, so 144 cells build a handful of samplers
+    for gi, grid in enumerate(spec.grid):
+        for si, sampler in enumerate(grid.samplers):
+            where = f"grid[{gi}].samplers[{si}]"
+            for one in _build_sampler(sampler, where):
+                axis = "sweep.nfe" if grid.nfe is None else f"grid[{gi}].nfe"  # a block may have its own budgets
+                for k, nfe in enumerate(grid.nfe or spec.sweep.nfe):
+                    key = f"{one.name}|{json.dumps(one.params, sort_keys=True, default=str)}|{nfe}"
+                    if key in built or _all_excluded(spec, grid.models, one, nfe):
+                        continue
+                    built[key] = _fit(one, nfe, where, f"{axis}[{k}]")
+    ev = spec.eval
+    if ev.learning_curve and ev.curve_sampler is not None and any(m.train for m in spec.models.values()):
+        for one in _build_sampler(ev.curve_sampler, "eval.curve_sampler"):
+            _fit(one, ev.curve_nfe, "eval.curve_sampler", "eval.curve_nfe")
+    for name, model in spec.models.items():
+        if model.train is not None:
+            from pfbench.train.loop import spec_from_dict
+
+            try:
+                spec_from_dict(model.train)
+            except PfbenchError as err:
+                raise PfbenchError(f"models.{name}.train: {err}") from None
+    if not plan(spec):  # also checks cfg intervals and exclude keys
+        raise PfbenchError("sweep.exclude: the rules remove every cell; nothing would run")
+
+
+def _check_axes(spec: SuiteSpec) -> None:
+    """Non-empty grid, models, samplers and sweep axes; NFE, sample count and guidance in range."""
+    if not spec.grid:
+        raise PfbenchError("grid: empty; a suite needs at least one block, e.g. grid: [{models: [m], samplers: [euler]}]")
+    for gi, grid in enumerate(spec.grid):
+        for key in ("models", "samplers"):
+            if not getattr(grid, key):
+                raise PfbenchError(f"grid[{gi}].{key}: empty list; name at least one (a block without {key} has no cells)")
+    sw = spec.sweep
+    own = [(f"grid[{gi}].nfe", g.nfe) for gi, g in enumerate(spec.grid) if g.nfe is not None]  # a block's budgets
+    axes = ["seeds", "cfg_scale", "cfg_interval"] + (["nfe"] if len(own) < len(spec.grid) else [])
+    for key in axes:
+        if not getattr(sw, key):
+            raise PfbenchError(f"sweep.{key}: empty list; give at least one value (an empty axis leaves no cells)")
+    for path, budgets in [("sweep.nfe", sw.nfe), *own]:
+        if not budgets and path != "sweep.nfe":
+            raise PfbenchError(f"{path}: empty list; give at least one budget, or drop the key to use sweep.nfe")
+        for k, nfe in enumerate(budgets):
+            if not 1 <= nfe <= MAX_NFE:
+                raise PfbenchError(f"{path}[{k}] = {nfe}: must be in [1, {MAX_NFE}] (model calls per sample)")
+    if sw.num_samples < 1:
+        raise PfbenchError(f"sweep.num_samples = {sw.num_samples}: must be >= 1 (images per cell)")
+    for k, scale in enumerate(sw.cfg_scale):
+        if not math.isfinite(scale):
+            raise PfbenchError(f"sweep.cfg_scale[{k}] = {scale}: must be a finite number (1 = no guidance)")
+    if not spec.metrics:
+        raise PfbenchError("metrics: empty list; name at least one metric, e.g. metrics: [fd_embedded]")
+
+
+def _check_eval(spec: SuiteSpec) -> None:
+    """Batch sizes, learning-curve settings, resize mode and device."""
+    ev = spec.eval
+    for key in ("batch_size", "curve_samples"):
+        if getattr(ev, key) < 1:
+            raise PfbenchError(f"eval.{key} = {getattr(ev, key)}: must be >= 1")
+    if not 1 <= ev.curve_nfe <= MAX_NFE:
+        raise PfbenchError(f"eval.curve_nfe = {ev.curve_nfe}: must be in [1, {MAX_NFE}]")
+    if not 0.0 <= ev.difficulty_t <= 1.0:
+        raise PfbenchError(f"eval.difficulty_t = {ev.difficulty_t}: must be in [0, 1] (0 = noise, 1 = data)")
+    for key in ("difficulty_ts", "context_ts"):
+        for k, t in enumerate(getattr(ev, key)):
+            if not 0.0 <= t < 1.0:
+                raise PfbenchError(f"eval.{key}[{k}] = {t}: must be in [0, 1) (0 = noise, 1 = data)")
+    if spec.data.name == "embedded" and spec.data.test_size < 1:
+        raise PfbenchError(f"data.test_size = {spec.data.test_size}: must be >= 1")
+    if ev.resize not in ("tf1x", "clean"):
+        close = difflib.get_close_matches(ev.resize, ["tf1x", "clean"], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else " (valid: tf1x, clean)"
+        raise PfbenchError(f"eval.resize = {ev.resize!r}: unknown Inception resize{hint}")
+    _check_metric_options(spec)
+    import torch
+
+    try:
+        torch.device(ev.device)
+    except (RuntimeError, TypeError):
+        raise PfbenchError(f"eval.device = {ev.device!r}: not a torch device; use cpu, cuda or cuda:N") from None
+
+
+def _check_metric_options(spec: SuiteSpec) -> None:
+    """IS order and KID subset size (``pfbench.metrics.options``) against the images each evaluation gets."""
+    ev = spec.eval
+    if "is" in spec.metrics and ev.is_order not in ("file", "shuffle"):
+        raise PfbenchError(f"eval.is_order = {ev.is_order!r}: must be file (the ADM evaluator's sample order) or "
+                           "shuffle (torch-fidelity's)")  # fmt: skip
+    if "kid" in spec.metrics:
+        sizes = {"sweep.num_samples": spec.sweep.num_samples}
+        if ev.learning_curve and any(m.train for m in spec.models.values()):
+            sizes["eval.curve_samples"] = ev.curve_samples
+        if spec.data.name == "embedded" and spec.data.reference is None:
+            sizes["data.test_size"] = spec.data.test_size  # the reference images
+        key, n = min(sizes.items(), key=lambda kv: kv[1])
+        if not 2 <= ev.kid_subset_size <= n:
+            raise PfbenchError(f"eval.kid_subset_size = {ev.kid_subset_size}: must be in [2, {n}] ({key} = {n}: KID "
+                               "draws subsets of that many images from each side)")  # fmt: skip
+
+
+def _build_sampler(spec: SamplerSpec, where: str) -> list[SamplerSpec]:
+    """Checks a grid sampler's name and parameters (each value of a list-valued axis); returns its expansion."""
+    from pfbench.registry import SAMPLERS
+
+    try:
+        cls = SAMPLERS.get(spec.name)
+    except PfbenchError as err:
+        raise PfbenchError(f"{where}: {err}") from None
+    if "steps" in spec.params:
+        raise PfbenchError(f"{where}.params.steps: the step count follows from the NFE budget (sweep.nfe); remove it")
+    if dataclasses.is_dataclass(cls):
+        valid = [f.name for f in dataclasses.fields(cls) if f.name != "steps"]
+        hints = typing.get_type_hints(cls)
+        for key, value in spec.params.items():
+            if key not in valid:
+                close = difflib.get_close_matches(key, valid, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f" (valid: {', '.join(valid) or 'none'})"
+                raise PfbenchError(f"unknown key '{where}.params.{key}' for sampler {spec.name!r}{hint}")
+            for path, item in _items(f"{where}.params.{key}", value):
+                _TYPES.convert(item, hints[key], path)
+    expanded = expand_sampler(spec)
+    for one in expanded:
+        if _make(cls, one.params) is None:
+            continue
+        for key, value in one.params.items():  # find the parameter that fails on its own, for the key path
+            problem = _make(cls, {key: value})
+            if problem is not None:
+                path = f"{where}.params.{key}" + _index(spec.params[key], value)
+                raise PfbenchError(f"{path} = {value!r}: {_reason(problem, spec.name, key, value)}")
+        raise PfbenchError(f"{where}.params = {one.params}: {_reason(_make(cls, one.params), spec.name, '', None)}")
+    return expanded
+
+
+def _items(path: str, value: Any) -> list[tuple[str, Any]]:
+    """The values to check of one parameter: itself, or each entry of a list-valued sweep axis."""
+    return [(f"{path}[{i}]", v) for i, v in enumerate(value)] if isinstance(value, list) else [(path, value)]
+
+
+def _index(original: Any, value: Any) -> str:
+    return f"[{original.index(value)}]" if isinstance(original, list) else ""
+
+
+def _make(cls: Any, params: dict[str, Any]) -> Exception | None:
+    """The error building ``cls(steps=1, **params)`` raises, or None."""
+    try:
+        cls(steps=1, **params)
+    except (PfbenchError, TypeError, ValueError) as err:
+        return err
+    return None
+
+
+def _reason(err: Exception | None, name: str, key: str, value: Any) -> str:
+    """A sampler's complaint without the parts the key path already says ("sampler 'x': p ... got 1.5")."""
+    text = str(err).removeprefix(f"sampler {name!r}: ")
+    if key:
+        text = text.removeprefix(f"{key} ")
+        for got in (f", got {value!r}", f", got {value}"):
+            text = text.removesuffix(got)
+    return text
+
+
+def _all_excluded(spec: SuiteSpec, models: list[str], sampler: SamplerSpec, nfe: int) -> bool:
+    """True when ``sweep.exclude`` drops every cell of this sampler at this budget (its budget is then moot)."""
+    sw = spec.sweep
+    return all(_excluded(RunSpec(spec.name, m, sampler, nfe, seed, sw.num_samples, scale), sw.exclude)
+               for m in models for seed in sw.seeds for scale in sw.cfg_scale
+               if not sw.pair_seeds or split_model(m)[1] in (None, seed))  # as ``plan`` pairs them
+
+
+def _fit(spec: SamplerSpec, nfe: int, where: str, nfe_path: str) -> Any:
+    """The sampler with the largest step count fitting ``nfe``; a budget below one step names both keys."""
+    from pfbench.registry import SAMPLERS
+
+    try:
+        return SAMPLERS.get(spec.name)(steps=1, **spec.params).with_budget(nfe)
+    except PfbenchError as err:
+        raise PfbenchError(f"{nfe_path} = {nfe}: too small for {where} ({spec.name}): {err}") from None
+
+
+def check_inputs(spec: SuiteSpec) -> None:
+    """What a run needs from this machine: every input file (checkpoints, VAE decoders, the reference set,
+    metric weights) and its device. ``plan`` reports the first miss; ``run`` refuses to start with it.
+
+    Only looks (no loading; checkpoints and metric weights are not hashed), so it takes a moment; the loaders
+    verify checksums later.
+
+    Raises:
+        PfbenchError: the first problem, with the key that names it.
+    """
+    for name, model in spec.models.items():
+        try:
+            if model.checkpoint is not None:
+                _checkpoint_exists(model.checkpoint)
+            if model.vae is not None:
+                from pfbench.data.vae import vae_weights_file
+
+                vae_weights_file(model.vae)
+        except PfbenchError as err:
+            raise PfbenchError(f"models.{name}: {err}") from None
+    ref = spec.data.reference
+    if ref is not None and ref != "embedded" and not Path(ref).expanduser().exists():
+        raise PfbenchError(f"data.reference: {ref} not found; give an ADM reference .npz or an image folder")
+    from pfbench.weights import resolve_weights
+
+    ev = spec.eval
+    wanted = [("inception-v3-compat", ev.weights, "eval.weights", [m for m in spec.metrics if m in INCEPTION_METRICS]),
+              ("clip-vit-l-14-openai", ev.clip_weights, "eval.clip_weights", [m for m in spec.metrics if m == "clip_score"]),
+              ("dinov2-vitl14", ev.dinov2_weights, "eval.dinov2_weights", [m for m in spec.metrics if m == "fd_dinov2"])]
+    for key, path, option, metrics in wanted:
+        if metrics:
+            try:
+                resolve_weights(key, path, verify=False)
+            except PfbenchError as err:
+                raise PfbenchError(f"metrics {', '.join(metrics)} ({option}): {err}") from None
+    import torch
+
+    if torch.device(ev.device).type == "cuda" and not torch.cuda.is_available():
+        raise PfbenchError(f"eval.device = {ev.device!r}: no CUDA device is visible here; use eval.device=cpu")
+
+
+def _checkpoint_exists(ref: str) -> None:
+    if ref.startswith("asset:"):
+        from pfbench.assets import asset_path
+
+        asset_path(ref.removeprefix("asset:"), "pfbench train suites/recipes/<recipe>.yaml (see README)")
+    elif not Path(ref).is_file():
+        raise PfbenchError(f"checkpoint {ref} not found: check the path, or train one with `pfbench train`")
+
+
+def check_writable(folders: list[Path]) -> None:
+    """Creates each output folder and writes and removes a probe file in it, so a run cannot compute a cell and
+    then lose it to "Permission denied" or "Not a directory" (a real write: ``os.access`` says yes to root).
+
+    Raises:
+        PfbenchError: a folder that cannot be created or written, with the reason.
+    """
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            # ".*.tmp": the runner's stale-temp sweep removes a probe left by a kill at this very line
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".pfbench-probe-", suffix=".tmp"):
+                pass
+        except OSError as err:
+            raise PfbenchError(f"cannot write to {folder}: {err.strerror or err}"
+                               f"{f' ({err.filename})' if err.filename and str(err.filename) != str(folder) else ''}; "
+                               "choose writable --results/--reports/--runs folders") from None
+
+
+__all__ = ["MAX_NFE", "check_inputs", "check_writable", "validate"]

@@ -1,0 +1,127 @@
+"""Up-front suite checks: every bad value is one line with its key path, before any work; good suites pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pfbench import PfbenchError
+from pfbench.suite.parse import SuiteSpec, load_suite, suite_kind
+from pfbench.suite.validate import MAX_NFE, check_inputs, check_writable, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BASE = """
+name: t
+models:
+  a: {checkpoint: /nonexistent.pt}
+grid:
+  - models: [a]
+    samplers: [euler]
+  - models: [a]
+    samplers: [{name: dual_loop, params: {p: 0.4, n_inner: 2}}, look_ahead]
+sweep: {nfe: [4, 8], seeds: [0, 1], num_samples: 10}
+"""
+
+
+def suite(tmp_path: Path, text: str = BASE, overrides: list[str] | None = None) -> SuiteSpec:
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    return load_suite(path, overrides)
+
+
+@pytest.mark.parametrize(
+    "text,overrides,message",
+    [
+        (BASE.replace("p: 0.4", "p: 1.5"), [], "grid[1].samplers[0].params.p = 1.5: must be in [0, 1]"),
+        (BASE.replace("p: 0.4", "p: [0.2, 1.5]"), [], "grid[1].samplers[0].params.p[1] = 1.5: must be in [0, 1]"),
+        (BASE.replace("n_inner: 2", "n_inner: 0"), [], "grid[1].samplers[0].params.n_inner = 0: must be an int >= 1"),
+        (BASE.replace("p: 0.4", "pp: 0.4"), [],
+         "unknown key 'grid[1].samplers[0].params.pp' for sampler 'dual_loop'; did you mean 'p'?"),
+        (BASE.replace("p: 0.4", "p: abc"), [], "grid[1].samplers[0].params.p: expected float, got 'abc'"),
+        (BASE.replace("p: 0.4", "steps: 3"), [], "grid[1].samplers[0].params.steps: the step count follows from"),
+        (BASE, ["sweep.nfe=[8,0]"], f"sweep.nfe[1] = 0: must be in [1, {MAX_NFE}]"),
+        (BASE, ["sweep.nfe=[-2]"], f"sweep.nfe[0] = -2: must be in [1, {MAX_NFE}]"),
+        (BASE, ["sweep.nfe=[100000000]"], f"sweep.nfe[0] = 100000000: must be in [1, {MAX_NFE}]"),
+        # dual_loop with n_inner 2 needs 2 NFE for one outer step
+        (BASE, ["sweep.nfe=[1]"], "sweep.nfe[0] = 1: too small for grid[1].samplers[0] (dual_loop): sampler "
+                                  "'dual_loop' needs 2 NFE"),
+        (BASE, ["sweep.num_samples=-3"], "sweep.num_samples = -3: must be >= 1"),
+        (BASE, ["sweep.num_samples=0"], "sweep.num_samples = 0: must be >= 1"),
+        (BASE, ["grid=[]"], "grid: empty; a suite needs at least one block"),
+        (BASE, ["grid.0.models=[]"], "grid[0].models: empty list"),
+        (BASE, ["grid.1.samplers=[]"], "grid[1].samplers: empty list"),
+        (BASE, ["sweep.seeds=[]"], "sweep.seeds: empty list"),
+        (BASE, ["sweep.nfe=[]"], "sweep.nfe: empty list"),
+        (BASE, ["+sweep.cfg_scale=[]"], "sweep.cfg_scale: empty list"),
+        (BASE, ["+metrics=[]"], "metrics: empty list"),
+        (BASE, ["+eval.batch_size=0"], "eval.batch_size = 0: must be >= 1"),
+        (BASE, ["+eval.resize=clen"], "eval.resize = 'clen': unknown Inception resize; did you mean 'clean'?"),
+        (BASE, ["+eval.device=cdua"], "eval.device = 'cdua': not a torch device"),
+        (BASE, ["+sweep.exclude=[{model: a}]"], "sweep.exclude: the rules remove every cell"),
+        # a grid block with its own budgets: its key path, not sweep.nfe's
+        (BASE, ["+grid.1.nfe=[8,0]"], f"grid[1].nfe[1] = 0: must be in [1, {MAX_NFE}]"),
+        (BASE, ["+grid.1.nfe=[1]"], "grid[1].nfe[0] = 1: too small for grid[1].samplers[0] (dual_loop)"),
+        (BASE, ["+grid.1.nfe=[]"], "grid[1].nfe: empty list"),
+    ],
+)
+def test_bad_values_name_their_key_path(tmp_path: Path, text: str, overrides: list[str], message: str) -> None:
+    spec = suite(tmp_path, text, overrides)  # parsing accepts them: only the up-front check refuses
+    with pytest.raises(PfbenchError) as info:
+        validate(spec)
+    assert str(info.value).startswith(message), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_budget_check_skips_excluded_pairs(tmp_path: Path) -> None:
+    """NFE 1 is too small for dual_loop, but an exclude rule drops that pair: the suite is valid."""
+    validate(suite(tmp_path, BASE, ["sweep.nfe=[1,8]", "+sweep.exclude=[{sampler: dual_loop, nfe: 1}]"]))
+
+
+def test_blocks_with_their_own_budgets_need_no_sweep_nfe(tmp_path: Path) -> None:
+    validate(suite(tmp_path, BASE, ["+grid.0.nfe=[4]", "+grid.1.nfe=[8]", "sweep.nfe=[]"]))
+    with pytest.raises(PfbenchError, match=r"^sweep.nfe: empty list"):  # block 0 still uses sweep.nfe
+        validate(suite(tmp_path, BASE, ["+grid.1.nfe=[8]", "sweep.nfe=[]"]))
+
+
+def test_every_shipped_runner_suite_validates() -> None:
+    paths = [p for p in sorted((ROOT / "suites").glob("*.yaml")) if suite_kind(p) is None]
+    assert len(paths) >= 8
+    for path in paths:
+        validate(load_suite(path))
+
+
+def test_parity_suite_has_a_kind_and_load_suite_points_to_pfbench_parity() -> None:
+    path = ROOT / "suites" / "adm_parity.yaml"
+    assert suite_kind(path) == "adm_parity"
+    with pytest.raises(PfbenchError, match=r"ADM parity suite .*`pfbench parity .*adm_parity.yaml`"):
+        load_suite(path)
+
+
+def test_unknown_kind_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(PfbenchError, match="kind: unknown suite kind 'paritee' \\(known: adm_parity"):
+        suite(tmp_path, "kind: paritee\n" + BASE)
+
+
+def test_check_writable_uses_a_real_write(tmp_path: Path) -> None:
+    good = tmp_path / "out" / "results" / "t"
+    check_writable([good])
+    assert good.is_dir() and not list(good.iterdir())  # the probe file is gone
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")  # a file where a folder should be: refused even for root, which chmod does not stop
+    with pytest.raises(PfbenchError, match=r"cannot write to .*a_file/results/t: Not a directory"):
+        check_writable([good, blocker / "results" / "t"])
+
+
+def test_check_inputs_finds_missing_files_without_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(PfbenchError, match=r"models.a: checkpoint /nonexistent.pt not found"):
+        check_inputs(suite(tmp_path))
+    ok = BASE.replace("/nonexistent.pt", '"asset:embedded_pf_r16.pt"')
+    check_inputs(suite(tmp_path, ok))
+    monkeypatch.delenv("PFBENCH_WEIGHTS", raising=False)
+    missing = str(tmp_path / "nowhere" / "inception.pth")
+    with pytest.raises(PfbenchError, match=r"metrics fid, is \(eval.weights\): inception-v3-compat weights file"):
+        check_inputs(suite(tmp_path, ok, ["+metrics=[fid,is]", f"+eval.weights={missing}"]))
+    with pytest.raises(PfbenchError, match=r"data.reference: .*nowhere.npz not found"):
+        check_inputs(suite(tmp_path, ok, ["+data.name=imagenet", f"+data.reference={tmp_path / 'nowhere.npz'}"]))
