@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 from pfbench import PfbenchError
-from pfbench.bench.sampling import parse_options, run_bench
+from pfbench.bench.run import parse_options, run_bench
+from pfbench.io import atomic_write_text
 
 
 def main(argv: list[str]) -> int:
@@ -34,8 +35,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=1, sort_keys=True))
+        atomic_write_text(json_path, json.dumps(result, indent=1, sort_keys=True))
     return 0
 
 

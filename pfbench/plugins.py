@@ -1,7 +1,8 @@
 """Built-in plugin table: kind → name → lazy "module:attr" target (plain data; imports nothing).
 
 The registry (``pfbench.registry``) reads this table; third-party packages add names through the
-entry-point groups ``pfbench.adapters``, ``pfbench.samplers``, ``pfbench.metrics`` and ``pfbench.train.timesteps``.
+entry-point groups ``pfbench.adapters``, ``pfbench.samplers``, ``pfbench.metrics``, ``pfbench.features`` and
+``pfbench.timesteps``.
 """
 
 from __future__ import annotations
@@ -42,8 +43,17 @@ BUILTINS: dict[str, dict[str, str]] = {
         "pr": "pfbench.metrics.standard:PrecisionRecall",
         "kid": "pfbench.metrics.standard:KID",
         "clip_score": "pfbench.metrics.clipscore:CLIPScore",
-        "clip_embedded": "pfbench.encoders.tiny_clip:CLIPEmbedded",
-        "fd_dinov2": "pfbench.encoders.dinov2:FDDINOv2",
+        "clip_embedded": "pfbench.metrics.clipscore:CLIPEmbedded",
+        "fd_dinov2": "pfbench.metrics.dinov2:FDDINOv2",
+    },
+    # feature networks metrics read (Metric.features): builders (FeatureContext) -> FeatureExtractor
+    "features": {
+        "images": "pfbench.encoders.base:identity",
+        "inception": "pfbench.encoders.inception:from_context",
+        "embedded": "pfbench.encoders.embedded:from_context",
+        "dinov2": "pfbench.encoders.dinov2:from_context",
+        "clip": "pfbench.encoders.clip:from_context",
+        "tiny_clip": "pfbench.encoders.tiny_clip:from_context",
     },
 }
 

@@ -1,7 +1,20 @@
 """One small plugin registry: lazy ``"module:attr"`` targets (``pfbench.plugins``) plus entry-point groups.
 
 Plugin names resolve only through these maps and installed entry points, never through
-arbitrary import paths taken from a config file.
+arbitrary import paths taken from a config file. A third-party distribution adds names by declaring
+entry points (``[project.entry-points."pfbench.samplers"] ralston = "pkg.mod:Ralston"``) in the groups
+``pfbench.adapters``, ``pfbench.samplers``, ``pfbench.metrics``, ``pfbench.features`` and ``pfbench.timesteps``:
+
+- an adapter is a factory (a class or function) taking keyword parameters (a suite model's ``params:``)
+  and returning an ``Adapter`` (``pfbench.adapters.base``);
+- a sampler is a ``Sampler`` class with ``from_budget(params, nfe)`` (subclass
+  ``pfbench.samplers.base.StepSampler``);
+- a metric is a ``Metric`` class (``pfbench.metrics.base``): it declares its feature network, needs and
+  direction and is built from keyword arguments such as ``resolution``/``device``;
+- a feature network is a builder ``(pfbench.encoders.base.FeatureContext) -> FeatureExtractor``;
+- a timestep sampler is a training timestep sampler class (``pfbench.train.timesteps``).
+
+A built-in name wins over an entry point of the same name.
 """
 
 from __future__ import annotations
@@ -69,7 +82,8 @@ def _builtin(kind: str, table: str, group: str | None) -> Registry:
     return reg
 
 
-TIMESTEPS = _builtin("timestep sampler", "timesteps", "pfbench.train.timesteps")
+TIMESTEPS = _builtin("timestep sampler", "timesteps", "pfbench.timesteps")
 SAMPLERS = _builtin("sampler", "samplers", "pfbench.samplers")
 ADAPTERS = _builtin("adapter", "adapters", "pfbench.adapters")
 METRICS = _builtin("metric", "metrics", "pfbench.metrics")
+FEATURES = _builtin("feature network", "features", "pfbench.features")

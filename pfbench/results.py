@@ -14,66 +14,99 @@ as finished work and never crash a reader. Each one is reported in one line on s
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import functools
 import io
 import os
 import platform
 import subprocess
-import tempfile
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 from rich.console import Console
 
-from pfbench import PfbenchError
+from pfbench import PfbenchError, __version__
+from pfbench.io import atomic_path
 
 SCHEMA_VERSION = 2  # 2: + decoder
+Kind = Literal["cell", "curve", "diagnostic", "reference"]
 
-# Documented columns (README "Results schema"); readers fill absent columns with NA so older files still load.
-COLUMNS: dict[str, str] = {
-    "suite": "string",
-    "part": "string",  # file the row came from: cell key or diagnostic name
-    "kind": "string",  # "cell" | "curve" | "diagnostic" | "reference"
-    "model": "string",
-    "model_id": "string",  # sha256 of the checkpoint file (trained in the suite or given)
-    "decoder": "string",  # latent models: "<vae name>@<sha256[:16]>" of the decoder; missing for pixel models
-    "train_timesteps": "string",  # training timestep sampler of the model (SPEC §3), when known
-    "train_step": "Int64",
-    "train_gflops": "Float64",  # curve rows: analytic training GFLOPs up to train_step (nets.flops.train_flops)
-    "train_wall_s": "Float64",  # curve rows: training seconds up to train_step (from the run's log.jsonl)
-    "sampler": "string",
-    "sampler_args": "string",  # JSON
-    "variant": "string",  # JSON of the suite-level sampler params and CFG interval that distinguish this cell ("" = defaults)
-    "nfe_budget": "Int64",
-    "nfe_used": "Int64",
-    "forwards": "Int64",
-    "gflops": "Float64",  # per sample, summed over calls
-    "wall_s": "Float64",
-    "seed": "Int64",
-    "num_samples": "Int64",
-    "cfg_scale": "Float64",
-    "cfg_interval": "string",  # JSON [t_lo, t_hi] or missing (guidance at every step)
-    "metric": "string",
-    "value": "Float64",
-    "higher_is_better": "boolean",
-    "ref_id": "string",  # reference set the metric compares against
-    "metric_args": "string",  # JSON: how the metric was computed (e.g. Inception resize mode)
-    "pfbench_version": "string",
-    "git_sha": "string",
-    "torch_version": "string",
-    "hardware": "string",
-    "schema_version": "Int64",
-}
+
+def _col(dtype: str, *, required: bool = False) -> Any:
+    """A ``Row`` field: its pandas dtype in the metadata; optional columns default to None (NA)."""
+    return field(metadata={"dtype": dtype}) if required else field(default=None, metadata={"dtype": dtype})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Row:
+    """One result row: one metric value of one unit of work. The fields are the Parquet columns, in order.
+
+    Every row pfbench writes is built as a ``Row`` (a misspelt column is a TypeError where it is built, not a
+    silent extra column). The provenance fields (``pfbench_version`` .. ``schema_version``) are left None by
+    producers: ``write_rows`` stamps this process's ``provenance()`` into them.
+    """
+
+    suite: str = _col("string", required=True)
+    part: str = _col("string", required=True)  # file the row came from: cell key or diagnostic name
+    kind: Kind = _col("string", required=True)
+    model: str = _col("string", required=True)
+    model_id: str | None = _col("string")  # sha256 of the checkpoint file (trained in the suite or given)
+    decoder: str | None = _col("string")  # latent models: "<vae name>@<sha256[:16]>" of the decoder; None for pixel models
+    train_timesteps: str | None = _col("string")  # training timestep sampler of the model (SPEC §3), when known
+    train_step: int | None = _col("Int64")
+    train_gflops: float | None = _col("Float64")  # curve rows: analytic training GFLOPs up to train_step (nets.flops.train_flops)
+    train_wall_s: float | None = _col("Float64")  # curve rows: training seconds up to train_step (from the run's log.jsonl)
+    sampler: str | None = _col("string")
+    sampler_args: str | None = _col("string")  # JSON
+    variant: str | None = _col("string")  # JSON of the suite-level sampler params and CFG interval that distinguish this cell ("" = defaults)
+    nfe_budget: int | None = _col("Int64")
+    nfe_used: int | None = _col("Int64")
+    forwards: int | None = _col("Int64")
+    gflops: float | None = _col("Float64")  # per sample, summed over calls
+    wall_s: float | None = _col("Float64")
+    seed: int | None = _col("Int64")
+    num_samples: int | None = _col("Int64")
+    cfg_scale: float | None = _col("Float64")
+    cfg_interval: str | None = _col("string")  # JSON [t_lo, t_hi] or None (guidance at every step)
+    metric: str = _col("string", required=True)
+    value: float = _col("Float64", required=True)
+    higher_is_better: bool = _col("boolean", required=True)
+    ref_id: str | None = _col("string")  # reference set the metric compares against
+    metric_args: str | None = _col("string")  # JSON: how the metric was computed (e.g. Inception resize mode)
+    pfbench_version: str | None = _col("string")
+    git_sha: str | None = _col("string")
+    torch_version: str | None = _col("string")
+    hardware: str | None = _col("string")
+    schema_version: int | None = _col("Int64")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The columns that are set (None fields are left out: they read back as NA)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+def metric_rows(base: Mapping[str, Any], values: Mapping[str, tuple[float, bool]]) -> list[Row]:
+    """One ``Row`` per metric, in the order of ``values``.
+
+    Args:
+        base: the columns the rows share (suite, part, kind, model, ...); a misspelt column is a TypeError.
+        values: metric name -> (value, higher_is_better).
+    """
+    return [Row(**base, metric=k, value=v, higher_is_better=hib) for k, (v, hib) in values.items()]
+
+
+# Documented columns and their pandas dtypes (README "Results schema"), in file order; readers fill absent
+# columns with NA so older files still load.
+COLUMNS: dict[str, str] = {f.name: f.metadata["dtype"] for f in dataclasses.fields(Row)}
 
 
 @functools.cache
 def provenance() -> dict[str, Any]:
     """Version, git and hardware fields shared by every row written by this process."""
-    import torch
-
-    import pfbench
+    import torch  # here, not at the top: report and compare read results and never import torch
 
     try:
         sha = subprocess.run(
@@ -87,7 +120,7 @@ def provenance() -> dict[str, Any]:
     else:
         hw = f"cpu {platform.machine()} {os.cpu_count()} cores, {torch.get_num_threads()} threads"
     return {
-        "pfbench_version": pfbench.__version__,
+        "pfbench_version": __version__,
         "git_sha": sha,
         "torch_version": torch.__version__,
         "hardware": hw,
@@ -95,13 +128,30 @@ def provenance() -> dict[str, Any]:
     }
 
 
-def to_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """Rows -> DataFrame with the documented column types (extra columns are kept)."""
-    return _coerce(pd.DataFrame([dict(provenance()) | dict(r) for r in rows]))
+def _checked(row: Row | Mapping[str, Any]) -> dict[str, Any]:
+    """A row as a column dict; a mapping with a key that is not a column is a one-line error naming it."""
+    if isinstance(row, Row):
+        return row.to_dict()
+    unknown = [k for k in row if k not in COLUMNS]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(COLUMNS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise PfbenchError(f"result row has unknown column {unknown[0]!r}{hint} (columns: pfbench.results.Row)")
+    return dict(row)
+
+
+def to_frame(rows: Iterable[Row | Mapping[str, Any]]) -> pd.DataFrame:
+    """Rows -> DataFrame with the documented columns and types, provenance filled in where a row has none.
+
+    Raises:
+        PfbenchError: a mapping row has a key that is not a column.
+    """
+    return _coerce(pd.DataFrame([dict(provenance()) | _checked(r) for r in rows]))
 
 
 def _coerce(df: pd.DataFrame) -> pd.DataFrame:
-    """Adds missing documented columns as NA and applies the documented types; extra columns stay last."""
+    """Adds missing documented columns as NA and applies the documented types. Columns that are not documented
+    (only in files from other tools: pfbench never writes one) are kept last, so reading never loses data."""
     for col, dtype in COLUMNS.items():
         if col not in df:
             df[col] = pd.NA
@@ -109,8 +159,12 @@ def _coerce(df: pd.DataFrame) -> pd.DataFrame:
     return df[list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]]
 
 
-def write_rows(path: Path, rows: Iterable[Mapping[str, Any]]) -> Path:
-    """Writes rows to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+def write_rows(path: Path, rows: Iterable[Row | Mapping[str, Any]]) -> Path:
+    """Writes rows (``Row``s; mappings of column -> value are checked) to ``path`` atomically.
+
+    Raises:
+        PfbenchError: a mapping row has a key that is not a column.
+    """
     return write_frame(path, to_frame(rows))
 
 
@@ -219,19 +273,6 @@ def read_path(path: Path) -> pd.DataFrame:
 
 def write_frame(path: Path, df: pd.DataFrame) -> Path:
     """Writes a derived table (e.g. a committed baseline) atomically, as is: no provenance added, no torch."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        _umask = os.umask(0)
-        os.umask(_umask)
-        os.chmod(tmp, 0o666 & ~_umask)  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)

@@ -22,10 +22,23 @@ class Cond:
 
 @dataclass(frozen=True)
 class ModelOut:
-    """What a model call returns: velocity (B, C, H, W) and optional logvar (B, 1, H, W)."""
+    """What a model call returns.
+
+    Attributes:
+        v: velocity, (B, C, H, W); under guidance the guided one.
+        logvar: optional difficulty map, (B, 1, H, W).
+        v_cond: the conditional (unguided) velocity, (B, C, H, W), when it differs from ``v`` (a guided
+            call); None means "same as v". Look-ahead jumps with it, so a guidance wrapper returns it
+            here and samplers never need to know which adapter they were given.
+    """
 
     v: Tensor
     logvar: Tensor | None = None
+    v_cond: Tensor | None = None
+
+    def cond_velocity(self) -> Tensor:
+        """The conditional (unguided) velocity (B, C, H, W): ``v_cond`` if set, else ``v``."""
+        return self.v if self.v_cond is None else self.v_cond
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ from on a machine with internet access.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from pfbench import PfbenchError
+from pfbench.io import sha256_file
 
 ENV_VAR = "PFBENCH_WEIGHTS"
 OPT_OUT = frozenset({"inception-v3-compat"})  # weights whose check `pfbench eval --no-verify` can turn off
@@ -138,11 +138,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     st = p.stat()
     key = (str(p), st.st_size, st.st_mtime_ns)
     if key not in _HASHES:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        _HASHES[key] = h.hexdigest()
+        _HASHES[key] = sha256_file(p, block=1 << 22)
     return _HASHES[key]
 
 

@@ -17,7 +17,7 @@ from torch import Tensor
 from pfbench.adapters.dit import DiTAdapter
 from pfbench.bench.sampling import perturbed_net
 from pfbench.registry import SAMPLERS
-from pfbench.sample.shards import write_shards_distributed
+from pfbench.sample.distributed import write_shards_distributed
 from pfbench.types import Cond, ModelOut
 
 
@@ -26,13 +26,16 @@ class Counting:
 
     def __init__(self, model: DiTAdapter) -> None:
         self.model = model
-        self.net = model.net  # lets pfbench.sample.generate.input_shape find the config
         self.patch_size, self.num_classes, self.has_difficulty = model.patch_size, model.num_classes, True
+        self.input_shape = model.input_shape
         self.calls = 0
 
     def __call__(self, x: Tensor, t: Tensor, cond: Cond) -> ModelOut:
         self.calls += 1
         return self.model(x, t, cond)
+
+    def forwards_per_call(self, t: Tensor) -> int:
+        return self.model.forwards_per_call(t)
 
     def gflops(self, t: Tensor) -> float:
         return self.model.gflops(t)
@@ -41,7 +44,7 @@ class Counting:
 def run(spec: dict[str, Any], out: Path) -> tuple[dict[str, Any], int]:
     """Samples the spec's job into ``out``; returns (manifest, model calls made by this process)."""
     model = Counting(DiTAdapter(perturbed_net(spec["preset"], "pf", seed=spec["net_seed"], overrides=spec["net"])))
-    sampler = SAMPLERS.get(spec["sampler"])(steps=1).with_budget(spec["nfe"])
+    sampler = SAMPLERS.get(spec["sampler"]).from_budget({}, spec["nfe"])
     manifest = write_shards_distributed(out, model, sampler, n=spec["n"], seed=spec["seed"],
                                         batch_size=spec["batch_size"], shard_size=spec["shard_size"],
                                         config={"model": "tiny", "net": spec["net"]})

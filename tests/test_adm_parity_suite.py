@@ -12,9 +12,15 @@ import torch.nn.functional as F
 import yaml
 
 from pfbench import PfbenchError
-from pfbench.metrics.standard import ADM_GOLDEN
+from pfbench.evaluate.parity import (
+    ADM_GOLDEN,
+    ENV,
+    load_parity_suite,
+    resolve_inputs,
+    run_adm_parity_suite,
+    show_parity,
+)
 from pfbench.metrics.stats import FeatureStats
-from pfbench.evaluate.parity import ENV, load_parity_suite, resolve_inputs, run_adm_parity_suite, show_parity
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "suites" / "adm_parity.yaml"

@@ -35,8 +35,8 @@ STAGES: dict[str, int] = {
 # protocol; metrics see only uint8 images; reports see only Parquet").
 ONLY: dict[str, set[str]] = {
     "pfbench.samplers": {"pfbench", "pfbench.types", "pfbench.adapters.base", "pfbench.samplers"},
-    "pfbench.report": {"pfbench", "pfbench.results", "pfbench.report"},
-    "pfbench.results": {"pfbench"},
+    "pfbench.report": {"pfbench", "pfbench.io", "pfbench.results", "pfbench.report"},  # io: atomic writes (stdlib only)
+    "pfbench.results": {"pfbench", "pfbench.io"},
 }
 CORE = {"pfbench", "pfbench.types", "pfbench.registry", "pfbench.plugins", "pfbench.config", "pfbench.io", "pfbench.locks",
         "pfbench.weights", "pfbench.assets"}

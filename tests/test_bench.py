@@ -11,8 +11,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from pfbench import PfbenchError
-from pfbench.bench.sampling import parse_options, perturbed_net, run_bench
-from pfbench.metrics.stats import FeatureStats, frechet_distance
+from pfbench.bench.run import parse_options, run_bench
+from pfbench.bench.sampling import perturbed_net
+from pfbench.metrics.frechet import frechet_distance
+from pfbench.metrics.stats import FeatureStats
 from pfbench.nets import forward_flops, net_config
 from pfbench.registry import SAMPLERS
 

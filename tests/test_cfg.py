@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from pfbench import PfbenchError
-from pfbench.adapters.cfg import CFG, GuidedOut
+from pfbench.adapters.cfg import CFG
 from pfbench.adapters.dit import DiTAdapter
 from pfbench.nets import make_net
 from pfbench.registry import ADAPTERS
@@ -26,12 +26,16 @@ class ClassFlow:
         self.patch_size = 2
         self.num_classes = 10
         self.has_difficulty = True
+        self.input_shape = (3, 4, 4)
         self.batches: list[tuple[int, Tensor]] = []
 
     def __call__(self, x: Tensor, t: Tensor, cond: Cond) -> ModelOut:
         self.batches.append((x.shape[0], cond.y.clone()))
         tm = t.mean(dim=1)[:, None, None, None]  # (B, 1, 1, 1)
         return ModelOut(self.table[cond.y] * (1 + tm) - 0.3 * x, self.lv[cond.y] + tm)
+
+    def forwards_per_call(self, t: Tensor) -> int:
+        return 1
 
     def gflops(self, t: Tensor) -> float:
         return 3.0
@@ -57,27 +61,24 @@ def test_scale_one_is_the_unguided_model_with_one_forward() -> None:
     assert CFG(model, 1.0).forwards_per_call(t) == 1 and CFG(model, 1.0).gflops(t) == model.gflops(t)
     assert CFG(model, 2.0).forwards_per_call(t) == 2 and CFG(model, 2.0).gflops(t) == 2 * model.gflops(t)
     counted = ClassFlow()
-    CFG(counted, 1.0)(*_inputs())
+    out = CFG(counted, 1.0)(*_inputs())
     assert [b for b, _ in counted.batches] == [3]  # no doubled batch
+    assert out.v_cond is None and out.cond_velocity() is out.v  # unguided: the conditional v is v itself
+    assert CFG(model, 2.0).input_shape == model.input_shape == (3, 16, 16)
 
 
 def test_guidance_formula_on_all_channels_and_logvar() -> None:
     model = ClassFlow()
     x, t, cond = _inputs()
     out = CFG(model, 3.0)(x, t, cond)
-    assert isinstance(out, GuidedOut)
+    assert type(out) is ModelOut and out.v_cond is not None  # plain data: samplers need no CFG type
     ((b, y),) = model.batches
     assert b == 6 and torch.equal(y[:3], cond.y) and bool((y[3:] == 10).all())  # one doubled call, null = 10
     c, u = model(x, t, cond), model(x, t, Cond(torch.full((3,), 10)))
     assert torch.allclose(out.v, u.v + 3.0 * (c.v - u.v), atol=1e-6)
-    assert (
-        out.logvar is not None
-        and out.logvar_cond is not None
-        and c.logvar is not None
-        and u.logvar is not None
-    )
+    assert out.logvar is not None and c.logvar is not None and u.logvar is not None
     assert torch.allclose(out.logvar, u.logvar + 3.0 * (c.logvar - u.logvar), atol=1e-6)
-    assert torch.allclose(out.v_cond, c.v) and torch.allclose(out.logvar_cond, c.logvar)
+    assert torch.allclose(out.v_cond, c.v) and torch.equal(out.cond_velocity(), out.v_cond)
     for ch in range(3):  # every channel moves away from the conditional output
         assert (out.v[:, ch] - c.v[:, ch]).abs().max() > 1e-2
 
@@ -119,6 +120,7 @@ def test_look_ahead_warm_steps_and_jump_use_conditional_velocity() -> None:
     for k in range(4):
         t = torch.full((3, 4), k / 4)
         o = guided(ref, t, cond)
+        assert o.v_cond is not None
         ref = ref + 0.25 * (o.v_cond if k / 4 <= 0.3 else o.v)
     assert torch.allclose(out.x, ref, atol=1e-6)
     a = LookAhead(steps=4, r=1.5)(guided, x, cond).x
@@ -132,4 +134,16 @@ def test_look_ahead_warm_steps_and_jump_use_conditional_velocity() -> None:
 
 
 def test_registered() -> None:
-    assert ADAPTERS.get("cfg") is CFG
+    assert ADAPTERS.get("cfg") is CFG and ADAPTERS.get("dit") is DiTAdapter
+
+
+def test_guided_cost_doubles_the_wrapped_adapters_own_count() -> None:
+    """CFG's ×2 applies to whatever the wrapped adapter reports (its forwards and GFLOPs per call)."""
+
+    class TwoPass(ClassFlow):
+        def forwards_per_call(self, t: Tensor) -> int:
+            return 2
+
+    t = torch.full((3, 4), 0.5)
+    assert CFG(TwoPass(), 2.0).forwards_per_call(t) == 4 and CFG(TwoPass(), 1.0).forwards_per_call(t) == 2
+    assert CFG(TwoPass(), 2.0, interval=(0.0, 0.1)).forwards_per_call(t) == 2  # outside the interval: undoubled

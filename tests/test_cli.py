@@ -99,9 +99,9 @@ def test_plan_estimates_compute(tmp_path: Path) -> None:
     assert "checkpoint or decoder is not found: none" in res.output
     # euler_pf at NFE 8 on the shipped cpu-xs PF model, 500 samples: 8 forwards each
     per_forward = forward_flops(net_config("cpu-xs", "pf", input_size=16, in_channels=3, num_classes=10), 1.0)
-    from pfbench.cli import _flops
+    from pfbench.cli.suites import flops_text
 
-    expected = _flops(8 * per_forward / 1e9 * 500)
+    expected = flops_text(8 * per_forward / 1e9 * 500)
     assert expected.endswith(" GFLOP") and float(expected.split()[0]) == pytest.approx(8 * per_forward / 1e9 * 500,
                                                                                        rel=5e-3)
     assert any("euler_pf" in line and expected in line for line in res.output.splitlines()), res.output

@@ -10,7 +10,8 @@ import pytest
 from rich.console import Console
 
 from pfbench import PfbenchError
-from pfbench.report.compare import Tolerance, compare, load_tolerances, tolerance_for, write_baseline
+from pfbench.report.compare import compare, write_baseline
+from pfbench.report.tolerances import Tolerance, load_tolerances, tolerance_for
 from pfbench.results import read_path, write_rows
 
 CELLS = [("pf", "euler_pf", 8), ("pf", "euler_pf", 16), ("sit", "euler", 8), ("sit", "euler", 16)]

@@ -181,8 +181,8 @@ def test_suite_runs_a_latent_model_with_its_decoder(vae_dir: Path, folder: Path,
     from pfbench.data.latents import encode_folder
     from pfbench.data.vae import load_vae
     from pfbench.results import read_results
-    from pfbench.suite.runner import Runner
     from pfbench.suite.parse import load_suite
+    from pfbench.suite.runner import Runner
 
     store = encode_folder(folder, tmp_path / "store", load_vae(str(vae_dir)), resolution=16, batch_size=6)
     suite = {
@@ -239,8 +239,8 @@ def test_latent_suite_on_cuda_matches_cpu(vae_dir: Path, folder: Path, tmp_path:
     from pfbench.data.latents import encode_folder
     from pfbench.data.vae import load_vae
     from pfbench.results import read_results
-    from pfbench.suite.runner import Runner
     from pfbench.suite.parse import load_suite
+    from pfbench.suite.runner import Runner
 
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")

@@ -121,11 +121,13 @@ def test_training_log_records_cost(tmp_path) -> None:  # type: ignore[no-untyped
 
 def test_shipped_r32_feature_net_loads_and_separates_classes() -> None:
     """The 32x32 embedded feature network (validity_r32 suite) is shipped, checksummed and accurate."""
+    from pfbench.assets import load_tensors
     from pfbench.data.embedded import EmbeddedSpec, generate
-    from pfbench.metrics import embedded as emb
+    from pfbench.encoders import embedded as emb
+    from pfbench.encoders.base import quantize
 
     net = emb.load_feature_net(32)
-    assert net.resolution == 32 and net.asset_sha256 == emb.load_tensors(emb.asset_name(32))[2]
+    assert net.resolution == 32 and net.asset_sha256 == load_tensors(emb.asset_name(32))[2]
     batch = generate(EmbeddedSpec(resolution=32, split="test", size=200, seed=0))
-    _, logits = net(emb.to_input(emb.quantize(batch.images)))
+    _, logits = net(emb.to_input(quantize(batch.images)))
     assert float((logits.argmax(1) == batch.labels).float().mean()) > 0.95

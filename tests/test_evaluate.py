@@ -1,4 +1,8 @@
-"""Evaluate stage: three sample formats agree, labels travel, reference statistics are cached, errors."""
+"""Evaluate stage: three sample formats agree, labels travel, reference statistics are cached, errors.
+
+Also the metric contract over every registered metric, and the generic loop (one pass per feature network,
+metrics fed from it) against the metric classes fed by hand.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +19,17 @@ from torch import Tensor
 
 from pfbench import PfbenchError
 from pfbench.data.embedded import EmbeddedSpec, generate
-from pfbench.evaluate.metric_pass import evaluate, open_images
-from pfbench.metrics import embedded as emb
-from pfbench.metrics.stats import FeatureStats, frechet_distance
-from pfbench.encoders.tiny_clip import CLIPEmbedded
+from pfbench.encoders.base import FeatureContext, quantize
+from pfbench.encoders.embedded import EmbeddedFeatures, load_feature_net
+from pfbench.evaluate.metric_pass import evaluate
+from pfbench.evaluate.sources import images_from_tensor, open_images
+from pfbench.metrics.base import NEEDS, Metric, higher_is_better, result_keys
+from pfbench.metrics.clipscore import CLIPEmbedded
+from pfbench.metrics.embedded import ClassAccuracy, FDEmbedded, ISEmbedded, PREmbedded
+from pfbench.metrics.frechet import frechet_distance
+from pfbench.metrics.refstats import Reference, RefStats, compute_ref_stats, images_key
+from pfbench.metrics.stats import FeatureStats
+from pfbench.registry import FEATURES, METRICS
 from pfbench.sample.shards import export_adm_npz
 from pfbench.types import Cond
 
@@ -56,7 +67,7 @@ def _write_folder(out: Path, images: np.ndarray, labels: np.ndarray | None, ext:
 @pytest.fixture(scope="module")
 def data() -> dict[str, Any]:
     b = generate(EmbeddedSpec(resolution=16, split="train", size=N))
-    return {"images": emb.quantize(b.images).numpy(), "labels": b.labels.numpy(), "captions": b.captions}
+    return {"images": quantize(b.images).numpy(), "labels": b.labels.numpy(), "captions": b.captions}
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +107,7 @@ class CountingExtractor:
 @pytest.fixture
 def net_rows() -> Any:
     """Counts images through the (process-cached) embedded feature network."""
-    net = emb.load_feature_net(16)
+    net = load_feature_net(16)
     seen = {"rows": 0}
     handle = net.register_forward_hook(
         lambda m, args, out: seen.__setitem__("rows", seen["rows"] + args[0].shape[0])
@@ -121,14 +132,21 @@ def test_agrees_with_registered_metric_classes(
     formats: dict[str, Path], data: dict[str, Any], tmp_path: Path
 ) -> None:
     got = evaluate(formats["npz"], "embedded", EMB, batch_size=7, ref_size=REF, cache_dir=tmp_path)
-    ms: list[Any] = [emb.FDEmbedded(ref_size=REF, cache_dir=tmp_path), emb.ISEmbedded(), emb.ClassAccuracy(),
-          emb.PREmbedded(ref_size=REF, cache_dir=tmp_path), CLIPEmbedded()]  # fmt: skip
+    net, clip = EmbeddedFeatures(16), FEATURES.get("tiny_clip")(FeatureContext(resolution=16))
+    real = quantize(generate(EmbeddedSpec(resolution=16, split="test", size=REF)).images)
+    ref = Reference.of(compute_ref_stats([real], net, dataset_key=images_key(real), cache_dir=tmp_path / "by-hand"))
+    by_net: list[tuple[Any, list[Any]]] = [
+        (net, [FDEmbedded(ref), ISEmbedded(), ClassAccuracy(), PREmbedded(ref)]), (clip, [CLIPEmbedded(clip)])]
     x, y = torch.from_numpy(data["images"]), torch.from_numpy(data["labels"])
     for i in range(0, N, 32):
-        for m in ms:
-            m.update(x[i : i + 32], Cond(y[i : i + 32]))
-    want = {k: v for m in ms for k, v in m.compute().items()}
+        for network, ms in by_net:
+            feats = network(x[i : i + 32])
+            for m in ms:
+                m.update(feats, Cond(y[i : i + 32]))
+    want = {k: v for _, ms in by_net for m in ms for k, v in m.compute().items()}
     assert {k: got[k] for k in want} == pytest.approx(want, rel=1e-9, abs=1e-12)
+    assert list(got) == ["num_samples", "fd_embedded", "is_embedded", "is_embedded_std", "class_acc",
+                         "precision_embedded", "recall_embedded", "clip_embedded"]  # the order the metrics were named
 
 
 def test_labels_and_captions_are_carried(
@@ -144,10 +162,9 @@ def test_labels_and_captions_are_carried(
     folder = _write_folder(tmp_path / "captioned", data["images"], data["labels"])
     (folder / "captions.json").write_text(json.dumps(list(data["captions"])))
     assert open_images(folder, "samples").captions == data["captions"]
-    direct = CLIPEmbedded()
-    direct.update(
-        torch.from_numpy(data["images"]), Cond(torch.from_numpy(data["labels"]), text=data["captions"])
-    )
+    clip = FEATURES.get("tiny_clip")(FeatureContext(resolution=16))
+    direct = CLIPEmbedded(clip)
+    direct.update(clip(torch.from_numpy(data["images"])), Cond(torch.from_numpy(data["labels"]), text=data["captions"]))
     got = evaluate(folder, None, ["clip_embedded"], batch_size=16)["clip_embedded"]
     assert got == pytest.approx(direct.compute()["clip_embedded"], rel=1e-6) and got != base["clip_embedded"]
 
@@ -174,15 +191,16 @@ def test_embedded_reference_features_computed_once(
 
 def test_image_reference_features_computed_once(formats: dict[str, Path], data: dict[str, Any], tmp_path: Path,
                                                 net_rows: Any) -> None:  # fmt: skip
-    ref_imgs = emb.quantize(generate(EmbeddedSpec(resolution=16, split="test", size=80)).images)
+    ref_imgs = quantize(generate(EmbeddedSpec(resolution=16, split="test", size=80)).images)
     ref = _write_folder(tmp_path / "ref", ref_imgs.numpy(), None)
     a = evaluate(formats["shards"], ref, ["fd_embedded"], batch_size=16, cache_dir=tmp_path)
     assert net_rows["rows"] == N + 80
     b = evaluate(formats["shards"], ref, ["fd_embedded"], batch_size=16, cache_dir=tmp_path)
     assert net_rows["rows"] == 2 * N + 80 and a == b
-    net = emb.load_feature_net(16)
-    fd = emb.FDEmbedded(reference=_stats(emb.embed(net, ref_imgs)[0]))
-    fd.update(torch.from_numpy(data["images"]), Cond(torch.from_numpy(data["labels"])))
+    net = EmbeddedFeatures(16)
+    st = _stats(net(ref_imgs)["pool"])
+    fd = FDEmbedded(Reference.of(RefStats(st.mean(), st.cov())))
+    fd.update(net(torch.from_numpy(data["images"])), Cond(torch.from_numpy(data["labels"])))
     assert a["fd_embedded"] == pytest.approx(fd.compute()["fd_embedded"], rel=1e-9)
 
 
@@ -194,7 +212,7 @@ def _stats(feats: Tensor) -> FeatureStats:
 
 def test_inception_metrics_share_one_pass_and_cache_reference(formats: dict[str, Path], data: dict[str, Any],
                                                               tmp_path: Path) -> None:  # fmt: skip
-    ref_imgs = emb.quantize(generate(EmbeddedSpec(resolution=16, split="test", size=80)).images).numpy()
+    ref_imgs = quantize(generate(EmbeddedSpec(resolution=16, split="test", size=80)).images).numpy()
     ref = _write_folder(tmp_path / "ref", ref_imgs, None, ext="png")
     names = ["fid", "sfid", "is", "pr"]
     ext = CountingExtractor()
@@ -235,7 +253,7 @@ def test_errors_are_one_liners(formats: dict[str, Path], data: dict[str, Any], t
         (tmp_path / "nope", "embedded", ["fd_embedded"], "samples .*nope not found"),
         (formats["npz"], tmp_path / "noref.npz", ["fd_embedded"], "ref .*noref.npz not found"),
         (formats["npz"], "embedded", ["fd_embeded"], "did you mean 'fd_embedded'"),
-        (formats["npz"], None, ["fid"], "fid need a reference"),
+        (formats["npz"], None, ["fid"], "fid needs a reference"),
         (formats["npz"], "embedded", [], "no metrics"),
         (formats["npz"], None, ["clip_score"], "clip-vit-l-14-openai weights file ViT-L-14.pt not found"),
     ]
@@ -244,7 +262,18 @@ def test_errors_are_one_liners(formats: dict[str, Path], data: dict[str, Any], t
     np.savez(tmp_path / "junk.npz", x=np.zeros(3))
     cases.append((tmp_path / "junk.npz", None, ["is_embedded"], "no images 'arr_0'"))
     np.savez(tmp_path / "stats_only.npz", mu=np.zeros(12), sigma=np.eye(12))
-    cases.append((formats["npz"], tmp_path / "stats_only.npz", ["pr"], "no images arr_0; pr/kid need"))
+    cases.append((formats["npz"], tmp_path / "stats_only.npz", ["pr"], "no images arr_0; pr needs reference images"))
+    cases.append((formats["npz"], tmp_path / "stats_only.npz", ["fd_embedded"],
+                  "fd_embedded needs reference images \\(an ADM stats-only .npz has none\\)"))
+    cases.append((formats["npz"], tmp_path / "stats_only.npz", ["kid", "fd_embedded"], "kid needs reference images"))
+    big = _write_folder(tmp_path / "big", np.zeros((3, 3, 32, 32), np.uint8), None)
+    cases.append((formats["npz"], big, ["fd_embedded"], "the embedded network takes 16×16 images, got 32×32"))
+    wide = _write_folder(tmp_path / "wide", np.zeros((3, 3, 16, 20), np.uint8), None)
+    cases.append((wide, None, ["is_embedded"], "the embedded network takes 16×16 images, got 16×20"))
+    nolabels = tmp_path / "nolabels.npz"
+    np.savez(nolabels, data["images"][:4].transpose(0, 2, 3, 1))
+    cases.append((nolabels, None, ["clip_embedded", "class_acc"], "no labels \\(.*class_acc needs them"))
+    cases.append((nolabels, None, ["clip_embedded"], "no labels or captions .*clip_embedded needs one"))
     np.savez(tmp_path / "float.npz", np.zeros((2, 16, 16, 3), np.float32))
     cases.append((tmp_path / "float.npz", None, ["is_embedded"], "must be uint8 \\(N, H, W, 3\\)"))
     bad_labels = _write_folder(tmp_path / "badlabels", data["images"][:4], None)
@@ -267,11 +296,6 @@ def test_errors_are_one_liners(formats: dict[str, Path], data: dict[str, Any], t
 
 def test_in_memory_images_equal_npz(tmp_path: Path) -> None:
     """The runner scores freshly sampled images without a file; the numbers equal the .npz route."""
-    import numpy as np
-    import torch
-
-    from pfbench.data.embedded import EmbeddedSpec, generate
-    from pfbench.evaluate.metric_pass import evaluate, images_from_tensor
 
     batch = generate(EmbeddedSpec(resolution=16, split="train", size=120, seed=0))
     imgs = (batch.images * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)
@@ -282,3 +306,50 @@ def test_in_memory_images_equal_npz(tmp_path: Path) -> None:
     from_file = evaluate(npz, "embedded", names, **kw)  # type: ignore[arg-type]
     in_memory = evaluate(images_from_tensor(imgs, batch.labels), "embedded", names, **kw)  # type: ignore[arg-type]
     assert from_file == in_memory and from_file["fd_embedded"] > 0
+
+
+# ---------------------------------------------------------------- the metric contract and the generic loop
+
+# Result keys that were "lower is better" before metrics declared their directions (the runner's old table).
+OLD_LOWER_IS_BETTER = {"fd_embedded", "fid", "sfid", "kid", "fd_dinov2", "kid_std", "is_std", "is_embedded_std"}
+
+
+def test_every_registered_metric_declares_network_needs_and_directions() -> None:
+    classes = [METRICS.get(n) for n in METRICS.names()]
+    for cls in classes:
+        assert cls.features in FEATURES, cls.name
+        assert cls.needs <= NEEDS and isinstance(cls.higher_is_better, bool), cls.name
+        keys = result_keys(cls)
+        assert keys and all(isinstance(v, bool) for v in keys.values()), cls.name
+        for key in keys:  # the directions rows record are those of the old hand-written table
+            assert higher_is_better(classes, key) == (key not in OLD_LOWER_IS_BETTER), key
+
+
+class MeanRed:
+    """A third-party-style metric: ``features = "images"``, no needs, built from ``resolution`` alone."""
+
+    name = "mean_red"
+    higher_is_better = False
+    features = "images"
+    needs: frozenset[str] = frozenset()
+
+    def __init__(self, resolution: int) -> None:
+        self.resolution, self.sum, self.n = resolution, 0.0, 0
+
+    def update(self, images: Tensor, cond: Cond) -> None:
+        assert images.dtype == torch.uint8 and images.shape[1:] == (3, self.resolution, self.resolution)
+        self.sum += float(images[:, 0].double().sum())
+        self.n += images[:, 0].numel()
+
+    def compute(self) -> dict[str, float]:
+        return {self.name: self.sum / self.n}
+
+
+def test_a_metric_on_plain_images_runs_through_evaluate(formats: dict[str, Path], data: dict[str, Any],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    assert isinstance(MeanRed(16), Metric)
+    monkeypatch.setattr(METRICS, "_objects", dict(METRICS._objects))  # undone after the test, as the next line
+    monkeypatch.setitem(METRICS._targets, "mean_red", f"{__name__}:MeanRed")
+    got = evaluate(formats["folder"], None, ["mean_red", "class_acc"], batch_size=16)
+    assert got["mean_red"] == pytest.approx(float(data["images"][:, 0].astype(np.float64).mean()), rel=1e-12)
+    assert got["class_acc"] > 0.8 and not higher_is_better([MeanRed], "mean_red")

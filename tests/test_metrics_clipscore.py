@@ -13,7 +13,8 @@ from PIL import Image
 from torch import Tensor
 
 from pfbench import PfbenchError
-from pfbench.metrics.clipscore import CLIPScore, load_openclip
+from pfbench.encoders.clip import CLIPNetwork, load_openclip
+from pfbench.metrics.clipscore import CLIPScore
 from pfbench.types import Cond
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -83,9 +84,10 @@ def test_matches_torchmetrics_clip_score(clip: tuple[Any, Any, Any]) -> None:
     model, tokenizer, preprocess = clip
     x, y = _images(24), torch.arange(24) % len(CLASSES)
     prompts = [f"a photo of a {CLASSES[int(i)]}." for i in y]
-    ours = CLIPScore(model, tokenizer, preprocess, class_names=CLASSES)
+    net = CLIPNetwork(model, tokenizer, preprocess)
+    ours = CLIPScore(net, class_names=CLASSES)
     for i in range(0, 24, 10):  # uneven batches
-        ours.update(x[i : i + 10], Cond(y[i : i + 10]))
+        ours.update(net(x[i : i + 10]), Cond(y[i : i + 10]))
     with torch.no_grad():
         per_sample, n = tm._clip_score_update(
             list(x), prompts, _HFModel(model), _HFProcessor(tokenizer, preprocess)
@@ -102,27 +104,29 @@ def test_matches_torchmetrics_clip_score(clip: tuple[Any, Any, Any]) -> None:
     tmc = TMCLIPScore(model_name_or_path=lambda: (_HFModel(model), _HFProcessor(tokenizer, preprocess)))
     with torch.no_grad():
         tmc.update(list(x[pos]), [p for p, k in zip(prompts, pos, strict=True) if k])
-    sub = CLIPScore(model, tokenizer, preprocess, class_names=CLASSES)
-    sub.update(x[pos], Cond(y[pos]))
+    sub = CLIPScore(net, class_names=CLASSES)
+    sub.update(net(x[pos]), Cond(y[pos]))
     assert sub.compute()["clip_score"] == pytest.approx(float(tmc.compute()), rel=1e-5)
 
 
 def test_captions_prompts_and_errors(clip: tuple[Any, Any, Any]) -> None:
     model, tokenizer, preprocess = clip
     x, y = _images(6, seed=1), torch.tensor([0, 1, 2, 3, 0, 1])
-    by_class = CLIPScore(model, tokenizer, preprocess, class_names=CLASSES).scores(x, Cond(y))
+    net = CLIPNetwork(model, tokenizer, preprocess)
+    feats = net(x)  # {"image": (6, E)}
+    by_class = CLIPScore(net, class_names=CLASSES).scores(feats, Cond(y))
     texts = tuple(f"a photo of a {CLASSES[int(i)]}." for i in y)
-    by_text = CLIPScore(model, tokenizer, preprocess).scores(x, Cond(y, text=texts))
+    by_text = CLIPScore(net).scores(feats, Cond(y, text=texts))
     torch.testing.assert_close(by_class, by_text)  # captions path == class-prompt path
-    other = CLIPScore(model, tokenizer, preprocess).scores(x, Cond(y, text=("a red ring",) * 6))
+    other = CLIPScore(net).scores(feats, Cond(y, text=("a red ring",) * 6))
     assert not torch.allclose(other, by_text)
     assert (by_class >= 0).all()
     with pytest.raises(PfbenchError, match="no class_names"):
-        CLIPScore(model, tokenizer, preprocess).update(x, Cond(y))
+        CLIPScore(net).update(feats, Cond(y))
     with pytest.raises(PfbenchError, match=r"labels must be"):
-        CLIPScore(model, tokenizer, preprocess, class_names=CLASSES).update(x, Cond(y + 3))
+        CLIPScore(net, class_names=CLASSES).update(feats, Cond(y + 3))
     with pytest.raises(PfbenchError, match="uint8"):
-        CLIPScore(model, tokenizer, preprocess, class_names=CLASSES).update(x.float(), Cond(y))
+        net(x.float())
 
 
 def test_load_openclip_from_local_file(clip: tuple[Any, Any, Any], tmp_path: Path) -> None:
@@ -150,6 +154,7 @@ def test_formula_rederived_without_torchmetrics(clip: tuple[Any, Any, Any]) -> N
         )
         txt = model.encode_text(tokenizer([f"a photo of a {CLASSES[int(i)]}." for i in y]))
     cos = torch.nn.functional.cosine_similarity(img, txt, dim=-1)
-    m = CLIPScore(model, tokenizer, preprocess, class_names=CLASSES)
-    m.update(x, Cond(y))
+    net = CLIPNetwork(model, tokenizer, preprocess)
+    m = CLIPScore(net, class_names=CLASSES)
+    m.update(net(x), Cond(y))
     assert m.compute()["clip_score"] == pytest.approx(float((100 * cos).clamp_min(0).mean()), rel=1e-5)

@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from pfbench import PfbenchError
-from pfbench.metrics import dinov2
-from pfbench.encoders.dinov2 import DINOv2, FDDINOv2, dinov2_ref_stats, to_input
-from pfbench.metrics.standard import FeatureBank
-from pfbench.registry import METRICS
+from pfbench.encoders import dinov2
+from pfbench.encoders.dinov2 import DINOv2, to_input
+from pfbench.metrics.dinov2 import FDDINOv2
+from pfbench.metrics.refstats import Reference, RefStats, compute_ref_stats
+from pfbench.registry import FEATURES, METRICS
 from pfbench.types import Cond
 
 timm = pytest.importorskip("timm")
@@ -123,13 +124,13 @@ def test_fd_zero_on_itself_positive_on_other_sets_and_batch_independent(tmp_path
     ext_a = DINOv2(tmp_path / "w.pth", max_batch=2)
     ext_b = DINOv2(tmp_path / "w.pth", max_batch=5)
     real, same, other = images(6, 1), images(6, 1), images(6, 2, smooth=True)
-    ref = dinov2_ref_stats([real[:4], real[4:]], ext_a, dataset_key="test-real", cache_dir=tmp_path)
+    ref = compute_ref_stats([real[:4], real[4:]], ext_a, dataset_key="test-real", keep_pool=False, cache_dir=tmp_path)
     assert ref.mu.shape == (384,) and ref.sigma.shape == (384, 384) and ref.pool is None
 
     def fd(ext: DINOv2, x: torch.Tensor, batch: int) -> float:
-        metric = FDDINOv2(ref, bank=FeatureBank(ext))
+        metric = FDDINOv2(Reference.of(ref))
         for i in range(0, x.shape[0], batch):
-            metric.update(x[i : i + batch], Cond(torch.zeros(min(batch, x.shape[0] - i), dtype=torch.long)))
+            metric.update(ext(x[i : i + batch]), Cond(torch.zeros(min(batch, x.shape[0] - i), dtype=torch.long)))
         return metric.compute()["fd_dinov2"]
 
     assert fd(ext_a, same, 3) < 1e-6 * float(np.trace(ref.sigma))
@@ -163,19 +164,11 @@ def test_bad_files_give_one_line_errors(tmp_path: Path) -> None:
     assert "\n" not in str(err.value)
 
 
-def test_registered_and_rejects_an_inception_bank(tmp_path: Path) -> None:
-    assert METRICS.get("fd_dinov2") is FDDINOv2
-
-    class NotDino:
-        keys = ("pool",)
-
-        def fingerprint(self) -> dict[str, str]:
-            return {"extractor": "torch-fidelity inception-v3-compat"}
-
-        def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-            return {"pool": torch.zeros(images.shape[0], 2048)}
-
+def test_registered_and_refuses_statistics_of_another_network(tmp_path: Path) -> None:
+    assert METRICS.get("fd_dinov2") is FDDINOv2 and FDDINOv2.features == "dinov2" and FDDINOv2.needs == {"reference"}
+    assert FEATURES.get("dinov2") is dinov2.from_context
     write_original(tmp_path / "w.pth", reference_net(), grid=16)
-    ref = dinov2_ref_stats([images(3, 0)], DINOv2(tmp_path / "w.pth"), dataset_key="k", cache_dir=tmp_path)
-    with pytest.raises(PfbenchError, match="not DINOv2"):
-        FDDINOv2(ref, bank=FeatureBank(NotDino()))  # type: ignore[arg-type]
+    metric = FDDINOv2(Reference.of(RefStats(np.zeros(2048), np.eye(2048))))  # Inception-sized statistics
+    metric.update(DINOv2(tmp_path / "w.pth")(images(3, 0)), Cond(torch.zeros(3, dtype=torch.long)))
+    with pytest.raises(PfbenchError, match="reference has 2048-d statistics, the dinov2 network gives 384-d"):
+        metric.compute()

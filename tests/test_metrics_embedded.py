@@ -1,13 +1,11 @@
-"""Embedded-default metrics: shipped network, checksums, reference cache and sanity behaviour."""
+"""Embedded-default metrics: shipped network, checksums, features and sanity behaviour of the metrics."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,9 +14,15 @@ from torch import Tensor
 import pfbench.assets as assets
 from pfbench import PfbenchError
 from pfbench.data.embedded import NUM_CLASSES, EmbeddedSpec, generate
-from pfbench.metrics import embedded as emb
+from pfbench.encoders import embedded as emb
+from pfbench.encoders.base import quantize
+from pfbench.evaluate.baseline import trivial_baseline_images
 from pfbench.metrics.base import Metric
-from pfbench.metrics.stats import FeatureStats, frechet_distance, inception_score
+from pfbench.metrics.embedded import ClassAccuracy, FDEmbedded, ISEmbedded, PREmbedded
+from pfbench.metrics.frechet import frechet_distance
+from pfbench.metrics.refstats import Reference, RefStats
+from pfbench.metrics.scores import inception_score
+from pfbench.metrics.stats import FeatureStats
 from pfbench.registry import METRICS
 from pfbench.types import Cond
 
@@ -37,10 +41,27 @@ def net() -> emb.FeatureNet:
     return emb.load_feature_net(16)
 
 
-def _stats(net: emb.FeatureNet, images: Tensor) -> FeatureStats:
+@pytest.fixture(scope="module")
+def feats() -> emb.EmbeddedFeatures:
+    return emb.EmbeddedFeatures(16)
+
+
+def _stats(images: Tensor) -> FeatureStats:
     s = FeatureStats()
-    s.update(emb.embed(net, images)[0])
+    s.update(emb.EmbeddedFeatures(16)(images)["pool"])  # (N, 128)
     return s
+
+
+def _feed(metric: object, network: emb.EmbeddedFeatures, images: Tensor, y: Tensor, batch: int = 512) -> None:
+    for i in range(0, len(images), batch):
+        metric.update(network(images[i : i + batch]), Cond(y=y[i : i + batch]))  # type: ignore[attr-defined]
+
+
+def _reference(network: emb.EmbeddedFeatures, images: Tensor) -> Reference:
+    f = network(images)["pool"]
+    st = FeatureStats()
+    st.update(f)
+    return Reference.of(RefStats(st.mean(), st.cov(), pool=f.numpy()))
 
 
 def _fd(a: FeatureStats, b: FeatureStats) -> float:
@@ -115,40 +136,40 @@ def test_rebuild_is_bit_identical_to_shipped(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- network and features
 
 
-def test_features_do_not_depend_on_batch(net: emb.FeatureNet, real: dict[str, Tensor]) -> None:
-    imgs = emb.quantize(real["test"][:300])
-    f_all, l_all = emb.embed(net, imgs, batch_size=300)
-    f_parts, l_parts = emb.embed(net, imgs, batch_size=7)
-    torch.testing.assert_close(f_parts, f_all, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(l_parts, l_all, rtol=1e-5, atol=1e-5)
+def test_features_do_not_depend_on_batch(real: dict[str, Tensor]) -> None:
+    imgs = quantize(real["test"][:300])
+    whole = emb.EmbeddedFeatures(16, max_batch=300)(imgs)
+    parts = emb.EmbeddedFeatures(16, max_batch=7)(imgs)
+    assert whole["pool"].shape == (300, 128) and whole["logits"].shape == (300, NUM_CLASSES)
+    torch.testing.assert_close(parts["pool"], whole["pool"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(parts["logits"], whole["logits"], rtol=1e-5, atol=1e-5)
 
 
-def test_class_accuracy_real_high_shuffled_chance(real: dict[str, Tensor]) -> None:
-    imgs, y = emb.quantize(real["test"]), real["test_y"]
-    m = emb.ClassAccuracy()
-    m.update(imgs[:1000], Cond(y=y[:1000]))
-    m.update(imgs[1000:], Cond(y=y[1000:]))
+def test_class_accuracy_real_high_shuffled_chance(feats: emb.EmbeddedFeatures, real: dict[str, Tensor]) -> None:
+    imgs, y = quantize(real["test"]), real["test_y"]
+    m = ClassAccuracy()
+    _feed(m, feats, imgs, y, batch=1000)
     assert m.compute()["class_acc"] >= 0.95
-    shuffled = emb.ClassAccuracy()
-    shuffled.update(imgs, Cond(y=y[torch.randperm(N, generator=torch.Generator().manual_seed(0))]))
+    shuffled = ClassAccuracy()
+    _feed(shuffled, feats, imgs, y[torch.randperm(N, generator=torch.Generator().manual_seed(0))])
     assert abs(shuffled.compute()["class_acc"] - 1 / NUM_CLASSES) < 0.05
     with pytest.raises(PfbenchError, match="null class"):
-        m.update(imgs[:4], Cond(y=torch.full((4,), NUM_CLASSES)))
+        m.update(feats(imgs[:4]), Cond(y=torch.full((4,), NUM_CLASSES)))
 
 
-def test_metrics_reject_float_images() -> None:
+def test_network_rejects_float_images_and_other_sides(feats: emb.EmbeddedFeatures) -> None:
     with pytest.raises(PfbenchError, match="uint8"):
-        emb.FDEmbedded().update(torch.zeros(2, 3, 16, 16), Cond(y=torch.zeros(2, dtype=torch.long)))
+        feats(torch.zeros(2, 3, 16, 16))
+    with pytest.raises(PfbenchError, match="resolution 16"):
+        feats(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
 
 
 # ---------------------------------------------------------------- sanity of the distances
 
 
-def test_fd_real_vs_real_far_below_degraded_and_monotone(
-    net: emb.FeatureNet, real: dict[str, Tensor]
-) -> None:
-    ref = _stats(net, emb.quantize(real["test"]))
-    fd_real = _fd(ref, _stats(net, emb.quantize(real["train"])))
+def test_fd_real_vs_real_far_below_degraded_and_monotone(real: dict[str, Tensor]) -> None:
+    ref = _stats(quantize(real["test"]))
+    fd_real = _fd(ref, _stats(quantize(real["train"])))
     x = real["train"]
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
     degradations = {
@@ -157,85 +178,65 @@ def test_fd_real_vs_real_far_below_degraded_and_monotone(
         "shuffle": [_shuffle_patches(x, f) for f in (0.25, 0.5, 1.0)],
     }
     for kind, levels in degradations.items():
-        fds = [_fd(ref, _stats(net, emb.quantize(d))) for d in levels]
+        fds = [_fd(ref, _stats(quantize(d))) for d in levels]
         print(f"fd_embedded real-vs-real {fd_real:.3f}; {kind}: " + ", ".join(f"{v:.2f}" for v in fds))
         assert fds[0] > 5 * fd_real, (kind, fd_real, fds)
         assert all(a < b for a, b in zip(fds, fds[1:], strict=False)), (kind, fds)
 
 
-def test_is_real_beats_blurred(net: emb.FeatureNet, real: dict[str, Tensor]) -> None:
-    m = emb.ISEmbedded()
-    m.update(emb.quantize(real["test"]), Cond(y=real["test_y"]))
+def test_is_real_beats_blurred(feats: emb.EmbeddedFeatures, real: dict[str, Tensor]) -> None:
+    m = ISEmbedded()
+    _feed(m, feats, quantize(real["test"]), real["test_y"])
     out = m.compute()
-    blurred_probs = torch.softmax(emb.embed(net, emb.quantize(_blur(real["test"], 1.0)))[1].double(), 1)
+    blurred_probs = torch.softmax(feats(quantize(_blur(real["test"], 1.0)))["logits"].double(), 1)
     print(f"is_embedded real {out['is_embedded']:.3f} vs blurred (sigma 1) {inception_score(blurred_probs)[0]:.3f}")
     assert out["is_embedded"] > 8.0 > inception_score(blurred_probs)[0] + 1.0
     assert out["is_embedded_std"] > 0
 
 
-def test_fd_metric_uses_cached_reference(
-    tmp_path: Path, real: dict[str, Tensor], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    imgs = emb.quantize(real["train"])
-    m = emb.FDEmbedded(ref_size=N, cache_dir=tmp_path)
-    for i in range(0, N, 512):
-        m.update(imgs[i : i + 512], Cond(y=real["train_y"][i : i + 512]))
+def test_fd_metric_against_a_reference(feats: emb.EmbeddedFeatures, real: dict[str, Tensor]) -> None:
+    imgs = quantize(real["train"])
+    m = FDEmbedded(_reference(feats, quantize(real["test"])))
+    _feed(m, feats, imgs, real["train_y"])
     fd = m.compute()["fd_embedded"]
-    files = list((tmp_path / "embedded_ref").glob("*.npz"))
-    assert len(files) == 1
-    # Second metric: reference comes from the cache (embedding the reference again would fail).
-    m2 = emb.FDEmbedded(ref_size=N, cache_dir=tmp_path)
-    m2.update(imgs, Cond(y=real["train_y"]))
-
-    def no_embed(*args: object, **kwargs: object) -> None:
-        raise AssertionError("reference was recomputed instead of read from the cache")
-
-    monkeypatch.setattr(emb, "embed", no_embed)
-    assert m2.compute()["fd_embedded"] == pytest.approx(fd, rel=1e-9)
-    assert 0 < fd < 0.5
-    monkeypatch.undo()
-    m3 = emb.FDEmbedded(reference=m.stats)  # given stats: generated vs itself
-    m3.update(imgs, Cond(y=real["train_y"]))
-    assert m3.compute()["fd_embedded"] < 1e-6
+    assert 0 < fd < 0.5 and fd == _fd(m.stats, _stats(quantize(real["test"])))
+    itself = FDEmbedded(_reference(feats, imgs))  # generated vs itself
+    _feed(itself, feats, imgs, real["train_y"])
+    assert itself.compute()["fd_embedded"] < 1e-6
 
 
-def test_precision_recall_embedded(tmp_path: Path, real: dict[str, Tensor]) -> None:
-    pr = emb.PREmbedded(ref_size=1000, cache_dir=tmp_path)
-    pr.update(emb.quantize(real["train"][:1000]), Cond(y=real["train_y"][:1000]))
+def test_precision_recall_embedded(feats: emb.EmbeddedFeatures, real: dict[str, Tensor]) -> None:
+    ref = _reference(feats, quantize(real["test"][:1000]))
+    pr = PREmbedded(ref)
+    _feed(pr, feats, quantize(real["train"][:1000]), real["train_y"][:1000])
     good = pr.compute()
-    bad = emb.PREmbedded(ref_size=1000, cache_dir=tmp_path)
-    bad.update(emb.quantize(_blur(real["train"][:1000], 2.0)), Cond(y=real["train_y"][:1000]))
+    bad = PREmbedded(ref)
+    _feed(bad, feats, quantize(_blur(real["train"][:1000], 2.0)), real["train_y"][:1000])
     worse = bad.compute()
     assert good["precision_embedded"] > 0.6 and good["recall_embedded"] > 0.6
     assert worse["precision_embedded"] < good["precision_embedded"] - 0.3
 
 
-def test_trivial_baseline(net: emb.FeatureNet, real: dict[str, Tensor]) -> None:
+def test_trivial_baseline(real: dict[str, Tensor]) -> None:
     train = generate(EmbeddedSpec(resolution=16, split="train", size=5000))
-    a = emb.trivial_baseline_images(train, 1000, seed=3)
+    a = trivial_baseline_images(train, 1000, seed=3)
     assert a.dtype == torch.uint8 and a.shape == (1000, 3, 16, 16)
-    assert torch.equal(a, emb.trivial_baseline_images(train, 1000, seed=3))
-    assert not torch.equal(a, emb.trivial_baseline_images(train, 1000, seed=4))
+    assert torch.equal(a, trivial_baseline_images(train, 1000, seed=3))
+    assert not torch.equal(a, trivial_baseline_images(train, 1000, seed=4))
     # Class 0's images average to class 0's mean training image (per-pixel first moment kept).
     mean0 = (train.images[train.labels == 0].double() * 127.5 + 127.5).mean(0)
     got0 = a[train.labels[:1000] == 0].double().mean(0)
     assert float((got0 - mean0).abs().mean()) < 8.0
-    ref = _stats(net, emb.quantize(real["test"]))
-    assert _fd(ref, _stats(net, a)) > 20 * _fd(ref, _stats(net, emb.quantize(real["train"])))
+    ref = _stats(quantize(real["test"]))
+    assert _fd(ref, _stats(a)) > 20 * _fd(ref, _stats(quantize(real["train"])))
 
 
-def test_metrics_are_registered_and_follow_protocol() -> None:
+def test_metrics_are_registered_and_follow_protocol(feats: emb.EmbeddedFeatures, real: dict[str, Tensor]) -> None:
+    ref = _reference(feats, quantize(real["test"][:100]))
     for name in ("fd_embedded", "is_embedded", "class_acc", "pr_embedded"):
         cls = METRICS.get(name)
-        m = cls()
+        m = cls(reference=ref) if "reference" in cls.needs else cls()
         assert isinstance(m, Metric) and cls.name == name and isinstance(cls.higher_is_better, bool)
-    assert not emb.FDEmbedded.higher_is_better and emb.ISEmbedded.higher_is_better
-
-
-def test_reference_cache_survives_corrupt_entry(tmp_path: Path) -> None:
-    stats, feats = emb.reference_features(16, size=300, cache_dir=tmp_path)
-    (path,) = (tmp_path / "embedded_ref").glob("*.npz")
-    path.write_bytes(b"truncated")
-    stats2, feats2 = emb.reference_features(16, size=300, cache_dir=tmp_path)
-    assert np.array_equal(feats, feats2) and np.array_equal(stats.cov(), stats2.cov())
-    shutil.rmtree(tmp_path / "embedded_ref")
+        assert cls.features == "embedded"
+    assert not FDEmbedded.higher_is_better and ISEmbedded.higher_is_better
+    assert ClassAccuracy.needs == {"labels"} and ISEmbedded.needs == frozenset()

@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 
 from pfbench import PfbenchError
 from pfbench.data.embedded import EmbeddedSpec, generate
-from pfbench.evaluate.metric_pass import evaluate, metric_args
-from pfbench.metrics import embedded as emb
+from pfbench.encoders.base import quantize
+from pfbench.evaluate.metric_pass import evaluate
+from pfbench.metrics.options import metric_args
 from pfbench.weights import KNOWN_WEIGHTS, file_sha256
 
 N, REF = 60, 300
@@ -46,7 +47,7 @@ def samples(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An ADM-style .npz of N embedded images (16×16) with labels."""
     b = generate(EmbeddedSpec(resolution=16, split="train", size=N))
     path = tmp_path_factory.mktemp("options") / "samples.npz"
-    np.savez(path, arr_0=emb.quantize(b.images).numpy().transpose(0, 2, 3, 1), arr_1=b.labels.numpy())
+    np.savez(path, arr_0=quantize(b.images).numpy().transpose(0, 2, 3, 1), arr_1=b.labels.numpy())
     return path
 
 
@@ -67,7 +68,7 @@ def test_kid_subset_size_is_an_option_checked_before_the_feature_pass(samples: P
     assert ext.rows == 0
     got = evaluate(samples, "embedded", ["kid"], kid_subset_size=40, **kw)  # type: ignore[arg-type]
     fake = ext(torch.from_numpy(np.load(samples)["arr_0"]).permute(0, 3, 1, 2))["pool"]
-    real = ext(emb.quantize(generate(EmbeddedSpec(resolution=16, split="test", size=REF)).images))["pool"]
+    real = ext(quantize(generate(EmbeddedSpec(resolution=16, split="test", size=REF)).images))["pool"]
     want = kid_features_to_metric(fake, real, kid_subsets=100, kid_subset_size=40, rng_seed=2020, verbose=False)
     assert got["kid"] == pytest.approx(want["kernel_inception_distance_mean"], rel=1e-9)
 
@@ -143,8 +144,8 @@ def test_eval_no_verify_accepts_an_unofficial_inception_file(samples: Path, unof
 def test_suite_options_reach_rows_and_reports(tmp_path: Path, unofficial: Path) -> None:
     from pfbench.report.stats import summarize
     from pfbench.report.tables import NONSTANDARD, results_table
-    from pfbench.suite.runner import Runner
     from pfbench.suite.parse import load_suite
+    from pfbench.suite.runner import Runner
     from pfbench.suite.validate import validate
 
     text = f"""
@@ -162,12 +163,12 @@ eval: {{verify_weights: false, weights: {unofficial}, kid_subset_size: 100, is_o
     spec = load_suite(tmp_path / "s.yaml")
     validate(spec)
     runner = Runner(spec, tmp_path / "r", tmp_path / "rep", tmp_path / "runs", progress=False)
-    args = json.loads(runner.metric_context()["metric_args"])
+    args = json.loads(runner.scorer.context()["metric_args"])
     assert args == {"resize": "tf1x", "kid_subset_size": 100, "inception_sha256": file_sha256(unofficial),
                     "nonstandard": ["fid", "kid", "kid_std"]}  # fmt: skip
     default = Runner(load_suite(tmp_path / "s.yaml", ["eval.verify_weights=true", "eval.kid_subset_size=1000"]),
                      tmp_path / "r", tmp_path / "rep", tmp_path / "runs", progress=False)  # fmt: skip
-    assert runner.metric_key() != default.metric_key()
+    assert runner.scorer.key() != default.scorer.key()
     rows = pd.DataFrame([{"kind": "cell", "model": "a", "sampler": "euler", "nfe_budget": 4, "cfg_scale": 1.0,
                           "metric": m, "seed": s, "value": v + s, "higher_is_better": m == "class_acc",
                           "metric_args": json.dumps(args, sort_keys=True)}

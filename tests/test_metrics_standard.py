@@ -22,7 +22,10 @@ from torch import Tensor, nn
 from pfbench import PfbenchError
 from pfbench.data.embedded import EmbeddedSpec, generate
 from pfbench.encoders.inception import InceptionV3, clean_resize
+from pfbench.evaluate.parity import adm_parity
+from pfbench.metrics.frechet import frechet_distance
 from pfbench.metrics.refstats import (
+    Reference,
     RefStats,
     compute_ref_stats,
     images_key,
@@ -30,17 +33,7 @@ from pfbench.metrics.refstats import (
     load_adm_npz,
     save_ref_stats,
 )
-from pfbench.metrics.standard import (
-    FID,
-    KID,
-    SFID,
-    FeatureBank,
-    InceptionScore,
-    PrecisionRecall,
-    adm_parity,
-    standard_metrics,
-)
-from pfbench.metrics.stats import frechet_distance
+from pfbench.metrics.standard import FID, KID, SFID, InceptionScore, PrecisionRecall
 from pfbench.types import Cond
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -166,10 +159,12 @@ class _Images(torch.utils.data.Dataset):
         return self.x[i]
 
 
-def _run(metrics: list, fake: Tensor, batch: int) -> dict[str, float]:
+def _run(metrics: list, fake: Tensor, batch: int, extractor) -> dict[str, float]:
+    """What evaluate does: one extractor call per batch, its features fed to every metric."""
     for i in range(0, len(fake), batch):
+        feats = extractor(fake[i : i + batch])
         for m in metrics:
-            m.update(fake[i : i + batch], Cond(torch.zeros(len(fake[i : i + batch]), dtype=torch.long)))
+            m.update(feats, Cond(torch.zeros(len(fake[i : i + batch]), dtype=torch.long)))
     return {k: v for m in metrics for k, v in m.compute().items()}
 
 
@@ -187,9 +182,9 @@ def test_fid_kid_is_prc_agree_with_torch_fidelity(images: tuple[Tensor, Tensor],
     real, fake = images
     name = _register_in_torch_fidelity()
     ref = _ref(real, TinyExtractor(), tmp_path)
-    bank = FeatureBank(TinyExtractor())
-    ours = _run([FID(ref, bank=bank), InceptionScore(bank=bank), KID(ref, bank=bank, subsets=20, subset_size=100),
-                 PrecisionRecall(ref, bank=bank)], fake, batch=50)  # fmt: skip
+    r = Reference.of(ref)
+    ours = _run([FID(r), InceptionScore(), KID(r, subsets=20, kid_subset_size=100), PrecisionRecall(r)], fake,
+                batch=50, extractor=TinyExtractor())  # fmt: skip
     theirs = calculate_metrics(
         input1=_Images(fake), input2=_Images(real), cuda=False, fid=True, isc=True, kid=True, prc=True,
         feature_extractor=name, kid_subsets=20, kid_subset_size=100, samples_shuffle=False, verbose=False,
@@ -217,9 +212,8 @@ def test_is_orders_match_adm_and_torch_fidelity_conventions(images: tuple[Tensor
 
     _, fake = images
     name = _register_in_torch_fidelity()
-    bank = FeatureBank(TinyExtractor())
-    in_order, shuffled = InceptionScore(bank=bank), InceptionScore(bank=bank, order="shuffle")
-    _run([in_order, shuffled], fake, batch=50)
+    in_order, shuffled = InceptionScore(), InceptionScore(is_order="shuffle")
+    _run([in_order, shuffled], fake, batch=50, extractor=TinyExtractor())
     file_is, shuffle_is = in_order.compute(), shuffled.compute()
     kw = dict(input1=_Images(fake), cuda=False, isc=True, feature_extractor=name, verbose=False, cache=False,
               batch_size=64, save_cpu_ram=True)  # fmt: skip
@@ -229,8 +223,8 @@ def test_is_orders_match_adm_and_torch_fidelity_conventions(images: tuple[Tensor
     assert shuffle_is["is_std"] == pytest.approx(theirs["inception_score_std"], rel=1e-5)
     assert file_is["is"] == pytest.approx(theirs_in_order["inception_score_mean"], rel=1e-6)
     assert abs(file_is["is"] - shuffle_is["is"]) > 1e-4 * file_is["is"]  # the orders give different numbers
-    with pytest.raises(PfbenchError, match="order='adm' is not one of"):
-        InceptionScore(bank=FeatureBank(TinyExtractor()), order="adm")
+    with pytest.raises(PfbenchError, match="is_order='adm' is not one of file, shuffle"):
+        InceptionScore(is_order="adm")
 
 
 @pytest.mark.filterwarnings("ignore:Matrix is singular")  # clean-fid's sqrtm on an ill-conditioned product
@@ -248,7 +242,7 @@ def test_fid_agrees_with_clean_fid_clean_mode(images: tuple[Tensor, Tensor], tmp
     theirs = cfid.compute_fid(dirs[1], dirs[0], mode="clean", custom_feat_extractor=lambda x: _CORE(x)["pool"],
                               device=torch.device("cpu"), num_workers=0, batch_size=40, verbose=False)  # fmt: skip
     ref = _ref(real, TinyExtractor("clean"), tmp_path)
-    ours = _run([FID(ref, bank=FeatureBank(TinyExtractor("clean")))], fake, batch=40)["fid"]
+    ours = _run([FID(Reference.of(ref))], fake, batch=40, extractor=TinyExtractor("clean"))["fid"]
     print(f"agreement with clean-fid: FID {ours:.6g} vs {float(theirs):.6g}, rel {abs(ours / theirs - 1):.1e}")
     assert ours > 0.2 * np.trace(ref.sigma)
     assert ours == pytest.approx(float(theirs), rel=1e-3)
@@ -258,38 +252,15 @@ def test_identical_sets_streaming_and_batch_size(images: tuple[Tensor, Tensor], 
     real, fake = images
     ext = TinyExtractor()
     ref = _ref(real, ext, tmp_path)
-    assert _run([FID(ref, bank=FeatureBank(ext))], real, batch=64)["fid"] == pytest.approx(0.0, abs=1e-6)
-    runs = [_run(standard_metrics(ref, ("fid", "sfid"), extractor=ext), fake, b) for b in (7, 200)]
+    assert _run([FID(Reference.of(ref))], real, batch=64, extractor=ext)["fid"] == pytest.approx(0.0, abs=1e-6)
+    runs = [_run([FID(Reference.of(ref)), SFID(Reference.of(ref))], fake, b, ext) for b in (7, 200)]
     assert runs[0]["fid"] == pytest.approx(runs[1]["fid"], rel=1e-9)
     assert runs[0]["sfid"] == pytest.approx(runs[1]["sfid"], rel=1e-9)
-    # one-shot float64 numpy statistics give the same FID as the streaming bank (float32 Gram products of
+    # one-shot float64 numpy statistics give the same FID as the streaming statistics (float32 Gram products of
     # centred chunks, merged in float64: within 1e-6 relative, issue 11.5)
     f = _CORE(_tf1x_up(fake))["pool"].double().numpy()
     one_shot = frechet_distance(f.mean(0), np.cov(f, rowvar=False), ref.mu, ref.sigma)
     assert runs[0]["fid"] == pytest.approx(one_shot, rel=1e-6)
-
-
-def test_feature_bank_runs_extractor_once_and_checks_batches(
-    images: tuple[Tensor, Tensor], tmp_path: Path
-) -> None:
-    real, fake = images
-    ref = _ref(real, TinyExtractor(), tmp_path)
-    ext = TinyExtractor()
-    ms = standard_metrics(ref, ("fid", "sfid", "is", "pr"), extractor=ext)
-    out = _run(ms, fake, batch=50)
-    assert ext.calls == 4 and set(out) == {"fid", "sfid", "is", "is_std", "precision", "recall"}
-    ms = standard_metrics(ref, ("fid", "is", "pr"), extractor=TinyExtractor())
-    c = Cond(torch.zeros(10, dtype=torch.long))
-    batch = fake[:10].clone()
-    ms[0].update(batch, c)
-    ms[1].update(batch.clone(), c)  # other memory, same content: accepted (hash check)
-    batch[0, 0, 0, 0] ^= 1  # same memory, modified in place: refused
-    with pytest.raises(PfbenchError, match="differs between metrics"):
-        ms[2].update(batch, c)
-    with pytest.raises(PfbenchError, match="differs between metrics"):
-        ms[2].update(fake[10:20], c)
-    with pytest.raises(PfbenchError, match="saw 0 of 1 batches"):
-        ms[2].compute()
 
 
 def test_refstats_cache_hit_and_key(images: tuple[Tensor, Tensor], tmp_path: Path) -> None:
@@ -336,7 +307,7 @@ def test_adm_npz_roundtrip_and_adm_parity(images: tuple[Tensor, Tensor], tmp_pat
     sample = tmp_path / "sample.npz"
     np.savez(sample, arr_0=fake.permute(0, 2, 3, 1).numpy())
     out = adm_parity(sample, path, extractor=ext, batch_size=16, cache_dir=tmp_path)
-    direct = _run([FID(ref, bank=FeatureBank(ext)), SFID(ref, bank=FeatureBank(ext))], fake, 60)
+    direct = _run([FID(Reference.of(ref)), SFID(Reference.of(ref))], fake, 60, ext)
     assert out["num_samples"] == 60 and out["fid"] == pytest.approx(direct["fid"], rel=1e-9)
     assert out["sfid"] == pytest.approx(direct["sfid"], rel=1e-9) and out["sfid"] > 0
     np.savez(tmp_path / "bad.npz", arr_0=np.zeros((2, 8, 8, 3), np.uint8))
@@ -413,9 +384,9 @@ def test_random_inception_agrees_with_torch_fidelity(inception_file: Path, tmp_p
     net = InceptionV3(inception_file, verify=False, max_batch=n)
     ref = _ref(real, net, tmp_path, batch=n)
     print(f"Inception CPU throughput: {n / (time.perf_counter() - t0):.2f} img/s")
-    bank = FeatureBank(net)
-    ours = _run([FID(ref, bank=bank), InceptionScore(bank=bank, splits=2), KID(ref, bank=bank, subsets=10, subset_size=n)],
-                fake, batch=10)  # fmt: skip
+    r = Reference.of(ref)
+    ours = _run([FID(r), InceptionScore(splits=2), KID(r, subsets=10, kid_subset_size=n)], fake, batch=10,
+                extractor=net)  # fmt: skip
     theirs = calculate_metrics(
         input1=_Images(fake), input2=_Images(real), cuda=False, fid=True, isc=True, kid=True, isc_splits=2,
         feature_extractor="inception-v3-compat", feature_extractor_weights_path=str(inception_file),
@@ -438,8 +409,6 @@ def test_missing_inception_weights_fail_fast(tmp_path: Path, monkeypatch: pytest
     t0 = time.perf_counter()
     with pytest.raises(PfbenchError, match="weights-inception-2015-12-05-6726825d.pth"):
         InceptionV3()
-    with pytest.raises(PfbenchError, match="not found"):
-        FID(RefStats(np.zeros(3), np.eye(3)))  # default bank builds an InceptionV3
     assert time.perf_counter() - t0 < 5.0
     assert list(tmp_path.iterdir()) == []  # nothing downloaded or created in the working directory
 
@@ -448,14 +417,22 @@ def test_registered_and_follow_metric_protocol(images: tuple[Tensor, Tensor], tm
     from pfbench.metrics.base import Metric
     from pfbench.registry import METRICS
 
-    ref = _ref(images[0][:50], TinyExtractor(), tmp_path)
-    bank = FeatureBank(TinyExtractor())
+    ref = Reference.of(_ref(images[0][:50], TinyExtractor(), tmp_path))
     for name in ("fid", "sfid", "is", "pr", "kid"):
         cls = METRICS.get(name)
-        m = cls(ref, bank=bank)
+        m = cls(reference=ref) if "reference" in cls.needs else cls()
         assert isinstance(m, Metric) and cls.name == name and isinstance(cls.higher_is_better, bool)
-    assert (
-        not FID.higher_is_better
-        and InceptionScore.higher_is_better
-        and METRICS.get("clip_score").higher_is_better
-    )
+        assert cls.features == "inception"
+    assert not FID.higher_is_better and InceptionScore.higher_is_better and METRICS.get("clip_score").higher_is_better
+
+
+def test_reference_refuses_statistics_without_images_for_raw_features() -> None:
+    stats_only = Reference.of(RefStats(np.zeros(3), np.eye(3)))
+    with pytest.raises(PfbenchError, match="no images arr_0; pr needs reference images"):
+        PrecisionRecall(stats_only)
+    with pytest.raises(PfbenchError, match="no images arr_0; kid needs reference images"):
+        KID(stats_only)
+    sfid = SFID(stats_only)
+    sfid.update({"spatial": torch.randn(4, 3)}, Cond(torch.zeros(4, dtype=torch.long)))
+    with pytest.raises(PfbenchError, match="sfid: reference given statistics has no spatial statistics"):
+        sfid.compute()

@@ -19,13 +19,15 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from pfbench import PfbenchError
-from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint
 from pfbench.data.embedded import EmbeddedSpec, generate
-from pfbench.train.losses import repa_loss
 from pfbench.nets import forward_flops, make_net
 from pfbench.nets.dit import DiT
+from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint
+from pfbench.train.draws import Dist
+from pfbench.train.loop import run_steps, spec_from_dict, train
+from pfbench.train.losses import repa_loss
 from pfbench.train.repa import ENCODER_DIMS, load_encoder, tokens_for_grid
-from pfbench.train.loop import _Dist, _Trainer, spec_from_dict, train
+from pfbench.train.trainer import Trainer
 
 HERE = Path(__file__).parent
 EMB = {"encoder": "embedded", "depth": 1}
@@ -113,7 +115,7 @@ def test_dinov2_missing_weights_fail_fast(tmp_path: Path, monkeypatch: pytest.Mo
 def test_dinov2_encoder_tokens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The DINOv2 path on a 1-block ViT-S/14 with random weights in the original layout (no real weights)."""
     timm = pytest.importorskip("timm")
-    from pfbench.metrics import dinov2
+    from pfbench.encoders import dinov2
 
     monkeypatch.setitem(dinov2.ARCHS, "dinov2-vitb14", dinov2.Arch("vit_small_patch14_dinov2", 384, depth=1))
     monkeypatch.setitem(ENCODER_DIMS, "dinov2-vitb14", 384)
@@ -259,7 +261,7 @@ def test_resume_with_repa_is_bit_identical(tmp_path: Path) -> None:
 
 def test_encoder_is_frozen_and_not_saved(tmp_path: Path) -> None:
     spec = spec_from_dict(tiny(steps=1))
-    trainer = _Trainer(spec, tmp_path, _Dist(0, 1, torch.device("cpu"), False))
+    trainer = Trainer(spec, tmp_path, Dist(0, 1, torch.device("cpu"), False))
     enc = trainer.encoder
     assert enc is not None
     enc_params = list(enc.net.parameters())  # type: ignore[attr-defined]
@@ -268,7 +270,7 @@ def test_encoder_is_frozen_and_not_saved(tmp_path: Path) -> None:
     assert not opt_ids & {id(p) for p in enc_params}
     assert opt_ids == {id(p) for p in trainer.net.parameters()}  # projector included, nothing else
     before = [p.clone() for p in enc_params]
-    trainer.run(resume=False, progress=False, stop_after=None)
+    run_steps(trainer, resume=False, progress=False, stop_after=None)
     assert all(p.grad is None for p in enc_params)
     assert all(torch.equal(p, q) for p, q in zip(enc_params, before, strict=True))
     ckpt = load_checkpoint(tmp_path / "last.pt")
@@ -304,15 +306,15 @@ def test_ddp_two_processes_match_one_with_repa(tmp_path: Path) -> None:
 
 
 def test_latents_without_images_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pfbench.train.loop as train_mod
+    import pfbench.train.trainer as trainer_mod
 
-    real = train_mod.open_train_data
+    real = trainer_mod.open_train_data
 
     def no_pixels(*args: Any, **kw: Any) -> Any:
         data = real(*args, **kw)
         data.pixels = lambda idx: None  # type: ignore[method-assign]  # a store encoded without images
         return data
 
-    monkeypatch.setattr(train_mod, "open_train_data", no_pixels)
+    monkeypatch.setattr(trainer_mod, "open_train_data", no_pixels)
     with pytest.raises(PfbenchError, match="--keep-images"):
         train(spec_from_dict(tiny()), tmp_path, progress=False)

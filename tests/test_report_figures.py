@@ -161,7 +161,7 @@ def test_paper_main_table_shows_every_cell(tmp_path: Path) -> None:
 
 
 class _Spy:
-    """Records what ``plots._save`` is handed (title, caption, per-axes ticks) before saving it."""
+    """Records what ``plots.save_panels`` is handed (title, caption, per-axes ticks) before saving it."""
 
     def __init__(self, save: object) -> None:
         self.save = save
@@ -180,8 +180,8 @@ def test_single_nfe_figure_is_a_dot_plot_with_every_cell(tmp_path: Path, monkeyp
 
     from pfbench.report import figures, plots
 
-    spy = _Spy(plots._save)
-    monkeypatch.setattr(plots, "_save", spy)
+    spy = _Spy(plots.save_panels)
+    monkeypatch.setattr(plots, "save_panels", spy)
     rows = read_results(cell_grid(tmp_path / "res"))
     assert figures.metric_vs_nfe(rows, tmp_path / "out") is not None
     call = spy.calls[-1]
@@ -198,8 +198,8 @@ def test_single_nfe_figure_is_a_dot_plot_with_every_cell(tmp_path: Path, monkeyp
 def test_nfe_axis_has_integer_ticks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pfbench.report import figures, plots
 
-    spy = _Spy(plots._save)
-    monkeypatch.setattr(plots, "_save", spy)
+    spy = _Spy(plots.save_panels)
+    monkeypatch.setattr(plots, "save_panels", spy)
     res = tmp_path / "res"
     for seed in range(2):
         for nfe in (12, 16):  # less than 2x apart: a linear axis

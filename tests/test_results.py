@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from pfbench import PfbenchError
-from pfbench.results import COLUMNS, has_part, read_path, read_results, write_rows
+from pfbench.results import COLUMNS, Row, has_part, metric_rows, read_path, read_results, to_frame, write_rows
 
 
 def test_roundtrip_and_schema(tmp_path: Path) -> None:
@@ -20,6 +20,28 @@ def test_roundtrip_and_schema(tmp_path: Path) -> None:
     assert sorted(df["metric"]) == ["acc", "fd"]
     assert df.loc[df.metric == "fd", "nfe_budget"].iloc[0] == 8
     assert df["torch_version"].notna().all() and df["pfbench_version"].notna().all()
+
+
+def test_rows_and_mappings_make_the_same_frame() -> None:
+    """A ``Row`` writes exactly what the equivalent column mapping writes (committed results stay comparable)."""
+    base = {"suite": "s", "part": "cell-x", "kind": "cell", "model": "pf", "model_id": "ab" * 32, "decoder": None,
+            "sampler": "euler_pf", "sampler_args": "{}", "nfe_budget": 8, "nfe_used": 8, "forwards": 8, "gflops": 1.5,
+            "wall_s": 0.25, "seed": 0, "num_samples": 40, "cfg_scale": 1.0, "cfg_interval": None, "variant": "",
+            "train_timesteps": "ltg", "ref_id": "embedded", "metric_args": '{"resize": "tf1x"}'}
+    values = {"fd_embedded": (12.5, False), "class_acc": (0.75, True)}
+    dicts = [base | {"metric": k, "value": v, "higher_is_better": h} for k, (v, h) in values.items()]
+    rows = metric_rows(base, values)
+    assert all(isinstance(r, Row) for r in rows) and [r.metric for r in rows] == list(values)
+    assert to_frame(rows).equals(to_frame(dicts))
+    assert list(to_frame(rows).columns) == list(COLUMNS)
+
+
+def test_unknown_columns_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(PfbenchError, match="unknown column 'metrc'; did you mean 'metric'"):
+        write_rows(tmp_path / "x.parquet", [{"metrc": "fd", "value": 1.0}])
+    with pytest.raises(TypeError, match="nfe"):
+        Row(suite="s", part="p", kind="cell", model="m", metric="fd", value=1.0, higher_is_better=False, nfe=8)  # type: ignore[call-arg]
+    assert not list(tmp_path.iterdir())
 
 
 def test_old_files_without_new_columns_still_read(tmp_path: Path) -> None:

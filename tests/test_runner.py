@@ -70,16 +70,17 @@ def test_tiny_suite_runs_and_resumes_after_sigkill(tmp_path: Path) -> None:
     proc.wait()
     first = {p.name: p.stat().st_mtime_ns for p in out.glob("cell-*.parquet")}
     assert first, "no cell finished before the kill"
-    # SIGKILL can land mid-write: only a hidden temp file may remain, never a partial result file.
-    assert all(p.name.startswith(".") and p.name.endswith(".tmp") for p in out.iterdir()
+    # SIGKILL can land mid-write: only a hidden temp file (pfbench.io.atomic_path) may remain, never a partial result.
+    assert all(p.name.startswith(".") and ".tmp-" in p.name for p in out.iterdir()
                if not (p.name.endswith(".parquet") and not p.name.startswith(".")) and p.name != ".locks")
     read_results(out)  # every visible file is a complete Parquet file
+    (out / ".cell-planted.tmp-99999.parquet").write_bytes(b"half a file")  # as a kill mid-write leaves one
     # Resume: finishes the rest, keeps finished cells untouched.
     proc = pfbench(tmp_path, "run", str(suite))
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
     cells = sorted(out.glob("cell-*.parquet"))
-    assert not list(out.glob(".*.tmp")), "the resumed run did not clear stale temp files"
+    assert not list(out.glob(".*.tmp-*")), "the resumed run did not clear stale temp files"
     assert len(cells) == 6  # sit: euler x 2 NFE; pf: (euler_pf, dual_loop) x 2 NFE
     for name, mtime in first.items():
         assert (out / name).stat().st_mtime_ns == mtime, f"{name} was recomputed"
@@ -242,8 +243,9 @@ def test_two_runners_on_one_folder_split_the_cells_and_damage_is_recomputed(tmp_
 @pytest.mark.slow
 def test_a_locked_cell_waits_for_its_holder_and_is_taken_over_when_it_dies(tmp_path: Path) -> None:
     from pfbench.locks import lock_path
+    from pfbench.suite.parse import load_suite
     from pfbench.suite.runner import Runner
-    from pfbench.suite.parse import load_suite, plan
+    from pfbench.suite.spec import plan
 
     suite = tmp_path / "shipped.yaml"
     suite.write_text(SHIPPED.replace("seeds: [0, 1]", "seeds: [0]"))

@@ -14,10 +14,10 @@ from pfbench import PfbenchError
 from pfbench.adapters.dit import DiTAdapter
 from pfbench.nets import make_net
 from pfbench.sample.generate import balanced_labels, generate, sample_noise, to_uint8
+from pfbench.sample.shards import export_adm_npz, load_shards, read_manifest, write_shards
 from pfbench.samplers.dual_loop import DualLoop
 from pfbench.samplers.dual_loop_random import DualLoopRandom
 from pfbench.samplers.euler import Euler
-from pfbench.sample.shards import export_adm_npz, load_shards, read_manifest, write_shards
 from pfbench.types import Cond, ModelOut
 
 
@@ -39,6 +39,9 @@ class Toward:
         self.calls += 1
         tm = t[:, :1, None, None]  # (B, 1, 1, 1)
         return ModelOut((self.target[cond.y] - x) / (1 - tm + 1e-3) * 0.5)
+
+    def forwards_per_call(self, t: Tensor) -> int:
+        return 1
 
     def gflops(self, t: Tensor) -> float:
         return 1.0

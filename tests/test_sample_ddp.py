@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from pfbench import PfbenchError
+from pfbench.sample.distributed import write_shards_distributed
+from pfbench.sample.shards import load_shards, read_manifest, write_shards
 from pfbench.samplers.euler import Euler
-from pfbench.sample.shards import load_shards, read_manifest, write_shards, write_shards_distributed
 
 HERE = Path(__file__).parent
 _spec = importlib.util.spec_from_file_location("_sample_ddp_worker", HERE / "_sample_ddp_worker.py")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any
 
 import pytest
@@ -58,6 +59,9 @@ class GaussianFlow:
         v = self.mu + (tp * self.s**2 - (1 - tp)) / var * (x.double() - tp * self.mu)
         logvar = self.logvar.expand(x.shape[0], 1, *x.shape[2:])
         return ModelOut(v.to(x.dtype), logvar.to(x.dtype))
+
+    def forwards_per_call(self, t: Tensor) -> int:
+        return 1
 
     def gflops(self, t: Tensor) -> float:
         return 1.0 + distinct_per_sample(t)  # varies with the number of distinct times
@@ -269,6 +273,28 @@ def test_reported_cost_equals_calls_and_fits_budget() -> None:
     assert LookAhead(steps=1).with_budget(40).cost(LookAhead(steps=1).with_budget(40).steps) <= 40
 
 
+def test_from_budget_parses_params_once_and_fits() -> None:
+    assert DualLoop.from_budget({"p": 0.2, "n_inner": 3}, 17) == DualLoop(steps=5, p=0.2, n_inner=3)
+    assert Heun.from_budget({}, 6) == Heun(steps=1).with_budget(6) == Heun(steps=3)
+    assert LookAhead.from_budget({"r": 1.2}, 40) == LookAhead(steps=1, r=1.2).with_budget(40)
+    for params, needle in (({"q": 1}, "bad parameters"), ({"p": 1.5}, "p must be in [0, 1]"),
+                           ({"steps": 4}, "steps follows from the NFE budget")):
+        with pytest.raises(PfbenchError, match=re.escape(needle)):
+            DualLoop.from_budget(params, 16)
+    with pytest.raises(PfbenchError, match="budget is 1"):
+        EulerMaruyama.from_budget({}, 1)  # needs two calls
+
+
+def test_suite_builds_each_sampler_once() -> None:
+    """``SamplerSpec.build`` (validate, plan, run and figures all call it) is ``from_budget``, built once."""
+    from pfbench.suite.spec import SamplerSpec
+
+    spec = SamplerSpec("dual_loop", {"p": 0.2})
+    built = spec.build(16)
+    assert built == DualLoop.from_budget({"p": 0.2}, 16) and SamplerSpec("dual_loop", {"p": 0.2}).build(16) is built
+    assert spec.build(12) is not built and spec.build(12).steps == 3  # N·n_inner = N·4 calls
+
+
 def test_costs_match_spec() -> None:
     assert Euler(steps=7).cost(7) == 7 and Heun(steps=7).cost(7) == 13
     assert DualLoop(steps=5, n_inner=4).cost(5) == 20
@@ -299,3 +325,17 @@ def test_sampler_contract(name: str) -> None:
     assert torch.allclose(single.x, out.x[1:2], atol=1e-6)  # sample i depends only on its own inputs
     with pytest.raises(PfbenchError):
         cls(steps=0)
+    built = cls.from_budget({}, 12)  # how every suite path builds it: parameters once, then the budget
+    assert type(built) is cls and built == cls(steps=1).with_budget(12) and built.cost(built.steps) <= 12
+
+
+def test_samplers_see_only_the_adapter_protocol() -> None:
+    """No sampler module names a concrete adapter: the conditional velocity comes in ``ModelOut.v_cond``."""
+    from pathlib import Path
+
+    import pfbench.samplers
+
+    for path in Path(pfbench.samplers.__file__).parent.glob("*.py"):
+        text = path.read_text()
+        for concrete in ("adapters.cfg", "adapters.dit", "GuidedOut", "isinstance(out", "getattr(model"):
+            assert concrete not in text, (path.name, concrete)

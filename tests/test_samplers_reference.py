@@ -16,12 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pfbench.adapters.cfg import GuidedOut
 from pfbench.samplers.base import difficulty_mask, easy_count, patch_difficulty, random_mask
 from pfbench.samplers.dual_loop import DualLoop
 from pfbench.samplers.look_ahead import LookAhead
 from pfbench.samplers.look_ahead_random import LookAheadRandom
-from pfbench.types import Cond
+from pfbench.types import Cond, ModelOut
 
 TOKENS = (4, 9, 16, 49, 64, 144, 256, 1024)
 LEVELS = (0.2, 0.4, 0.5, 0.7)
@@ -102,7 +101,7 @@ def test_easy_count_edges_and_patch_one() -> None:
 class _Field:
     """A deterministic model: velocity from x and each pixel's token time; logvar a time-dependent map.
 
-    Returns a ``GuidedOut`` (guided v, conditional v_cond) so the look-ahead's use of v_c is checked.
+    Returns a guided call's output (guided v, conditional ``v_cond``) so the look-ahead's use of v_c is checked.
     The logvar depends only on the time, not on x, so the easy masks cannot flip on float rounding.
     """
 
@@ -114,9 +113,10 @@ class _Field:
         self.patch_size = 2
         self.num_classes = 10
         self.has_difficulty = True
+        self.input_shape = (channels, side, side)
         self.calls: list[Tensor] = []
 
-    def __call__(self, x: Tensor, t: Tensor, cond: Cond) -> GuidedOut:
+    def __call__(self, x: Tensor, t: Tensor, cond: Cond) -> ModelOut:
         self.calls.append(t.clone())
         side = x.shape[-1]
         grid = t.float().reshape(t.shape[0], 1, side // 2, side // 2)
@@ -124,7 +124,10 @@ class _Field:
         v_c = self.mu - x + 0.5 * tp * torch.tanh(x)
         v_u = 0.3 * (self.mu.flip(-1) - x)
         logvar = (self.a + 2.0 * tp * self.b).expand(x.shape[0], 1, side, side)
-        return GuidedOut(v=v_u + 1.5 * (v_c - v_u), logvar=logvar, v_cond=v_c)
+        return ModelOut(v=v_u + 1.5 * (v_c - v_u), logvar=logvar, v_cond=v_c)
+
+    def forwards_per_call(self, t: Tensor) -> int:
+        return 1
 
     def gflops(self, t: Tensor) -> float:
         return 1.0

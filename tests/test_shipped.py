@@ -9,11 +9,12 @@ from pfbench import PfbenchError
 from pfbench.adapters.cfg import CFG
 from pfbench.adapters.dit import DiTAdapter
 from pfbench.assets import CHECKSUMS
-from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint
+from pfbench.encoders.embedded import EmbeddedFeatures
 from pfbench.metrics.embedded import ClassAccuracy
 from pfbench.registry import SAMPLERS
-from pfbench.suite.runner import resolve_checkpoint
 from pfbench.sample.generate import generate
+from pfbench.suite.runner import resolve_checkpoint
+from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint
 from pfbench.types import Cond
 
 
@@ -43,8 +44,8 @@ def test_shipped_checkpoints_make_recognisable_samples(kind: str, sampler: str, 
     """
     net = build_model_from_checkpoint(load_checkpoint(resolve_checkpoint(f"asset:embedded_{kind}_r16.pt")[0]))
     gen = generate(CFG(DiTAdapter(net), 2.0), SAMPLERS.get(sampler)(steps=16), n=200, seed=123, batch_size=200)
-    acc = ClassAccuracy(resolution=16)
-    acc.update(gen.images, Cond(gen.labels))
+    acc = ClassAccuracy()
+    acc.update(EmbeddedFeatures(16)(gen.images), Cond(gen.labels))
     assert acc.compute()["class_acc"] > floor
     assert gen.images.float().std() > 20  # not a collapsed / constant output
     assert torch.unique(gen.labels).numel() == 10

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from pfbench import PfbenchError
-from pfbench.suite.parse import RunSpec, SamplerSpec, SweepSpec, build, compose_yaml, load_suite, plan
+from pfbench.suite.parse import build, compose_yaml, load_suite
+from pfbench.suite.spec import RunSpec, SamplerSpec, SweepSpec, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -200,8 +201,8 @@ def test_cells_of_a_fixed_sampler_get_new_keys() -> None:
     """A sampler whose output changed for the same parameters (``revision`` > 1) must not reuse old cells."""
     import dataclasses
 
+    from pfbench.io import content_hash
     from pfbench.registry import SAMPLERS
-    from pfbench.suite.parse import content_hash
 
     def old_key(cell: RunSpec) -> str:  # the key before revisions existed
         payload = dataclasses.asdict(cell) | {"model_id": "w"}

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from pfbench import PfbenchError
-from pfbench.suite.parse import SuiteSpec, load_suite, suite_kind
+from pfbench.suite.parse import load_suite, suite_kind
+from pfbench.suite.spec import SuiteSpec
 from pfbench.suite.validate import MAX_NFE, check_inputs, check_writable, validate
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,11 +13,12 @@ from torch import Tensor
 
 from pfbench import PfbenchError, assets
 from pfbench.data.embedded import CLASS_NAMES, EmbeddedSpec, generate
-from pfbench.metrics import tiny_clip as tc
+from pfbench.encoders import tiny_clip as tc
+from pfbench.encoders.base import FeatureContext, quantize
+from pfbench.encoders.clip import CLIPNetwork
 from pfbench.metrics.base import Metric
-from pfbench.metrics.clipscore import CLIPScore
-from pfbench.metrics.embedded import quantize
-from pfbench.registry import METRICS
+from pfbench.metrics.clipscore import CLIPEmbedded, CLIPScore
+from pfbench.registry import FEATURES, METRICS
 from pfbench.types import Cond
 
 N = 300  # held-out images: test split indices [2000, 2300), not used by the asset's own sanity numbers
@@ -26,6 +27,12 @@ N = 300  # held-out images: test split indices [2000, 2300), not used by the ass
 @pytest.fixture(scope="module")
 def clip() -> tuple[Any, Any, Any]:
     return tc.load_tiny_clip(16)
+
+
+@pytest.fixture(scope="module")
+def net() -> CLIPNetwork:
+    """The "tiny_clip" feature network as evaluate builds it for 16×16 samples."""
+    return FEATURES.get("tiny_clip")(FeatureContext(resolution=16))
 
 
 @pytest.fixture(scope="module")
@@ -64,32 +71,30 @@ def test_tokenizer_is_offline_simple_tokenizer_with_compact_ids(clip: tuple[Any,
     assert tok.vocab_size < 100  # compact table, not 49,408 rows
 
 
-def test_matching_captions_beat_shuffled(clip: tuple[Any, Any, Any], test_batch: tuple[Tensor, Tensor, tuple[str, ...]]) -> None:  # fmt: skip
+def test_matching_captions_beat_shuffled(net: CLIPNetwork, test_batch: tuple[Tensor, Tensor, tuple[str, ...]]) -> None:  # fmt: skip
     x, y, caps = test_batch
-    m = tc.CLIPEmbedded()
-    match = m.scores(x, Cond(y, text=caps))
-    shuffled = m.scores(x, Cond(y, text=caps[1:] + caps[:1]))
+    m, feats = CLIPEmbedded(net), net(x)
+    match = m.scores(feats, Cond(y, text=caps))
+    shuffled = m.scores(feats, Cond(y, text=caps[1:] + caps[:1]))
     print(f"clip_embedded matching {float(match.mean()):.2f} vs shuffled {float(shuffled.mean()):.2f}")
     assert float(match.mean()) > float(shuffled.mean()) + 30
     assert float((match > shuffled).float().mean()) > 0.9
 
 
-def test_class_prompt_right_beats_wrong(test_batch: tuple[Tensor, Tensor, tuple[str, ...]]) -> None:
+def test_class_prompt_right_beats_wrong(net: CLIPNetwork, test_batch: tuple[Tensor, Tensor, tuple[str, ...]]) -> None:
     x, y, _ = test_batch
-    m = tc.CLIPEmbedded()
-    right = m.scores(x, Cond(y))
-    wrong = m.scores(x, Cond((y + 1) % len(CLASS_NAMES)))
+    m, feats = CLIPEmbedded(net), net(x)
+    right = m.scores(feats, Cond(y))
+    wrong = m.scores(feats, Cond((y + 1) % len(CLASS_NAMES)))
     print(f"clip_embedded class prompt right {float(right.mean()):.2f} vs wrong {float(wrong.mean()):.2f}")
     assert float(right.mean()) > float(wrong.mean()) + 15
 
 
-def test_retrieval_and_zero_shot_well_above_chance(clip: tuple[Any, Any, Any], test_batch: tuple[Tensor, Tensor, tuple[str, ...]]) -> None:  # fmt: skip
-    model, tok, pre = clip
+def test_retrieval_and_zero_shot_well_above_chance(net: CLIPNetwork, test_batch: tuple[Tensor, Tensor, tuple[str, ...]]) -> None:  # fmt: skip
     x, y, caps = test_batch
-    scorer = CLIPScore(model, tok, pre, class_names=CLASS_NAMES)
-    img = scorer._embed_images(x)  # (N, E) normalised
-    txt = scorer._embed_text(caps)  # (N, E)
-    cls = scorer._embed_text([f"a photo of a {c}." for c in CLASS_NAMES])  # (K, E)
+    img = net(x)["image"]  # (N, E) normalised
+    txt = net.encode_text(caps)  # (N, E)
+    cls = net.encode_text([f"a photo of a {c}." for c in CLASS_NAMES])  # (K, E)
     hits = torch.cat(
         [(img[i : i + 100] @ txt[i : i + 100].T).argmax(1) == torch.arange(100) for i in range(0, N, 100)]
     )
@@ -101,21 +106,23 @@ def test_retrieval_and_zero_shot_well_above_chance(clip: tuple[Any, Any, Any], t
     assert zero_shot > 0.6
 
 
-def test_metric_is_registered_lazy_and_equals_clip_score(clip: tuple[Any, Any, Any], test_batch: tuple[Tensor, Tensor, tuple[str, ...]]) -> None:  # fmt: skip
+def test_metric_is_registered_and_equals_clip_score(clip: tuple[Any, Any, Any], net: CLIPNetwork, test_batch: tuple[Tensor, Tensor, tuple[str, ...]]) -> None:  # fmt: skip
     cls = METRICS.get("clip_embedded")
-    assert cls is tc.CLIPEmbedded and cls.name == "clip_embedded" and cls.higher_is_better
-    m = cls()
+    assert cls is CLIPEmbedded and cls.name == "clip_embedded" and cls.higher_is_better
+    assert cls.features == "tiny_clip" and cls.needs == {"text"}
+    m = cls(net)
     assert isinstance(m, Metric)
     x, y, _ = test_batch
     for i in range(0, 100, 37):  # uneven batches
-        m.update(x[i : min(i + 37, 100)], Cond(y[i : min(i + 37, 100)]))
-    ref = CLIPScore(*clip, class_names=CLASS_NAMES)
-    ref.update(x[:100], Cond(y[:100]))
+        m.update(net(x[i : min(i + 37, 100)]), Cond(y[i : min(i + 37, 100)]))
+    other = CLIPNetwork(*clip)  # the same model without the resolution check
+    ref = CLIPScore(other, class_names=CLASS_NAMES)
+    ref.update(other(x[:100]), Cond(y[:100]))
     assert m.compute() == pytest.approx({"clip_embedded": ref.compute()["clip_score"]}, rel=1e-6)
     with pytest.raises(PfbenchError, match="resolution 16"):
-        m.update(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), Cond(torch.zeros(2, dtype=torch.long)))
+        net(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
     with pytest.raises(PfbenchError, match="before any update"):
-        cls().compute()
+        cls(net).compute()
 
 
 def test_loader_returns_independent_models(clip: tuple[Any, Any, Any]) -> None:

@@ -7,11 +7,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pfbench.adapters.base import Adapter
+from pfbench.adapters.cfg import CFG
 from pfbench.adapters.dit import DiTAdapter
 from pfbench.nets import make_net
 from pfbench.report.images import sample_difficulty_figure, schedule_figure
+from pfbench.sample.trace import Recorder, trace
 from pfbench.samplers.dual_loop import DualLoop
-from pfbench.sample.trace import trace
+from pfbench.samplers.euler import Euler
 
 
 def tiny_pf() -> DiTAdapter:
@@ -37,3 +40,14 @@ def test_dual_loop_schedule(tmp_path: Path) -> None:
     assert np.isfinite(tr.difficulty).all() and tr.images.dtype == np.uint8
     assert schedule_figure(tmp_path / "s.png", tr.times[:, 0], tr.images[0], tr.difficulty[0], "t").is_file()
     assert sample_difficulty_figure(tmp_path / "d.png", tr.images, tr.difficulty, tr.grid, "t").is_file()
+
+
+def test_recorder_is_an_adapter_and_passes_the_cost_through() -> None:
+    """The recording wrapper declares the whole protocol (no attribute forwarding): shape, passes, GFLOPs."""
+    model = CFG(tiny_pf(), 2.0)
+    rec = Recorder(model)
+    assert isinstance(rec, Adapter) and rec.input_shape == (3, 16, 16)
+    t = torch.zeros(1, 64)
+    assert rec.forwards_per_call(t) == 2 and rec.gflops(t) == model.gflops(t)
+    tr = trace(model, Euler(steps=2), n=1, seed=0)  # shape from model.input_shape
+    assert tr.times.shape == (2, 1, 64) and tr.images.shape == (1, 16, 16, 3)

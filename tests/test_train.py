@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import pfbench.train.loop as train_mod
+import pfbench.train.trainer as trainer_mod
 from pfbench import PfbenchError
 from pfbench.train.checkpoints import (
     build_model_from_checkpoint,
@@ -22,7 +23,9 @@ from pfbench.train.checkpoints import (
     restore_rng_state,
     save_checkpoint,
 )
-from pfbench.train.loop import TrainSpec, _Dist, _EpochOrder, _Trainer, expand_tokens, spec_from_dict, train
+from pfbench.train.draws import Dist, EpochOrder, expand_tokens
+from pfbench.train.loop import TrainSpec, spec_from_dict, train
+from pfbench.train.trainer import Trainer
 
 HERE = Path(__file__).parent
 
@@ -132,25 +135,25 @@ def test_expand_tokens_follows_patch_order() -> None:
 
 
 def test_epoch_order_loops_forever_and_is_seeded() -> None:
-    order = _EpochOrder(10, seed=3)
+    order = EpochOrder(10, seed=3)
     idx = torch.cat([order.batch(k, 4) for k in range(10)])  # 40 positions = 4 epochs
     for e in range(4):
         assert sorted(idx[10 * e : 10 * (e + 1)].tolist()) == list(range(10))
     assert not torch.equal(idx[:10], idx[10:20])  # fresh permutation per epoch
-    assert torch.equal(_EpochOrder(10, seed=3).batch(7, 4), order.batch(7, 4))
-    assert not torch.equal(_EpochOrder(10, seed=4).batch(0, 10), order.batch(0, 10))
+    assert torch.equal(EpochOrder(10, seed=3).batch(7, 4), order.batch(7, 4))
+    assert not torch.equal(EpochOrder(10, seed=4).batch(0, 10), order.batch(0, 10))
     assert order.batch(10**6, 4).shape == (4,)
 
 
 def test_rank_slices_reassemble_the_global_batch() -> None:
     spec = spec_from_dict(tiny())
     cpu = torch.device("cpu")
-    whole = _Trainer(spec, Path("unused"), _Dist(0, 1, cpu, False))._draws(5)
-    parts = [_Trainer(spec, Path("unused"), _Dist(r, 2, cpu, False))._draws(5) for r in range(2)]
+    whole = Trainer(spec, Path("unused"), Dist(0, 1, cpu, False)).draws(5)
+    parts = [Trainer(spec, Path("unused"), Dist(r, 2, cpu, False)).draws(5) for r in range(2)]
     assert whole[4] is None  # pixel data draws no posterior noise
     for i, full in enumerate(whole[:4]):
         assert torch.equal(torch.cat([p[i] for p in parts]), full)
-    assert not torch.equal(whole[1], _Trainer(spec, Path("unused"), _Dist(0, 1, cpu, False))._draws(6)[1])
+    assert not torch.equal(whole[1], Trainer(spec, Path("unused"), Dist(0, 1, cpu, False)).draws(6)[1])
 
 
 # ---------------------------------------------------------------- training, resume, faults
@@ -189,7 +192,7 @@ def test_training_reduces_loss_and_sit_has_no_nll(tmp_path: Path) -> None:
 
 
 def test_non_finite_loss_stops_and_keeps_last_good(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = train_mod.pf_loss
+    real = trainer_mod.pf_loss
     calls = {"n": 0}
 
     def faulty(*args: Any, **kw: Any) -> Any:
@@ -197,7 +200,7 @@ def test_non_finite_loss_stops_and_keeps_last_good(tmp_path: Path, monkeypatch: 
         loss, parts = real(*args, **kw)
         return (loss * float("nan"), parts) if calls["n"] == 3 else (loss, parts)
 
-    monkeypatch.setattr(train_mod, "pf_loss", faulty)
+    monkeypatch.setattr(trainer_mod, "pf_loss", faulty)
     with pytest.raises(PfbenchError) as err:
         train(spec_from_dict(tiny(ckpt_every=2)), tmp_path, progress=False)
     msg = str(err.value)
@@ -222,7 +225,7 @@ def test_divergence_without_nan_is_flagged_and_logged(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The NLL 1.7e10 case: every loss stays finite, so only the divergence check can tell."""
-    real = train_mod.pf_loss
+    real = trainer_mod.pf_loss
     calls = {"n": 0}
 
     def blown(*args: Any, **kw: Any) -> Any:  # logged fm × 1e4 from step 5 on; the gradients stay the same
@@ -230,14 +233,14 @@ def test_divergence_without_nan_is_flagged_and_logged(
         loss, parts = real(*args, **kw)
         return (loss, {**parts, "fm": parts["fm"] * 1e4}) if calls["n"] >= 5 else (loss, parts)
 
-    monkeypatch.setattr(train_mod, "pf_loss", blown)
+    monkeypatch.setattr(trainer_mod, "pf_loss", blown)
     result = train(spec_from_dict(tiny(steps=8)), tmp_path, progress=False)
     assert result.steps == 8 and result.diverged
     rows = [json.loads(ln) for ln in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r.get("diverged")] == [6, 8]  # steps 5-6 and 7-8; not 1-4
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "training diverges: fm" in err[0] and "at step 6" in err[0], err
-    monkeypatch.setattr(train_mod, "pf_loss", real)
+    monkeypatch.setattr(trainer_mod, "pf_loss", real)
     assert train(spec_from_dict(tiny(steps=8)), tmp_path, progress=False).diverged  # sticky: read from the log
 
 

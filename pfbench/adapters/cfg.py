@@ -2,7 +2,7 @@
 
 One call runs the wrapped model once on the doubled batch (conditional rows first, then the same rows
 with the null class) and returns ``v = v_u + w·(v_c − v_u)`` on **all** channels, with the logvar
-guided the same way. The conditional outputs are returned as well (``GuidedOut.v_cond``) because
+guided the same way. The conditional velocity is returned as well (``ModelOut.v_cond``) because
 look-ahead jumps with the unguided velocity.
 
 Guidance interval: a sample is guided when its *per-sample time* τ lies in the closed interval
@@ -13,12 +13,11 @@ inner calls, t_k in look-ahead's second call).
 
 Compute: a call where no sample of the batch is guided (scale 1, or every τ outside the interval)
 runs the model once, undoubled; otherwise the doubled batch runs for every sample, so
-``forwards_per_call`` is 2 and ``gflops`` is twice the wrapped model's.
+``forwards_per_call`` and ``gflops`` are twice the wrapped model's. This is the one place the CFG ×2
+cost rule lives: the samplers' ``Meter`` and the suite's cost estimates both ask these two methods.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -26,19 +25,6 @@ from torch import Tensor
 from pfbench import PfbenchError
 from pfbench.adapters.base import Adapter
 from pfbench.types import Cond, ModelOut
-
-
-@dataclass(frozen=True, kw_only=True)
-class GuidedOut(ModelOut):
-    """A guided call: ``v``/``logvar`` guided, plus the conditional (unguided) outputs.
-
-    Attributes:
-        v_cond: conditional velocity, (B, C, H, W).
-        logvar_cond: conditional logvar, (B, 1, H, W), or None.
-    """
-
-    v_cond: Tensor
-    logvar_cond: Tensor | None = None
 
 
 class CFG:
@@ -62,6 +48,7 @@ class CFG:
         self.patch_size = model.patch_size
         self.num_classes = model.num_classes
         self.has_difficulty = model.has_difficulty
+        self.input_shape = model.input_shape
 
     def guided_rows(self, t: Tensor) -> Tensor:
         """Which samples are guided at per-token time t (B, T): (B,) bool."""
@@ -73,13 +60,17 @@ class CFG:
         lo, hi = self.interval
         return (tau >= lo) & (tau <= hi)
 
-    def forwards_per_call(self, t: Tensor) -> int:
-        """Network passes per sample of one call at t: 2 when the doubled batch runs, else 1."""
+    def passes(self, t: Tensor) -> int:
+        """How often the wrapped model's cost is paid by one call at t (B, T): 2 when the doubled batch runs."""
         return 2 if bool(self.guided_rows(t).any()) else 1
+
+    def forwards_per_call(self, t: Tensor) -> int:
+        """Network passes per sample of one call at t: the wrapped model's, doubled when guidance is on."""
+        return int(self.model.forwards_per_call(t)) * self.passes(t)
 
     def gflops(self, t: Tensor) -> float:
         """GFLOPs per sample of one call, the unconditional pass included."""
-        return float(self.model.gflops(t)) * self.forwards_per_call(t)
+        return float(self.model.gflops(t)) * self.passes(t)
 
     def null_cond(self, cond: Cond) -> Cond:
         """The unconditional counterpart: null class label (and empty captions for text models)."""
@@ -88,19 +79,20 @@ class CFG:
         return Cond(y=y, text=text)
 
     @torch.no_grad()
-    def __call__(self, x: Tensor, t: Tensor, cond: Cond) -> GuidedOut:
+    def __call__(self, x: Tensor, t: Tensor, cond: Cond) -> ModelOut:
+        """Guided v and logvar (B, C, H, W), (B, 1, H, W) | None, plus the conditional v as ``v_cond``."""
         rows = self.guided_rows(t)  # (B,)
         if not bool(rows.any()):
-            out = self.model(x, t, cond)  # one undoubled pass: exactly the unguided model
-            return GuidedOut(v=out.v, logvar=out.logvar, v_cond=out.v, logvar_cond=out.logvar)
+            out = self.model(x, t, cond)  # one undoubled pass: exactly the unguided model (v_cond = v)
+            return ModelOut(v=out.v, logvar=out.logvar)
         null = self.null_cond(cond)
         text = None if cond.text is None else cond.text + (null.text or ())
         both = self.model(torch.cat([x, x]), torch.cat([t, t]), Cond(torch.cat([cond.y, null.y]), text))
         v_c, v_u = both.v.chunk(2)  # (B, C, H, W) each
         sel = rows[:, None, None, None]  # (B, 1, 1, 1)
         v = torch.where(sel, v_u + self.scale * (v_c - v_u), v_c)
-        logvar = logvar_c = None
+        logvar = None
         if both.logvar is not None:
             logvar_c, logvar_u = both.logvar.chunk(2)  # (B, 1, H, W) each
             logvar = torch.where(sel, logvar_u + self.scale * (logvar_c - logvar_u), logvar_c)
-        return GuidedOut(v=v, logvar=logvar, v_cond=v_c, logvar_cond=logvar_c)
+        return ModelOut(v=v, logvar=logvar, v_cond=v_c)

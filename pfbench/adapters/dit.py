@@ -24,6 +24,7 @@ class DiTAdapter:
         self.patch_size = net.cfg.patch
         self.num_classes = net.cfg.num_classes
         self.has_difficulty = net.cfg.difficulty_head
+        self.input_shape = (net.cfg.in_channels, net.cfg.input_size, net.cfg.input_size)  # (C, H, W)
         self.per_token = net.cfg.per_token_t
 
     @torch.no_grad()
@@ -36,7 +37,12 @@ class DiTAdapter:
         v, logvar = self.net(x, t, cond.y, dedup=self.dedup)
         return ModelOut(v.float(), None if logvar is None else logvar.float())
 
+    def forwards_per_call(self, t: Tensor) -> int:
+        """One network pass per call."""
+        return 1
+
     def gflops(self, t: Tensor) -> float:
+        """GFLOPs per sample of one pass at t (B, T); with dedup, modulation once per distinct timestep."""
         if not self.per_token:
             rows = 1.0
         elif self.dedup:

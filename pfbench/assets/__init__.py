@@ -8,11 +8,9 @@ a missing file raises an error that names where it was looked for and how to reb
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 
 import torch
@@ -20,6 +18,7 @@ from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
 from pfbench import PfbenchError
+from pfbench.io import atomic_write_bytes, atomic_write_text, sha256_bytes
 
 ASSETS_DIR = Path(__file__).resolve().parent
 
@@ -41,11 +40,6 @@ def cache_root() -> Path:
     """pfbench's cache directory: ``$PFBENCH_CACHE`` or ``~/.cache/pfbench``."""
     env = os.environ.get("PFBENCH_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "pfbench"
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Hex sha256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def _candidates(name: str) -> list[Path]:
@@ -116,21 +110,11 @@ def save_tensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str], pat
     in random order, which would make identical weights hash differently).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"pfbench": json.dumps(metadata, sort_keys=True)}
     data = _st_save({k: v.contiguous() for k, v in tensors.items()}, metadata=meta)
-    umask = os.umask(0)
-    os.umask(umask)
     sha = sha256_bytes(data)
-    for target, payload in (
-        (path, data),
-        (path.with_name(path.name + ".sha256"), f"{sha}  {path.name}\n".encode()),
-    ):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; shipped files must be world-readable
-        os.replace(tmp, target)
+    atomic_write_bytes(path, data)  # shared permissions (0666 less the umask): shipped files are world-readable
+    atomic_write_text(path.with_name(path.name + ".sha256"), f"{sha}  {path.name}\n")
     return sha
 
 
@@ -141,5 +125,4 @@ __all__ = [
     "cache_root",
     "load_tensors",
     "save_tensors",
-    "sha256_bytes",
 ]

@@ -2,19 +2,20 @@
 
 ``features`` (issue #4 §5): pfbench's metric pass versus a bare forward of the same network.
 ``pipeline``: uint8 images → ``InceptionV3`` (torch-fidelity's TF-compatible resize, pool/logits/spatial
-features back on the CPU) → one ``FeatureBank`` feeding FID + sFID (float64 streaming statistics) and
-IS + precision/recall (kept rows): what ``evaluate`` does per batch. ``bare``: the same torch-fidelity
+features back on the CPU) → FID + sFID float64 streaming statistics and IS + precision/recall kept rows:
+what ``evaluate`` does per batch. ``bare``: the same torch-fidelity
 network called on the same uint8 batches already on the device, output discarded. The ratio
 pipeline/bare is the share of the network's speed that pfbench keeps (target ≥ 0.8× on a GPU).
 
 Weights: the real Inception file when it resolves offline; otherwise a seeded random state dict of the
 same architecture (throughput does not depend on weight values), recorded as ``weights: random``.
-The embedded feature network (shipped) is measured the same way (pipeline: ``embed`` + float64 stats).
+The embedded feature network (shipped) is measured the same way (pipeline: ``EmbeddedFeatures`` + float64
+stats).
 
 ``fd``: seconds from precomputed 50,000 × 2048 features to a Fréchet distance (``fd_speed``).
 
-Both run through ``pfbench.bench.sampling.run_bench``; the timing and table helpers they share live in
-``pfbench.bench.sampling`` and are imported inside the functions (``pfbench.bench.sampling`` imports this module).
+Both run through ``pfbench.bench.run.run_bench``; the timing and table helpers every bench shares live in
+``pfbench.bench.common``.
 """
 
 from __future__ import annotations
@@ -25,10 +26,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from pfbench import PfbenchError
+from pfbench.bench.common import clock, machine_info, print_table, torch_threads
+from pfbench.encoders.embedded import EmbeddedFeatures, to_input
+from pfbench.encoders.inception import INCEPTION_KEY, InceptionV3
+from pfbench.metrics.frechet import frechet_distance
+from pfbench.metrics.stats import FeatureStats
+from pfbench.weights import resolve_weights
 
 FEATURES_TARGET = 0.8
 FD_TARGET_S = 2.0
@@ -88,12 +96,6 @@ def feature_throughput(n: int = 200, batch: int = 50, resolution: int = 256, dev
     """
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-    from pfbench.metrics.embedded import embed, load_feature_net, to_input
-    from pfbench.encoders.inception import INCEPTION_KEY, InceptionV3
-    from pfbench.metrics.standard import FeatureBank
-    from pfbench.metrics.stats import FeatureStats
-    from pfbench.weights import resolve_weights
-
     if device == "cuda" and not torch.cuda.is_available():
         raise PfbenchError("bench features: device=cuda but no CUDA device is available")
     if threads is not None:
@@ -112,11 +114,14 @@ def feature_throughput(n: int = 200, batch: int = 50, resolution: int = 256, dev
         batches = list(images.split(batch))
         ext = InceptionV3(path, device=device, max_batch=batch, verify=kind != "random")
 
-        bank = FeatureBank(ext)  # FID + sFID statistics, IS logits (P/R would keep "pool" rows as well)
-        sub = bank.subscribe(stats=("pool", "spatial"), raw=("logits", "pool"))
+        streams = {k: FeatureStats() for k in ("pool", "spatial")}  # FID + sFID statistics
+        kept: list[Tensor] = []  # IS logits and P/R pool rows
 
         def pipeline(x: Tensor) -> None:
-            bank.update(sub, x)
+            feats = ext(x)  # one forward per batch, shared by every Inception metric
+            for k, st in streams.items():
+                st.update(feats[k])
+            kept.extend([feats["logits"].float().cpu(), feats["pool"].float().cpu()])
 
         bare_net = FeatureExtractorInceptionV3(INCEPTION_KEY, ["2048", "logits_unbiased"],
                                                feature_extractor_weights_path=str(path)).to(device).eval()
@@ -131,23 +136,21 @@ def feature_throughput(n: int = 200, batch: int = 50, resolution: int = 256, dev
         rows["inception"] = {"weights": kind, "input": resolution, "pipeline_img_s": n / t_pipe,
                              "bare_img_s": n / t_bare, "ratio": t_bare / t_pipe}
 
-        net = load_feature_net(16).to(device)
+        emb = EmbeddedFeatures(16, device=device, max_batch=batch)
         small = torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8, generator=g)
         stats = FeatureStats()
-        t_pipe = _timed(lambda x: stats.update(embed(net, x, batch_size=batch)[0]), list(small.split(batch)), sync)
+        t_pipe = _timed(lambda x: stats.update(emb(x)["pool"]), list(small.split(batch)), sync)
         inputs = [to_input(b).to(device) for b in small.split(batch)]
-        t_bare = _timed(torch.no_grad()(lambda x: net(x)), inputs, sync)
+        t_bare = _timed(torch.no_grad()(lambda x: emb.net(x)), inputs, sync)
         rows["embedded"] = {"weights": "shipped", "input": 16, "pipeline_img_s": n / t_pipe, "bare_img_s": n / t_bare,
                             "ratio": t_bare / t_pipe}
     result = {"bench": "features", "n": n, "batch": batch, "device": device, "threads": torch.get_num_threads(),
               "extractors": rows, "target": FEATURES_TARGET}
     if show:
-        from pfbench.bench.sampling import _table
-
-        _table(f"feature extraction, {n} images, batch {batch}, {device}, {torch.get_num_threads()} threads",
-               ["network", "weights", "input", "pfbench img/s", "bare forward img/s", "ratio"],
-               [[k, r["weights"], r["input"], f"{r['pipeline_img_s']:.1f}", f"{r['bare_img_s']:.1f}",
-                 f"{r['ratio']:.2f}"] for k, r in rows.items()])
+        print_table(f"feature extraction, {n} images, batch {batch}, {device}, {torch.get_num_threads()} threads",
+                    ["network", "weights", "input", "pfbench img/s", "bare forward img/s", "ratio"],
+                    [[k, r["weights"], r["input"], f"{r['pipeline_img_s']:.1f}", f"{r['bare_img_s']:.1f}",
+                      f"{r['ratio']:.2f}"] for k, r in rows.items()])
     return result
 
 
@@ -181,10 +184,6 @@ def fd_speed(n: int = 50_000, d: int = 2048, repeats: int = 1, threads: int | No
         ``stats_gflops`` (achieved rate of the n·d² accumulation), ``gemm`` (the Gram dtype used),
         ``fd`` (the value, for sanity), ``target_s`` and ``meets_target`` (total ≤ target).
     """
-    import numpy as np
-
-    from pfbench.bench.sampling import _machine, _now, _table, _threads
-    from pfbench.metrics.stats import FeatureStats, frechet_distance
 
     rng = np.random.default_rng(seed)
     feats = rng.standard_normal((n, d), dtype=np.float32)  # (n, d)
@@ -193,22 +192,22 @@ def fd_speed(n: int = 50_000, d: int = 2048, repeats: int = 1, threads: int | No
     wall = {"stats": float("inf"), "fd": float("inf")}
     cpu = dict(wall)
     value, used = float("nan"), gemm
-    with _threads(threads):
+    with torch_threads(threads):
         for _ in range(max(repeats, 1)):
-            w0, c0 = _now()
+            w0, c0 = clock()
             st = FeatureStats(gemm=gemm)
             st.update(feats)
             mu, sigma = st.mean(), st.cov()
-            w1, c1 = _now()
+            w1, c1 = clock()
             used = st.gemm
             # untimed: the reference is what a cached .npz provides
             ref_mu, ref_sigma = mu + 0.05, sigma * np.outer(scale, scale) + 0.01 * np.eye(d)
-            w2, c2 = _now()
+            w2, c2 = clock()
             value = frechet_distance(mu, sigma, ref_mu, ref_sigma)
-            w3, c3 = _now()
+            w3, c3 = clock()
             wall = {"stats": min(wall["stats"], w1 - w0), "fd": min(wall["fd"], w3 - w2)}
             cpu = {"stats": min(cpu["stats"], c1 - c0), "fd": min(cpu["fd"], c3 - c2)}
-        machine = _machine()
+        machine = machine_info()
     total = wall["stats"] + wall["fd"]
     result = {"bench": "fd", "n": n, "d": d, "repeats": repeats, **machine,
               "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
@@ -217,12 +216,12 @@ def fd_speed(n: int = 50_000, d: int = 2048, repeats: int = 1, threads: int | No
               "stats_gflops": n * d * d / wall["stats"] / 1e9, "gemm": used, "fd": value, "target_s": FD_TARGET_S,
               "meets_target": total <= FD_TARGET_S}
     if show:
-        _table(f"Fréchet distance from {n} × {d} features: torch threads {machine['threads']}, BLAS threads "
-               f"{result['blas_threads']}, load {machine['load_avg_1m']}",
-               ["stage", "wall s", "CPU s"],
-               [[f"stats (mean + cov, {used} Gram)", f"{wall['stats']:.2f}", f"{cpu['stats']:.2f}"],
-                ["frechet_distance", f"{wall['fd']:.2f}", f"{cpu['fd']:.2f}"],
-                [f"total (target {FD_TARGET_S:g} s)", f"{total:.2f}", f"{result['total_cpu_s']:.2f}"]])
+        print_table(f"Fréchet distance from {n} × {d} features: torch threads {machine['threads']}, BLAS threads "
+                    f"{result['blas_threads']}, load {machine['load_avg_1m']}",
+                    ["stage", "wall s", "CPU s"],
+                    [[f"stats (mean + cov, {used} Gram)", f"{wall['stats']:.2f}", f"{cpu['stats']:.2f}"],
+                     ["frechet_distance", f"{wall['fd']:.2f}", f"{cpu['fd']:.2f}"],
+                     [f"total (target {FD_TARGET_S:g} s)", f"{total:.2f}", f"{result['total_cpu_s']:.2f}"]])
     return result
 
 

@@ -1,15 +1,9 @@
-"""Benchmarks of sampling cost, reported as ratios measured within one run (never as timed unit tests).
+"""Sampling benchmarks, reported as ratios measured within one run (never as timed unit tests).
 
-- ``overhead``: share of each sampler's wall time spent outside the model calls (target ≤ 5 %).
-- ``dedup``: PF sampling with the per-distinct-timestep modulation (``DiTAdapter(dedup=True)``) versus
-  the naive per-token path, on CPU: wall speed-up and analytic FLOP ratio; plus PF ``euler_pf`` versus
-  SiT ``euler`` throughput at equal NFE.
-- ``gpu-throughput``: the PF/SiT img/s ratio at equal NFE on CUDA under bf16 autocast (target ≥ 0.95×).
-- ``fd``: seconds from precomputed 50,000 × 2048 features to a Fréchet distance (statistics + distance).
-- ``features``: feature-extraction img/s inside pfbench's metric pass vs a bare forward.
-
-The two metric benches (``fd``, ``features``) live in ``pfbench.bench.metrics``; this module holds the
-sampling benches, the timing helpers they share and the entry point (``run_bench``, ``parse_options``).
+- ``overhead`` (``sampler_overhead``): share of each sampler's wall time spent outside the model calls
+  (target ≤ 5 %).
+- ``dedup`` and ``gpu-throughput`` (``pfbench.bench.throughput``): modulation dedup versus the naive per-token
+  path, and PF versus SiT img/s at equal NFE.
 
 Networks are randomly initialised and then perturbed (``perturbed_net``) so the zero-initialised adaLN
 and output layers do real work and the difficulty map varies; no trained checkpoint is needed. Times
@@ -24,31 +18,23 @@ measure another setting, and read the recorded load average with the numbers.
 
 from __future__ import annotations
 
-import contextlib
-import difflib
-import inspect
-import os
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from pfbench import PfbenchError
 from pfbench.adapters.base import Adapter
 from pfbench.adapters.dit import DiTAdapter
-from pfbench.bench.metrics import fd_speed, feature_throughput
+from pfbench.bench.common import clock, machine_info, print_table, torch_threads
 from pfbench.nets import DiT, make_net
 from pfbench.registry import SAMPLERS
 from pfbench.sample.generate import balanced_labels, sample_noise, sampler_keys
 from pfbench.samplers.base import Sampler
-from pfbench.types import Cond, ModelOut, SampleOut
+from pfbench.types import Cond, ModelOut
 
 SIT_SAMPLERS = ("euler", "heun", "euler_maruyama")  # the global-timestep baseline's samplers
 OVERHEAD_TARGET = 0.05
-GPU_RATIO_TARGET = 0.95
 
 
 def perturbed_net(preset: str, kind: str = "pf", seed: int = 0, overrides: Mapping[str, Any] | None = None) -> DiT:
@@ -66,12 +52,6 @@ def perturbed_net(preset: str, kind: str = "pf", seed: int = 0, overrides: Mappi
     return net.eval()
 
 
-def _now(sync: bool = False) -> tuple[float, float]:
-    """(wall, process CPU) clock readings in seconds; pending CUDA work is finished first when ``sync``."""
-    _sync(sync)
-    return time.perf_counter(), time.process_time()
-
-
 class TimedModel:
     """Adapter wrapper adding each model call's wall time to ``seconds`` and CPU time to ``cpu_seconds``.
 
@@ -84,13 +64,14 @@ class TimedModel:
         self.patch_size = model.patch_size
         self.num_classes = model.num_classes
         self.has_difficulty = model.has_difficulty
+        self.input_shape = model.input_shape
         self.seconds = self.cpu_seconds = 0.0
         self.sync = _is_cuda(model)
 
     def __call__(self, x: Tensor, t: Tensor, cond: Cond) -> ModelOut:
-        wall, cpu = _now(self.sync)
+        wall, cpu = clock(self.sync)
         out = self.model(x, t, cond)
-        wall_end, cpu_end = _now(self.sync)
+        wall_end, cpu_end = clock(self.sync)
         self.seconds += wall_end - wall
         self.cpu_seconds += cpu_end - cpu
         return out
@@ -99,8 +80,7 @@ class TimedModel:
         return float(self.model.gflops(t))
 
     def forwards_per_call(self, t: Tensor) -> int:
-        fn = getattr(self.model, "forwards_per_call", None)
-        return 1 if fn is None else int(fn(t))
+        return int(self.model.forwards_per_call(t))
 
 
 def _is_cuda(model: Adapter) -> bool:
@@ -108,51 +88,18 @@ def _is_cuda(model: Adapter) -> bool:
     return isinstance(net, torch.nn.Module) and next(net.parameters()).is_cuda
 
 
-def _sync(on: bool) -> None:
-    if on:
-        torch.cuda.synchronize()
-
-
-@contextlib.contextmanager
-def _threads(threads: int | None) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _machine(device: str = "cpu") -> dict[str, Any]:
-    name = torch.cuda.get_device_name() if device == "cuda" else f"cpu x{os.cpu_count()}"
-    return {"device": name, "threads": torch.get_num_threads(), "load_avg_1m": round(os.getloadavg()[0], 2),
-            "torch": torch.__version__}
-
-
-def _inputs(shape: tuple[int, int, int], num_classes: int, n: int, start: int = 0, seed: int = 0,
-            device: str = "cpu") -> tuple[Tensor, Cond, Tensor]:
+def bench_inputs(shape: tuple[int, int, int], num_classes: int, n: int, start: int = 0, seed: int = 0,
+                 device: str = "cpu") -> tuple[Tensor, Cond, Tensor]:
     """Noise (n, C, H, W), labels and sampler keys of samples start..start+n−1, as ``pfbench.sample.generate`` makes them."""
     idx = range(start, start + n)
     noise = sample_noise(seed, idx, shape).to(device)
     return noise, Cond(balanced_labels(seed, n, num_classes, start).to(device)), sampler_keys(seed, idx)
 
 
-def _sampler(name: str, nfe: int) -> Sampler:
-    sampler: Sampler = SAMPLERS.get(name)(steps=1).with_budget(nfe)
+def budget_sampler(name: str, nfe: int) -> Sampler:
+    """Registered sampler ``name`` with default parameters at the largest step count whose cost fits ``nfe``."""
+    sampler: Sampler = SAMPLERS.get(name).from_budget({}, nfe)
     return sampler
-
-
-def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for i, col in enumerate(columns):
-        table.add_column(col, no_wrap=i == 0)  # keep sampler / preset names whole
-    for row in rows:
-        table.add_row(*(str(v) for v in row))
-    Console().print(table)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -184,27 +131,28 @@ def sampler_overhead(model: str = "cpu-xs", samplers: Sequence[str] | None = Non
     kind = {name: "sit" if name in SIT_SAMPLERS else "pf" for name in names}
     cfg = nets["pf"].net.cfg
     shape = (cfg.in_channels, cfg.input_size, cfg.input_size)
-    with _threads(threads), torch.no_grad():
-        built = {name: _sampler(name, nfe) for name in names}
-        warm = _inputs(shape, cfg.num_classes, min(4, batch_size))
+    with torch_threads(threads), torch.no_grad():
+        built = {name: budget_sampler(name, nfe) for name in names}
+        warm = bench_inputs(shape, cfg.num_classes, min(4, batch_size))
         for name in names:  # untimed warm-up: first-call allocations, kernel selection
             built[name](nets[kind[name]], *warm)
-        batches = [_inputs(shape, cfg.num_classes, min(batch_size, n - lo), lo) for lo in range(0, n, batch_size)]
+        batches = [bench_inputs(shape, cfg.num_classes, min(batch_size, n - lo), lo)
+                   for lo in range(0, n, batch_size)]
         zero = {name: [0.0, 0.0, 0.0, 0.0] for name in names}  # wall total, wall model, CPU total, CPU model
         spent = dict.fromkeys(names, 0)
         for _ in range(repeats):
             for name in names:
                 timed = TimedModel(nets[kind[name]])
                 for noise, cond, keys in batches:
-                    wall, cpu = _now()
+                    wall, cpu = clock()
                     out = built[name](timed, noise, cond, keys)
-                    wall_end, cpu_end = _now()
+                    wall_end, cpu_end = clock()
                     zero[name][0] += wall_end - wall
                     zero[name][2] += cpu_end - cpu
                     spent[name] = out.nfe
                 zero[name][1] += timed.seconds
                 zero[name][3] += timed.cpu_seconds
-        machine = _machine()
+        machine = machine_info()
     rows: dict[str, dict[str, Any]] = {}
     for name, (total, inside, total_cpu, inside_cpu) in zero.items():
         rows[name] = {"net": kind[name], "steps": built[name].steps, "nfe": spent[name], "total_s": total,
@@ -215,236 +163,9 @@ def sampler_overhead(model: str = "cpu-xs", samplers: Sequence[str] | None = Non
               "max_overhead": max(r["overhead"] for r in rows.values()),
               "max_overhead_cpu": max(r["overhead_cpu"] for r in rows.values())}
     if show:
-        _table(f"sampler overhead: {model}, batch {batch_size}, {machine['threads']} thread(s), "
-               f"load {machine['load_avg_1m']}",
-               ["sampler", "net", "NFE", "total s", "model s", "overhead", "overhead (CPU time)"],
-               [[k, r["net"], r["nfe"], f"{r['total_s']:.3f}", f"{r['model_s']:.3f}", f"{r['overhead']:.2%}",
-                 f"{r['overhead_cpu']:.2%}"] for k, r in rows.items()])
+        print_table(f"sampler overhead: {model}, batch {batch_size}, {machine['threads']} thread(s), "
+                    f"load {machine['load_avg_1m']}",
+                    ["sampler", "net", "NFE", "total s", "model s", "overhead", "overhead (CPU time)"],
+                    [[k, r["net"], r["nfe"], f"{r['total_s']:.3f}", f"{r['model_s']:.3f}", f"{r['overhead']:.2%}",
+                      f"{r['overhead_cpu']:.2%}"] for k, r in rows.items()])
     return result
-
-
-# ----------------------------------------------------------------------------------------------------
-# dedup speed-up and PF/SiT throughput at equal NFE
-
-
-Contender = tuple[Adapter, Sampler]
-
-
-@dataclass(frozen=True)
-class _Timing:
-    wall: float  # min over repeats, seconds
-    cpu: float  # min over repeats of the process CPU time, seconds
-    out: SampleOut
-
-
-def _race(contenders: Mapping[str, Contender], inputs: tuple[Tensor, Cond, Tensor], repeats: int,
-          autocast: bool = False) -> dict[str, _Timing]:
-    """Minimum wall and CPU time over ``repeats`` and the SampleOut of each contender.
-
-    Repeats are interleaved across contenders so a change in machine load hits all of them alike. On
-    CUDA an untimed warm-up run comes first (kernel selection, torch.compile); on CPU the minimum over
-    repeats already drops a slow first run, and a warm-up would double the bench time.
-    """
-    cuda = inputs[0].is_cuda
-    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
-    best: dict[str, _Timing] = {}
-    with torch.no_grad(), ctx:
-        for model, sampler in contenders.values() if cuda else ():
-            sampler(model, *inputs)
-        for _ in range(max(repeats, 1)):
-            for label, (model, sampler) in contenders.items():
-                wall, cpu = _now(cuda)
-                out = sampler(model, *inputs)
-                wall_end, cpu_end = _now(cuda)
-                old = best.get(label)
-                best[label] = _Timing(min(wall_end - wall, old.wall if old else float("inf")),
-                                      min(cpu_end - cpu, old.cpu if old else float("inf")), out)
-    return best
-
-
-def dedup_speedup(preset: str = "B/2", batch: int = 2, nfe: int = 4,
-                  samplers: Sequence[str] = ("euler_pf", "dual_loop"), repeats: int = 2,
-                  threads: int | None = 1, show: bool = True) -> dict[str, Any]:
-    """PF sampling with modulation dedup versus the naive per-token path, and PF versus SiT (CPU, fp32).
-
-    Args:
-        preset: network preset (PF and SiT nets are perturbed random inits).
-        batch: samples per call.
-        nfe: budget every sampler fits its step count to (equal NFE across samplers and models).
-        samplers: PF samplers to compare with and without dedup.
-        repeats: timed runs per configuration, interleaved (the minimum is kept).
-        threads: torch CPU threads during the bench (0 or None: leave as is; see the module docstring).
-        show: print tables.
-
-    Returns:
-        Per sampler: ``speedup`` (naive/dedup wall time; ``speedup_cpu`` from process CPU time),
-        ``flop_ratio`` (dedup/naive analytic GFLOPs per sample as the adapters account them),
-        ``flop_saving`` = 1 − flop_ratio, ``max_abs_diff`` between the two outputs. ``pf_vs_sit``: img/s
-        of PF ``euler_pf`` (dedup and naive) and SiT ``euler`` at the same NFE, ``ratio`` = PF/SiT and
-        ``naive_ratio`` (wall), ``ratio_cpu`` and ``naive_ratio_cpu`` (CPU time).
-    """
-    pf, sit = perturbed_net(preset, "pf"), perturbed_net(preset, "sit")
-    cfg = pf.cfg
-    fast, naive = DiTAdapter(pf, dedup=True), DiTAdapter(pf, dedup=False)
-    contenders: dict[str, Contender] = {"sit/euler": (DiTAdapter(sit), _sampler("euler", nfe))}
-    for name in dict.fromkeys(["euler_pf", *samplers]):
-        contenders[f"dedup/{name}"] = (fast, _sampler(name, nfe))
-        contenders[f"naive/{name}"] = (naive, _sampler(name, nfe))
-    with _threads(threads):
-        inputs = _inputs((cfg.in_channels, cfg.input_size, cfg.input_size), cfg.num_classes, batch)
-        got = _race(contenders, inputs, repeats)
-        machine = _machine()
-    rows: dict[str, dict[str, Any]] = {}
-    for name in samplers:
-        fast_t, naive_t = got[f"dedup/{name}"], got[f"naive/{name}"]
-        ratio = fast_t.out.gflops / naive_t.out.gflops
-        rows[name] = {"steps": contenders[f"dedup/{name}"][1].steps, "nfe": fast_t.out.nfe,
-                      "seconds_dedup": fast_t.wall, "seconds_naive": naive_t.wall, "speedup": naive_t.wall / fast_t.wall,
-                      "cpu_s_dedup": fast_t.cpu, "cpu_s_naive": naive_t.cpu, "speedup_cpu": naive_t.cpu / fast_t.cpu,
-                      "gflops_dedup": fast_t.out.gflops, "gflops_naive": naive_t.out.gflops, "flop_ratio": ratio,
-                      "flop_saving": 1.0 - ratio, "max_abs_diff": float((fast_t.out.x - naive_t.out.x).abs().max())}
-    sit_t, pf_t, naive_t = got["sit/euler"], got["dedup/euler_pf"], got["naive/euler_pf"]
-    versus = {"nfe": sit_t.out.nfe, "sit_img_s": batch / sit_t.wall, "pf_img_s": batch / pf_t.wall,
-              "pf_naive_img_s": batch / naive_t.wall, "ratio": sit_t.wall / pf_t.wall,
-              "naive_ratio": sit_t.wall / naive_t.wall, "ratio_cpu": sit_t.cpu / pf_t.cpu,
-              "naive_ratio_cpu": sit_t.cpu / naive_t.cpu, "gflops_sit": sit_t.out.gflops,
-              "gflops_pf": pf_t.out.gflops}
-    result = {"bench": "dedup", "preset": preset, "batch": batch, "nfe_budget": nfe, "repeats": repeats,
-              **machine, "samplers": rows, "pf_vs_sit": versus}
-    if show:
-        _table(f"modulation dedup: {preset}, batch {batch}, {machine['threads']} thread(s), "
-               f"load {machine['load_avg_1m']}",
-               ["sampler", "NFE", "dedup s", "naive s", "speed-up", "(CPU time)", "GFLOP dedup", "naive", "ratio"],
-               [[k, r["nfe"], f"{r['seconds_dedup']:.2f}", f"{r['seconds_naive']:.2f}", f"{r['speedup']:.2f}x",
-                 f"{r['speedup_cpu']:.2f}x", f"{r['gflops_dedup']:.1f}", f"{r['gflops_naive']:.1f}",
-                 f"{r['flop_ratio']:.3f}"] for k, r in rows.items()])
-        _table(f"PF euler_pf vs SiT euler at {versus['nfe']} NFE (fp32)",
-               ["SiT img/s", "PF img/s", "PF naive img/s", "PF/SiT", "(CPU time)", "naive/SiT", "(CPU time)"],
-               [[f"{versus[k]:.3f}" for k in ("sit_img_s", "pf_img_s", "pf_naive_img_s", "ratio", "ratio_cpu",
-                                               "naive_ratio", "naive_ratio_cpu")]])
-    return result
-
-
-# ----------------------------------------------------------------------------------------------------
-# GPU throughput
-
-
-def gpu_throughput(presets: Sequence[str] = ("B/2", "XL/2"), batch: int = 256, nfe: int = 8,
-                   compile: bool = False, repeats: int = 3, show: bool = True) -> dict[str, Any]:
-    """PF ``euler_pf`` versus SiT ``euler`` img/s at equal NFE on CUDA under bf16 autocast.
-
-    Skips (returns ``skipped=True`` with the reason, and prints it) when no CUDA device is present.
-
-    Args:
-        presets: network presets to compare.
-        batch: samples per call.
-        nfe: model calls per sample for both models.
-        compile: wrap the networks in ``torch.compile`` (the untimed warm-up compiles).
-        repeats: timed runs per configuration, interleaved (the minimum is kept).
-        show: print a table.
-
-    Returns:
-        Per preset: img/s of SiT, PF with dedup and PF naive; ``ratio`` = PF/SiT (target ≥ 0.95) and
-        ``naive_ratio``.
-    """
-    if not torch.cuda.is_available():
-        reason = "no CUDA device: gpu-throughput skipped (run it on a GPU machine)"
-        if show:
-            from rich.console import Console
-
-            Console().print(f"[yellow]{reason}[/]")
-        return {"bench": "gpu-throughput", "skipped": True, "reason": reason}
-    rows: dict[str, dict[str, Any]] = {}
-    for preset in presets:
-        pf, sit = perturbed_net(preset, "pf").cuda(), perturbed_net(preset, "sit").cuda()
-        if compile:
-            pf, sit = torch.compile(pf), torch.compile(sit)  # type: ignore[assignment]
-        cfg = pf.cfg
-        inputs = _inputs((cfg.in_channels, cfg.input_size, cfg.input_size), cfg.num_classes, batch, device="cuda")
-        got = _race({"sit": (DiTAdapter(sit), _sampler("euler", nfe)),
-                     "pf": (DiTAdapter(pf, dedup=True), _sampler("euler_pf", nfe)),
-                     "naive": (DiTAdapter(pf, dedup=False), _sampler("euler_pf", nfe))}, inputs, repeats, True)
-        s_sit, s_pf, s_naive = got["sit"].wall, got["pf"].wall, got["naive"].wall
-        rows[preset] = {"sit_img_s": batch / s_sit, "pf_img_s": batch / s_pf, "pf_naive_img_s": batch / s_naive,
-                        "ratio": s_sit / s_pf, "naive_ratio": s_sit / s_naive}
-        del pf, sit, got
-        torch.cuda.empty_cache()
-    result = {"bench": "gpu-throughput", "skipped": False, "batch": batch, "nfe": nfe, "compile": compile,
-              "repeats": repeats, **_machine("cuda"), "presets": rows, "target": GPU_RATIO_TARGET}
-    if show:
-        _table(f"PF vs SiT img/s at {nfe} NFE, batch {batch}, bf16{' + compile' if compile else ''}, "
-               f"{result['device']}", ["preset", "SiT img/s", "PF img/s", "PF naive img/s", "PF/SiT", "naive/SiT"],
-               [[k, f"{r['sit_img_s']:.0f}", f"{r['pf_img_s']:.0f}", f"{r['pf_naive_img_s']:.0f}",
-                 f"{r['ratio']:.3f}", f"{r['naive_ratio']:.3f}"] for k, r in rows.items()])
-    return result
-
-
-# ----------------------------------------------------------------------------------------------------
-# entry point
-
-
-BENCHES: dict[str, Callable[..., dict[str, Any]]] = {
-    "overhead": sampler_overhead,
-    "dedup": dedup_speedup,
-    "gpu-throughput": gpu_throughput,
-    "fd": fd_speed,
-    "features": feature_throughput,
-}
-
-
-def _bench(name: str) -> Callable[..., dict[str, Any]]:
-    if name not in BENCHES:
-        close = difflib.get_close_matches(name, list(BENCHES), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise PfbenchError(f"unknown bench {name!r}{hint} (known: {', '.join(BENCHES)})")
-    return BENCHES[name]
-
-
-def _check_options(name: str, keys: Iterable[str]) -> Mapping[str, inspect.Parameter]:
-    params = inspect.signature(_bench(name)).parameters
-    for key in keys:
-        if key not in params:
-            close = difflib.get_close_matches(key, list(params), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise PfbenchError(f"bench {name!r} has no option {key!r}{hint} (options: {', '.join(params)})")
-    return params
-
-
-def run_bench(name: str, **kw: Any) -> dict[str, Any]:
-    """Runs the bench ``name`` ("overhead", "dedup", "gpu-throughput", "fd") with keyword options.
-
-    Returns the bench's plain (JSON-serialisable) result dict. Unknown bench or option names are
-    errors that name the nearest valid one.
-    """
-    _check_options(name, kw)
-    return _bench(name)(**kw)
-
-
-def parse_options(name: str, options: Sequence[str]) -> dict[str, Any]:
-    """Turns CLI ``key=value`` strings into typed keyword options for ``run_bench(name, ...)``.
-
-    Values take the type of the option's default: int, float, bool (true/false/1/0), str, or a
-    comma-separated tuple of str; an option whose default is None takes an int.
-    """
-    out: dict[str, Any] = {}
-    for item in options:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise PfbenchError(f"bench option {item!r} is not key=value, e.g. batch_size=4")
-        default = _check_options(name, [key])[key].default
-        try:
-            if isinstance(default, bool):
-                if value.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(value)
-                out[key] = value.lower() in ("true", "1")
-            elif isinstance(default, tuple) or (default is None and key == "samplers"):
-                out[key] = tuple(v for v in value.split(",") if v)
-            elif isinstance(default, float):
-                out[key] = float(value)
-            elif isinstance(default, int) or default is None:
-                out[key] = int(value)
-            else:
-                out[key] = value
-        except ValueError:
-            raise PfbenchError(f"bench option {key}={value!r}: expected a value like {default!r}") from None
-    return out

@@ -20,16 +20,18 @@ pre-encoded pipeline.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from rich.progress import track
 from torch import Tensor
 
 from pfbench import PfbenchError
+from pfbench.data.imagefolder import ImageFolder
+from pfbench.io import atomic_write_text
 
 FORMAT = "pfbench-latents/1"
 MANIFEST = "manifest.json"
@@ -37,9 +39,7 @@ _PROGRESS = "progress.json"
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def _open_array(path: Path, shape: tuple[int, ...], dtype: Any, resume: bool) -> np.ndarray:
@@ -76,8 +76,6 @@ def encode_folder(
     Returns:
         The store folder.
     """
-    from pfbench.data.imagefolder import ImageFolder
-
     folder = ImageFolder.scan(src)
     n = len(folder.files) if limit is None else min(limit, len(folder.files))
     if resolution % vae.factor:
@@ -108,8 +106,6 @@ def encode_folder(
     images = _open_array(out / "images.npy", (n, 3, resolution, resolution), np.uint8, same) if keep_images else None
     bounds = range(done, n, batch_size)
     if progress:
-        from rich.progress import track
-
         bounds = track(bounds, description=f"encoding {n - done} images")  # type: ignore[assignment]
     for lo in bounds:
         hi = min(lo + batch_size, n)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pfbench import PfbenchError
 from pfbench.data.embedded import CLASS_NAMES, EmbeddedSpec, generate
+from pfbench.io import atomic_write
 
 _LABEL_H = 12  # pixels of the text strip under each tile
 _PAD = 2
@@ -59,14 +58,4 @@ def preview(
         sheet.paste(Image.fromarray(imgs[i]), (x0, y0))
         name = CLASS_NAMES[int(batch.labels[i])]
         draw.text((x0, y0 + th), name, fill=(235, 235, 235), font=font)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            sheet.save(fh, format="PNG")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write(path, lambda fh: sheet.save(fh, format="PNG"))

@@ -1,4 +1,4 @@
-"""FD-DINOv2 (SPEC §6 extra): Fréchet distance in DINOv2 ViT-L/14 features, without torch hub code.
+"""DINOv2 ViT features (FD-DINOv2, SPEC §6 extra; REPA targets, SPEC §4), without torch hub code.
 
 The network is timm's ``vit_large_patch14_dinov2`` built at 224×224 with random init, then loaded
 from the original ``dinov2_vitl14_pretrain.pth`` (facebookresearch key layout) found offline by
@@ -18,17 +18,16 @@ torchvision's ``Resize`` on a PIL image, quantised to uint8) or clean-fid's floa
 token after the final LayerNorm (1024-d for ViT-L/14).
 
 The extractor returns its feature under the key ``"pool"`` (the pooled image embedding, as
-Inception's pool3), so ``FeatureBank``, ``compute_ref_stats`` and the reference cache work
-unchanged; its fingerprint keeps its cache entries apart from Inception's.
+Inception's pool3), so reference statistics and their cache work as for Inception; its fingerprint
+keeps its cache entries apart from Inception's.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,11 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pfbench import PfbenchError
-from pfbench.metrics.base import check_images
+from pfbench.encoders.base import FeatureContext, check_images
 from pfbench.encoders.inception import clean_resize
-from pfbench.metrics.refstats import RefStats, compute_ref_stats
-from pfbench.metrics.standard import FeatureBank, _BankMetric
-from pfbench.metrics.stats import frechet_distance
 from pfbench.weights import file_sha256, resolve_weights
 
 INPUT_SIZE = 224
@@ -160,8 +156,7 @@ class DINOv2:
     Example::
 
         ext = DINOv2()                              # ViT-L/14, weights resolved offline
-        bank = FeatureBank(ext)
-        metric = FDDINOv2(dinov2_ref_stats(ref_batches, ext, dataset_key=key), bank=bank)
+        feats = ext(images_uint8)["pool"]           # (B, 1024)
 
     Args:
         weights: explicit weights file or folder; ``None`` searches ``$PFBENCH_WEIGHTS`` then the
@@ -242,48 +237,6 @@ def patch_tokens(net: nn.Module, x: Tensor) -> Tensor:
     return tokens[:, int(getattr(net, "num_prefix_tokens", 1)) :]
 
 
-def dinov2_ref_stats(
-    batches: Iterable[Tensor], extractor: DINOv2, *, dataset_key: str, cache_dir: str | Path | None = None
-) -> RefStats:
-    """DINOv2 reference statistics of a dataset, computed once and cached by content hash.
-
-    Args:
-        batches: uint8 (B, 3, H, W) reference batches (read only on a cache miss).
-        extractor: the ``DINOv2`` the samples will go through (its fingerprint keys the cache).
-        dataset_key: content hash of the reference images (``pfbench.evaluate.sources.content_id``).
-        cache_dir: cache root (default ``$PFBENCH_CACHE`` or ``~/.cache/pfbench``).
-    """
-    return compute_ref_stats(batches, extractor, dataset_key=dataset_key, preprocessing="fd_dinov2",
-                             keep_pool=False, cache_dir=cache_dir)  # fmt: skip
-
-
-class FDDINOv2(_BankMetric):
-    """Fréchet distance in DINOv2 features against ``ref.mu``/``ref.sigma`` (from ``dinov2_ref_stats``).
-
-    Args:
-        ref: DINOv2 reference statistics (not an ADM Inception ``.npz``: those hold Inception stats).
-        bank: a ``FeatureBank`` over a ``DINOv2`` extractor, shared with other DINOv2 metrics.
-        weights, device: build a private ``DINOv2`` bank when ``bank`` is ``None``.
-    """
-
-    name: ClassVar[str] = "fd_dinov2"
-    higher_is_better: ClassVar[bool] = False
-    stats_keys = ("pool",)
-
-    def __init__(self, ref: RefStats, *, bank: FeatureBank | None = None,
-                 weights: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu") -> None:  # fmt: skip
-        bank = bank if bank is not None else FeatureBank(DINOv2(weights, device=device))
-        if "dinov2" not in bank.extractor.fingerprint().get("extractor", ""):
-            raise PfbenchError(
-                "fd_dinov2: the FeatureBank's extractor is not DINOv2; give it FeatureBank(DINOv2())"
-            )
-        super().__init__(ref, bank)
-
-    def compute(self) -> dict[str, float]:
-        st, ref = self.bank.stats(self._sub, "pool"), self._ref()
-        if ref.mu.shape != st.mean().shape:
-            raise PfbenchError(
-                f"fd_dinov2: reference has {ref.mu.shape[0]}-d statistics, DINOv2 gives {st.mean().shape[0]}-d; "
-                "build the reference with dinov2_ref_stats"
-            )
-        return {"fd_dinov2": frechet_distance(st.mean(), st.cov(), ref.mu, ref.sigma)}
+def from_context(ctx: FeatureContext) -> DINOv2:
+    """Registry builder ("dinov2"): ViT-L/14, weights ``ctx.weights["dinov2"]`` (always checksum-verified)."""
+    return DINOv2(ctx.weights.get("dinov2"), device=ctx.device, max_batch=ctx.batch_size)

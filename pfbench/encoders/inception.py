@@ -19,35 +19,20 @@ float image to the same network.
 from __future__ import annotations
 
 import os
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from pfbench import PfbenchError
-from pfbench.metrics.base import check_images
+from pfbench.encoders.base import FeatureContext, check_images
 from pfbench.weights import file_sha256, resolve_weights
 
 INCEPTION_KEY = "inception-v3-compat"
 INCEPTION_SIZE = 299
 RESIZE_MODES = ("tf1x", "clean")
 SPATIAL_CHANNELS = 7  # ADM evaluator: spatial[..., :7]
-
-
-class FeatureExtractor(Protocol):
-    """What a ``FeatureBank`` needs: uint8 images in, named (B, D) float32 CPU features out."""
-
-    @property
-    def keys(self) -> tuple[str, ...]:
-        """Names of the features ``__call__`` returns."""
-        ...
-
-    def fingerprint(self) -> dict[str, str]:
-        """Everything that changes the features (network, weights checksum, preprocessing)."""
-        ...
-
-    def __call__(self, images: Tensor) -> dict[str, Tensor]: ...  # uint8 (B, 3, H, W) -> {key: (B, D)}
 
 
 def clean_resize(images: Tensor, size: int = INCEPTION_SIZE) -> Tensor:
@@ -172,3 +157,9 @@ class InceptionV3:
             self._forward(images[i : i + self.max_batch]) for i in range(0, images.shape[0], self.max_batch)
         ]
         return {k: torch.cat([p[k] for p in parts]) for k in self.keys}
+
+
+def from_context(ctx: FeatureContext) -> InceptionV3:
+    """Registry builder ("inception"): weights ``ctx.weights["inception"]``, ``ctx.resize``, ``ctx.verify``."""
+    return InceptionV3(ctx.weights.get("inception"), resize=ctx.resize, device=ctx.device, max_batch=ctx.batch_size,
+                       verify=ctx.verify)  # fmt: skip

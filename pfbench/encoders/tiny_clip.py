@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from PIL import Image
@@ -30,10 +30,8 @@ from torch import Tensor
 from pfbench import PfbenchError
 from pfbench.assets import load_tensors, save_tensors
 from pfbench.data.embedded import CLASS_NAMES, EmbeddedSpec, generate
-from pfbench.metrics.base import check_images
-from pfbench.metrics.clipscore import PROMPT, CLIPScore
-from pfbench.metrics.embedded import _deterministic, quantize
-from pfbench.types import Cond
+from pfbench.encoders.base import FeatureContext, deterministic, quantize
+from pfbench.encoders.clip import PROMPT, CLIPNetwork
 
 _FORMAT = "pfbench-tiny-clip-v1"
 _CONTEXT = 24  # longest embedded caption is 20 tokens with start/end
@@ -181,7 +179,7 @@ def train_tiny_clip(resolution: int = 16, seed: int = 0, *, train_size: int = _T
     """
     import open_clip
 
-    with _deterministic(threads=1), torch.random.fork_rng(devices=[]):
+    with deterministic(threads=1), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         data = generate(EmbeddedSpec(resolution=resolution, split="train", size=train_size, seed=0))
         prompts = [PROMPT.format(c) for c in CLASS_NAMES]
@@ -244,7 +242,7 @@ _LOADED: dict[int, tuple[dict[str, Tensor], dict[str, str]]] = {}
 
 
 def load_tiny_clip(resolution: int = 16) -> tuple[Any, CompactTokenizer, Callable[[Image.Image], Tensor]]:
-    """(model, tokenizer, preprocess) of the verified tiny CLIP, usable with ``CLIPScore``.
+    """(model, tokenizer, preprocess) of the verified tiny CLIP (``CLIPNetwork`` takes them).
 
     Each call builds a fresh model (eval mode, frozen, on the CPU) from weights read once per process,
     so moving one caller's model to a GPU never affects another's.
@@ -272,43 +270,11 @@ def load_tiny_clip(resolution: int = 16) -> tuple[Any, CompactTokenizer, Callabl
     return model.eval().requires_grad_(False), tokenizer, make_preprocess(config)
 
 
-class CLIPEmbedded:
-    """CLIP score with the tiny CLIP (``clip_embedded``; an embedded-default number, not a real CLIP score).
-
-    Text: ``cond.text`` captions when present, else "a photo of a {class name}." for ``cond.y``.
-
-    Args:
-        resolution: image side; ``None`` takes it from the first batch.
-        device: where the model runs.
-    """
-
-    name: ClassVar[str] = "clip_embedded"
-    higher_is_better: ClassVar[bool] = True
-
-    def __init__(self, resolution: int | None = None, device: str | torch.device = "cpu") -> None:
-        self.resolution, self.device = resolution, device
-        self._score: CLIPScore | None = None
-
-    def _scorer(self, images: Tensor) -> CLIPScore:
-        check_images(images, self.name, self.resolution)
-        if self._score is None:
-            self.resolution = int(images.shape[-1])
-            model, tokenizer, preprocess = load_tiny_clip(self.resolution)
-            self._score = CLIPScore(model, tokenizer, preprocess, class_names=CLASS_NAMES, device=self.device)
-        return self._score
-
-    def scores(self, images: Tensor, cond: Cond) -> Tensor:
-        """Per-sample ``100·max(cos, 0)``, (B,) float32, without accumulating."""
-        return self._scorer(images).scores(images, cond)
-
-    def update(self, images: Tensor, cond: Cond) -> None:
-        """Adds uint8 (B, 3, H, W) images with their labels or captions."""
-        self._scorer(images).update(images, cond)
-
-    def compute(self) -> dict[str, float]:
-        if self._score is None:
-            raise PfbenchError(f"{self.name}: compute() before any update()")
-        return {self.name: self._score.compute()["clip_score"]}
+def from_context(ctx: FeatureContext) -> CLIPNetwork:
+    """Registry builder ("tiny_clip"): the tiny CLIP trained at ``ctx.resolution``."""
+    model, tokenizer, preprocess = load_tiny_clip(ctx.resolution)
+    return CLIPNetwork(model, tokenizer, preprocess, device=ctx.device, resolution=ctx.resolution,
+                       fingerprint={"model": _FORMAT, "resolution": str(ctx.resolution)})  # fmt: skip
 
 
 if __name__ == "__main__":  # python -m pfbench.encoders.tiny_clip OUT_DIR [RESOLUTION] [SEED]

@@ -10,8 +10,8 @@ A parity suite is a small standalone YAML (``suites/adm_parity.yaml``; not a run
     tolerance: {fid: 0.02, sfid: 0.05, ...}            # largest accepted |measured − expected|
 
 ``run_adm_parity_suite(path)`` checks that every input exists (a missing one is a one-line error
-naming the file, where it was looked for and where to get it), scores the samples with
-``pfbench.metrics.standard.adm_parity`` and returns measured vs expected per metric and ``pass``.
+naming the file, where it was looked for and where to get it), scores the samples with ``adm_parity``
+and returns measured vs expected per metric and ``pass``.
 """
 
 from __future__ import annotations
@@ -25,11 +25,44 @@ from typing import Any
 import torch
 
 from pfbench import PfbenchError
-from pfbench.encoders.inception import INCEPTION_KEY, FeatureExtractor
+from pfbench.encoders.base import FeatureExtractor
+from pfbench.encoders.inception import INCEPTION_KEY
+from pfbench.evaluate.metric_pass import evaluate
 
 KIND = "adm_parity"
 ENV = {"samples": "PFBENCH_ADM_SAMPLES", "ref": "PFBENCH_ADM_REF", "weights": "PFBENCH_ADM_WEIGHTS"}
 METRIC_KEYS = ("fid", "sfid", "is", "precision", "recall")  # what adm_parity measures
+# ADM evaluator golden pair (SPEC §7): admnet_guided_upsampled_imagenet256.npz vs VIRTUAL_imagenet256_labeled.npz.
+ADM_GOLDEN: dict[str, float] = {"fid": 3.9426, "sfid": 6.1404, "is": 215.84, "precision": 0.8265, "recall": 0.5309}
+
+
+def adm_parity(
+    sample_npz: str | Path, ref_npz: str | Path, weights: str | Path | None = None, *,
+    extractor: FeatureExtractor | None = None, device: str | None = None, batch_size: int = 500,
+    cache_dir: str | Path | None = None,
+) -> dict[str, float]:  # fmt: skip
+    """FID, sFID, IS, precision and recall of an ADM sample batch against an ADM reference batch.
+
+    Mirrors the ADM evaluator (``evaluations/evaluator.py``): reference ``mu``/``sigma``/``mu_s``/
+    ``sigma_s`` as stored; precision/recall (k = 3) between the reference images' and all samples'
+    pool features; IS over 10 contiguous splits of the samples in file order. Compare the result
+    with ``ADM_GOLDEN`` for the golden pair.
+
+    Args:
+        sample_npz: samples ``.npz`` with ``arr_0`` (N, H, W, 3) uint8.
+        ref_npz: ADM reference batch (``mu``, ``sigma``, ``mu_s``, ``sigma_s``, ``arr_0``).
+        weights: Inception weights file/folder (offline resolution, see ``pfbench.weights``).
+        extractor: replaces the Inception network (tests); ``weights``/``device`` are then unused.
+        device: ``"cuda"`` when available by default.
+        batch_size: images per forward pass.
+        cache_dir: cache root for the reference pool features.
+
+    Returns:
+        ``{"num_samples", "fid", "sfid", "is", "is_std", "precision", "recall"}``.
+    """
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return evaluate(sample_npz, ref_npz, ["fid", "sfid", "is", "pr"], batch_size=batch_size, device=dev,
+                    weights=weights, cache_dir=cache_dir, extractor=extractor)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -164,7 +197,6 @@ def run_adm_parity_suite(
     Raises:
         PfbenchError: bad suite, missing samples/reference/weights file (one line each).
     """
-    from pfbench.metrics.standard import adm_parity
     from pfbench.weights import resolve_weights
 
     suite = load_parity_suite(path)

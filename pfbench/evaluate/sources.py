@@ -31,8 +31,8 @@ from torch import Tensor
 
 from pfbench import PfbenchError
 from pfbench.data.embedded import EmbeddedSpec, generate
-from pfbench.metrics.base import content_key
-from pfbench.metrics.embedded import quantize
+from pfbench.encoders.base import quantize
+from pfbench.io import content_key
 from pfbench.metrics.refstats import files_key, images_key, iter_npz_images
 from pfbench.weights import file_sha256
 

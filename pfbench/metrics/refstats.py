@@ -1,11 +1,14 @@
-"""Reference statistics for the ImageNet metrics (SPEC §6): ADM ``.npz`` files or cached computation.
+"""Reference statistics (SPEC §6): ADM ``.npz`` files or cached computation, for any feature network.
 
-Two sources:
+``RefStats`` holds the ADM fields: ``mu``/``sigma`` of the pooled features (``pool``), ``mu_s``/``sigma_s`` of
+Inception's spatial ones (sFID) and optionally the raw ``pool`` rows (precision/recall, KID). Two sources:
 
 - ``load_adm_npz``: an ADM-evaluator reference batch (``VIRTUAL_imagenet256_labeled.npz``) read
   directly: ``mu``/``sigma`` (pool3) and ``mu_s``/``sigma_s`` (sFID) as stored; the reference
   images ``arr_0`` are embedded once (pool3, for precision/recall and KID) and cached.
 - ``compute_ref_stats``: statistics computed once from any stream of uint8 batches and cached.
+
+``Reference`` is what a metric receives: a reference set as one network sees it, loaded on first use.
 
 Cache files live in ``<$PFBENCH_CACHE or ~/.cache/pfbench>/refstats`` and are named by a content
 hash of (dataset key, preprocessing, extractor fingerprint — which includes the weights' sha256 and
@@ -15,11 +18,9 @@ the resize mode). Writes are atomic (temp file + rename); an unreadable cache fi
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +29,9 @@ import torch
 from torch import Tensor
 
 from pfbench import PfbenchError
-from pfbench.metrics.base import content_key, metric_cache_dir
-from pfbench.encoders.inception import FeatureExtractor
+from pfbench.assets import cache_root
+from pfbench.encoders.base import FeatureExtractor
+from pfbench.io import atomic_write, content_key
 from pfbench.metrics.stats import FeatureStats
 from pfbench.weights import file_sha256
 
@@ -55,16 +57,65 @@ class RefStats:
     provenance: Mapping[str, str] = field(default_factory=dict)
 
 
+_STATS = {"pool": ("mu", "sigma"), "spatial": ("mu_s", "sigma_s")}  # feature key -> RefStats fields (ADM names)
+
+
+class Reference:
+    """The reference set as one feature network sees it: its size now, its statistics when first used.
+
+    ``pfbench.evaluate`` makes one per feature network and hands it to the metrics that need it; a metric
+    that reads raw reference features (precision/recall, KID) calls ``require_features`` when it is built,
+    so an unusable reference fails before any feature pass, and evaluate then ``load``s the statistics once
+    (with the raw features only if someone asked for them) before the pass over the samples.
+
+    Args:
+        n: reference images (0: statistics only, e.g. an ADM ``.npz`` without ``arr_0``).
+        where: what the user passed, for messages.
+        load: ``load(features)`` → the statistics, with the raw ``pool`` rows when ``features`` is true.
+    """
+
+    def __init__(self, n: int, where: str, load: Callable[[bool], RefStats]) -> None:
+        self.n, self.where, self._load = n, where, load
+        self._want_features = False
+        self._stats: RefStats | None = None
+
+    @classmethod
+    def of(cls, stats: RefStats) -> Reference:
+        """A reference whose statistics are already computed (Python use, tests)."""
+        return cls(len(stats.pool) if stats.pool is not None else 0, "given statistics", lambda features: stats)
+
+    def require_features(self, metric: str) -> None:
+        """Marks the raw reference features as needed by ``metric``; refuses a reference without images."""
+        if self.n == 0:
+            raise PfbenchError(f"ref {self.where} has statistics but no images arr_0; {metric} needs reference images")
+        self._want_features = True
+
+    def load(self) -> RefStats:
+        """The statistics (computed or read once; again with the raw features if they were missing)."""
+        if self._stats is None or (self._want_features and self._stats.pool is None):
+            self._stats = self._load(self._want_features)
+        return self._stats
+
+    def stats(self, key: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """Mean (D,) and covariance (D, D) float64 of feature ``key`` ("pool" or "spatial")."""
+        ref = self.load()
+        mu, sigma = (getattr(ref, f) for f in _STATS[key])
+        if mu is None or sigma is None:
+            raise PfbenchError(f"{metric}: reference {self.where} has no {key} statistics (mu_s/sigma_s); use an "
+                               "ADM .npz that has them or a reference of images")  # fmt: skip
+        return mu, sigma
+
+    def features(self, metric: str) -> np.ndarray:
+        """Raw reference ``pool`` features (N, D) float32 (``require_features`` first)."""
+        self._want_features = True
+        pool = self.load().pool
+        if pool is None:
+            raise PfbenchError(f"{metric}: reference {self.where} has no pool features; build it from images")
+        return pool
+
+
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # type: ignore[arg-type]  # stubs type **kwds as allow_pickle
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]  # stubs type **kwds as allow_pickle
 
 
 def _to_arrays(ref: RefStats) -> dict[str, np.ndarray]:
@@ -88,7 +139,8 @@ def save_ref_stats(ref: RefStats, path: str | Path) -> None:
 
 
 def _cached(key: str, cache_dir: str | Path | None) -> tuple[Path, RefStats | None]:
-    path = metric_cache_dir("refstats", cache_dir) / f"{key[:24]}.npz"
+    root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
+    path = root / "refstats" / f"{key[:24]}.npz"
     if not path.is_file():
         return path, None
     try:
@@ -126,6 +178,8 @@ def compute_ref_stats(
         keep_pool: also store the (N, 2048) pool features (needed by precision/recall and KID).
         cache_dir: cache root (default ``$PFBENCH_CACHE`` or ``~/.cache/pfbench``).
     """
+    if "pool" not in extractor.keys:
+        raise PfbenchError(f"reference statistics: the network gives {extractor.keys or 'no'} features, no 'pool'")
     fp = extractor.fingerprint()
     key = content_key(_FORMAT, dataset_key, preprocessing, json.dumps(fp, sort_keys=True), str(keep_pool))
     path, ref = _cached(key, cache_dir)

@@ -1,11 +1,10 @@
-"""Feature statistics and the distances built on them (SPEC §6); statistics merged in float64.
+"""Streaming feature statistics (SPEC §6): mean and covariance merged in float64.
 
 ``FeatureStats`` streams mean and covariance of (N, D) features. Rows are processed in fixed
 chunks counted from the first row ever seen; each chunk is centred on its own float64 mean, its Gram
 matrix is one float32 ``ssyrk`` (the default, ``gemm="float32"``) or float64 ``dsyrk``, and chunk
 statistics are merged in float64 with Chan's exact pairwise formula. The result is bit-identical
-however the rows are split into ``update`` calls (batch size never changes a number), and it survives
-a ``state()``/``from_state`` round trip mid-stream.
+however the rows are split into ``update`` calls (batch size never changes a number).
 
 Why float32 GEMMs are accurate here: raw float32 moments lose everything to cancellation
 (Σx² − n·mean², with means far from 0 for non-negative ReLU features); a chunk centred first has no
@@ -22,15 +21,13 @@ dependent units, found by a Cholesky of the first chunk's Gram (``_float32_resol
 Cost at N = 50,000, D = 2048: N·D² flops of ``ssyrk``, 2.2 s on one core of the 2-core AMD EPYC
 development machine (~95 GFLOP/s; OpenBLAS threads it over both cores when they are free), against
 4.6 s for float64 ``dsyrk``; chunk means, centring, merges and the first-chunk check add ~0.3 s.
-``frechet_distance`` lives in ``pfbench.metrics.frechet`` (re-exported here); ``pfbench bench fd``
-measures both stages (``gemm=float64`` for the all-float64 path).
+``frechet_distance`` lives in ``pfbench.metrics.frechet``, the Inception-Score formula and k-NN
+precision/recall in ``pfbench.metrics.scores``; ``pfbench bench fd`` measures both stages of an FD
+(``gemm=float64`` for the all-float64 path).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -38,22 +35,11 @@ import torch
 from scipy.linalg import blas
 
 from pfbench import PfbenchError
-from pfbench.metrics.frechet import _one_thread, frechet_distance
+from pfbench.metrics.frechet import _one_thread
 
-__all__ = ["GEMM_DTYPES", "FeatureStats", "frechet_distance", "inception_score", "precision_recall"]
+__all__ = ["GEMM_DTYPES", "FeatureStats"]
 
 GEMM_DTYPES = ("float32", "float64")
-
-
-def _as_f64(feats: np.ndarray | torch.Tensor, where: str) -> np.ndarray:
-    if isinstance(feats, torch.Tensor):
-        feats = feats.detach().to("cpu", torch.float64).numpy()
-    arr = np.asarray(feats, dtype=np.float64)
-    if arr.ndim != 2:
-        raise PfbenchError(f"{where}: features must be (N, D), got shape {arr.shape}; flatten them first")
-    if not np.isfinite(arr).all():
-        raise PfbenchError(f"{where}: features contain NaN or Inf; check the feature network's input")
-    return np.ascontiguousarray(arr)
 
 
 def _as_float(feats: np.ndarray | torch.Tensor, where: str) -> np.ndarray:
@@ -261,27 +247,6 @@ class FeatureStats:
             self._final = self._finished() if self._pending_n else self
         return self._final
 
-    def merge(self, other: FeatureStats) -> FeatureStats:
-        """Returns the statistics of both sets of rows (exact up to rounding; ``gemm`` of ``self``).
-
-        Unlike ``update``, the result can differ from one-shot accumulation in the last bits,
-        because the two streams were chunked independently.
-        """
-        a, b = self._finished(), other._finished()
-        if a.n == 0:
-            return b
-        if b.n == 0:
-            return a
-        if a.dim != b.dim:
-            raise PfbenchError(f"FeatureStats.merge: feature dims differ ({a.dim} vs {b.dim})")
-        assert a._mean is not None and a._m2 is not None and b._mean is not None and b._m2 is not None
-        n = a._n + b._n
-        delta = b._mean - a._mean
-        m2 = np.asfortranarray(a._m2 + b._m2)
-        m2 = blas.dsyr(a._n * b._n / n, delta, a=m2, lower=1, overwrite_a=1)
-        a._mean, a._m2, a._n = a._mean + delta * (b._n / n), m2, n
-        return a
-
     def mean(self) -> np.ndarray:
         """(D,) float64 mean of all rows."""
         fin = self._finished_memo()
@@ -299,144 +264,3 @@ class FeatureStats:
         np.fill_diagonal(out, np.diagonal(m2))
         out /= fin.n - 1
         return out
-
-    def state(self) -> dict[str, np.ndarray]:
-        """Exact state as plain arrays (``np.savez``-able); see ``from_state``."""
-        gemm = np.array(self.gemm)
-        if self.dim is None or self._mean is None or self._m2 is None:
-            empty = np.zeros(0)
-            return {"n": np.array(0), "dim": np.array(-1), "mean": empty, "m2": empty, "pending": empty,
-                    "gemm": gemm}  # fmt: skip
-        # in the dtype the rows came in, so a restored stream folds exactly the same values
-        pending = np.concatenate(self._pending) if self._pending else np.zeros((0, self.dim))
-        return {
-            "n": np.array(self._n),
-            "dim": np.array(self.dim),
-            "mean": self._mean.copy(),
-            "m2": np.tril(self._m2),
-            "pending": pending,
-            "gemm": gemm,
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, np.ndarray]) -> FeatureStats:
-        """Rebuilds the object ``state()`` described; later updates give bit-identical results.
-
-        States written before ``gemm`` existed continue with the default (``"float32"``).
-        """
-        try:
-            dim = int(state["dim"])
-            out = cls(None if dim < 0 else dim, gemm=str(state["gemm"]) if "gemm" in state else "float32")
-            if dim >= 0:
-                out._n = int(state["n"])
-                out._mean = np.array(state["mean"], np.float64)
-                out._m2 = np.asfortranarray(np.tril(np.array(state["m2"], np.float64)))  # upper stays 0
-                pending = np.asarray(state["pending"])
-                pending = pending.astype(pending.dtype if pending.dtype == np.float32 else np.float64)
-                pending = pending.reshape(-1, dim)
-                if len(pending):
-                    out._pending, out._pending_n = [pending], pending.shape[0]
-        except KeyError as err:
-            raise PfbenchError(
-                f"FeatureStats.from_state: missing key {err}; was it written by state()?"
-            ) from None
-        if dim >= 0 and (
-            out._mean is None or out._mean.shape != (dim,) or out._m2 is None or out._m2.shape != (dim, dim)
-        ):
-            raise PfbenchError(f"FeatureStats.from_state: arrays do not match dim {dim}; the file is corrupt")
-        return out
-
-    def save(self, path: str | Path) -> None:
-        """Writes ``state()`` plus ADM-style ``mu``/``sigma`` to an ``.npz`` atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = self.state()
-        if self.n >= 2:
-            arrays = {**arrays, "mu": self.mean(), "sigma": self.cov()}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # type: ignore[arg-type]  # stubs type **kwds as allow_pickle
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> FeatureStats:
-        """Reads a file written by ``save``."""
-        if not Path(path).is_file():
-            raise PfbenchError(f"feature stats file {path} not found; recompute it (delete the cache entry)")
-        with np.load(path) as z:
-            return cls.from_state({k: z[k] for k in z.files})
-
-
-def inception_score(probs: np.ndarray | torch.Tensor, splits: int = 10) -> tuple[float, float]:
-    """Inception-Score formula ``exp(E_x KL(p(y|x) ‖ p(y)))`` over contiguous splits.
-
-    Args:
-        probs: (N, K) class probabilities (rows sum to 1), in sample order (not shuffled).
-        splits: number of contiguous, near-equal splits (``np.array_split``).
-
-    Returns:
-        (mean, std) of the per-split scores.
-    """
-    p = _as_f64(probs, "inception_score")  # (N, K)
-    if p.shape[0] < splits:
-        raise PfbenchError(f"inception_score: {p.shape[0]} samples is fewer than {splits} splits")
-    scores = []
-    for part in np.array_split(p, splits):
-        py = part.mean(axis=0, keepdims=True)  # (1, K)
-        logp = np.log(np.clip(part, 1e-30, None))
-        kl = (part * (logp - np.log(np.clip(py, 1e-30, None)))).sum(axis=1).mean()
-        scores.append(np.exp(kl))
-    return float(np.mean(scores)), float(np.std(scores))
-
-
-def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(n, m) squared Euclidean distances in float64, clamped at 0."""
-    d = a.square().sum(1, keepdim=True) - 2.0 * a @ b.T + b.square().sum(1)[None]
-    return d.clamp_min_(0.0)
-
-
-def _knn_radii(x: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
-    """(N,) squared distance from each row to its k-th nearest other row."""
-    out = []
-    for i in range(0, x.shape[0], chunk):
-        d = _sq_dists(x[i : i + chunk], x)  # (c, N); the row itself sits at distance 0
-        out.append(d.topk(k + 1, dim=1, largest=False).values[:, k])
-    return torch.cat(out)
-
-
-def _coverage(query: torch.Tensor, ref: torch.Tensor, radii: torch.Tensor, chunk: int) -> float:
-    """Fraction of query rows inside at least one ball (ref_j, radius_j)."""
-    inside = 0
-    for i in range(0, query.shape[0], chunk):
-        d = _sq_dists(query[i : i + chunk], ref)  # (c, M)
-        inside += int((d <= radii[None]).any(dim=1).sum())
-    return inside / query.shape[0]
-
-
-def precision_recall(
-    real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor, k: int = 3, chunk: int = 1024
-) -> tuple[float, float]:
-    """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN manifolds.
-
-    Precision: fraction of generated features inside the real manifold (union of balls around
-    each real feature with radius = distance to its k-th nearest real neighbour). Recall: the
-    same with the roles swapped. Distances are computed in float64 in row chunks.
-
-    Args:
-        real: (N, D) reference features.
-        fake: (M, D) generated features.
-        k: neighbourhood size (3 in the paper and the ADM evaluator).
-        chunk: rows per distance block (memory ~ chunk × max(N, M) float64 values).
-
-    Returns:
-        (precision, recall), each in [0, 1].
-    """
-    r = torch.from_numpy(_as_f64(real, "precision_recall(real)"))
-    f = torch.from_numpy(_as_f64(fake, "precision_recall(fake)"))
-    if r.shape[1] != f.shape[1]:
-        raise PfbenchError(f"precision_recall: feature dims differ ({r.shape[1]} vs {f.shape[1]})")
-    if min(r.shape[0], f.shape[0]) <= k:
-        raise PfbenchError(f"precision_recall: need more than k={k} samples on each side")
-    precision = _coverage(f, r, _knn_radii(r, k, chunk), chunk)
-    recall = _coverage(r, f, _knn_radii(f, k, chunk), chunk)
-    return precision, recall

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.stats import t as student
 
 from pfbench.report.stats import SMALL_N, bootstrap_ci
 
@@ -120,8 +121,6 @@ def with_groups(rows: pd.DataFrame) -> pd.DataFrame:
 
 def compare(diffs: np.ndarray) -> dict[str, float]:
     """Mean, 95% interval (t below ``SMALL_N`` pairs, bootstrap from there) and paired t-test p of differences."""
-    from scipy.stats import t as student
-
     d = np.asarray(diffs, dtype=np.float64)
     d = d[np.isfinite(d)]
     n = int(d.size)

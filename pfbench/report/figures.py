@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from pfbench.report.keys import normalize, series_label
-from pfbench.report.plots import Figure, _labelled, _line_panels
+from pfbench.report.plots import Figure, labelled, line_panels
 from pfbench.report.stats import GROUP_KEYS, summarize
 from pfbench.report.tables import is_na
 
@@ -30,12 +30,12 @@ def _cells(rows: pd.DataFrame) -> pd.DataFrame:
     cells = normalize(rows[rows["kind"] == "cell"])
     if cells.empty:
         return cells.assign(label=pd.Series(dtype="string"))
-    return _labelled(summarize(cells, GROUP_KEYS), omit=("nfe_budget",))
+    return labelled(summarize(cells, GROUP_KEYS), omit=("nfe_budget",))
 
 
 def metric_vs_nfe(rows: pd.DataFrame, out_dir: Path) -> Figure | None:
     """Metric against the NFE budget, one line per cell setting: the equal-NFE comparison."""
-    return _line_panels(rows, _cells(rows), "nfe_budget", "NFE budget", out_dir, f"{PREFIX}nfe",
+    return line_panels(rows, _cells(rows), "nfe_budget", "NFE budget", out_dir, f"{PREFIX}nfe",
                         "Quality vs NFE budget",
                         "Each sampler runs the largest step count whose cost fits the budget; dashed: reference rows.",
                         logx=True, references=True)
@@ -43,7 +43,7 @@ def metric_vs_nfe(rows: pd.DataFrame, out_dir: Path) -> Figure | None:
 
 def metric_vs_gflops(rows: pd.DataFrame, out_dir: Path) -> Figure | None:
     """Metric against analytic GFLOPs per sample: the equal-compute comparison."""
-    return _line_panels(rows, _cells(rows), "gflops", "GFLOPs per sample", out_dir,
+    return line_panels(rows, _cells(rows), "gflops", "GFLOPs per sample", out_dir,
                         f"{PREFIX}gflops", "Quality vs compute",
                         "Analytic forward GFLOPs per sample summed over calls (CFG pairs count twice).", logx=True,
                         references=True)
@@ -54,8 +54,8 @@ def learning_curve(rows: pd.DataFrame, out_dir: Path) -> Figure | None:
     curve = rows[rows["kind"] == "curve"]
     if curve.empty or curve["train_step"].isna().all():
         return None
-    s = _labelled(summarize(curve, GROUP_KEYS), always=("model", "sampler", "nfe_budget"), omit=("train_step",))
-    return _line_panels(rows, s, "train_step", "training step", out_dir, f"{PREFIX}curve",
+    s = labelled(summarize(curve, GROUP_KEYS), always=("model", "sampler", "nfe_budget"), omit=("train_step",))
+    return line_panels(rows, s, "train_step", "training step", out_dir, f"{PREFIX}curve",
                         "Learning curve", "Kept checkpoints (EMA weights) sampled at a fixed NFE.", logx=False,
                         references=True)
 
@@ -95,8 +95,8 @@ def metric_vs_sampler_arg(rows: pd.DataFrame, out_dir: Path, key: str) -> Figure
     cells = cells[cells.groupby(series)[arg].transform("nunique") > 1]
     if cells.empty:
         return None
-    s = _labelled(summarize(cells, (*GROUP_KEYS, arg)), always=("model", "sampler", "nfe_budget"), omit_args=(key,))
-    return _line_panels(rows, s, arg, f"sampler parameter {key}", out_dir, f"{PREFIX}{arg}",
+    s = labelled(summarize(cells, (*GROUP_KEYS, arg)), always=("model", "sampler", "nfe_budget"), omit_args=(key,))
+    return line_panels(rows, s, arg, f"sampler parameter {key}", out_dir, f"{PREFIX}{arg}",
                         f"Quality vs sampler parameter {key}",
                         f"Each line sweeps `{key}` with every other setting fixed.", logx=False, references=False)
 

@@ -10,17 +10,17 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from pfbench import PfbenchError
+from pfbench.io import atomic_write_text
 from pfbench.report.figures import PREFIX, Figure, make_figures
 from pfbench.report.stats import summarize
 from pfbench.report.tables import TextTable, long_table, results_table
+from pfbench.report.validity import validity_sections
 from pfbench.results import read_results
 
 PROVENANCE = ("git_sha", "pfbench_version", "torch_version", "hardware")
@@ -45,20 +45,6 @@ class Image:
     title: str
     caption: str
     path: Path
-
-
-def _atomic_write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be read and served
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _provenance(rows: pd.DataFrame) -> list[tuple[str, str]]:
@@ -160,8 +146,6 @@ def report(suite_name: str, results_root: Path = Path("results"), reports_root: 
     sections: list[tuple[str, list[TextTable | Figure | Image]]] = []
     if (summary["kind"] == "cell").any():
         sections.append(("Results", [results_table(summary, title="")]))
-    from pfbench.report.validity import validity_sections
-
     sections += validity_sections(rows, out)  # the paper's claims, paired over seeds (none without their models)
     if (summary["kind"] == "reference").any():
         sections.append(("Reference values", [long_table(
@@ -176,5 +160,5 @@ def report(suite_name: str, results_root: Path = Path("results"), reports_root: 
     sections = [(t, items) for t, items in sections if items]
     doc = _Doc(suite_name, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), _provenance(rows),
                len(rows), sections)
-    _atomic_write_text(out / "index.html", _html(doc))
-    return _atomic_write_text(out / "index.md", _markdown(doc))
+    atomic_write_text(out / "index.html", _html(doc))
+    return atomic_write_text(out / "index.md", _markdown(doc))

@@ -2,38 +2,31 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from pfbench.io import atomic_path
+from pfbench.report.mpl import plt
 
-def _atomic_savefig(fig: object, path: Path, dpi: int = 150) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")  # type: ignore[attr-defined]
-        _umask = os.umask(0)
-        os.umask(_umask)
-        os.chmod(tmp, 0o666 & ~_umask)  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+
+def save_figure(fig: Any, path: Path, *, dpi: int = 150, tight: bool = True) -> Path:
+    """Saves ``fig`` to ``path`` atomically (``pfbench.io.atomic_path``); the format follows the suffix.
+
+    Args:
+        tight: crop to the drawn content (``bbox_inches="tight"``).
+    """
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight" if tight else None)
+    return Path(path)
 
 
 def sample_grid(
     path: Path, rows: Sequence[tuple[str, np.ndarray, np.ndarray]], class_names: Sequence[str], per_row: int = 10,
 ) -> Path:
     """One row per entry ``(title, images (N,H,W,3) uint8, labels (N,))``; one image per class when possible."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(len(rows), per_row, figsize=(per_row * 1.0, len(rows) * 1.25 + 0.3), squeeze=False)
     for r, (title, images, labels) in enumerate(rows):
         picks: list[int] = []
@@ -49,18 +42,13 @@ def sample_grid(
             if c == 0:
                 ax.set_ylabel(title, fontsize=7, rotation=0, ha="right", va="center")
     fig.tight_layout()
-    out = _atomic_savefig(fig, path)
+    out = save_figure(fig, path)
     plt.close(fig)
     return out
 
 
 def difficulty_figure(path: Path, examples: dict[str, np.ndarray], title: str) -> Path:
     """Columns: held-out image, generator's hard mask, predicted variance, realised squared error."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     n = examples["image"].shape[0]
     cols = [("image", None), ("hard (generator)", "gray"), ("predicted var", "magma"), ("squared error", "magma")]
     fig, axes = plt.subplots(len(cols), n, figsize=(n * 1.1, len(cols) * 1.15 + 0.4), squeeze=False)
@@ -75,7 +63,7 @@ def difficulty_figure(path: Path, examples: dict[str, np.ndarray], title: str) -
                 ax.set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    out = _atomic_savefig(fig, path)
+    out = save_figure(fig, path)
     plt.close(fig)
     return out
 
@@ -87,11 +75,6 @@ def schedule_figure(path: Path, times: np.ndarray, image: np.ndarray, difficulty
         times: (calls, T) time of every patch at every model call.
         image: (H, W, 3) uint8 final sample. difficulty: (T,) patch difficulty used to order patches (may be NaN).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     order = np.argsort(difficulty) if np.isfinite(difficulty).all() else np.arange(times.shape[1])
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(7.5, 3.0), gridspec_kw={"width_ratios": [1, 3]})
     ax0.imshow(image, interpolation="nearest")
@@ -104,18 +87,13 @@ def schedule_figure(path: Path, times: np.ndarray, image: np.ndarray, difficulty
     fig.colorbar(im, ax=ax1, label="t of the patch (0 noise, 1 data)")
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    out = _atomic_savefig(fig, path)
+    out = save_figure(fig, path)
     plt.close(fig)
     return out
 
 
 def sample_difficulty_figure(path: Path, images: np.ndarray, difficulty: np.ndarray, grid: int, title: str) -> Path:
     """Generated samples above the patch difficulty the model predicted during sampling."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     n = images.shape[0]
     fig, axes = plt.subplots(2, n, figsize=(n * 1.3, 2.9), squeeze=False)
     for i in range(n):
@@ -128,6 +106,6 @@ def sample_difficulty_figure(path: Path, images: np.ndarray, difficulty: np.ndar
     axes[1, 0].set_ylabel("log difficulty", fontsize=7)
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    out = _atomic_savefig(fig, path)
+    out = save_figure(fig, path)
     plt.close(fig)
     return out

@@ -7,7 +7,6 @@ an error, never an average, and every caption says what the drawn intervals are 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +14,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
 
-from pfbench.report.images import _atomic_savefig
+from pfbench.report.images import save_figure
 from pfbench.report.keys import assert_distinct, series_label, shown_keys
+from pfbench.report.mpl import plt, ticker
 from pfbench.report.stats import shown_interval
 from pfbench.report.tables import arrow, is_na
 
@@ -36,24 +37,19 @@ class Figure:
     pdf: Path
 
 
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
+def _theme() -> None:
+    """The report's seaborn theme; set when a figure is made, not on import (it changes global rcParams)."""
     sns.set_theme(style="whitegrid", context="paper", font_scale=0.9)
-    return plt
 
 
-def _metrics(df: pd.DataFrame) -> list[str]:
+def panel_metrics(df: pd.DataFrame) -> list[str]:
     """Metrics worth a panel (the ``*_std`` spreads are in the tables only)."""
     return sorted(m for m in df["metric"].dropna().unique() if not str(m).endswith("_std"))
 
 
-def _panels(n: int, width: float = 3.6, height: float = 2.8) -> tuple[Any, np.ndarray]:
-    plt = _plt()
+def panels(n: int, width: float = 3.6, height: float = 2.8) -> tuple[Any, Any]:
+    """A figure with ``n`` visible axes, three per row; returns (figure, flat iterator over the axes)."""
+    _theme()
     cols = min(n, 3)
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows + 0.6), squeeze=False)
@@ -62,8 +58,8 @@ def _panels(n: int, width: float = 3.6, height: float = 2.8) -> tuple[Any, np.nd
     return fig, axes.flat
 
 
-def _save(fig: Any, out_dir: Path, name: str, title: str, caption: str) -> Figure:
-    plt = _plt()
+def save_panels(fig: Any, out_dir: Path, name: str, title: str, caption: str) -> Figure:
+    """One legend for the whole figure, the title, then ``name``.png and .pdf written atomically; closes ``fig``."""
     handles, labels = [], []
     for ax in fig.axes:  # one legend for the figure, merged over panels
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
@@ -78,15 +74,13 @@ def _save(fig: Any, out_dir: Path, name: str, title: str, caption: str) -> Figur
         fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False, bbox_to_anchor=(0.5, -0.02))
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.06 + 0.03 * ((len(labels) - 1) // ncol), 1, 1))
-    png = _atomic_savefig(fig, out_dir / f"{name}.png")
-    pdf = _atomic_savefig(fig, out_dir / f"{name}.pdf")
+    png = save_figure(fig, out_dir / f"{name}.png")
+    pdf = save_figure(fig, out_dir / f"{name}.pdf")
     plt.close(fig)
-    for path in (png, pdf):
-        os.chmod(path, 0o644)  # mkstemp makes 0600; figures are meant to be shared
     return Figure(name, title, caption, png, pdf)
 
 
-def _labelled(summary: pd.DataFrame, always: Sequence[str] = ("model", "sampler"), omit: Sequence[str] = (),
+def labelled(summary: pd.DataFrame, always: Sequence[str] = ("model", "sampler"), omit: Sequence[str] = (),
               omit_args: Sequence[str] = ()) -> pd.DataFrame:
     """``summary`` with a ``label`` per series: every key that varies (``keys.shown_keys``) except ``omit``."""
     keys = shown_keys(summary, always=always, omit=omit)
@@ -145,7 +139,7 @@ def _interval(g: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def _line_panels(
+def line_panels(
     rows: pd.DataFrame, summary: pd.DataFrame, x: str, xlabel: str, out_dir: Path,
     name: str, title: str, caption: str, logx: bool, references: bool,
 ) -> Figure | None:
@@ -156,18 +150,16 @@ def _line_panels(
     one series share an x value (a key missing from the label would merge them).
     """
     s = summary.dropna(subset=[x])
-    metrics = _metrics(s)
+    metrics = panel_metrics(s)
     if s.empty or not metrics:
         return None
     assert_distinct([(str(lab), str(m), str(v)) for lab, m, v in zip(s["label"], s["metric"], s[x], strict=True)],
                     f"figure {name}")
     if s.groupby("label")[x].nunique().max() == 1:  # nothing to join into a line
         return _dot_panels(rows, s, x, xlabel, out_dir, name, title, caption, references)
-    import seaborn as sns
-
     labels = list(dict.fromkeys(s["label"]))  # summary order: numeric keys sort as numbers
     colors = dict(zip(labels, sns.color_palette("colorblind", len(labels)), strict=True))
-    fig, axes = _panels(len(metrics))
+    fig, axes = panels(len(metrics))
     for ax, metric in zip(axes, metrics, strict=False):
         sm = s[s["metric"] == metric]
         for label in labels:
@@ -191,7 +183,7 @@ def _line_panels(
             _integer_axis(ax, values)
     single = s.groupby("label")[x].nunique().eq(1).any()
     note = interval_note(s) + ("; a whisker where a series has one point" if single else "")
-    return _save(fig, out_dir, name, title, f"{caption} {note[0].upper()}{note[1:]}.")
+    return save_panels(fig, out_dir, name, title, f"{caption} {note[0].upper()}{note[1:]}.")
 
 
 def _dot_panels(
@@ -201,18 +193,16 @@ def _dot_panels(
     """One point per series (e.g. a single NFE budget): a line plot would have nothing to join, so one row per
     series, the metric on the x axis, a whisker for the interval (asymmetric where clipped). The series' x value
     is in the title when all share it, else after ``@`` in each label."""
-    import seaborn as sns
-
     def text(v: Any) -> str:
         return f"{int(v)}" if x in INTEGER_X else f"{float(v):.4g}"
 
     one = s[x].nunique() == 1
     if not one:
         s = s.assign(label=[f"{lab} @ {text(v)}" for lab, v in zip(s["label"], s[x], strict=True)])
-    metrics = _metrics(s)
+    metrics = panel_metrics(s)
     labels = list(dict.fromkeys(s["label"]))  # summary order: numeric keys sort as numbers
     colors = dict(zip(labels, sns.color_palette("colorblind", len(labels)), strict=True))
-    fig, axes = _panels(len(metrics), width=4.2, height=0.8 + 0.28 * len(labels))
+    fig, axes = panels(len(metrics), width=4.2, height=0.8 + 0.28 * len(labels))
     for i, (ax, metric) in enumerate(zip(axes, metrics, strict=False)):
         sm = s[s["metric"] == metric].set_index("label")
         for y, label in enumerate(labels):
@@ -233,13 +223,11 @@ def _dot_panels(
     note = interval_note(s, "whiskers")
     where = f"One {xlabel} only ({text(s[x].iloc[0])})" if one else f"One {xlabel} per series (after @)"
     cap = f"{caption} {where}: one point per series, no line or band to draw. {note[0].upper()}{note[1:]}."
-    return _save(fig, out_dir, name, f"{title} ({xlabel} {text(s[x].iloc[0])})" if one else title, cap)
+    return save_panels(fig, out_dir, name, f"{title} ({xlabel} {text(s[x].iloc[0])})" if one else title, cap)
 
 
 def _integer_axis(ax: Any, values: list[float]) -> None:
     """Ticks at the integer x values themselves (at most 12, else integer steps); no fractional ticks."""
-    from matplotlib import ticker
-
     if len(values) <= 12:
         ax.xaxis.set_major_locator(ticker.FixedLocator(values))
     else:
@@ -249,8 +237,6 @@ def _integer_axis(ax: Any, values: list[float]) -> None:
 
 def _log_axis(ax: Any, ticks: list[int] | None) -> None:
     """Log-scaled x with plain-number labels: the given ticks (NFE budgets), else 1-2-5 steps per decade."""
-    from matplotlib import ticker
-
     ax.set_xscale("log", base=2 if ticks else 10)
     plain = ticker.FuncFormatter(lambda v, _: f"{v:g}")
     if ticks:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import t as student
 
 from pfbench import PfbenchError
 from pfbench.report.keys import GROUP_KEYS, normalize
@@ -74,13 +75,11 @@ def t_interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
     Honest with 2–9 seeds, where the percentile bootstrap is too narrow (with 2 seeds it cannot be wider than
     the two values, while t_1 widens the interval by 12.7 standard errors).
     """
-    from scipy.stats import t
-
     x = np.asarray(values, dtype=np.float64)
     x = x[np.isfinite(x)]
     if x.size < 2:
         return float("nan"), float("nan")
-    half = float(t.ppf(0.5 + level / 2.0, x.size - 1)) * float(x.std(ddof=1)) / np.sqrt(x.size)
+    half = float(student.ppf(0.5 + level / 2.0, x.size - 1)) * float(x.std(ddof=1)) / np.sqrt(x.size)
     return float(x.mean() - half), float(x.mean() + half)
 
 

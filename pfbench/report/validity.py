@@ -10,17 +10,18 @@ trained per seed, else sampling seeds).
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import t as student
 
 from pfbench.report.claims import FAILS, HOLDS, UNSURE, evaluate_claims, replicates, with_groups
 from pfbench.report.figures import Figure
+from pfbench.report.images import save_figure
+from pfbench.report.mpl import plt
 from pfbench.report.stats import metric_range
 from pfbench.report.tables import TextTable
 
@@ -35,8 +36,6 @@ PAPER_R = {0.2: 0.11, 0.6: 0.52}  # paper: corr(predicted variance, error) at t
 def _mean_band(values: np.ndarray, metric: str = "") -> tuple[float, float, float]:
     """Mean and Student-t 95% interval of the mean (NaN interval below 2 values), clipped to the metric's range
     (an interval over 3 seeds of an accuracy may reach past 1)."""
-    from scipy.stats import t as student
-
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     if v.size == 0:
@@ -48,30 +47,14 @@ def _mean_band(values: np.ndarray, metric: str = "") -> tuple[float, float, floa
     return float(v.mean()), max(float(v.mean()) - half, lo), min(float(v.mean()) + half, hi)
 
 
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig: Any, out: Path, name: str, title: str, caption: str) -> Figure:
     """Writes ``name``.png and .pdf atomically (temp file + rename) and closes the figure."""
     out.mkdir(parents=True, exist_ok=True)
     fig.suptitle(title)
     fig.tight_layout()
-    paths = []
-    for ext in ("png", "pdf"):
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".{ext}", dir=out)
-        os.close(fd)
-        fig.savefig(tmp, dpi=130)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out / f"{name}.{ext}")
-        paths.append(out / f"{name}.{ext}")
-    _plt().close(fig)
-    return Figure(name, title, caption, paths[0], paths[1])
+    png, pdf = (save_figure(fig, out / f"{name}.{ext}", dpi=130, tight=False) for ext in ("png", "pdf"))
+    plt.close(fig)
+    return Figure(name, title, caption, png, pdf)
 
 
 def _series(cells: pd.DataFrame, metric: str, x: str) -> dict[str, pd.DataFrame]:
@@ -94,7 +77,6 @@ def _lines(cells: pd.DataFrame, out: Path, x: str, name: str, xlabel: str, title
     series = {m: _series(cells, m, x) for m in metrics}
     if not any(series.values()):
         return None
-    plt = _plt()
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.0), squeeze=False)
     for ax, m in zip(axes[0], metrics, strict=True):
         for label, s in series[m].items():
@@ -120,7 +102,6 @@ def training_bars(cells: pd.DataFrame, out: Path) -> Figure | None:
         return None
     nfe = max(common)
     metrics = [m for m in METRICS if (sel["metric"] == m).any()]
-    plt = _plt()
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4.0), squeeze=False)
     labels = {g: f"{lab}\n(paper {p})" if p else lab for g, lab, p in TRAIN_BARS}
     for ax, m in zip(axes[0], metrics, strict=True):
@@ -151,7 +132,6 @@ def _diag_curve(diags: pd.DataFrame, pattern: str) -> dict[str, pd.DataFrame]:
 
 def diagnostic_figures(diags: pd.DataFrame, out: Path) -> list[Figure]:
     figs = []
-    plt = _plt()
     corr = {k: _diag_curve(diags, rf"difficulty_{k}_patch_t([\d.]+)") for k in ("pearson", "spearman")}
     if any(corr.values()):
         fig, axes = plt.subplots(1, 2, figsize=(10, 4), squeeze=False)
@@ -190,7 +170,6 @@ def compute_curves(curves: pd.DataFrame, out: Path) -> Figure | None:
     metrics = [m for m in METRICS if (curves["metric"] == m).any()]
     if curves.empty or not xs or not metrics:
         return None
-    plt = _plt()
     fig, axes = plt.subplots(len(metrics), len(xs), figsize=(5.2 * len(xs), 3.6 * len(metrics)), squeeze=False)
     for i, m in enumerate(metrics):
         for j, x in enumerate(xs):

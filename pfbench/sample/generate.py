@@ -2,7 +2,8 @@
 
 Sample i's label, noise and sampler randomness depend only on ``(seed, i)``: never on batch size,
 shard size, start offset, rank or device count. Writing samples to disk (atomic ``.npz`` shards, the
-manifest, resume, torchrun) lives in ``pfbench.sample.shards``; its public names stay importable from here.
+manifest, resume) lives in ``pfbench.sample.shards``, and from many processes (torchrun) in
+``pfbench.sample.distributed``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -25,7 +25,6 @@ __all__ = [
     "Generated",
     "balanced_labels",
     "generate",
-    "input_shape",
     "sample_noise",
     "sampler_keys",
     "to_uint8",
@@ -78,24 +77,6 @@ def to_uint8(x: Tensor) -> Tensor:
     return (127.5 * x.float() + 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
-def input_shape(model: Adapter) -> tuple[int, int, int]:
-    """The (C, H, W) a model samples in: ``model.input_shape``, a ``DiT``'s config, or a wrapper's model."""
-    seen: Any = model
-    for _ in range(8):
-        shape = getattr(seen, "input_shape", None)
-        if shape is not None:
-            return (int(shape[0]), int(shape[1]), int(shape[2]))
-        cfg = getattr(getattr(seen, "net", None), "cfg", None)
-        if cfg is not None:
-            return (cfg.in_channels, cfg.input_size, cfg.input_size)
-        seen = getattr(seen, "model", None)
-        if seen is None:
-            break
-    raise PfbenchError(
-        f"cannot tell the input shape of {type(model).__name__}; pass shape=(C, H, W) to generate()"
-    )
-
-
 @dataclass(frozen=True)
 class Generated:
     """Images of samples start..start+n−1 plus what producing them cost.
@@ -143,14 +124,14 @@ def generate(
         start: index of the first sample.
         progress: show a progress bar.
         decode: optional model space -> [-1, 1] image decoder (e.g. a VAE); None for pixel models.
-        shape: (C, H, W) of the noise; default from the model (see ``input_shape``).
+        shape: (C, H, W) of the noise; default ``model.input_shape``.
         device: where noise and labels go.
     """
     if n < 0 or batch_size < 1 or start < 0:
         raise PfbenchError(
             f"generate needs n >= 0, batch_size >= 1, start >= 0; got {n}, {batch_size}, {start}"
         )
-    shape = shape or input_shape(model)
+    shape = shape or model.input_shape
     labels = balanced_labels(seed, n, model.num_classes, start)
     indices = torch.arange(start, start + n, dtype=torch.int64)
     chunks: list[Tensor] = []

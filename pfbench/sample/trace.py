@@ -26,11 +26,9 @@ class Recorder:
         self.patch_size = model.patch_size
         self.num_classes = model.num_classes
         self.has_difficulty = model.has_difficulty
+        self.input_shape = model.input_shape
         self.times: list[Tensor] = []  # per call: (B, T)
         self.difficulty: list[Tensor | None] = []  # per call: (B, T) float64 or None
-
-    def __getattr__(self, name: str) -> object:  # forwards_per_call, input_shape, net, ...
-        return getattr(self.model, name)
 
     def __call__(self, x: Tensor, t: Tensor, cond: Cond) -> ModelOut:
         out = self.model(x, t, cond)
@@ -38,6 +36,9 @@ class Recorder:
         lv = out.logvar
         self.difficulty.append(None if lv is None else patch_difficulty(lv.detach().cpu(), self.patch_size))
         return out
+
+    def forwards_per_call(self, t: Tensor) -> int:
+        return self.model.forwards_per_call(t)
 
     def gflops(self, t: Tensor) -> float:
         return self.model.gflops(t)
@@ -66,15 +67,16 @@ class Trace:
 
 
 @torch.no_grad()
-def trace(model: Adapter, sampler: Sampler, shape: tuple[int, int, int], n: int = 4, seed: int = 0,
+def trace(model: Adapter, sampler: Sampler, shape: tuple[int, int, int] | None = None, n: int = 4, seed: int = 0,
           decode: Decode | None = None, device: torch.device | str = "cpu") -> Trace:
     """Samples ``n`` images (indices 0..n−1 of ``seed``, as in ``pfbench.sample.generate``) and records the schedule;
-    ``decode`` maps latents to [−1, 1] pixels for latent models."""
+    ``shape`` (C, H, W) defaults to ``model.input_shape``; ``decode`` maps latents to [−1, 1] pixels for latent models."""
+    shape = shape or model.input_shape
     rec = Recorder(model)
     idx = torch.arange(n)
     noise = sample_noise(seed, idx, shape).to(device)
     labels = balanced_labels(seed, n, model.num_classes)
-    out = sampler(rec, noise, Cond(labels.to(device)), sampler_keys(seed, idx))  # type: ignore[arg-type]
+    out = sampler(rec, noise, Cond(labels.to(device)), sampler_keys(seed, idx))
     grid = shape[1] // model.patch_size
     mid = len(rec.difficulty) // 2
     chosen = rec.difficulty[mid] if rec.difficulty else None

@@ -6,10 +6,14 @@ wraps each model call of one invocation, so the reported NFE is the number of ca
 
 Accounting conventions:
 - ``nfe``: model calls (a CFG pair on the doubled batch is one call).
-- ``forwards``: per-sample network passes; an adapter that runs more than one pass per call (the CFG
-  wrapper) says so through an optional method ``forwards_per_call(t) -> int`` (default 1).
+- ``forwards``: per-sample network passes, the sum of ``model.forwards_per_call(t)`` over calls (2 for
+  a guided CFG pair).
 - ``gflops``: per sample, the sum of ``model.gflops(t)`` over calls; the CFG wrapper's ``gflops``
   already includes its unconditional pass.
+Samplers see the model only through the ``Adapter`` protocol (``pfbench.adapters.base``).
+
+A sampler is built from its parameters and an NFE budget in one step, ``Sampler.from_budget(params, nfe)``
+(the suite calls it once per sampler and budget).
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +31,6 @@ from torch import Tensor
 
 from pfbench import PfbenchError
 from pfbench.adapters.base import Adapter
-from pfbench.adapters.cfg import GuidedOut
 from pfbench.types import Cond, ModelOut, SampleOut
 
 S = TypeVar("S", bound="StepSampler")
@@ -47,6 +51,11 @@ class Sampler(Protocol):
 
     def with_budget(self, nfe: int) -> Sampler:
         """The same sampler with the largest step count whose cost fits ``nfe``."""
+        ...
+
+    @classmethod
+    def from_budget(cls, params: Mapping[str, Any], nfe: int) -> Sampler:
+        """Builds the sampler from its parameters at the largest step count whose cost fits ``nfe``."""
         ...
 
     def __call__(self, model: Adapter, noise: Tensor, cond: Cond, keys: Tensor | None = None) -> SampleOut:
@@ -196,19 +205,8 @@ def require_logvar(out: ModelOut, who: str) -> Tensor:
     return out.logvar
 
 
-def cond_velocity(out: ModelOut) -> Tensor:
-    """The conditional (unguided) velocity of a call: ``v_cond`` under CFG, else ``v``."""
-    return out.v_cond if isinstance(out, GuidedOut) else out.v
-
-
 # ----------------------------------------------------------------------------------------------------
 # accounting and the step-count base class
-
-
-def forwards_per_call(model: Adapter, t: Tensor) -> int:
-    """Network passes per sample of one call at t (2 for an active CFG pair, else 1)."""
-    fn = getattr(model, "forwards_per_call", None)
-    return 1 if fn is None else int(fn(t))
 
 
 class Meter:
@@ -223,7 +221,7 @@ class Meter:
     def __call__(self, x: Tensor, t: Tensor, cond: Cond) -> ModelOut:
         out = self.model(x, t, cond)
         self.nfe += 1
-        self.forwards += forwards_per_call(self.model, t)
+        self.forwards += int(self.model.forwards_per_call(t))
         self.gflops += float(self.model.gflops(t))
         return out
 
@@ -258,6 +256,26 @@ class StepSampler:
     def cost(self, steps: int) -> int:
         """NFE for ``steps`` steps (one call per step unless a subclass says otherwise)."""
         return steps
+
+    @classmethod
+    def from_budget(cls: type[S], params: Mapping[str, Any], nfe: int) -> S:
+        """The sampler with ``params`` (every field but ``steps``) at the largest step count whose cost fits.
+
+        Args:
+            params: the sampler's parameters, e.g. ``{"p": 0.4}`` (a suite's ``SamplerSpec.params``).
+            nfe: model calls per sample the run may spend.
+
+        Raises:
+            PfbenchError: unknown or bad parameters, ``steps`` given (it follows from ``nfe``), or a budget
+                below the smallest run.
+        """
+        if "steps" in params:
+            raise PfbenchError(f"sampler {cls.name!r}: steps follows from the NFE budget; do not pass it")
+        try:
+            base = cls(steps=1, **params)  # steps=1 is a placeholder; with_budget picks the real count
+        except TypeError as err:
+            raise PfbenchError(f"sampler {cls.name!r}: bad parameters {dict(params)}: {err}") from None
+        return base.with_budget(nfe)
 
     def with_budget(self: S, nfe: int) -> S:
         """The largest step count whose cost ≤ ``nfe``; raises if not even ``min_steps`` fits."""

@@ -32,7 +32,6 @@ from pfbench.samplers.base import (
     MaskedSampler,
     Meter,
     check_inputs,
-    cond_velocity,
     full_time,
     time_grid,
     to_pixels,
@@ -93,7 +92,7 @@ class LookAhead(MaskedSampler):
         for k in range(self.steps):
             t0, dt = grid[k], grid[k + 1] - grid[k]
             out = meter(x, full_time(x, p, t0), cond)
-            v_jump = out.v if self.guided_jump else cond_velocity(out)  # (B, C, H, W)
+            v_jump = out.v if self.guided_jump else out.cond_velocity()  # (B, C, H, W)
             if warm[k]:
                 x = x + dt * v_jump
                 continue

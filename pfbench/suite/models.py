@@ -6,28 +6,32 @@
 
 from __future__ import annotations
 
-import hashlib
+import inspect
 import json
+import multiprocessing as mp
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from pfbench import PfbenchError
-from pfbench.nets import DiT
-from pfbench.suite.parse import ModelSpec, SuiteSpec, content_hash
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 (hex) of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from pfbench.adapters.base import Adapter, check_adapter
+from pfbench.adapters.external import external_config, load_external
+from pfbench.assets import CHECKSUMS, asset_path
+from pfbench.data.vae import load_vae, vae_weights_file
+from pfbench.io import content_hash, sha256_file
+from pfbench.locks import hold_lock, lock_path
+from pfbench.nets import DiT, DiTConfig, net_config
+from pfbench.registry import ADAPTERS
+from pfbench.suite.spec import ModelSpec, SuiteSpec
+from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint
+from pfbench.train.loop import train
+from pfbench.train.spec import spec_from_dict
 
 
 def resolve_checkpoint(ref: str) -> tuple[Path, str]:
@@ -40,12 +44,10 @@ def resolve_checkpoint(ref: str) -> tuple[Path, str]:
         path = Path(ref)
         if not path.is_file():
             raise PfbenchError(f"checkpoint {path} not found: check the path, or train one with `pfbench train`")
-        return path, file_sha256(path)
-    from pfbench.assets import CHECKSUMS, asset_path
-
+        return path, sha256_file(path)
     name = ref.removeprefix("asset:")
     path = asset_path(name, "pfbench train suites/recipes/<recipe>.yaml (see README, Shipped checkpoints)")
-    sha = file_sha256(path)
+    sha = sha256_file(path)
     want = CHECKSUMS.get(name)
     if want is not None and sha != want:
         raise PfbenchError(f"shipped checkpoint {path} has sha256 {sha[:16]}…, expected {want[:16]}…: the file is "
@@ -55,16 +57,24 @@ def resolve_checkpoint(ref: str) -> tuple[Path, str]:
 
 @dataclass
 class LoadedModel:
-    """A suite model ready to sample: its network (on ``eval.device``), ids and training facts."""
+    """A suite model ready to sample: its network (on ``eval.device``) or plugin adapter, ids and training facts."""
 
     name: str
-    model_id: str  # sha256 of the checkpoint file
-    net: DiT
+    model_id: str  # sha256 of the checkpoint file (a plugin model: hash of its adapter name and params)
+    net: DiT | None  # pfbench's network; None for a model built by a plugin adapter (``plugin``)
     checkpoints: list[tuple[int, Path]]  # (step, path) of kept intermediate checkpoints, for learning curves
     train_img_per_s: float | None = None
     train_timesteps: str | None = None  # training timestep sampler (SPEC §3), for training-sampler ablations
     decode: Any = None  # latent models: latents -> [-1, 1] pixels (the VAE decoder)
     decoder: str | None = None  # "<vae>@<sha256[:16]>": part of every cell key, since it changes the pixels
+    plugin: Adapter | None = None  # the model a registered adapter factory built (``ModelSpec.adapter``)
+
+    def adapter(self) -> Adapter:
+        """The model as samplers see it, unguided: the plugin's adapter, or the ``dit`` adapter over ``net``."""
+        if self.plugin is not None:
+            return self.plugin
+        assert self.net is not None, "a LoadedModel has a net or a plugin"
+        return ADAPTERS.get("dit")(self.net)  # type: ignore[no-any-return]
 
     @property
     def key_id(self) -> str:
@@ -90,30 +100,46 @@ class SuiteModels:
         self.speeds: dict[str, float] = {}  # training img/s per model, from the last ``train_all``
 
     def train_dir(self, name: str, model: ModelSpec) -> Path:
-        from pfbench.train.loop import spec_from_dict
-
         assert model.train is not None
         return self.runs / f"{name}-{content_hash(spec_from_dict(model.train).to_dict())}"
 
     def net_config(self, name: str) -> Any:
-        """The network config of a suite model without loading weights where possible."""
+        """The network config of a suite model without loading weights where possible (None: a plugin model)."""
         model = self.spec.models[name]
+        if model.adapter != "dit":
+            return None
         if model.train is not None:
-            from pfbench.train.loop import spec_from_dict
-
             return spec_from_dict(model.train).net_config()
         if model.layout is not None and model.preset is not None:
-            from pfbench.nets import net_config
-
             return net_config(model.preset, "pf" if model.layout == "pf" else "sit", **model.overrides)
         if model.layout is not None:  # size from the file's embedded config or tensor shapes
-            from pfbench.adapters.external import external_config
-
             return external_config(resolve_checkpoint(model.checkpoint or "")[0], model.layout, **model.overrides)
-        from pfbench.train.checkpoints import load_checkpoint
-        from pfbench.nets import DiTConfig
-
         return DiTConfig(**load_checkpoint(resolve_checkpoint(model.checkpoint or "")[0]).net_config)
+
+    def cost_adapter(self, name: str) -> Adapter:
+        """The model as the cost accounting sees it, without loading weights: the ``dit`` adapter over a
+        meta-device network of its config (no memory, no init cost), or the plugin model itself."""
+        model = self.spec.models[name]
+        if model.adapter != "dit":
+            return self._plugin(name, model)
+        cfg = self.net_config(name)  # outside the meta context: reading a config may run real tensor code
+        with torch.device("meta"):
+            net = DiT(cfg)
+        return ADAPTERS.get("dit")(net)  # type: ignore[no-any-return]
+
+    def _plugin(self, name: str, model: ModelSpec) -> Adapter:
+        """Builds a plugin model: ``ADAPTERS[model.adapter](**model.params)`` (plus ``device=eval.device`` when the
+        factory takes a device and params do not set it), checked against the protocol."""
+        where = f"models.{name} (adapter {model.adapter!r})"
+        factory = ADAPTERS.get(model.adapter)
+        kwargs = dict(model.params)
+        if "device" not in kwargs and "device" in inspect.signature(factory).parameters:
+            kwargs["device"] = self.spec.eval.device  # where the suite samples, unless params say otherwise
+        try:
+            built = factory(**kwargs)
+        except TypeError as err:
+            raise PfbenchError(f"{where}: bad params {model.params}: {err}") from None
+        return check_adapter(built, where)
 
     def known_model_id(self, name: str) -> str | None:
         """``LoadedModel.key_id`` if it can be known without loading: the weights exist already (shipped/given
@@ -129,17 +155,15 @@ class SuiteModels:
         return weights if decoder is None else f"{weights}+{decoder}"
 
     def _known_weights_id(self, name: str, model: ModelSpec) -> str | None:
+        if model.adapter != "dit":
+            return plugin_model_id(model)
         if model.checkpoint is not None:
             return resolve_checkpoint(model.checkpoint)[1]
-        from pfbench.train.checkpoints import load_checkpoint
-
         last = self.train_dir(name, model) / "last.pt"
         if not last.is_file():
             return None
-        from pfbench.train.loop import spec_from_dict
-
         done = load_checkpoint(last).step >= spec_from_dict(model.train or {}).steps
-        return file_sha256(last) if done else None
+        return sha256_file(last) if done else None
 
     def train_all(self) -> dict[str, float]:
         """Trains every suite model that needs it, concurrently (one process per model, threads split).
@@ -151,8 +175,6 @@ class SuiteModels:
         return self.speeds
 
     def _train_all(self) -> dict[str, float]:
-        from pfbench.train.loop import spec_from_dict
-
         todo = {n: m for n, m in self.spec.models.items() if m.train is not None}
         if not todo:
             return {}
@@ -169,9 +191,6 @@ class SuiteModels:
             for n, (s, out) in jobs.items():
                 speeds[n] = _train_job(s.to_dict(), str(out), threads, self.progress)
             return speeds
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
             futures = {n: pool.submit(_train_job, s.to_dict(), str(out), threads, False) for n, (s, out) in jobs.items()}
             _watch_training({n: (s.steps, out) for n, (s, out) in jobs.items()}, futures, self.progress, self.console)
@@ -183,26 +202,21 @@ class SuiteModels:
         """``"<vae>@<sha256[:16]>"`` of a latent model's decoder (hashes the file, does not load it)."""
         if model.vae is None:
             return None
-        from pfbench.data.vae import vae_weights_file
-
-        return f"{model.vae}@{file_sha256(vae_weights_file(model.vae))[:16]}"
+        return f"{model.vae}@{sha256_file(vae_weights_file(model.vae))[:16]}"
 
     def load_model(self, name: str, model: ModelSpec) -> LoadedModel:
         lm = self._load_net(name, model)
-        lm.net = lm.net.to(self.spec.eval.device)
+        if lm.net is not None:
+            lm.net = lm.net.to(self.spec.eval.device)
         if model.vae is not None:
-            from pfbench.data.vae import load_vae
-
             vae = load_vae(model.vae, self.spec.eval.device)
             lm.decode, lm.decoder = vae.decode, f"{model.vae}@{vae.sha256[:16]}"
         return lm
 
     def _load_net(self, name: str, model: ModelSpec) -> LoadedModel:
-        from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint
-
+        if model.adapter != "dit":
+            return LoadedModel(name, plugin_model_id(model), None, [], plugin=self._plugin(name, model))
         if model.checkpoint is not None and model.layout is not None:
-            from pfbench.adapters.external import load_external
-
             path, sha = resolve_checkpoint(model.checkpoint)
             return LoadedModel(name, sha, load_external(path, model.layout, model.preset, **model.overrides), [])
         if model.checkpoint is not None:
@@ -215,7 +229,12 @@ class SuiteModels:
         ckpt = load_checkpoint(last)
         net = build_model_from_checkpoint(ckpt, use_ema=model.use_ema)
         kept = sorted((int(p.stem.split("_")[1]), p) for p in out.glob("step_*.pt"))
-        return LoadedModel(name, file_sha256(last), net, kept, self.speeds.get(name), _timesteps_name(ckpt.config))
+        return LoadedModel(name, sha256_file(last), net, kept, self.speeds.get(name), _timesteps_name(ckpt.config))
+
+
+def plugin_model_id(model: ModelSpec) -> str:
+    """Id of a plugin model: the hash of its adapter name and params (the factory's whole input)."""
+    return content_hash({"adapter": model.adapter, "params": model.params})
 
 
 def _timesteps_name(config: dict[str, Any]) -> str | None:
@@ -229,9 +248,6 @@ def _train_job(spec: dict[str, Any], out: str, threads: int, progress: bool) -> 
     Under the run folder's lock: a second runner on the same suite waits for the first one's training (then
     finds it finished) instead of training the model again; if the first runner dies, it resumes its run.
     """
-    from pfbench.locks import hold_lock, lock_path
-    from pfbench.train.loop import spec_from_dict, train
-
     torch.set_num_threads(threads)
     run = Path(out)
 
@@ -246,8 +262,6 @@ def _train_job(spec: dict[str, Any], out: str, threads: int, progress: bool) -> 
 def _watch_training(jobs: dict[str, tuple[int, Path]], futures: dict[str, Any], progress: bool,
                     console: Console) -> None:
     """Shows one rich progress bar per training process, read from each run's log.jsonl."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     if not progress:
         return
     cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

@@ -18,12 +18,19 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from pfbench import PfbenchError
+from pfbench.assets import asset_path
 from pfbench.config import Builder
-from pfbench.suite.parse import RunSpec, SamplerSpec, SuiteSpec, _excluded, expand_sampler, plan, split_model
+from pfbench.data.vae import vae_weights_file
+from pfbench.registry import SAMPLERS
+from pfbench.suite.spec import RunSpec, SamplerSpec, SuiteSpec, excluded, expand_sampler, plan, split_model
+from pfbench.train.spec import spec_from_dict
+from pfbench.weights import resolve_weights
 
 # Largest NFE budget a suite may ask for. Far above any protocol (the paper's samplers use <= 250 steps; SiT's
-# SDE 250, DDPM 1000), so a larger value is a typo; it also bounds ``with_budget``'s search over step counts.
+# SDE 250, DDPM 1000), so a larger value is a typo; it also bounds ``from_budget``'s search over step counts.
 MAX_NFE = 4096
 
 _TYPES = Builder()  # typed checks of sampler parameters against the sampler dataclass's annotations
@@ -55,8 +62,6 @@ def validate(spec: SuiteSpec) -> None:
             _fit(one, ev.curve_nfe, "eval.curve_sampler", "eval.curve_nfe")
     for name, model in spec.models.items():
         if model.train is not None:
-            from pfbench.train.loop import spec_from_dict
-
             try:
                 spec_from_dict(model.train)
             except PfbenchError as err:
@@ -115,8 +120,6 @@ def _check_eval(spec: SuiteSpec) -> None:
         hint = f"; did you mean {close[0]!r}?" if close else " (valid: tf1x, clean)"
         raise PfbenchError(f"eval.resize = {ev.resize!r}: unknown Inception resize{hint}")
     _check_metric_options(spec)
-    import torch
-
     try:
         torch.device(ev.device)
     except (RuntimeError, TypeError):
@@ -143,8 +146,6 @@ def _check_metric_options(spec: SuiteSpec) -> None:
 
 def _build_sampler(spec: SamplerSpec, where: str) -> list[SamplerSpec]:
     """Checks a grid sampler's name and parameters (each value of a list-valued axis); returns its expansion."""
-    from pfbench.registry import SAMPLERS
-
     try:
         cls = SAMPLERS.get(spec.name)
     except PfbenchError as err:
@@ -205,17 +206,16 @@ def _reason(err: Exception | None, name: str, key: str, value: Any) -> str:
 def _all_excluded(spec: SuiteSpec, models: list[str], sampler: SamplerSpec, nfe: int) -> bool:
     """True when ``sweep.exclude`` drops every cell of this sampler at this budget (its budget is then moot)."""
     sw = spec.sweep
-    return all(_excluded(RunSpec(spec.name, m, sampler, nfe, seed, sw.num_samples, scale), sw.exclude)
+    return all(excluded(RunSpec(spec.name, m, sampler, nfe, seed, sw.num_samples, scale), sw.exclude)
                for m in models for seed in sw.seeds for scale in sw.cfg_scale
                if not sw.pair_seeds or split_model(m)[1] in (None, seed))  # as ``plan`` pairs them
 
 
 def _fit(spec: SamplerSpec, nfe: int, where: str, nfe_path: str) -> Any:
-    """The sampler with the largest step count fitting ``nfe``; a budget below one step names both keys."""
-    from pfbench.registry import SAMPLERS
-
+    """The sampler with the largest step count fitting ``nfe`` (``SamplerSpec.build``, the one the run then reuses);
+    a budget below one step names both keys."""
     try:
-        return SAMPLERS.get(spec.name)(steps=1, **spec.params).with_budget(nfe)
+        return spec.build(nfe)
     except PfbenchError as err:
         raise PfbenchError(f"{nfe_path} = {nfe}: too small for {where} ({spec.name}): {err}") from None
 
@@ -235,16 +235,12 @@ def check_inputs(spec: SuiteSpec) -> None:
             if model.checkpoint is not None:
                 _checkpoint_exists(model.checkpoint)
             if model.vae is not None:
-                from pfbench.data.vae import vae_weights_file
-
                 vae_weights_file(model.vae)
         except PfbenchError as err:
             raise PfbenchError(f"models.{name}: {err}") from None
     ref = spec.data.reference
     if ref is not None and ref != "embedded" and not Path(ref).expanduser().exists():
         raise PfbenchError(f"data.reference: {ref} not found; give an ADM reference .npz or an image folder")
-    from pfbench.weights import resolve_weights
-
     ev = spec.eval
     wanted = [("inception-v3-compat", ev.weights, "eval.weights", [m for m in spec.metrics if m in INCEPTION_METRICS]),
               ("clip-vit-l-14-openai", ev.clip_weights, "eval.clip_weights", [m for m in spec.metrics if m == "clip_score"]),
@@ -255,16 +251,12 @@ def check_inputs(spec: SuiteSpec) -> None:
                 resolve_weights(key, path, verify=False)
             except PfbenchError as err:
                 raise PfbenchError(f"metrics {', '.join(metrics)} ({option}): {err}") from None
-    import torch
-
     if torch.device(ev.device).type == "cuda" and not torch.cuda.is_available():
         raise PfbenchError(f"eval.device = {ev.device!r}: no CUDA device is visible here; use eval.device=cpu")
 
 
 def _checkpoint_exists(ref: str) -> None:
     if ref.startswith("asset:"):
-        from pfbench.assets import asset_path
-
         asset_path(ref.removeprefix("asset:"), "pfbench train suites/recipes/<recipe>.yaml (see README)")
     elif not Path(ref).is_file():
         raise PfbenchError(f"checkpoint {ref} not found: check the path, or train one with `pfbench train`")
@@ -280,7 +272,7 @@ def check_writable(folders: list[Path]) -> None:
     for folder in folders:
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            # ".*.tmp": the runner's stale-temp sweep removes a probe left by a kill at this very line
+            # hidden (".pfbench-probe-*"): a probe left by a kill at this very line is skipped by every reader
             with tempfile.NamedTemporaryFile(dir=folder, prefix=".pfbench-probe-", suffix=".tmp"):
                 pass
         except OSError as err:

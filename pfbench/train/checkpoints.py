@@ -15,22 +15,20 @@ Reading never unpickles code (``torch.load(weights_only=True)``); every failure 
 from __future__ import annotations
 
 import dataclasses
-import os
 import pickle
 import random
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from pfbench import PfbenchError, __version__
-
-if TYPE_CHECKING:
-    from pfbench.nets.dit import DiT
+from pfbench.io import atomic_write
+from pfbench.nets.dit import DiT, DiTConfig
 
 FORMAT = "pfbench-ckpt/1"
 _REQUIRED = ("format", "step", "config", "net_config", "model", "ema")
@@ -108,15 +106,13 @@ def save_checkpoint(
     optimizer: dict[str, Any] | None,
     rng: dict[str, Any] | None = None,
 ) -> Path:
-    """Writes a checkpoint atomically (temp file in the same folder, fsync, ``os.replace``).
+    """Writes a checkpoint atomically (``pfbench.io.atomic_write``: temp file in the same folder, fsync, rename).
 
     A reader never sees a half-written file: a crash leaves the previous version intact.
 
     Returns:
         ``path``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "pfbench_version": __version__,
@@ -128,17 +124,7 @@ def save_checkpoint(
         "optimizer": optimizer,
         "rng": capture_rng_state() if rng is None else rng,
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def _first_line(err: BaseException) -> str:
@@ -225,8 +211,6 @@ def build_model_from_checkpoint(ckpt: Checkpoint, use_ema: bool = True) -> DiT:
     Raises:
         PfbenchError: the stored network config or weights do not fit the current ``DiT``.
     """
-    from pfbench.nets.dit import DiT, DiTConfig
-
     known = {f.name for f in dataclasses.fields(DiTConfig)}
     unknown = sorted(set(ckpt.net_config) - known)
     if unknown:

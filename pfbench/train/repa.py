@@ -93,7 +93,7 @@ class EmbeddedEncoder:
     """The embedded feature network's last conv block as patch tokens (see the module docstring)."""
 
     def __init__(self, device: torch.device) -> None:
-        from pfbench.metrics.embedded import load_feature_net
+        from pfbench.encoders.embedded import load_feature_net
 
         shared = load_feature_net(EMBEDDED_RESOLUTION)  # verified asset; cached per process for the metrics
         self.net = copy.deepcopy(shared).to(device).eval().requires_grad_(False)  # the metrics' copy stays put

@@ -10,17 +10,18 @@ import dataclasses
 import difflib
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from pfbench import PfbenchError
 from pfbench.config import Builder, Wording
-from pfbench.data.train_data import TRAIN_DATASETS
+from pfbench.data.train_data import TRAIN_DATASETS, data_shape
+from pfbench.nets.dit import DiTConfig
+from pfbench.nets.presets import net_config
 from pfbench.train.repa import ENCODER_DIMS
-
-if TYPE_CHECKING:
-    from pfbench.nets.dit import DiTConfig
+from pfbench.train.timesteps import make_timestep_sampler
 
 
 @dataclass(frozen=True)
@@ -157,10 +158,6 @@ class TrainSpec:
 
     def net_config(self) -> DiTConfig:
         """The network's ``DiTConfig``: preset + kind + dataset-bound fields + overrides."""
-        from pfbench.data.train_data import data_shape
-        from pfbench.nets.dit import DiTConfig
-        from pfbench.nets.presets import net_config
-
         overrides = _CONFIG.fields(DiTConfig, self.model_overrides, "model_overrides")
         channels, side, classes = data_shape(self.data.name, self.data.resolution, self.data.path)
         bound = {"input_size": side, "in_channels": channels, "num_classes": classes}
@@ -190,8 +187,6 @@ class TrainSpec:
 
     def timestep_sampler(self) -> Any:
         """The configured timestep sampler; a SiT run needs one with constant rows."""
-        from pfbench.train.timesteps import make_timestep_sampler
-
         assert self.timesteps is not None
         sampler = make_timestep_sampler(self.timesteps.name, **self.timesteps.params)
         if self.kind == "sit":
@@ -231,4 +226,28 @@ def spec_from_dict(d: dict[str, Any]) -> TrainSpec:
     return spec
 
 
-__all__ = ["DataSpec", "RepaSpec", "TimestepSpec", "TrainSpec", "spec_from_dict"]
+# Keys that may change between a run and its resumption (they do not change what is computed).
+RUNTIME_KEYS = ("steps", "ckpt_every", "keep_every", "log_every", "device", "amp", "threads")
+
+
+def check_resumable(stored: dict[str, Any], spec: TrainSpec, path: Path) -> None:
+    """Refuses to resume checkpoint ``path`` (trained with config ``stored``) under ``spec`` when they differ in
+    anything but ``RUNTIME_KEYS``.
+
+    Raises:
+        PfbenchError: naming the first differing key and both values.
+    """
+    now = spec.to_dict()
+    try:  # fields added since the checkpoint was written take their defaults on both sides
+        stored = spec_from_dict(stored).to_dict()
+    except PfbenchError:
+        pass  # compared as stored: the difference is reported below
+    for key in sorted(set(now) | set(stored)):
+        if key not in RUNTIME_KEYS and now.get(key) != stored.get(key):
+            raise PfbenchError(
+                f"{path} was trained with {key}={stored.get(key)!r}, this config has {now.get(key)!r}; "
+                "use another output folder (--out), or start over with --no-resume (resume=False in Python)"
+            )
+
+
+__all__ = ["DataSpec", "RepaSpec", "TimestepSpec", "TrainSpec", "check_resumable", "spec_from_dict"]

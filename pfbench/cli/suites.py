@@ -1,0 +1,203 @@
+"""``pfbench run|plan|report|compare|baseline|figures|parity``: suites and their results.
+
+Heavy imports stay inside the commands, so ``pfbench --help`` and each command's start stay fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from pfbench import PfbenchError
+from pfbench.cli.common import console, kept_on_ctrl_c, set_threads
+
+
+def run(
+    suite: Annotated[Path, typer.Argument(help="suite YAML, e.g. suites/smoke.yaml")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="hydra overrides, e.g. sweep.nfe=[8,16]")] = None,
+    results: Annotated[Path, typer.Option(help="results root")] = Path("results"),
+    reports: Annotated[Path, typer.Option(help="reports root")] = Path("reports"),
+    runs: Annotated[Path, typer.Option(help="training runs / checkpoints root")] = Path("runs"),
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Run every cell of a suite (resumable: finished cells are skipped); a parity suite runs `pfbench parity`."""
+    from pfbench.suite.parse import load_suite, suite_kind
+    from pfbench.suite.runner import Runner
+
+    set_threads(threads)
+    if suite_kind(suite) == "adm_parity":
+        _no_overrides(suite, overrides)
+        parity(suite, device=None)
+        return
+    spec = load_suite(suite, overrides)
+    runner = Runner(spec, results_root=results, reports_root=reports, runs_root=runs, progress=not quiet)
+    with kept_on_ctrl_c(runner.kept):
+        runner.run()
+
+
+def plan(
+    suite: Annotated[Path, typer.Argument(help="suite YAML")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="hydra overrides")] = None,
+    results: Annotated[Path, typer.Option(help="results root")] = Path("results"),
+    runs: Annotated[Path, typer.Option(help="training runs / checkpoints root")] = Path("runs"),
+) -> None:
+    """Print the cells of a suite and which are already computed (a parity suite: its inputs and numbers)."""
+    from rich.table import Table
+
+    from pfbench.results import has_part
+    from pfbench.suite.parse import load_suite, suite_kind
+    from pfbench.suite.runner import Runner
+    from pfbench.suite.spec import plan as make_plan
+    from pfbench.suite.validate import check_inputs, validate
+
+    if suite_kind(suite) == "adm_parity":
+        _no_overrides(suite, overrides)
+        _plan_parity(suite)
+        return
+    spec = load_suite(suite, overrides)
+    validate(spec)
+    runner = Runner(spec, results_root=results, runs_root=runs, progress=False)
+    table = Table(title=f"suite {spec.name}")
+    for col in ("model", "sampler", "nfe", "cfg", "seed", "samples", "forwards/img", "≈FLOPs total", "cached"):
+        table.add_column(col)
+    cells = make_plan(spec)
+    total = 0.0
+    for cell in cells:
+        model_id = runner.known_model_id(cell.model)
+        done = model_id is not None and has_part(runner.results, runner.cell_part(cell, model_id))
+        forwards, gflops = runner.estimate(cell)
+        total += 0.0 if done else gflops
+        label = cell.sampler.name + (f" {cell.sampler.params}" if cell.sampler.params else "")
+        cfg = f"{cell.cfg_scale:g}" + (f" in {list(cell.cfg_interval)}" if cell.cfg_interval else "")
+        table.add_row(cell.model, label, str(cell.nfe), cfg, str(cell.seed), str(cell.num_samples),
+                      str(forwards), flops_text(gflops), "yes" if done else "")
+    console.print(table)
+    console.print(f"estimated compute still to run: ≈{flops_text(total)} of network forwards (sampling only, VAE "
+                  "decoding not counted; per-token modulation counted once per sample, as with dedup; CFG "
+                  "counted on every step even where an interval switches it off)")
+    unknown = [n for n in spec.models if runner.known_model_id(n) is None]
+    train = [n for n in unknown if spec.models[n].train is not None]
+    missing = [n for n in unknown if spec.models[n].train is None]
+    console.print(f"{len(cells)} cells; models to train: {', '.join(train) or 'none'}; models whose checkpoint or "
+                  f"decoder is not found: {', '.join(missing) or 'none'}")
+    try:
+        check_inputs(spec)
+    except PfbenchError as err:  # what `run` would refuse to start without
+        console.print(f"[yellow]run would stop[/]: {escape(str(err))}", highlight=False)
+
+
+def _no_overrides(suite: Path, overrides: list[str] | None) -> None:
+    if overrides:
+        raise PfbenchError(f"{suite}: a parity suite takes no overrides ({' '.join(overrides)}); set "
+                           "$PFBENCH_ADM_SAMPLES, $PFBENCH_ADM_REF or $PFBENCH_ADM_WEIGHTS, or edit a copy")
+
+
+def _plan_parity(suite: Path) -> None:
+    """``pfbench plan`` of a parity suite: its inputs (found or not), the numbers it checks, how to run it."""
+    from rich.table import Table
+
+    from pfbench.encoders.inception import INCEPTION_KEY
+    from pfbench.evaluate.parity import ENV, load_parity_suite, resolve_inputs
+    from pfbench.weights import resolve_weights
+
+    ps = load_parity_suite(suite)
+    inputs = resolve_inputs(ps, check=False)
+    table = Table(title=f"parity suite {ps.name} (kind: adm_parity)")
+    for col in ("input", "path", "found"):
+        table.add_column(col)
+    for key, path in (("samples", inputs.samples), ("ref", inputs.ref)):
+        found = path.is_file()
+        table.add_row(key, str(path), "yes" if found else f"no: set ${ENV[key]} or get {ps.sources.get(key, 'it')}")
+    try:
+        table.add_row("Inception weights", str(resolve_weights(INCEPTION_KEY, inputs.weights, verify=False)), "yes")
+    except PfbenchError:
+        table.add_row("Inception weights", inputs.weights or "offline search", f"no: set ${ENV['weights']}")
+    console.print(table)
+    checks = ", ".join(f"{k} {v:g} ± {ps.tolerance[k]:g}" for k, v in ps.expect.items())
+    console.print(f"checks: {checks} (one Inception pass over every sample and reference image)")
+    console.print(f"run it: pfbench run {suite} (the same as pfbench parity {suite})")
+
+
+def flops_text(gflops: float) -> str:
+    """GFLOPs as a short human number with an SI unit (e.g. 3.63 EFLOP)."""
+    value, units = gflops * 1e9, ("FLOP", "kFLOP", "MFLOP", "GFLOP", "TFLOP", "PFLOP", "EFLOP", "ZFLOP")
+    i = 0
+    while value >= 1000 and i < len(units) - 1:
+        value, i = value / 1000, i + 1
+    return f"{value:.3g} {units[i]}"
+
+
+def report(
+    suite: Annotated[str, typer.Argument(help="suite name, or its YAML file (its name: is used)")],
+    results: Annotated[Path, typer.Option(help="results root")] = Path("results"),
+    reports: Annotated[Path, typer.Option(help="reports root")] = Path("reports"),
+) -> None:
+    """Write reports/SUITE/index.md and a self-contained index.html from the suite's Parquet results."""
+    from pfbench.report.html import report as make_report
+
+    name = suite
+    if suite.endswith((".yaml", ".yml")):
+        from pfbench.suite.parse import load_suite
+
+        # The results folder is named after the suite's name:, which need not be the file's stem.
+        name = load_suite(Path(suite), None).name if Path(suite).is_file() else Path(suite).stem
+    md = make_report(name, results_root=results, reports_root=reports)
+    console.print(f"wrote {md} and {md.with_name('index.html')}")
+
+
+def compare(
+    a: Annotated[Path, typer.Argument(help="baseline: results folder (results/SUITE) or a .parquet baseline")],
+    b: Annotated[Path, typer.Argument(help="candidate: results folder or .parquet")],
+    tolerances: Annotated[Path | None, typer.Option(help="YAML: metric or pattern -> {abs, rel, sigma}")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="also write the full comparison as Markdown here")] = None,
+    allow_missing: Annotated[bool, typer.Option(help="rows of A missing from B do not fail")] = False,
+    all_rows: Annotated[bool, typer.Option("--all", help="print every matched row, not only changes")] = False,
+) -> None:
+    """Compare B against A per metric; exit 1 on a regression beyond tolerance or on rows missing from B."""
+    from pfbench.io import atomic_write_text
+    from pfbench.report.compare import compare as run_compare
+    from pfbench.report.tolerances import load_tolerances
+
+    res = run_compare(a, b, load_tolerances(tolerances))
+    res.print(console, all_rows=all_rows)
+    if markdown is not None:
+        atomic_write_text(markdown, res.markdown())
+    raise typer.Exit(res.exit_code(allow_missing))
+
+
+def baseline(
+    results: Annotated[Path, typer.Argument(help="results folder, e.g. results/smoke")],
+    out: Annotated[Path, typer.Argument(help="baseline .parquet to commit, e.g. baselines/smoke.parquet")],
+) -> None:
+    """Write a committable baseline (match keys, mean, std, n per metric) from a results folder."""
+    from pfbench.report.compare import write_baseline
+
+    console.print(f"wrote {write_baseline(results, out)}")
+
+
+def figures(
+    results: Annotated[list[Path], typer.Argument(help="results folders (results/SUITE) or .parquet files; rows are pooled")],
+    out: Annotated[Path, typer.Option(help="output folder for tables (.md/.tex) and figures (.png/.pdf)")] = Path("reports/figures"),
+) -> None:
+    """Regenerate paper tables and figures (main table, NFE scaling, sampler and training-sampler ablations)."""
+    from pfbench.report.paper import paper_figures
+
+    for path in paper_figures(list(results), out):
+        console.print(f"wrote {path}")
+
+
+def parity(
+    suite: Annotated[Path, typer.Argument(help="parity suite YAML")] = Path("suites/adm_parity.yaml"),
+    device: Annotated[str | None, typer.Option(help="cpu or cuda")] = None,
+) -> None:
+    """Check FID/sFID/IS/P/R against the ADM evaluator's golden numbers (needs the public ADM files + weights)."""
+    from pfbench.evaluate.parity import run_adm_parity_suite, show_parity
+
+    result = run_adm_parity_suite(suite, device=device)
+    show_parity(result)
+    if not result["pass"]:
+        raise typer.Exit(1)

@@ -1,0 +1,75 @@
+"""How a suite scores images: its metrics in one generic pass, and the row fields that say how they were computed.
+
+``Scorer.key`` is part of every cell's and curve's result part (file) name, so a change of metrics, reference set
+or metric options makes new parts instead of mixing numbers computed two ways.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import numpy as np
+import torch
+
+from pfbench.data import class_names
+from pfbench.evaluate.metric_pass import evaluate
+from pfbench.evaluate.sources import images_from_tensor
+from pfbench.io import content_hash
+from pfbench.metrics.base import higher_is_better
+from pfbench.metrics.options import metric_args
+from pfbench.registry import METRICS
+from pfbench.suite.spec import SuiteSpec
+
+# Metric options at their defaults; they enter ``key`` only when changed, so results made before they existed stay valid.
+_DEFAULT_OPTIONS = {"is_order": "file", "kid_subset_size": 1000}
+
+
+class Scorer:
+    """The suite's metrics (``spec.metrics``) against its reference set, with its ``eval`` options.
+
+    Args:
+        spec: The suite.
+    """
+
+    def __init__(self, spec: SuiteSpec) -> None:
+        self.spec = spec
+
+    def score(self, images: np.ndarray | torch.Tensor, labels: torch.Tensor) -> dict[str, tuple[float, bool]]:
+        """Runs every suite metric over uint8 images (N, 3, H, W) in one pass per feature network.
+
+        Returns:
+            metric key -> (value, higher_is_better).
+        """
+        ev, data = self.spec.eval, self.spec.data
+        samples = images_from_tensor(torch.as_tensor(images), torch.as_tensor(labels))
+        result = evaluate(samples, data.reference or "embedded", self.spec.metrics, batch_size=ev.batch_size,
+                          device=ev.device, weights=ev.weights, ref_size=data.test_size, resize=ev.resize,
+                          clip_weights=ev.clip_weights, dinov2_weights=ev.dinov2_weights,
+                          class_names=class_names(data.name), verify_weights=ev.verify_weights,
+                          kid_subset_size=ev.kid_subset_size, is_order=ev.is_order)
+        result.pop("num_samples", None)
+        classes = [METRICS.get(n) for n in self.spec.metrics]  # each declares its keys' directions
+        return {k: (v, higher_is_better(classes, k)) for k, v in result.items()}
+
+    def key(self) -> str:
+        """Hash of everything that changes metric values besides the pixels (metrics, reference, resize, options)."""
+        ev = self.spec.eval
+        opts = {k: v for k, v in self.args().items() if k != "resize" and v != _DEFAULT_OPTIONS.get(k)}
+        return content_hash([self.spec.metrics, dataclasses.asdict(self.spec.data), ev.resize, ev.weights]
+                            + ([ev.clip_weights, ev.dinov2_weights] if ev.clip_weights or ev.dinov2_weights else [])
+                            + ([opts] if opts else []))[:8]
+
+    def args(self) -> dict[str, Any]:
+        """How the suite's metrics are computed (``pfbench.metrics.options.metric_args``): resize, IS order, KID
+        subset size, and the Inception file's sha256 plus the non-standard keys when its check is off."""
+        ev = self.spec.eval
+        return metric_args(self.spec.metrics, resize=ev.resize, weights=ev.weights, verify_weights=ev.verify_weights,
+                           kid_subset_size=ev.kid_subset_size, is_order=ev.is_order)
+
+    def context(self) -> dict[str, str]:
+        """``Row`` fields that say how metrics were computed: ``ref_id`` (reference set) and ``metric_args``."""
+        data = self.spec.data
+        ref = data.reference or f"embedded:test:seed{data.seed}:n{data.test_size}:r{data.resolution}"
+        return {"ref_id": ref, "metric_args": json.dumps(self.args(), sort_keys=True)}

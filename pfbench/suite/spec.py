@@ -1,0 +1,238 @@
+"""What a suite is: frozen dataclasses for its parts (built from YAML by ``pfbench.suite.parse``) and its plan,
+the list of cells (``RunSpec``) that ``plan`` expands it into.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pfbench import PfbenchError
+from pfbench.io import content_hash
+from pfbench.registry import SAMPLERS
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Evaluation data of a suite (reference images for metrics, held-out diagnostics).
+
+    ``embedded``: the built-in dataset (reference = its test split unless ``reference`` is given).
+    ``imagenet``: 1000 ImageNet classes (names for CLIP prompts and figures); ``reference`` is required, e.g.
+    ADM's ``VIRTUAL_imagenet256_labeled.npz``.
+    """
+
+    name: str = "embedded"
+    resolution: int = 16
+    seed: int = 0
+    test_size: int = 2000
+    reference: str | None = None  # ADM reference .npz or image folder for FID & co.; None = embedded test split
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model of the suite: trained by pfbench from ``train``, loaded from ``checkpoint``, or built by a plugin.
+
+    ``layout`` loads a checkpoint trained by another codebase: ``sit`` (SiT/DiT key layout, velocity model)
+    or ``pf`` (the reference ``PatchForcingDiT``), with the network size from ``preset`` (e.g. ``XL/2``) and
+    ``overrides`` (DiTConfig fields). Without ``layout`` the checkpoint is a pfbench checkpoint.
+
+    ``adapter`` other than ``dit`` names a registered adapter factory (``pfbench.registry.ADAPTERS``, e.g. one a
+    third-party package adds through the ``pfbench.adapters`` entry-point group), called with ``params`` as
+    keyword arguments; such a model has no ``train``/``checkpoint`` (the factory finds its own weights), and
+    its id is the hash of the adapter name and ``params``.
+    """
+
+    train: dict[str, Any] | None = None
+    checkpoint: str | None = None
+    adapter: str = "dit"
+    params: dict[str, Any] = field(default_factory=dict)  # keyword arguments of a plugin adapter's factory
+    use_ema: bool = True
+    layout: str | None = None
+    preset: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    vae: str | None = None  # latent models: decoder (known name like sd-vae-ft-ema, diffusers folder or file)
+    # Train the recipe once per seed (``train.seed`` set): model ``pf`` becomes ``pf@s0``, ``pf@s1``, ... (see
+    # ``expand_train_seeds``); grid blocks naming ``pf`` run every one of them.
+    train_seeds: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A registered sampler and its parameters (every field but ``steps``, which follows from the NFE budget)."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def build(self, nfe: int) -> Any:
+        """The sampler at the largest step count whose cost fits ``nfe`` (``Sampler.from_budget``).
+
+        Every suite path (validate, plan, run, figures) builds samplers here. Samplers are frozen dataclasses,
+        so each (name, params, nfe) is built once per process and shared.
+        """
+        key = (self.name, json.dumps(self.params, sort_keys=True, default=str), nfe)
+        if key not in _SAMPLERS_BUILT:
+            _SAMPLERS_BUILT[key] = SAMPLERS.get(self.name).from_budget(self.params, nfe)
+        return _SAMPLERS_BUILT[key]
+
+
+# (name, params as JSON, nfe) -> built sampler: a memo of immutable values, so sharing it changes nothing.
+_SAMPLERS_BUILT: dict[tuple[str, str, int], Any] = {}
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """One block of the sweep: these models × these samplers × the sweep axes."""
+
+    models: list[str]
+    samplers: list[SamplerSpec]
+    nfe: list[int] | None = None  # this block's NFE budgets instead of ``sweep.nfe`` (e.g. a sweep at one budget)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """Sweep axes shared by every grid block.
+
+    A list-valued sampler parameter in a grid (``{name: dual_loop, params: {p: [0.2, 0.4]}}``) is an axis too.
+    ``cfg_interval`` entries are ``null`` (guide everywhere) or ``[t_lo, t_hi]``; they apply to guided cells only.
+    ``exclude`` drops every cell matching all keys of a rule (model, sampler, nfe, cfg_scale, seed, or a
+    sampler parameter such as p).
+    """
+
+    nfe: list[int] = field(default_factory=lambda: [16])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    num_samples: int = 1000
+    cfg_scale: list[float] = field(default_factory=lambda: [1.0])
+    cfg_interval: list[list[float] | None] = field(default_factory=lambda: [None])
+    exclude: list[dict[str, Any]] = field(default_factory=list)
+    # With models trained per seed (``train_seeds``): instance ``pf@sK`` samples only with sampling seed K, so
+    # every (training seed, sampling seed) replicate is distinct at a third of the cost of the full cross.
+    pair_seeds: bool = False
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    batch_size: int = 250
+    learning_curve: bool = True  # score intermediate checkpoints of trained models
+    curve_sampler: SamplerSpec | None = None
+    curve_nfe: int = 16
+    curve_samples: int = 500
+    difficulty_t: float = 0.6
+    # PF models (embedded data): per-patch corr(predicted variance, squared error) at each of these t, and the
+    # "context helps" curve (loss on hard patches at each t_hard as their easy context moves to t = 1).
+    difficulty_ts: list[float] = field(default_factory=list)
+    context_ts: list[float] = field(default_factory=list)
+    parallel_train: bool = True  # train the suite's models in concurrent processes
+    resize: str = "tf1x"  # Inception resize: "tf1x" (torch-fidelity, TF-compatible) or "clean" (clean-fid)
+    weights: str | None = None  # Inception weights file/folder (else $PFBENCH_WEIGHTS, then the library cache)
+    clip_weights: str | None = None  # open_clip ViT-L/14 file for clip_score (else the same search)
+    dinov2_weights: str | None = None  # DINOv2 ViT-L/14 file for fd_dinov2 (else the same search)
+    device: str = "cpu"  # where sampling, decoding and metrics run ("cuda" on a GPU machine)
+    # Inception metric options (pfbench.metrics.options): false accepts a non-official Inception file (rows
+    # record its sha256 and are marked non-standard); KID subset size; IS sample order "file" (ADM) or "shuffle"
+    verify_weights: bool = True
+    kid_subset_size: int = 1000
+    is_order: str = "file"
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    name: str
+    grid: list[GridSpec]
+    models: dict[str, ModelSpec]
+    data: DataSpec = field(default_factory=DataSpec)
+    sweep: SweepSpec = field(default_factory=SweepSpec)
+    metrics: list[str] = field(default_factory=lambda: ["fd_embedded", "class_acc"])
+    eval: EvalSpec = field(default_factory=EvalSpec)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell: everything that changes its pixels (plus the sample count and seed)."""
+
+    suite: str
+    model: str
+    sampler: SamplerSpec
+    nfe: int
+    seed: int
+    num_samples: int
+    cfg_scale: float
+    cfg_interval: tuple[float, float] | None = None
+
+    def key(self, model_id: str) -> str:
+        """Content hash of the cell; ``model_id`` identifies the weights (checkpoint sha256 or recipe hash)."""
+        payload = dataclasses.asdict(self) | {"model_id": model_id}
+        payload.pop("suite")
+        if payload["cfg_interval"] is None:  # keeps keys of unguided-interval cells stable
+            payload.pop("cfg_interval")
+        revision = getattr(SAMPLERS.get(self.sampler.name), "revision", 1)
+        if revision != 1:  # a fixed sampler: cells computed before the fix are not reused
+            payload["sampler_revision"] = revision
+        return content_hash(payload)
+
+    def fields(self) -> dict[str, Any]:
+        """Flat view for ``exclude`` rules: model, sampler, nfe, cfg_scale, seed and sampler parameters.
+
+        A model trained per seed is matched by its suite name (``pf``) and ``train_seed``.
+        """
+        model, train_seed = split_model(self.model)
+        return {"model": model, "sampler": self.sampler.name, "nfe": self.nfe, "cfg_scale": self.cfg_scale,
+                "seed": self.seed, **self.sampler.params} | ({} if train_seed is None else {"train_seed": train_seed})
+
+
+SEED_SEP = "@s"  # "pf@s1": suite model "pf" trained with seed 1 (``ModelSpec.train_seeds``)
+
+
+def split_model(name: str) -> tuple[str, int | None]:
+    """``"pf@s1"`` -> ``("pf", 1)``; a name without a training-seed suffix -> ``(name, None)``."""
+    base, sep, seed = name.rpartition(SEED_SEP)
+    return (base, int(seed)) if sep and base and seed.isdigit() else (name, None)
+
+
+def expand_sampler(spec: SamplerSpec) -> list[SamplerSpec]:
+    """One SamplerSpec per combination of list-valued parameters (sweep axes), in a stable order."""
+    axes = {k: v for k, v in spec.params.items() if isinstance(v, list)}
+    if not axes:
+        return [spec]
+    fixed = {k: v for k, v in spec.params.items() if k not in axes}
+    return [SamplerSpec(spec.name, fixed | dict(zip(axes, combo, strict=True)))
+            for combo in itertools.product(*axes.values())]
+
+
+def excluded(cell: RunSpec, rules: list[dict[str, Any]]) -> bool:
+    """Whether ``cell`` matches one of the ``sweep.exclude`` rules (every key of the rule equal)."""
+    fields = cell.fields()
+    return any(all(fields.get(k) == v for k, v in rule.items()) for rule in rules)
+
+
+def plan(spec: SuiteSpec) -> list[RunSpec]:
+    """Expands the suite into cells, in a stable order (grid blocks × samplers × axes), minus exclusions."""
+    cells = []
+    sw = spec.sweep
+    valid = {"model", "sampler", "nfe", "cfg_scale", "seed", "train_seed"}
+    for grid in spec.grid:
+        samplers = [x for s in grid.samplers for x in expand_sampler(s)]
+        for sampler in samplers:
+            valid |= set(sampler.params)
+        for model, sampler, nfe, scale, interval, seed in itertools.product(
+            grid.models, samplers, grid.nfe or sw.nfe, sw.cfg_scale, sw.cfg_interval, sw.seeds
+        ):
+            if interval is not None and scale == 1.0:
+                continue  # an interval changes nothing without guidance
+            if sw.pair_seeds and split_model(model)[1] not in (None, seed):
+                continue  # a per-seed instance samples with its own seed only
+            if interval is not None and (len(interval) != 2 or not 0 <= interval[0] <= interval[1] <= 1):
+                raise PfbenchError(f"sweep.cfg_interval: {interval} must be [t_lo, t_hi] with 0 <= t_lo <= t_hi <= 1")
+            iv = None if interval is None else (float(interval[0]), float(interval[1]))
+            cells.append(RunSpec(spec.name, model, sampler, nfe, seed, sw.num_samples, scale, iv))
+    for i, rule in enumerate(sw.exclude):
+        for key in rule:
+            if key not in valid:
+                close = difflib.get_close_matches(key, sorted(valid), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f" (valid: {', '.join(sorted(valid))})"
+                raise PfbenchError(f"unknown key 'sweep.exclude[{i}].{key}'{hint}")
+    return [c for c in cells if not excluded(c, sw.exclude)]

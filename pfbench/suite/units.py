@@ -1,0 +1,217 @@
+"""The units of a suite run besides its cells: reference rows, training speed and cost, learning curves and the
+difficulty-head diagnostics of each model.
+
+Each unit is one result part (``results/<suite>/<part>.parquet``), computed under its lock (``pfbench.locks``) and
+only when it is not already there, as the cells are (``pfbench.suite.runner``); its rows are ``Row``s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from pfbench.data.embedded import EmbeddedSpec
+from pfbench.data.embedded import generate as embedded_images
+from pfbench.evaluate.baseline import trivial_baseline_images
+from pfbench.evaluate.diagnostics import context_curve, context_grid, difficulty_report, patch_correlations
+from pfbench.io import content_hash
+from pfbench.locks import hold_lock, lock_path
+from pfbench.nets.flops import train_flops
+from pfbench.report.images import difficulty_figure
+from pfbench.results import Row, has_part, metric_rows, write_rows
+from pfbench.suite.models import LoadedModel, SuiteModels
+from pfbench.suite.scoring import Scorer
+from pfbench.suite.spec import SamplerSpec, SuiteSpec
+from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint
+from pfbench.train.spec import spec_from_dict
+
+# The runner's sampling call: (model, sampler, n, seed, cfg_scale) -> generated images (``pfbench.sample.generate``).
+Sample = Callable[[LoadedModel, Any, int, int, float], Any]
+
+
+class ModelUnits:
+    """Computes and writes the non-cell units of one suite run.
+
+    Args:
+        spec: The suite.
+        results: Its results folder (``results/<suite>``). reports: Its reports folder (figures).
+        scorer: How the suite scores images. models: The suite's models (training folders, for costs).
+        sample: The runner's sampling call. console: Where waiting for another runner is said (None: silent).
+    """
+
+    def __init__(self, spec: SuiteSpec, results: Path, reports: Path, scorer: Scorer, models: SuiteModels,
+                 sample: Sample, console: Console | None) -> None:
+        self.spec, self.results, self.reports = spec, results, reports
+        self.scorer, self.models, self.sample, self.console = scorer, models, sample, console
+        self._reference: Any = None
+
+    def lock(self, part: str) -> AbstractContextManager[None]:
+        """Holds ``part``'s lock, waiting (and saying so) while another runner computes it."""
+
+        def say() -> None:
+            if self.console is not None:
+                self.console.print(f"[dim]waiting for another runner computing {part} on {self.results}")
+        return hold_lock(lock_path(self.results, part), say)
+
+    def _unit(self, part: str, rows: Callable[[], list[Row]], done: Callable[[], bool] = lambda: True) -> None:
+        """Computes ``rows()`` and writes them as ``part``, under its lock, unless the part (and ``done()``) exists."""
+        with self.lock(part):
+            if not (has_part(self.results, part, damaged="move") and done()):
+                write_rows(self.results / f"{part}.parquet", rows())
+
+    def reference_data(self) -> Any:
+        """Held-out test split of the embedded dataset (metric reference + diagnostics)."""
+        if self._reference is None:
+            d = self.spec.data
+            self._reference = embedded_images(EmbeddedSpec(resolution=d.resolution, split="test", size=d.test_size,
+                                                           seed=d.seed))
+        return self._reference
+
+    def reference(self) -> None:
+        """Metric values of the trivial baseline and of real held-out images (the scale of the numbers)."""
+        if self.spec.data.name != "embedded":
+            return  # these reference rows are the embedded dataset's; a given reference set has its own scale
+        d, n = self.spec.data, self.spec.sweep.num_samples
+        part = f"reference-{content_hash([dataclasses.asdict(d), self.spec.metrics, n])}"
+
+        def rows() -> list[Row]:
+            train = embedded_images(EmbeddedSpec(resolution=d.resolution, split="train", size=max(n, 10_000),
+                                                 seed=d.seed))
+            real_u8 = (train.images[:n] * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)  # (n, 3, H, W)
+            labels = train.labels[:n]
+            trivial = torch.as_tensor(trivial_baseline_images(train, n, seed=1))
+            out: list[Row] = []
+            for name, images in (("real_train", real_u8), ("trivial_class_mean", trivial)):
+                base = {"suite": self.spec.name, "part": part, "kind": "reference", "model": name, "num_samples": n}
+                out += metric_rows(base | self.scorer.context(), self.scorer.score(images, labels))
+            return out
+
+        self._unit(part, rows)
+
+    def model(self, lm: LoadedModel) -> None:
+        """Every unit of one model: training speed and cost, learning curve, difficulty diagnostics."""
+        self._train_speed(lm)
+        self._curve(lm)
+        self._difficulty(lm)
+        self._train_cost(lm)
+        self._validity(lm)
+
+    def _train_speed(self, lm: LoadedModel) -> None:
+        """Training images per second of a model trained in this run."""
+        speed, part = lm.train_img_per_s, f"train-{lm.model_id[:16]}"
+        if speed:
+            self._unit(part, lambda: [Row(suite=self.spec.name, part=part, kind="diagnostic", model=lm.name,
+                                          model_id=lm.model_id, metric="train_img_per_s", value=speed,
+                                          higher_is_better=True)])
+
+    def _curve(self, lm: LoadedModel) -> None:
+        """Metrics of every kept checkpoint of a suite-trained model (EMA weights, ``eval.curve_*``)."""
+        ev = self.spec.eval
+        if not (ev.learning_curve and lm.checkpoints):
+            return
+        assert lm.net is not None  # checkpoints: a suite-trained pfbench network
+        sampler_spec = ev.curve_sampler or SamplerSpec("euler_pf" if lm.net.cfg.per_token_t else "euler")
+        for step, path in lm.checkpoints:
+            part = f"curve-{lm.model_id[:16]}-{step}-{self.scorer.key()}"
+
+            def rows(step: int = step, path: Path = path, part: str = part) -> list[Row]:
+                net = build_model_from_checkpoint(load_checkpoint(path), use_ema=True).to(ev.device)
+                sampler = sampler_spec.build(ev.curve_nfe)
+                gen = self.sample(dataclasses.replace(lm, net=net, checkpoints=[]), sampler, ev.curve_samples, 0, 1.0)
+                base = {"suite": self.spec.name, "part": part, "kind": "curve", "model": lm.name,
+                        "model_id": lm.model_id, "train_step": step, **self.train_cost(lm.name, step),
+                        "sampler": sampler_spec.name, "nfe_budget": ev.curve_nfe, "nfe_used": gen.nfe,
+                        "num_samples": ev.curve_samples, "seed": 0}
+                return metric_rows(base | self.scorer.context(), self.scorer.score(gen.images, gen.labels))
+
+            self._unit(part, rows)
+
+    def _pf_on_embedded(self, lm: LoadedModel) -> bool:
+        """A pfbench PF network on embedded data: the diagnostics need the difficulty head and the generator's
+        hard masks."""
+        return lm.net is not None and lm.net.cfg.difficulty_head and self.spec.data.name == "embedded"
+
+    def _difficulty(self, lm: LoadedModel) -> None:
+        """Held-out difficulty map vs the generator's hard pixels and the realised error (rows + a figure)."""
+        if not self._pf_on_embedded(lm):
+            return
+        assert lm.net is not None
+        net, part, fig = lm.net, f"difficulty-{lm.model_id[:16]}", self.reports / f"difficulty_{lm.name}.png"
+
+        def rows() -> list[Row]:
+            ref = self.reference_data()
+            rep = difficulty_report(net, ref.images, ref.labels, ref.hard, t=self.spec.eval.difficulty_t)
+            difficulty_figure(fig, rep.examples, f"{lm.name}: held-out images at t={rep.t}, hard/easy variance ratio "
+                                                 f"{rep.hard_easy_ratio:.2f}, corr(var, err) {rep.pearson_var_err:.2f}")
+            base = {"suite": self.spec.name, "part": part, "kind": "diagnostic", "model": lm.name,
+                    "model_id": lm.model_id, "num_samples": int(ref.images.shape[0])}
+            return metric_rows(base, {"difficulty_hard_easy_ratio": (rep.hard_easy_ratio, True),
+                                      "difficulty_pearson": (rep.pearson_var_err, True),
+                                      "difficulty_spearman": (rep.spearman_var_err, True),
+                                      "difficulty_pearson_log": (rep.pearson_log, True)})
+
+        self._unit(part, rows, done=fig.is_file)
+
+    def train_cost(self, name: str, step: int | None = None) -> dict[str, Any]:
+        """``train_gflops`` (analytic, ``nets.flops.train_flops``) and ``train_wall_s`` (training seconds from the
+        run's ``log.jsonl``, None when not logged) of a suite-trained model at ``step`` (None: its last step);
+        empty for a given checkpoint."""
+        mspec = self.spec.models[name]
+        if mspec.train is None:
+            return {}
+        ts = spec_from_dict(mspec.train)
+        step = ts.steps if step is None else step
+        log = self.models.train_dir(name, mspec) / "log.jsonl"
+        lines = [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()] if log.is_file() else []
+        wall = next((r.get("wall_s") for r in lines if r.get("step") == step), None)
+        return {"train_gflops": train_flops(ts.net_config()) * ts.batch_size * step / 1e9,
+                "train_wall_s": None if wall is None else float(wall)}
+
+    def _base(self, lm: LoadedModel, part: str) -> dict[str, Any]:
+        """Shared columns of a model's diagnostic rows that compare training samplers (``train_timesteps``)."""
+        return {"suite": self.spec.name, "part": part, "kind": "diagnostic", "model": lm.name, "model_id": lm.model_id,
+                "train_timesteps": lm.train_timesteps}
+
+    def _train_cost(self, lm: LoadedModel) -> None:
+        """Training steps, GFLOPs and seconds of a suite-trained model (equal-compute comparisons)."""
+        train = self.spec.models[lm.name].train
+        if train is None:
+            return
+        part, steps = f"traincost-{lm.model_id[:16]}", spec_from_dict(train).steps
+
+        def rows() -> list[Row]:
+            values = {"train_steps": (steps, False)} | {k: (v, False) for k, v in self.train_cost(lm.name).items()}
+            return metric_rows(self._base(lm, part) | {"train_step": steps}, values)
+
+        self._unit(part, rows)
+
+    def _validity(self, lm: LoadedModel) -> None:
+        """For ``eval.difficulty_ts`` / ``eval.context_ts``: per-patch difficulty correlations and the "context
+        helps" curve (``pfbench.evaluate.diagnostics``)."""
+        ev = self.spec.eval
+        if not (self._pf_on_embedded(lm) and (ev.difficulty_ts or ev.context_ts)):
+            return
+        assert lm.net is not None
+        net = lm.net
+        part = (f"validity-{lm.model_id[:16]}-"
+                f"{content_hash([ev.difficulty_ts, ev.context_ts, dataclasses.asdict(self.spec.data)])[:8]}")
+
+        def rows() -> list[Row]:
+            ref = self.reference_data()
+            values: dict[str, tuple[float, bool]] = {}
+            for c in patch_correlations(net, ref.images, ref.labels, list(ev.difficulty_ts)):
+                values[f"difficulty_pearson_patch_t{c.t:g}"] = (c.pearson, True)
+                values[f"difficulty_spearman_patch_t{c.t:g}"] = (c.spearman, True)
+            for th in ev.context_ts:
+                for pt in context_curve(net, ref.images, ref.labels, ref.hard, th, context_grid(th)):
+                    values[f"context_loss_hard_t{th:g}_ctx{pt.t_ctx:g}"] = (pt.loss_hard, False)
+            return metric_rows(self._base(lm, part) | {"num_samples": int(ref.images.shape[0])}, values)
+
+        self._unit(part, rows)

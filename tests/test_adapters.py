@@ -1,0 +1,146 @@
+"""Adapter contract (pfbench.adapters.base), run over every registered adapter.
+
+Each built-in adapter name has a builder below, so registering a new one without a contract entry fails
+``test_every_builtin_adapter_has_a_contract_entry``. ``check_adapter_contract`` is reused for plugin adapters
+(tests/test_plugins.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor
+
+from pfbench import PfbenchError
+from pfbench.adapters.base import MEMBERS, Adapter, check_adapter
+from pfbench.nets import DiT, distinct_per_sample, forward_flops, make_net
+from pfbench.plugins import BUILTINS
+from pfbench.registry import ADAPTERS
+from pfbench.sample.trace import Recorder
+from pfbench.samplers.dual_loop import DualLoop
+from pfbench.samplers.euler import Euler
+from pfbench.types import Cond, ModelOut
+
+
+def _net(kind: str = "pf", seed: int = 0) -> DiT:
+    torch.manual_seed(seed)
+    net = make_net("cpu-xs", kind)
+    with torch.no_grad():
+        for p in net.parameters():  # zero-initialised layers must not make outputs trivial
+            p.add_(0.1 * torch.randn_like(p))
+    return net.eval()
+
+
+def _external(tmp: Path) -> tuple[Adapter, DiT]:
+    from test_adapters_external import random_net, to_external  # pytest puts tests/ on sys.path
+
+    path = tmp / "sit_external.pt"
+    torch.save({"ema": to_external(random_net("sit"), sigma=True)}, path)
+    model = ADAPTERS.get("external")(path, "sit", "cpu-xs")
+    return model, model.net
+
+
+# name -> tmp folder -> (adapter as a suite would build it, the DiT whose forward passes are counted)
+BUILDERS: dict[str, Callable[[Path], tuple[Adapter, DiT]]] = {
+    "dit": lambda tmp: (lambda net: (ADAPTERS.get("dit")(net), net))(_net()),
+    "cfg": lambda tmp: (lambda net: (ADAPTERS.get("cfg")(ADAPTERS.get("dit")(net), 2.0), net))(_net()),
+    "external": _external,
+}
+
+
+def check_adapter_contract(model: Adapter) -> None:
+    """Protocol members, output shapes and cost declarations that agree with ``Meter``'s accounting."""
+    assert check_adapter(model, "contract") is model and isinstance(model, Adapter)
+    c, h, w = model.input_shape
+    p = model.patch_size
+    tokens = (h // p) * (w // p)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, c, h, w, generator=g)
+    cond = Cond(torch.arange(3) % model.num_classes)
+    t = torch.full((3, tokens), 0.3)
+    out = model(x, t, cond)
+    assert isinstance(out, ModelOut) and out.v.shape == x.shape and out.v.dtype == torch.float32
+    assert (out.logvar is not None) == model.has_difficulty
+    if out.logvar is not None:
+        assert out.logvar.shape == (3, 1, h, w)
+    assert out.v_cond is None or out.v_cond.shape == x.shape
+    assert out.cond_velocity().shape == x.shape
+    n, gf = model.forwards_per_call(t), model.gflops(t)
+    assert isinstance(n, int) and n >= 1 and isinstance(gf, float) and gf > 0 and math.isfinite(gf)
+    # Meter's totals are the sums of the declarations at the times the sampler actually passed
+    sampler = DualLoop(steps=2, n_inner=2) if model.has_difficulty else Euler(steps=3)
+    rec = Recorder(model)
+    res = sampler(rec, torch.randn(2, c, h, w, generator=g), Cond(torch.arange(2) % model.num_classes),
+                  torch.arange(2))
+    assert res.nfe == len(rec.times) == sampler.cost(sampler.steps)
+    assert res.forwards == sum(model.forwards_per_call(tt) for tt in rec.times)
+    assert math.isclose(res.gflops, sum(model.gflops(tt) for tt in rec.times), rel_tol=1e-12)
+
+
+def test_every_builtin_adapter_has_a_contract_entry() -> None:
+    assert set(BUILDERS) == set(BUILTINS["adapters"])
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_adapter_contract(name: str, tmp_path: Path) -> None:
+    model, net = BUILDERS[name](tmp_path)
+    check_adapter_contract(model)
+    assert model.input_shape == (net.cfg.in_channels, net.cfg.input_size, net.cfg.input_size)
+    # forwards_per_call counts the network's real passes: rows through DiT.forward per sample and call
+    rows: list[int] = []
+    hook = net.register_forward_hook(lambda mod, args, out: rows.append(args[0].shape[0]))
+    try:
+        b, tokens = 2, (net.cfg.input_size // net.cfg.patch) ** 2
+        x = torch.randn(b, *model.input_shape)
+        t = torch.full((b, tokens), 0.5)
+        model(x, t, Cond(torch.arange(b)))
+    finally:
+        hook.remove()
+    assert sum(rows) == b * model.forwards_per_call(t)
+    per_pass = forward_flops(net.cfg, distinct_per_sample(t) if net.cfg.per_token_t else 1.0) / 1e9
+    assert model.gflops(t) == pytest.approx(model.forwards_per_call(t) * per_pass, rel=1e-12)
+
+
+def test_check_adapter_names_what_is_missing() -> None:
+    class Half:
+        patch_size, num_classes, has_difficulty = 2, 10, False
+
+        def __call__(self, x: Tensor, t: Tensor, cond: Cond) -> ModelOut:
+            return ModelOut(x)
+
+    with pytest.raises(PfbenchError, match="lacks input_shape, forwards_per_call, gflops"):
+        check_adapter(Half(), "models.m")
+    whole = Half()
+    for bad, needle in (((3, 15, 16), "patch_size 2 must be"), ((3, 16), "input_shape must be")):
+        whole.input_shape = bad  # type: ignore[attr-defined]
+        whole.forwards_per_call = lambda t: 1  # type: ignore[attr-defined]
+        whole.gflops = lambda t: 1.0  # type: ignore[attr-defined]
+        with pytest.raises(PfbenchError, match=needle):
+            check_adapter(whole, "models.m")
+    assert "input_shape" in MEMBERS and "forwards_per_call" in MEMBERS
+
+
+def test_suite_estimates_ask_the_adapter(tmp_path: Path) -> None:
+    """``Runner.estimate`` (pfbench plan, the run's ETA) counts through CFG's own rule, without loading weights."""
+    from pfbench.suite.parse import load_suite
+    from pfbench.suite.runner import Runner
+    from pfbench.suite.spec import plan
+
+    suite = Path(__file__).resolve().parents[1] / "suites" / "ci.yaml"
+    spec = load_suite(suite, ["sweep.cfg_scale=[1.0,2.0]", "+sweep.cfg_interval=[null,[0.5,1.0]]"])
+    runner = Runner(spec, results_root=tmp_path, progress=False)
+    cells = [c for c in plan(spec) if c.model == "pf" and c.sampler.name == "look_ahead" and c.seed == 0]
+    assert len(cells) == 3  # unguided, guided, guided in an interval
+    net = DiT(runner.suite_models.net_config("pf"))
+    model = ADAPTERS.get("dit")(net)
+    t = torch.zeros(1, 64)
+    for cell in cells:
+        sampler = cell.sampler.build(cell.nfe)
+        guided = 2 if cell.cfg_scale != 1.0 else 1  # an interval is ignored: an upper bound
+        forwards, gflops = runner.estimate(cell)
+        assert forwards == sampler.cost(sampler.steps) * guided == (7 if guided == 1 else 14)
+        assert gflops == pytest.approx(forwards * model.gflops(t) * cell.num_samples, rel=1e-12)

@@ -1,0 +1,189 @@
+"""Third-party plugins: a distribution adds an adapter, a sampler and a metric through entry points.
+
+The fixture distribution ``pfbench-plugin-demo`` (tests/plugin_fixture) is built and installed offline into
+a temporary folder (``pip install --no-deps --no-build-isolation --target``), never into the environment,
+and a suite naming its three plugins runs in a subprocess with that folder on ``PYTHONPATH``. Its objects
+are also checked in-process against the same contracts as pfbench's own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import torch
+
+from pfbench.sample.generate import generate
+
+FIXTURE = Path(__file__).resolve().parent / "plugin_fixture"
+REPO = Path(__file__).resolve().parents[1]
+
+SUITE = """\
+name: plugdemo
+data: {name: embedded, resolution: 16, test_size: 16}
+models:
+  demo: {adapter: demo_flow, params: {num_classes: 10}}
+grid:
+  - models: [demo]
+    samplers: [ralston, {name: euler, params: {shift: 2.0}}]
+sweep: {nfe: [4, 6], seeds: [0], num_samples: 10, cfg_scale: [1.0, 2.0]}
+metrics: [demo_brightness, class_acc]
+eval: {batch_size: 10}
+"""
+
+
+@pytest.fixture(scope="module")
+def demo(request: pytest.FixtureRequest) -> dict[str, ModuleType]:
+    """The fixture package's modules, imported from its source folder (no install needed in-process)."""
+    import importlib
+
+    sys.path.insert(0, str(FIXTURE))
+    request.addfinalizer(lambda: sys.path.remove(str(FIXTURE)))
+    return {m: importlib.import_module(f"pfbench_plugin_demo.{m}") for m in ("adapter", "sampler", "metric")}
+
+
+def test_demo_adapter_meets_the_adapter_contract(demo: dict[str, ModuleType]) -> None:
+    from test_adapters import check_adapter_contract  # pytest puts tests/ on sys.path
+
+    model = demo["adapter"].DemoFlow()
+    assert model.input_shape == (3, 16, 16) and model.patch_size == 2 and model.has_difficulty
+    check_adapter_contract(model)
+
+
+def test_demo_sampler_is_a_step_sampler_and_lands_on_the_exact_flow(demo: dict[str, ModuleType]) -> None:
+    from pfbench.adapters.cfg import CFG
+    from pfbench.samplers.base import StepSampler
+
+    ralston: Any = demo["sampler"].Ralston
+    assert issubclass(ralston, StepSampler)
+    built = ralston.from_budget({}, 9)
+    assert built.steps == 4 and built.cost(4) == 8  # two calls per step
+    model = demo["adapter"].DemoFlow()
+    gen = generate(model, built, n=10, seed=0, batch_size=4)
+    assert gen.nfe == 8 and gen.forwards == 8.0
+    want = ((127.5 * model.targets[gen.labels] + 127.5).round().clamp(0, 255)).to(torch.uint8)
+    assert (gen.images.int() - want.int()).abs().max() <= 1  # the flow is exact: samples reach the targets
+    guided = generate(CFG(model, 2.0), built, n=2, seed=0, batch_size=2)
+    assert guided.forwards == 16.0  # the guided pair counts twice, by CFG's rule
+
+
+def test_demo_metric(demo: dict[str, ModuleType]) -> None:
+    from pfbench.types import Cond
+
+    cls: Any = demo["metric"].DemoBrightness
+    assert cls.features == "images" and cls.needs == frozenset() and cls.higher_is_better
+    metric = cls(resolution=4)
+    metric.update(torch.full((2, 3, 4, 4), 255, dtype=torch.uint8), Cond(torch.zeros(2, dtype=torch.int64)))
+    metric.update(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), Cond(torch.zeros(2, dtype=torch.int64)))
+    assert metric.compute() == {"demo_brightness": 0.5}
+
+
+@pytest.fixture()
+def registered(demo: dict[str, ModuleType], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo plugins registered for one test, as their entry points would be (undone after it)."""
+    from pfbench.registry import ADAPTERS, METRICS, SAMPLERS
+
+    monkeypatch.setitem(ADAPTERS._targets, "demo_flow", "pfbench_plugin_demo.adapter:DemoFlow")
+    monkeypatch.setitem(SAMPLERS._targets, "ralston", "pfbench_plugin_demo.sampler:Ralston")
+    monkeypatch.setitem(METRICS._targets, "demo_brightness", "pfbench_plugin_demo.metric:DemoBrightness")
+    for reg in (ADAPTERS, METRICS, SAMPLERS):
+        monkeypatch.setattr(reg, "_objects", dict(reg._objects))
+    monkeypatch.setattr("pfbench.suite.spec._SAMPLERS_BUILT", {})  # samplers built meanwhile are forgotten too
+
+
+def test_a_plugin_suite_model_is_built_estimated_and_identified(registered: None, tmp_path: Path) -> None:
+    from pfbench.suite.parse import load_suite
+    from pfbench.suite.runner import Runner
+    from pfbench.suite.spec import plan
+
+    path = tmp_path / "plugdemo.yaml"
+    path.write_text(SUITE)
+    spec = load_suite(path)
+    runner = Runner(spec, results_root=tmp_path / "r", progress=False)
+    lm = runner.load_model("demo", spec.models["demo"])
+    assert lm.net is None and lm.adapter() is lm.plugin and lm.plugin.input_shape == (3, 16, 16)
+    assert lm.model_id == runner.known_model_id("demo")  # known without loading: hash of adapter + params
+    cells = plan(spec)
+    assert len(cells) == 8
+    per_call = lm.plugin.gflops(torch.zeros(1, 64))
+    for cell in cells:
+        forwards, gflops = runner.estimate(cell)
+        assert forwards == cell.nfe * (2 if cell.cfg_scale != 1.0 else 1)  # ralston/euler use the whole budget
+        assert gflops == pytest.approx(forwards * per_call * cell.num_samples)
+    other = load_suite(path, ["models.demo.params.num_classes=5"])
+    assert Runner(other, results_root=tmp_path / "r").known_model_id("demo") != lm.model_id
+
+
+@pytest.mark.parametrize(("model", "needle"), [
+    ("{adapter: nope}", "models.demo.adapter: unknown adapter 'nope'"),
+    ("{adapter: cfg}", "guidance is the sweep's cfg_scale"),
+    ("{adapter: demo_flow, checkpoint: x.pt}", "models.demo: checkpoint describe a pfbench network"),
+    ("{adapter: demo_flow, params: {colour: red}}", "bad params {'colour': 'red'}"),
+    ("{checkpoint: x.pt, params: {a: 1}}", "models.demo.params: only a plugin adapter takes params"),
+])
+def test_plugin_model_mistakes_are_one_line(registered: None, tmp_path: Path, model: str, needle: str) -> None:
+    from pfbench import PfbenchError
+    from pfbench.suite.parse import load_suite
+    from pfbench.suite.runner import Runner
+
+    path = tmp_path / "plugdemo.yaml"
+    path.write_text(SUITE.replace("{adapter: demo_flow, params: {num_classes: 10}}", model))
+    with pytest.raises(PfbenchError, match=re.escape(needle)):
+        spec = load_suite(path)
+        Runner(spec, results_root=tmp_path / "r").load_model("demo", spec.models["demo"])
+
+
+def _cli(args: list[str], pythonpath: list[Path], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env |= {"PYTHONPATH": os.pathsep.join(map(str, pythonpath)), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+            "COLUMNS": "200", "PFBENCH_CACHE": str(cwd / "cache")}
+    return subprocess.run([sys.executable, "-m", "pfbench.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_an_installed_plugin_distribution_runs_in_a_suite(tmp_path: Path) -> None:
+    pytest.importorskip("setuptools", minversion="70.1",
+                        reason="building the fixture plugin offline needs setuptools >= 70.1 (pip install -e .[dev])")
+    src, site = tmp_path / "src", tmp_path / "site"
+    shutil.copytree(FIXTURE, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                          "--no-index", "--disable-pip-version-check", "--target", str(site), str(src)],
+                         capture_output=True, text=True, timeout=300)
+    assert pip.returncode == 0, pip.stderr
+    assert (site / "pfbench_plugin_demo-0.1.0.dist-info" / "entry_points.txt").is_file()
+    suite = tmp_path / "suites" / "plugdemo.yaml"
+    suite.parent.mkdir()
+    suite.write_text(SUITE)
+    folders = ["--results", "results", "--reports", "reports", "--runs", "runs"]
+
+    plan = _cli(["plan", str(suite), "--results", "results"], [site, REPO], tmp_path)
+    assert plan.returncode == 0, plan.stderr
+    assert "ralston" in plan.stdout and "8 cells" in plan.stdout and "models to train: none" in plan.stdout
+    run = _cli(["run", str(suite), *folders, "--quiet"], [site, REPO], tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    from pfbench.results import read_results
+
+    rows = read_results(tmp_path / "results" / "plugdemo")
+    cells = rows[rows["kind"] == "cell"]
+    assert set(cells["model"]) == {"demo"} and set(cells["sampler"]) == {"ralston", "euler"}
+    assert set(cells["metric"]) == {"demo_brightness", "class_acc"}
+    ral = cells[(cells["sampler"] == "ralston") & (cells["metric"] == "demo_brightness")]
+    assert sorted(zip(ral["nfe_budget"], ral["cfg_scale"], strict=True)) == [(4, 1.0), (4, 2.0), (6, 1.0), (6, 2.0)]
+    assert set(ral["nfe_used"]) == {4, 6}  # two calls per step: N = 2 and 3
+    assert sorted(ral["forwards"]) == [4, 6, 8, 12]  # CFG pairs count twice
+    # exact flow, 10 balanced classes at brightness levels symmetric around grey: mean brightness 0.5
+    assert ral["value"].between(0.45, 0.55).all() and bool(ral["higher_is_better"].all())
+
+    bare = _cli(["run", str(suite), *folders], [REPO], tmp_path)  # the plugin distribution not on the path
+    lines = bare.stderr.strip().splitlines()
+    assert bare.returncode == 1 and len(lines) == 1, bare.stderr
+    assert "models.demo.adapter: unknown adapter 'demo_flow'" in lines[0], lines[0]
