@@ -41,8 +41,9 @@ class ModelSpec:
     """A model of the suite: trained by pfbench from ``train`` or loaded from ``checkpoint``.
 
     ``layout`` loads a checkpoint trained by another codebase: ``sit`` (SiT/DiT key layout, velocity model)
-    or ``pf`` (the reference ``PatchForcingDiT``), with the network size from ``preset`` (e.g. ``XL/2``) and
-    ``overrides`` (DiTConfig fields). Without ``layout`` the checkpoint is a pfbench checkpoint.
+    or ``pf`` (the reference ``PatchForcingDiT``); the network size comes from the file (a release's embedded
+    config, else its tensor shapes), and an optional ``preset`` (e.g. ``XL/2``) or ``overrides`` (DiTConfig
+    fields) must agree with it. Without ``layout`` the checkpoint is a pfbench checkpoint.
     """
 
     train: dict[str, Any] | None = None
@@ -314,8 +315,8 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> SuiteSpe
     for name, model in spec.models.items():
         if (model.train is None) == (model.checkpoint is None):
             raise PfbenchError(f"models.{name}: give exactly one of 'train' or 'checkpoint'")
-        if model.layout is not None and (model.checkpoint is None or model.preset is None):
-            raise PfbenchError(f"models.{name}: 'layout' needs 'checkpoint' and 'preset' (e.g. preset: XL/2)")
+        if model.layout is not None and model.checkpoint is None:
+            raise PfbenchError(f"models.{name}: 'layout' needs 'checkpoint' (an external checkpoint file)")
         if "@" in name:
             raise PfbenchError(f"models.{name}: '@' is reserved for training-seed instances (train_seeds); rename it")
     return expand_train_seeds(spec)
