@@ -397,3 +397,22 @@ def test_cli_refusals_are_one_line_and_write_nothing(tmp_path: Path) -> None:
         assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert not out.exists()
     assert not marker.exists()
+
+
+def test_suite_model_with_layout_needs_no_preset(tmp_path: Path) -> None:
+    """A suite names a release file with ``layout: pf`` only; plan reads its size from the embedded config."""
+    from pfbench.suite import load_suite
+    from pfbench.suite_models import SuiteModels
+
+    net = random_net("pf", seed=5)
+    path = write_release(tmp_path / "pft-xs_step400k_ema.ckpt", net)
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        "name: ext\ndata: {name: embedded, resolution: 16, seed: 0, test_size: 100}\n"
+        f"models:\n  pf: {{checkpoint: '{path}', layout: pf}}\n"
+        "grid:\n  - models: [pf]\n    samplers: [euler_pf]\n"
+        "sweep: {nfe: [4], seeds: [0], num_samples: 10, cfg_scale: [1.0]}\nmetrics: [fd_embedded]\n"
+    )
+    spec = load_suite(suite)
+    assert spec.models["pf"].preset is None
+    assert SuiteModels(spec, tmp_path / "runs", False, None).net_config("pf") == net.cfg  # type: ignore[arg-type]

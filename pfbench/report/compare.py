@@ -9,6 +9,7 @@ reported as missing, never dropped silently.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -170,6 +171,8 @@ class CompareResult:
         console = console or Console()
         for t in self.tables(all_rows):
             if t.rows:
+                if t.note == self.summary_line():  # the verdict line below says it once
+                    t = dataclasses.replace(t, note="")
                 if console.is_terminal:
                     console.print(t.rich())
                 else:

@@ -156,8 +156,8 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> SuiteSpe
                                "model's network fields go in overrides")
         if (model.train is None) == (model.checkpoint is None):
             raise PfbenchError(f"models.{name}: give exactly one of 'train' or 'checkpoint'")
-        if model.layout is not None and (model.checkpoint is None or model.preset is None):
-            raise PfbenchError(f"models.{name}: 'layout' needs 'checkpoint' and 'preset' (e.g. preset: XL/2)")
+        if model.layout is not None and model.checkpoint is None:
+            raise PfbenchError(f"models.{name}: 'layout' needs 'checkpoint' (an external checkpoint file)")
     return expand_train_seeds(spec)
 
 

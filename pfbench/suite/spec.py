@@ -37,8 +37,9 @@ class ModelSpec:
     """A model of the suite: trained by pfbench from ``train``, loaded from ``checkpoint``, or built by a plugin.
 
     ``layout`` loads a checkpoint trained by another codebase: ``sit`` (SiT/DiT key layout, velocity model)
-    or ``pf`` (the reference ``PatchForcingDiT``), with the network size from ``preset`` (e.g. ``XL/2``) and
-    ``overrides`` (DiTConfig fields). Without ``layout`` the checkpoint is a pfbench checkpoint.
+    or ``pf`` (the reference ``PatchForcingDiT``); the network size comes from the file (a release's embedded
+    config, else its tensor shapes), and an optional ``preset`` (e.g. ``XL/2``) or ``overrides`` (DiTConfig
+    fields) must agree with it. Without ``layout`` the checkpoint is a pfbench checkpoint.
 
     ``adapter`` other than ``dit`` names a registered adapter factory (``pfbench.registry.ADAPTERS``, e.g. one a
     third-party package adds through the ``pfbench.adapters`` entry-point group), called with ``params`` as
