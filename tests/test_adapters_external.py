@@ -401,8 +401,8 @@ def test_cli_refusals_are_one_line_and_write_nothing(tmp_path: Path) -> None:
 
 def test_suite_model_with_layout_needs_no_preset(tmp_path: Path) -> None:
     """A suite names a release file with ``layout: pf`` only; plan reads its size from the embedded config."""
-    from pfbench.suite import load_suite
-    from pfbench.suite_models import SuiteModels
+    from pfbench.suite.models import SuiteModels
+    from pfbench.suite.parse import load_suite
 
     net = random_net("pf", seed=5)
     path = write_release(tmp_path / "pft-xs_step400k_ema.ckpt", net)
