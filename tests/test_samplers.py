@@ -15,20 +15,14 @@ from pfbench import PfbenchError
 from pfbench.adapters.dit import DiTAdapter
 from pfbench.nets import distinct_per_sample, make_net
 from pfbench.registry import SAMPLERS
-from pfbench.samplers.base import (
-    difficulty_mask,
-    easy_count,
-    patch_difficulty,
-    random_mask,
-    time_grid,
-    to_pixels,
-)
+from pfbench.samplers.base import time_grid, to_pixels
 from pfbench.samplers.dual_loop import DualLoop
 from pfbench.samplers.euler import Euler
 from pfbench.samplers.euler_maruyama import EulerMaruyama
 from pfbench.samplers.euler_pf import EulerPF
 from pfbench.samplers.heun import Heun
 from pfbench.samplers.look_ahead import LookAhead
+from pfbench.samplers.masks import difficulty_mask, easy_count, patch_difficulty, random_mask
 from pfbench.types import Cond, ModelOut, SampleOut
 
 

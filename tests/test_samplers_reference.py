@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pfbench.samplers.base import difficulty_mask, easy_count, patch_difficulty, random_mask
 from pfbench.samplers.dual_loop import DualLoop
 from pfbench.samplers.look_ahead import LookAhead
 from pfbench.samplers.look_ahead_random import LookAheadRandom
+from pfbench.samplers.masks import difficulty_mask, easy_count, patch_difficulty, random_mask
 from pfbench.types import Cond, ModelOut
 
 TOKENS = (4, 9, 16, 49, 64, 144, 256, 1024)

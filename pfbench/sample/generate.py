@@ -17,7 +17,8 @@ from torch import Tensor
 
 from pfbench import PfbenchError
 from pfbench.adapters.base import Adapter
-from pfbench.samplers.base import Sampler, mix_seed, sample_generator
+from pfbench.samplers.base import Sampler
+from pfbench.samplers.masks import mix_seed, sample_generator
 from pfbench.types import Cond
 
 __all__ = [

@@ -14,7 +14,8 @@ from torch import Tensor
 
 from pfbench.adapters.base import Adapter
 from pfbench.sample.generate import Decode, balanced_labels, sample_noise, sampler_keys, to_uint8
-from pfbench.samplers.base import Sampler, patch_difficulty
+from pfbench.samplers.base import Sampler
+from pfbench.samplers.masks import patch_difficulty
 from pfbench.types import Cond, ModelOut
 
 

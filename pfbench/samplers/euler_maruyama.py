@@ -28,7 +28,8 @@ from torch import Tensor
 
 from pfbench import PfbenchError
 from pfbench.adapters.base import Adapter
-from pfbench.samplers.base import Meter, StepSampler, check_inputs, full_time, require_keys, sample_generator
+from pfbench.samplers.base import Meter, StepSampler, check_inputs, full_time
+from pfbench.samplers.masks import require_keys, sample_generator
 from pfbench.types import Cond, SampleOut
 
 FORMS = ("sigma", "linear", "SBDM", "constant")

@@ -28,14 +28,7 @@ from torch import Tensor
 
 from pfbench import PfbenchError
 from pfbench.adapters.base import Adapter
-from pfbench.samplers.base import (
-    MaskedSampler,
-    Meter,
-    check_inputs,
-    full_time,
-    time_grid,
-    to_pixels,
-)
+from pfbench.samplers.base import MaskedSampler, Meter, check_inputs, full_time, time_grid, to_pixels
 from pfbench.types import Cond, SampleOut
 
 
