@@ -67,3 +67,24 @@ def check_adapter(obj: Any, where: str) -> Adapter:
     if not (isinstance(p, int) and p > 0 and shape[1] % p == 0 and shape[2] % p == 0):
         raise PfbenchError(f"{where}: patch_size {p!r} must be a positive int dividing H and W of {shape}")
     return obj  # type: ignore[no-any-return]
+
+
+class AdapterWrapper:
+    """Base of adapters that wrap another one (CFG, call recorders, timers): the wrapped model's shape and
+    conditioning attributes, and its cost per call unless a subclass changes it (CFG does)."""
+
+    def __init__(self, model: Adapter) -> None:
+        self.model = model
+        self.patch_size = model.patch_size
+        self.num_classes = model.num_classes
+        self.has_difficulty = model.has_difficulty
+        self.input_shape = model.input_shape
+
+    def __call__(self, x: Tensor, t: Tensor, cond: Cond) -> ModelOut:
+        return self.model(x, t, cond)
+
+    def forwards_per_call(self, t: Tensor) -> int:
+        return int(self.model.forwards_per_call(t))
+
+    def gflops(self, t: Tensor) -> float:
+        return float(self.model.gflops(t))

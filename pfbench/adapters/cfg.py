@@ -23,11 +23,11 @@ import torch
 from torch import Tensor
 
 from pfbench import PfbenchError
-from pfbench.adapters.base import Adapter
+from pfbench.adapters.base import Adapter, AdapterWrapper
 from pfbench.types import Cond, ModelOut
 
 
-class CFG:
+class CFG(AdapterWrapper):
     """Wraps any adapter with classifier-free guidance.
 
     Args:
@@ -42,13 +42,9 @@ class CFG:
             lo, hi = interval
             if not 0.0 <= lo <= hi <= 1.0:
                 raise PfbenchError(f"CFG interval {interval} must satisfy 0 <= t_lo <= t_hi <= 1")
-        self.model = model
+        super().__init__(model)
         self.scale = float(scale)
         self.interval = None if interval is None else (float(interval[0]), float(interval[1]))
-        self.patch_size = model.patch_size
-        self.num_classes = model.num_classes
-        self.has_difficulty = model.has_difficulty
-        self.input_shape = model.input_shape
 
     def guided_rows(self, t: Tensor) -> Tensor:
         """Which samples are guided at per-token time t (B, T): (B,) bool."""

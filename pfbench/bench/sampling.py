@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pfbench.adapters.base import Adapter
+from pfbench.adapters.base import Adapter, AdapterWrapper
 from pfbench.adapters.dit import DiTAdapter
 from pfbench.bench.common import clock, machine_info, print_table, torch_threads
 from pfbench.nets import DiT, make_net
@@ -52,7 +52,7 @@ def perturbed_net(preset: str, kind: str = "pf", seed: int = 0, overrides: Mappi
     return net.eval()
 
 
-class TimedModel:
+class TimedModel(AdapterWrapper):
     """Adapter wrapper adding each model call's wall time to ``seconds`` and CPU time to ``cpu_seconds``.
 
     With one thread the process CPU time is what the call cost, however busy the machine; wall time is
@@ -60,11 +60,7 @@ class TimedModel:
     """
 
     def __init__(self, model: Adapter) -> None:
-        self.model = model
-        self.patch_size = model.patch_size
-        self.num_classes = model.num_classes
-        self.has_difficulty = model.has_difficulty
-        self.input_shape = model.input_shape
+        super().__init__(model)
         self.seconds = self.cpu_seconds = 0.0
         self.sync = _is_cuda(model)
 
@@ -75,12 +71,6 @@ class TimedModel:
         self.seconds += wall_end - wall
         self.cpu_seconds += cpu_end - cpu
         return out
-
-    def gflops(self, t: Tensor) -> float:
-        return float(self.model.gflops(t))
-
-    def forwards_per_call(self, t: Tensor) -> int:
-        return int(self.model.forwards_per_call(t))
 
 
 def _is_cuda(model: Adapter) -> bool:

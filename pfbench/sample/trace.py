@@ -12,22 +12,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pfbench.adapters.base import Adapter
+from pfbench.adapters.base import Adapter, AdapterWrapper
 from pfbench.sample.generate import Decode, balanced_labels, sample_noise, sampler_keys, to_uint8
 from pfbench.samplers.base import Sampler
 from pfbench.samplers.masks import patch_difficulty
 from pfbench.types import Cond, ModelOut
 
 
-class Recorder:
+class Recorder(AdapterWrapper):
     """Adapter wrapper that records the per-token times and patch difficulty of every call."""
 
     def __init__(self, model: Adapter) -> None:
-        self.model = model
-        self.patch_size = model.patch_size
-        self.num_classes = model.num_classes
-        self.has_difficulty = model.has_difficulty
-        self.input_shape = model.input_shape
+        super().__init__(model)
         self.times: list[Tensor] = []  # per call: (B, T)
         self.difficulty: list[Tensor | None] = []  # per call: (B, T) float64 or None
 
@@ -37,12 +33,6 @@ class Recorder:
         lv = out.logvar
         self.difficulty.append(None if lv is None else patch_difficulty(lv.detach().cpu(), self.patch_size))
         return out
-
-    def forwards_per_call(self, t: Tensor) -> int:
-        return self.model.forwards_per_call(t)
-
-    def gflops(self, t: Tensor) -> float:
-        return self.model.gflops(t)
 
 
 @dataclass(frozen=True)
