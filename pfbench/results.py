@@ -54,7 +54,7 @@ class Row:
     part: str = _col("string", required=True)  # file the row came from: cell key or diagnostic name
     kind: Kind = _col("string", required=True)
     model: str = _col("string", required=True)
-    model_id: str | None = _col("string")  # sha256 of the checkpoint file (trained in the suite or given)
+    model_id: str | None = _col("string")  # sha256 of a given checkpoint file, or of the weights of one trained in the suite
     decoder: str | None = _col("string")  # latent models: "<vae name>@<sha256[:16]>" of the decoder; None for pixel models
     train_timesteps: str | None = _col("string")  # training timestep sampler of the model (SPEC §3), when known
     train_step: int | None = _col("Int64")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,11 @@ from typer.testing import CliRunner
 
 from pfbench.cli import app
 from pfbench.train.loop import spec_from_dict, train
+
+
+def sigint_default() -> None:
+    """Child start-up: SIGINT's default handling, even under a test run started with SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 runner = CliRunner()
 
@@ -136,7 +142,8 @@ def test_ctrl_c_in_train_says_what_is_kept(tmp_path: Path) -> None:
     out = tmp_path / "o"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "pfbench.cli", "train", str(cfg), "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=sigint_default)
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "last.pt").is_file() and proc.poll() is None:
         time.sleep(0.2)
@@ -260,7 +267,8 @@ def test_ctrl_c_in_sample_says_what_is_kept(tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "pfbench.cli", "sample", "asset:embedded_pf_r16.pt", str(out),
                              "--num-samples", "100000", "--shard-size", "20", "--batch-size", "20", "--nfe", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=sigint_default)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob("shard_*.json"))) < 2 and proc.poll() is None:
         time.sleep(0.1)

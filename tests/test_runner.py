@@ -170,6 +170,12 @@ eval: {batch_size: 100, learning_curve: false}
 """
 
 
+def sigint_default() -> None:
+    """Child start-up: Ctrl-C tests need SIGINT's default handling even when the test run itself was started in
+    the background by a non-interactive shell (which starts it with SIGINT ignored, inherited by children)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(tmp: Path, suite: Path, log: str, command: str = "run") -> subprocess.Popen[str]:
     """``pfbench <command> suite`` with progress lines on (``cell i/N`` is printed for each cell it computes);
     stdout goes to ``tmp/<log>`` so a test can poll it while the process runs."""
@@ -180,7 +186,7 @@ def _start(tmp: Path, suite: Path, log: str, command: str = "run") -> subprocess
         return subprocess.Popen(
             [sys.executable, "-m", "pfbench.cli", command, str(suite), "--results", str(tmp / "results"),
              "--runs", str(tmp / "runs"), *extra],
-            stdout=fh, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp,
+            stdout=fh, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp, preexec_fn=sigint_default,
         )
 
 

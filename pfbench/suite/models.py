@@ -29,7 +29,7 @@ from pfbench.locks import hold_lock, lock_path
 from pfbench.nets import DiT, DiTConfig, net_config
 from pfbench.registry import ADAPTERS
 from pfbench.suite.spec import ModelSpec, SuiteSpec
-from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint
+from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint, weights_sha256
 from pfbench.train.loop import train
 from pfbench.train.spec import spec_from_dict
 
@@ -60,7 +60,8 @@ class LoadedModel:
     """A suite model ready to sample: its network (on ``eval.device``) or plugin adapter, ids and training facts."""
 
     name: str
-    model_id: str  # sha256 of the checkpoint file (a plugin model: hash of its adapter name and params)
+    model_id: str  # sha256 of a given checkpoint file; of the weights of one trained in the suite
+    # (``weights_sha256``: retraining elsewhere finds the same cells); a plugin model: hash of adapter and params
     net: DiT | None  # pfbench's network; None for a model built by a plugin adapter (``plugin``)
     checkpoints: list[tuple[int, Path]]  # (step, path) of kept intermediate checkpoints, for learning curves
     train_img_per_s: float | None = None
@@ -162,8 +163,8 @@ class SuiteModels:
         last = self.train_dir(name, model) / "last.pt"
         if not last.is_file():
             return None
-        done = load_checkpoint(last).step >= spec_from_dict(model.train or {}).steps
-        return sha256_file(last) if done else None
+        ckpt = load_checkpoint(last)
+        return weights_sha256(ckpt) if ckpt.step >= spec_from_dict(model.train or {}).steps else None
 
     def train_all(self) -> dict[str, float]:
         """Trains every suite model that needs it, concurrently (one process per model, threads split).
@@ -229,7 +230,7 @@ class SuiteModels:
         ckpt = load_checkpoint(last)
         net = build_model_from_checkpoint(ckpt, use_ema=model.use_ema)
         kept = sorted((int(p.stem.split("_")[1]), p) for p in out.glob("step_*.pt"))
-        return LoadedModel(name, sha256_file(last), net, kept, self.speeds.get(name), _timesteps_name(ckpt.config))
+        return LoadedModel(name, weights_sha256(ckpt), net, kept, self.speeds.get(name), _timesteps_name(ckpt.config))
 
 
 def plugin_model_id(model: ModelSpec) -> str:

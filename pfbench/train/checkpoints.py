@@ -15,6 +15,7 @@ Reading never unpickles code (``torch.load(weights_only=True)``); every failure 
 from __future__ import annotations
 
 import dataclasses
+import json
 import pickle
 import random
 import typing
@@ -27,7 +28,7 @@ import torch
 from torch import Tensor
 
 from pfbench import PfbenchError, __version__
-from pfbench.io import atomic_write
+from pfbench.io import atomic_write, content_key
 from pfbench.nets.dit import DiT, DiTConfig
 
 FORMAT = "pfbench-ckpt/1"
@@ -125,6 +126,23 @@ def save_checkpoint(
         "rng": capture_rng_state() if rng is None else rng,
     }
     return atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def weights_sha256(ckpt: Checkpoint) -> str:
+    """Content id of a checkpoint's weights: sha256 over step, network config and the sorted ``model``/``ema``
+    tensors (name, dtype, shape, bytes).
+
+    Two identical trainings write files with different bytes (``torch.save`` stores a random serialization
+    id), so a file's sha256 cannot find the cells of a model retrained on another machine; this id can.
+    Optimizer and RNG states are left out: they do not change the pixels.
+    """
+    parts: list[bytes | str] = [str(ckpt.step), json.dumps(ckpt.net_config, sort_keys=True, default=str)]
+    for group, state in (("model", ckpt.model), ("ema", ckpt.ema)):
+        for name in sorted(state):
+            t = state[name].detach().cpu().contiguous()
+            parts += [f"{group}.{name}", str(t.dtype), str(tuple(t.shape)), t.reshape(-1).view(torch.uint8).numpy().tobytes()
+                      if t.numel() else b""]
+    return content_key(*parts)
 
 
 def _first_line(err: BaseException) -> str:
