@@ -23,8 +23,15 @@ def run(
     runs: Annotated[Path, typer.Option(help="training runs / checkpoints root")] = Path("runs"),
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+    wait: Annotated[bool, typer.Option(help="launcher.name=submitit: wait for the jobs (resubmitting failed ones "
+                                             "once) until the report is written")] = False,
 ) -> None:
-    """Run every cell of a suite (resumable: finished cells are skipped); a parity suite runs `pfbench parity`."""
+    """Run every cell of a suite (resumable: finished cells are skipped); a parity suite runs `pfbench parity`.
+
+    With `launcher.name=submitit` (in the suite or as an override) the cells and trainings run as cluster jobs
+    (Slurm, or submitit's local executor); each call shows their states and submits only what is neither
+    computed nor in flight.
+    """
     from pfbench.suite.parse import load_suite, suite_kind
     from pfbench.suite.runner import Runner
 
@@ -35,6 +42,16 @@ def run(
         return
     spec = load_suite(suite, overrides)
     runner = Runner(spec, results_root=results, reports_root=reports, runs_root=runs, progress=not quiet)
+    if spec.launcher.name == "submitit":
+        from pfbench.suite.launch import Launcher
+
+        runner.preflight(device=False)  # the jobs sample where the GPUs are
+        launcher = Launcher(runner, threads)
+        with kept_on_ctrl_c(lambda: "submitted jobs keep running; `pfbench run` shows their states"):
+            launcher.run(console, wait, poll_s=2.0 if spec.launcher.executor == "local" else 60.0)
+        return
+    if wait:
+        raise PfbenchError("--wait: only for launcher.name=submitit (a local run always waits)")
     with kept_on_ctrl_c(runner.kept):
         runner.run()
 

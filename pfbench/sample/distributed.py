@@ -101,6 +101,7 @@ def write_shards_distributed(
     shape: tuple[int, int, int] | None = None,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    on_shard: Callable[[int, int, bool], None] | None = None,
 ) -> dict[str, Any]:
     """``write_shards`` for one or many processes: the same shards, byte for byte, on any world size.
 
@@ -119,6 +120,8 @@ def write_shards_distributed(
         device: where this process samples; under torchrun on GPUs pass ``cuda:{LOCAL_RANK}`` (the
             model must be there too).
         progress: show progress bars (rank 0 only).
+        on_shard: called as ``on_shard(j, count, resumed)`` after this rank has found shard j of ``count`` finished
+            (``resumed``: by an earlier run) or written it (cluster jobs log their progress with it).
 
     Returns:
         The final manifest (every rank returns it).
@@ -139,9 +142,13 @@ def write_shards_distributed(
         count = -(-n // shard_size)
         for j in range(rank, count, world):
             if _shard_done(out, j, key, listed):
+                if on_shard is not None:
+                    on_shard(j, count, True)
                 continue
             entry = sample_shard(out, j, identity, sample, _deterministic_npz)
             _write_record(out / RECORD.format(j), {**entry, "run": key})  # after the shard: marks it done
+            if on_shard is not None:
+                on_shard(j, count, False)
         _barrier(world)  # all shards and records are on disk
         if rank == 0:
             shards = []

@@ -111,9 +111,15 @@ def suite_kind(path: str | Path) -> str | None:
     return None if kind is None else str(kind)
 
 
+def launcher_overrides(overrides: list[str] | None) -> list[str]:
+    """``launcher.KEY=VALUE`` becomes hydra's ``++launcher.KEY=VALUE`` (set, or add when absent), so a suite file
+    without a ``launcher:`` block, or without that key, takes a launcher from the command line all the same."""
+    return [f"++{o}" if o.startswith("launcher.") or o.startswith("launcher=") else o for o in overrides or []]
+
+
 def load_suite(path: str | Path, overrides: list[str] | None = None) -> SuiteSpec:
     """Reads, composes and validates a suite; plugin names are checked against the registries."""
-    data = compose_yaml(path, overrides)
+    data = compose_yaml(path, launcher_overrides(overrides))
     if "kind" in data:  # e.g. suites/adm_parity.yaml, which `pfbench plan/run` hand to `pfbench parity`
         if data["kind"] != "adm_parity":
             raise PfbenchError(f"{path}: kind: unknown suite kind {data['kind']!r} (known: adm_parity; runner "

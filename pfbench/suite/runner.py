@@ -59,6 +59,7 @@ class Runner:
         self.scorer = Scorer(spec)
         self.units = ModelUnits(spec, self.results, self.reports, self.scorer, self.suite_models, self.generate,
                                 console if progress else None)
+        self._last_samples: dict[str, tuple[Any, Any]] = {}  # model -> images of its last cell (the sample grid)
 
     # ------------------------------------------------------------------ models (see pfbench.suite.models)
     def estimate(self, cell: RunSpec) -> tuple[int, float]:
@@ -110,10 +111,15 @@ class Runner:
         return sample_images(model, sampler, n=n, seed=seed, batch_size=self.spec.eval.batch_size,
                              progress=self.progress, decode=lm.decode, device=self.spec.eval.device)
 
-    def run_cell(self, cell: RunSpec, lm: LoadedModel, part: str) -> list[Row]:
-        """Samples and scores one cell; its rows, to be written as result part ``part``."""
+    def run_cell(self, cell: RunSpec, lm: LoadedModel, part: str, gen: Any = None) -> list[Row]:
+        """Samples and scores one cell; its rows, to be written as result part ``part``.
+
+        ``gen``: the cell's images already sampled (``pfbench.sample.generate.Generated``, e.g. read back from the
+        shards of a cluster job, ``pfbench.suite.jobs``); None samples them here.
+        """
         sampler = self.make_sampler(cell.sampler, cell.nfe)
-        gen = self.generate(lm, sampler, cell.num_samples, cell.seed, cell.cfg_scale, cell.cfg_interval)
+        if gen is None:
+            gen = self.generate(lm, sampler, cell.num_samples, cell.seed, cell.cfg_scale, cell.cfg_interval)
         base = {
             "suite": self.spec.name, "part": part,
             "kind": "cell", "model": cell.model, "model_id": lm.model_id, "decoder": lm.decoder,
@@ -129,17 +135,18 @@ class Runner:
         return metric_rows(base | self.scorer.context(), scores)
 
     # ------------------------------------------------------------------ main
-    def preflight(self) -> None:
-        """Checks the whole suite, its input files and the output folders (``pfbench.suite.validate``)."""
+    def preflight(self, device: bool = True) -> None:
+        """Checks the whole suite, its input files and the output folders (``pfbench.suite.validate``); ``device``:
+        also that ``eval.device`` is here (not when submitting cluster jobs, which sample elsewhere)."""
         validate(self.spec)
-        check_inputs(self.spec)
+        check_inputs(self.spec, device=device)
         training = any(m.train is not None for m in self.spec.models.values())
         check_writable([self.results, self.reports] + ([self.runs] if training else []))
 
     def run(self) -> None:
         t0 = time.perf_counter()
         self.preflight()  # seconds: a bad value or an unwritable folder fails before any training or sampling
-        self._last_samples: dict[str, tuple[Any, Any]] = {}
+        self._last_samples = {}
         # A killed run can leave hidden temp files (``.<part>.tmp-<pid>.parquet``, ``pfbench.io.atomic_path``) from
         # an interrupted atomic write (readers skip them). Every part is written under its lock, so a temp file whose
         # lock is free is stale, not another runner's.

@@ -140,6 +140,39 @@ class EvalSpec:
 
 
 @dataclass(frozen=True)
+class LauncherSpec:
+    """Where a suite's work runs: ``local`` (this process, the default) or ``submitit`` (one job per pending cell and
+    per model to train, through submitit's Slurm executor, or its ``local`` executor of subprocesses; see
+    ``pfbench.suite.launch``). The fields below ``executor`` are submitit's executor parameters; ``train_*`` set
+    them for training jobs (default: as for cells). A command-line ``launcher.KEY=VALUE`` overrides any of them.
+    """
+
+    name: str = "local"  # local | submitit
+    executor: str = "slurm"  # submitit executor: slurm (a cluster) | local (subprocesses here: tests, one machine)
+    folder: str | None = None  # submitit's job files and logs; default <results>/<suite>/.submitit
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    nodes: int = 1
+    gpus_per_node: int = 1
+    tasks_per_node: int | None = None  # processes per node; default one per GPU (at least 1)
+    cpus_per_task: int | None = None
+    mem_gb: float | None = None
+    timeout_min: int = 24 * 60
+    array_parallelism: int = 256  # cell jobs of one array running at a time
+    slurm_additional_parameters: dict[str, Any] = field(default_factory=dict)  # any other #SBATCH key: value
+    setup: list[str] = field(default_factory=list)  # shell lines run before the job (module load, env activate)
+    max_requeues: int = 3  # times a timed-out job is requeued (pre-emptions do not count)
+    shard_size: int = 1000  # samples per resumable shard of a cell job
+    keep_shards: bool = False  # keep a cell's uint8 shards after scoring (else deleted: 50k images are ~10 GB)
+    train_nodes: int | None = None
+    train_gpus_per_node: int | None = None
+    train_tasks_per_node: int | None = None
+    train_timeout_min: int | None = None
+
+
+@dataclass(frozen=True)
 class SuiteSpec:
     name: str
     grid: list[GridSpec]
@@ -149,6 +182,7 @@ class SuiteSpec:
     metrics: list[str] = field(default_factory=lambda: ["fd_embedded", "class_acc"])
     eval: EvalSpec = field(default_factory=EvalSpec)
     description: str = ""
+    launcher: LauncherSpec = field(default_factory=LauncherSpec)
 
 
 @dataclass(frozen=True)

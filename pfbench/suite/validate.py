@@ -25,7 +25,16 @@ from pfbench.assets import asset_path
 from pfbench.config import Builder
 from pfbench.data.vae import vae_weights_file
 from pfbench.registry import SAMPLERS
-from pfbench.suite.spec import RunSpec, SamplerSpec, SuiteSpec, excluded, expand_sampler, plan, split_model
+from pfbench.suite.spec import (
+    LauncherSpec,
+    RunSpec,
+    SamplerSpec,
+    SuiteSpec,
+    excluded,
+    expand_sampler,
+    plan,
+    split_model,
+)
 from pfbench.train.spec import spec_from_dict
 from pfbench.weights import resolve_weights
 
@@ -45,6 +54,7 @@ def validate(spec: SuiteSpec) -> None:
     """
     _check_axes(spec)
     _check_eval(spec)
+    _check_launcher(spec.launcher)
     built: dict[str, Any] = {}  # "name|params|nfe" -> done, so 144 cells build a handful of samplers
     for gi, grid in enumerate(spec.grid):
         for si, sampler in enumerate(grid.samplers):
@@ -97,6 +107,24 @@ def _check_axes(spec: SuiteSpec) -> None:
             raise PfbenchError(f"sweep.cfg_scale[{k}] = {scale}: must be a finite number (1 = no guidance)")
     if not spec.metrics:
         raise PfbenchError("metrics: empty list; name at least one metric, e.g. metrics: [fd_embedded]")
+
+
+def _check_launcher(ls: LauncherSpec) -> None:
+    """One-line errors for launcher values submitit would reject late (or never)."""
+    for key, valid in (("name", ("local", "submitit")), ("executor", ("slurm", "local"))):
+        if getattr(ls, key) not in valid:
+            raise PfbenchError(f"launcher.{key} = {getattr(ls, key)!r}: must be one of {', '.join(valid)}")
+    for key in ("nodes", "timeout_min", "array_parallelism", "shard_size", "train_nodes", "train_timeout_min",
+                "tasks_per_node", "train_tasks_per_node", "cpus_per_task"):
+        value = getattr(ls, key)
+        if value is not None and value < 1:
+            raise PfbenchError(f"launcher.{key} = {value}: must be >= 1")
+    for key in ("gpus_per_node", "train_gpus_per_node", "max_requeues"):
+        value = getattr(ls, key)
+        if value is not None and value < 0:
+            raise PfbenchError(f"launcher.{key} = {value}: must be >= 0")
+    if ls.executor == "local" and max(ls.nodes, ls.train_nodes or 1) > 1:
+        raise PfbenchError("launcher.nodes: the local executor runs on one node; use nodes=1 or executor=slurm")
 
 
 def _check_eval(spec: SuiteSpec) -> None:
@@ -220,9 +248,10 @@ def _fit(spec: SamplerSpec, nfe: int, where: str, nfe_path: str) -> Any:
         raise PfbenchError(f"{nfe_path} = {nfe}: too small for {where} ({spec.name}): {err}") from None
 
 
-def check_inputs(spec: SuiteSpec) -> None:
+def check_inputs(spec: SuiteSpec, device: bool = True) -> None:
     """What a run needs from this machine: every input file (checkpoints, VAE decoders, the reference set,
-    metric weights) and its device. ``plan`` reports the first miss; ``run`` refuses to start with it.
+    metric weights) and its device (unless ``device`` is false: cluster jobs sample elsewhere). ``plan`` reports
+    the first miss; ``run`` refuses to start with it.
 
     Only looks (no loading; checkpoints and metric weights are not hashed), so it takes a moment; the loaders
     verify checksums later.
@@ -251,7 +280,7 @@ def check_inputs(spec: SuiteSpec) -> None:
                 resolve_weights(key, path, verify=False)
             except PfbenchError as err:
                 raise PfbenchError(f"metrics {', '.join(metrics)} ({option}): {err}") from None
-    if torch.device(ev.device).type == "cuda" and not torch.cuda.is_available():
+    if device and torch.device(ev.device).type == "cuda" and not torch.cuda.is_available():
         raise PfbenchError(f"eval.device = {ev.device!r}: no CUDA device is visible here; use eval.device=cpu")
 
 
