@@ -159,6 +159,25 @@ def test_rank_slices_reassemble_the_global_batch() -> None:
 # ---------------------------------------------------------------- training, resume, faults
 
 
+def test_speed_switches_keep_run_hashes_and_compile_needs_cuda(tmp_path: Path) -> None:
+    """compile/checkpointing are runtime switches: absent from ``to_dict`` at their defaults (suite run folders
+    keep their hashes), resumable either way; compile is refused on CPU with one line."""
+    spec = spec_from_dict(tiny())
+    assert "compile" not in spec.to_dict() and "checkpointing" not in spec.to_dict()
+    on = spec_from_dict(tiny(checkpointing=True))
+    assert on.to_dict()["checkpointing"] is True and spec_from_dict(on.to_dict()) == on
+    with pytest.raises(PfbenchError, match="compile=true needs a CUDA device") as err:
+        train(spec_from_dict(tiny(compile=True, device="cpu")), tmp_path / "c", progress=False)
+    assert "\n" not in str(err.value)
+
+
+def test_checkpointed_training_is_bit_identical(tmp_path: Path) -> None:
+    plain = train(spec_from_dict(tiny(steps=3)), tmp_path / "a", progress=False)
+    ckpt = train(spec_from_dict(tiny(steps=3, checkpointing=True)), tmp_path / "b", progress=False)
+    a, b = _tensors(load_checkpoint(plain.checkpoint).model), _tensors(load_checkpoint(ckpt.checkpoint).model)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_is_bit_identical(tmp_path: Path) -> None:
     spec = spec_from_dict(tiny(steps=7))  # 7 steps × 8 > 40 images: crosses an epoch boundary
     straight = train(spec, tmp_path / "a", progress=False)

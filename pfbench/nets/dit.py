@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from pfbench import PfbenchError
 
@@ -144,11 +145,18 @@ class Block(nn.Module):
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, heads, T, d_head)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
-    def forward(self, x: Tensor, mod: Modulation) -> Tensor:
-        shift1, scale1, gate1, shift2, scale2, gate2 = mod.apply(self.ada).chunk(6, dim=-1)  # each (B, 1|T, D)
+    def forward(self, x: Tensor, m: Tensor) -> Tensor:
+        """x (B, T, D); m (B, 1|T, 6D): this block's adaLN modulation, ``Modulation.apply(self.ada)``, computed
+        outside, so a compiled block sees two shapes at most however many distinct timesteps dedup finds."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = m.chunk(6, dim=-1)  # each (B, 1|T, D)
         x = x + gate1 * self.attention(modulate(self.norm1(x), shift1, scale1))
         x = x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
         return x
+
+
+def _run_block(block: nn.Module, h: Tensor, mod: Modulation) -> Tensor:
+    """One ``Block`` with its modulation gathered to tokens (inside a checkpointed region: recomputed, not kept)."""
+    return block(h, mod.apply(block.ada))  # type: ignore[arg-type,no-any-return]
 
 
 class FinalLayer(nn.Module):
@@ -181,7 +189,16 @@ class DiT(nn.Module):
                 nn.Linear(d, cfg.repa_hidden), nn.SiLU(), nn.Linear(cfg.repa_hidden, cfg.repa_hidden), nn.SiLU(),
                 nn.Linear(cfg.repa_hidden, cfg.repa_dim),
             )
+        # Activation checkpointing of the blocks while gradients are on (training; ``TrainSpec.checkpointing``):
+        # their activations are recomputed in the backward pass instead of kept. Same numbers, less memory.
+        self.checkpointing = False
         self.reset_parameters()
+
+    def compile_blocks(self) -> None:
+        """``torch.compile`` every block in place (regional compilation: one compiled graph, reused by all blocks,
+        per input shape). The modulation table (dedup) stays eager: its row count changes from call to call."""
+        for block in self.blocks:
+            block.compile(dynamic=False)
 
     def reset_parameters(self) -> None:
         """DiT initialisation: Xavier linears, N(0, .02) embeddings, zeroed adaLN and output layers."""
@@ -244,7 +261,10 @@ class DiT(nn.Module):
         h = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos  # (B, T, D)
         proj = None
         for i, block in enumerate(self.blocks):
-            h = block(h, mod)
+            if self.checkpointing and torch.is_grad_enabled():
+                h = checkpoint(_run_block, block, h, mod, use_reentrant=False)  # (B, T, D)
+            else:
+                h = _run_block(block, h, mod)  # (B, T, D)
             if repa and self.projector is not None and i + 1 == cfg.repa_depth:
                 proj = self.projector(h)  # (B, T, D_enc)
         out = self.unpatchify(self.final(h, mod))  # (B, C_out, H, W)

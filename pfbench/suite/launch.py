@@ -186,7 +186,7 @@ class Launcher:
                 if has_part(self.runner.results, parts[-1], damaged="quiet"):
                     out.cells_done += 1
                     continue
-            key = f"cell-{cell.key(self._model_ref(cell.model, model_id))}"
+            key = f"cell-{cell.key(self._model_ref(cell.model, model_id) + self.spec.eval.numerics())}"
             if seen(key) in ACTIVE:
                 continue
             label = f"{cell.model} {cell.sampler.name} nfe={cell.nfe} cfg={cell.cfg_scale:g} seed={cell.seed}"

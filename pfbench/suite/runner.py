@@ -107,9 +107,22 @@ class Runner:
     def generate(self, lm: LoadedModel, sampler: Any, n: int, seed: int, cfg_scale: float,
                  cfg_interval: tuple[float, float] | None = None) -> Any:
         """Samples ``n`` images of model ``lm`` (guided at ``cfg_scale``) with the suite's batch size and device."""
-        model = self.guided(lm.adapter(), cfg_scale, cfg_interval)
-        return sample_images(model, sampler, n=n, seed=seed, batch_size=self.spec.eval.batch_size,
-                             progress=self.progress, decode=lm.decode, device=self.spec.eval.device)
+        model = self.guided(self.prepared(lm).adapter(), cfg_scale, cfg_interval)
+        with self.numerics():
+            return sample_images(model, sampler, n=n, seed=seed, batch_size=self.spec.eval.batch_size,
+                                 progress=self.progress, decode=lm.decode, device=self.spec.eval.device)
+
+    def numerics(self) -> torch.autocast:
+        """Where suite sampling runs: under bf16 autocast with ``eval.precision: bf16`` (CUDA), else as is."""
+        ev = self.spec.eval
+        return torch.autocast(torch.device(ev.device).type, dtype=torch.bfloat16, enabled=ev.precision == "bf16")
+
+    def prepared(self, lm: LoadedModel) -> LoadedModel:
+        """``lm`` with its network's blocks compiled once when ``eval.compile`` is set (``DiT.compile_blocks``)."""
+        if self.spec.eval.compile and lm.net is not None and not getattr(lm.net, "_pfbench_compiled", False):
+            lm.net.compile_blocks()
+            lm.net._pfbench_compiled = True  # type: ignore[assignment]
+        return lm
 
     def run_cell(self, cell: RunSpec, lm: LoadedModel, part: str, gen: Any = None) -> list[Row]:
         """Samples and scores one cell; its rows, to be written as result part ``part``.
@@ -200,7 +213,7 @@ class Runner:
 
     def cell_part(self, cell: RunSpec, key_id: str) -> str:
         """The result part (file stem) of a cell whose model has ``LoadedModel.key_id`` ``key_id``."""
-        return f"cell-{cell.key(key_id)}-{self.scorer.key()}"
+        return f"cell-{cell.key(key_id + self.spec.eval.numerics())}-{self.scorer.key()}"
 
     def kept(self) -> str:
         """What an interrupted ``run`` has saved, in words (for the Ctrl-C message)."""

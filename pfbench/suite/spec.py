@@ -137,6 +137,15 @@ class EvalSpec:
     verify_weights: bool = True
     kid_subset_size: int = 1000
     is_order: str = "file"
+    # GPU sampling speed (CUDA only; on CPU pfbench samples in fp32, uncompiled): bf16 autocast of the network,
+    # and torch.compile of its blocks. Both change the pixels slightly, so they enter every cell's key.
+    precision: str = "fp32"  # fp32 | bf16
+    compile: bool = False
+
+    def numerics(self) -> str:
+        """What the sampling numerics add to cell keys: "" for fp32 uncompiled (keys made before these options
+        existed stay valid), else e.g. ``"+bf16+compile"``."""
+        return "".join(s for s, on in (("+bf16", self.precision == "bf16"), ("+compile", self.compile)) if on)
 
 
 @dataclass(frozen=True)

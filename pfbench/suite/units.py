@@ -119,7 +119,7 @@ class ModelUnits:
         assert lm.net is not None  # checkpoints: a suite-trained pfbench network
         sampler_spec = ev.curve_sampler or SamplerSpec("euler_pf" if lm.net.cfg.per_token_t else "euler")
         for step, path in lm.checkpoints:
-            part = f"curve-{lm.model_id[:16]}-{step}-{self.scorer.key()}"
+            part = f"curve-{lm.model_id[:16]}-{step}-{self.scorer.key()}{ev.numerics()}"
 
             def rows(step: int = step, path: Path = path, part: str = part) -> list[Row]:
                 net = build_model_from_checkpoint(load_checkpoint(path), use_ema=True).to(ev.device)

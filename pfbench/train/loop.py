@@ -61,6 +61,8 @@ def run_steps(tr: Trainer, resume: bool, progress: bool, stop_after: int | None)
     if ctx.world > 1:
         ids = [dev.index] if dev.type == "cuda" else None
         tr.model = nn.parallel.DistributedDataParallel(tr.model, device_ids=ids)
+    if spec.compile:  # after DDP, so its gradient hooks see the compiled graph's buckets (DDPOptimizer)
+        tr.model = torch.compile(tr.model)  # type: ignore[assignment]
     end = spec.steps if stop_after is None else max(start, min(spec.steps, stop_after))
     losses: dict[str, float] = runlog.losses
     warned = False

@@ -84,6 +84,10 @@ class TrainSpec:
         repa: REPA alignment loss (None = off); sets the network's ``repa_depth``/``repa_dim``.
         device: ``"auto"`` | ``"cpu"`` | ``"cuda"``. amp: ``"auto"`` (bf16 on CUDA, fp32 on CPU) | ``"bf16"`` |
             ``"fp32"``. threads: CPU intra-op threads (None = torch default).
+        compile: ``torch.compile`` the training forward (CUDA only; every step has the same shapes, so it is
+            compiled once). checkpointing: activation checkpointing of the transformer blocks (recomputed in
+            the backward pass: about a third more compute, far less memory, e.g. XL/2 on smaller GPUs; the same
+            numbers). Neither changes what is computed, so a run may resume with them changed.
     """
 
     model: str = "cpu-s"
@@ -109,6 +113,8 @@ class TrainSpec:
     device: str = "auto"
     amp: str = "auto"
     threads: int | None = None
+    compile: bool = False
+    checkpointing: bool = False
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -153,8 +159,13 @@ class TrainSpec:
             object.__setattr__(self, "timesteps", TimestepSpec(default))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-data form (what checkpoints store and ``spec_from_dict`` reads back)."""
-        return dataclasses.asdict(self)
+        """Plain-data form (what checkpoints store and ``spec_from_dict`` reads back). The speed switches are left
+        out at their defaults, so the hashes of runs made before they existed (suite run folders) stay the same."""
+        out = dataclasses.asdict(self)
+        for key in ("compile", "checkpointing"):
+            if not out[key]:
+                del out[key]
+        return out
 
     def net_config(self) -> DiTConfig:
         """The network's ``DiTConfig``: preset + kind + dataset-bound fields + overrides."""
@@ -227,7 +238,8 @@ def spec_from_dict(d: dict[str, Any]) -> TrainSpec:
 
 
 # Keys that may change between a run and its resumption (they do not change what is computed).
-RUNTIME_KEYS = ("steps", "ckpt_every", "keep_every", "log_every", "device", "amp", "threads")
+RUNTIME_KEYS = ("steps", "ckpt_every", "keep_every", "log_every", "device", "amp", "threads", "compile",
+                "checkpointing")
 
 
 def check_resumable(stored: dict[str, Any], spec: TrainSpec, path: Path) -> None:

@@ -86,6 +86,9 @@ class Trainer:
         self.amp = spec.amp == "bf16" or (spec.amp == "auto" and dev.type == "cuda")
         if self.amp and dev.type != "cuda":
             raise PfbenchError("train config: amp='bf16' needs a CUDA device; use 'auto' or 'fp32' on CPU")
+        if spec.compile and dev.type != "cuda":
+            raise PfbenchError("train config: compile=true needs a CUDA device (on CPU pfbench trains uncompiled, "
+                               "in fp32); remove it or set device: cuda")
         if spec.batch_size % ctx.world:
             raise PfbenchError(
                 f"train config: batch_size={spec.batch_size} is not divisible by {ctx.world} ranks"
@@ -107,6 +110,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):  # init depends on the seed only, not on global RNG state
             torch.manual_seed(seed_of(spec.seed, "init"))
             self.net = DiT(self.cfg).to(dev)
+        self.net.checkpointing = spec.checkpointing
         self.ema = copy.deepcopy(self.net).requires_grad_(False).eval()
         self.params: list[Tensor] = list(self.net.parameters())
         self.ema_params: list[Tensor] = list(self.ema.parameters())
