@@ -132,8 +132,8 @@ def test_check_inputs_finds_missing_files_without_loading(tmp_path: Path, monkey
     "overrides,message",
     [
         (["eval.precision=bf16"], "eval.precision = 'bf16': needs eval.device=cuda (on CPU pfbench samples in fp32"),
-        (["eval.compile=true"], "eval.compile = True: needs eval.device=cuda"),
-        (["eval.precision=fp16", "eval.device=cuda"], "eval.precision = 'fp16': must be fp32 or bf16"),
+        (["+eval.compile=true"], "eval.compile = True: needs eval.device=cuda"),
+        (["+eval.precision=fp16", "+eval.device=cuda"], "eval.precision = 'fp16': must be fp32 or bf16"),
     ],
 )
 def test_gpu_sampling_switches_are_checked(tmp_path: Path, overrides: list[str], message: str) -> None:
@@ -146,5 +146,5 @@ def test_gpu_sampling_switches_enter_cell_keys_only_when_set(tmp_path: Path) -> 
     """fp32 uncompiled adds nothing to cell keys (committed results stay valid); bf16 / compile make new cells."""
     plain = suite(tmp_path).eval
     assert plain.numerics() == ""
-    fast = suite(tmp_path, overrides=["eval.precision=bf16", "eval.compile=true", "eval.device=cuda"]).eval
+    fast = suite(tmp_path, overrides=["+eval.precision=bf16", "+eval.compile=true", "+eval.device=cuda"]).eval
     assert fast.numerics() == "+bf16+compile"
