@@ -131,7 +131,7 @@ def test_check_inputs_finds_missing_files_without_loading(tmp_path: Path, monkey
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (["eval.precision=bf16"], "eval.precision = 'bf16': needs eval.device=cuda (on CPU pfbench samples in fp32"),
+        (["+eval.precision=bf16"], "eval.precision = 'bf16': needs eval.device=cuda (on CPU pfbench samples in fp32"),
         (["+eval.compile=true"], "eval.compile = True: needs eval.device=cuda"),
         (["+eval.precision=fp16", "+eval.device=cuda"], "eval.precision = 'fp16': must be fp32 or bf16"),
     ],
