@@ -12,9 +12,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pfbench import PfbenchError
+from pfbench.bench.cell import fid_cell
 from pfbench.bench.metrics import fd_speed, feature_throughput
 from pfbench.bench.sampling import sampler_overhead
 from pfbench.bench.throughput import dedup_speedup, gpu_throughput
+from pfbench.bench.training import train_throughput
 
 BENCHES: dict[str, Callable[..., dict[str, Any]]] = {
     "overhead": sampler_overhead,
@@ -22,6 +24,8 @@ BENCHES: dict[str, Callable[..., dict[str, Any]]] = {
     "gpu-throughput": gpu_throughput,
     "fd": fd_speed,
     "features": feature_throughput,
+    "train-throughput": train_throughput,
+    "fid-cell": fid_cell,
 }
 
 

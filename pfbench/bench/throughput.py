@@ -1,5 +1,5 @@
 """Throughput benchmarks at equal NFE: modulation dedup versus the naive per-token path (``dedup``, CPU, fp32)
-and PF versus SiT img/s on CUDA under bf16 autocast (``gpu-throughput``, target ≥ 0.95×).
+and PF versus SiT img/s on CUDA under bf16 autocast (``gpu-throughput``, target ≥ 0.97×).
 
 Networks and inputs come from ``pfbench.bench.sampling`` (perturbed random inits, the sample stage's noise);
 repeats are interleaved across contenders and the minimum is kept.
@@ -23,7 +23,7 @@ from pfbench.bench.sampling import bench_inputs, budget_sampler, perturbed_net
 from pfbench.samplers.base import Sampler
 from pfbench.types import Cond, SampleOut
 
-GPU_RATIO_TARGET = 0.95
+GPU_RATIO_TARGET = 0.97  # issue 12: PF with dedup >= 0.97x SiT img/s at equal NFE
 
 Contender = tuple[Adapter, Sampler]
 
@@ -133,12 +133,12 @@ def gpu_throughput(presets: Sequence[str] = ("B/2", "XL/2"), batch: int = 256, n
         presets: network presets to compare.
         batch: samples per call.
         nfe: model calls per sample for both models.
-        compile: wrap the networks in ``torch.compile`` (the untimed warm-up compiles).
+        compile: compile the networks' blocks (``DiT.compile_blocks``; the untimed warm-up compiles).
         repeats: timed runs per configuration, interleaved (the minimum is kept).
         show: print a table.
 
     Returns:
-        Per preset: img/s of SiT, PF with dedup and PF naive; ``ratio`` = PF/SiT (target ≥ 0.95) and
+        Per preset: img/s of SiT, PF with dedup and PF naive; ``ratio`` = PF/SiT (target ≥ 0.97) and
         ``naive_ratio``.
     """
     if not torch.cuda.is_available():
@@ -149,8 +149,9 @@ def gpu_throughput(presets: Sequence[str] = ("B/2", "XL/2"), batch: int = 256, n
     rows: dict[str, dict[str, Any]] = {}
     for preset in presets:
         pf, sit = perturbed_net(preset, "pf").cuda(), perturbed_net(preset, "sit").cuda()
-        if compile:
-            pf, sit = torch.compile(pf), torch.compile(sit)  # type: ignore[assignment]
+        if compile:  # regional: the blocks, as ``eval.compile`` does (dedup's table size varies per call)
+            pf.compile_blocks()
+            sit.compile_blocks()
         cfg = pf.cfg
         inputs = bench_inputs((cfg.in_channels, cfg.input_size, cfg.input_size), cfg.num_classes, batch, device="cuda")
         got = _race({"sit": (DiTAdapter(sit), budget_sampler("euler", nfe)),
