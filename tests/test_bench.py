@@ -139,3 +139,18 @@ def test_features_bench_measures_both_extractors(monkeypatch: pytest.MonkeyPatch
         assert row["ratio"] == pytest.approx(row["pipeline_img_s"] / row["bare_img_s"])
     with pytest.raises(PfbenchError, match="not found"):  # an explicit file that is missing is an error
         run_bench("features", n=2, batch=2, weights=str(tmp_path / "nope.pth"), show=False)
+
+
+def test_train_throughput_plumbing_on_cpu() -> None:
+    """The training bench's plumbing on CPU (fp32, uncompiled): a labelled check, never a speed figure."""
+    from pfbench.bench.run import run_bench
+
+    got = run_bench("train-throughput", presets=("cpu-xs",), kinds=("pf", "sit"), batch=4, steps=1, compile=False,
+                    device="cpu", show=False)
+    assert got["plumbing_check_only"] and got["precision"] == "fp32"
+    assert set(got["rows"]) == {"cpu-xs pf", "cpu-xs sit"}
+    for row in got["rows"].values():
+        assert row["img_s"] > 0 and row["mfu"] is None and row["peak_mem_gib"] is None
+        assert row["new_graphs_while_timed"] == 0
+    with pytest.raises(PfbenchError, match="compile=true needs device=cuda"):
+        run_bench("train-throughput", presets=("cpu-xs",), compile=True, device="cpu", show=False)
