@@ -1,6 +1,6 @@
 """Run one pfbench benchmark: ``python benchmarks/run.py NAME [key=value ...] [--json PATH]``.
 
-The same as ``pfbench bench NAME key=value ...``; NAME is ``overhead``, ``dedup``, ``gpu-throughput``, ``fd`` or
+The same as ``pfbench bench NAME key=value ...``; NAME is ``overhead``, ``dedup``, ``gpu-throughput``, ``train-throughput``, ``fid-cell``, ``fd`` or
 ``features``.
 Examples::
 

@@ -109,7 +109,7 @@ def sample(
 
 
 def bench(
-    name: Annotated[str, typer.Argument(help="overhead | dedup | gpu-throughput")],
+    name: Annotated[str, typer.Argument(help="overhead | dedup | gpu-throughput | train-throughput | fid-cell | fd | features")],
     options: Annotated[list[str] | None, typer.Argument(help="key=value options, e.g. preset=B/2 batch=2 nfe=4")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the result dict as JSON")] = None,
 ) -> None:
