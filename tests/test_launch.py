@@ -101,7 +101,7 @@ def test_local_executor_jobs_survive_preemption_and_a_kill_and_match_a_local_run
     finish(pfbench(tmp_path, "plain", "run", str(suite)), 300)
     # Jobs: each new shard takes >= 1.5 s, so they can be interrupted mid-cell.
     pause = {"PFBENCH_SHARD_PAUSE_S": "1.5"}
-    out = finish(pfbench(tmp_path, "jobs", "run", str(suite), *JOBS, env=pause), 120)
+    out = finish(pfbench(tmp_path, "jobs", "run", str(suite), *JOBS, env=pause), 600)
     assert "5 submitted now" in out  # 1 training + 4 cells
     results = tmp_path / "jobs" / "results" / "tiny4"
     reg = json.loads((results / ".jobs.json").read_text())
@@ -125,7 +125,7 @@ def test_local_executor_jobs_survive_preemption_and_a_kill_and_match_a_local_run
     wait_until("job B's first shard", lambda: "shard 1/4 sampled" in log(b))
     for pid in tasks(int(b)):
         os.kill(pid, signal.SIGKILL)
-    wait_until("job B's end", lambda: not tasks(int(b)), 30)
+    wait_until("job B's end", lambda: not tasks(int(b)), 120)
     out = finish(pfbench(tmp_path, "jobs", "run", str(suite), *JOBS, "--wait", env=pause), 600)
     assert "INTERRUPTED" in out and "1 submitted now" in out, out
     reg2 = json.loads((results / ".jobs.json").read_text())
