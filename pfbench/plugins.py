@@ -31,6 +31,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "cfg": "pfbench.adapters.cfg:CFG",
         "dit": "pfbench.adapters.dit:DiTAdapter",
         "external": "pfbench.adapters.external:external_adapter",
+        "t2i": "pfbench.adapters.t2i:t2i_adapter",
     },
     "metrics": {
         "fd_embedded": "pfbench.metrics.embedded:FDEmbedded",

@@ -91,3 +91,11 @@ def distinct_per_sample(t: Tensor) -> float:
     s, _ = t.sort(dim=1)
     distinct = 1 + (s[:, 1:] != s[:, :-1]).sum(dim=1)
     return float(distinct.double().mean())
+
+
+def executed_conds(t: Tensor, per_token_t: bool, dedup: bool) -> float:
+    """Conditioning rows per sample a forward at timesteps t (B, T) computes: 1 for a global-t network, the
+    distinct timesteps per sample with dedup, T without (what adapters pass to ``forward_flops``)."""
+    if not per_token_t:
+        return 1.0
+    return distinct_per_sample(t) if dedup else float(t.shape[1])
