@@ -1,8 +1,8 @@
 """Built-in plugin table: kind → name → lazy "module:attr" target (plain data; imports nothing).
 
 The registry (``pfbench.registry``) reads this table; third-party packages add names through the
-entry-point groups ``pfbench.adapters``, ``pfbench.samplers``, ``pfbench.metrics``, ``pfbench.features`` and
-``pfbench.timesteps``.
+entry-point groups ``pfbench.adapters``, ``pfbench.samplers``, ``pfbench.metrics``, ``pfbench.features``,
+``pfbench.timesteps`` and ``pfbench.text_encoders``.
 """
 
 from __future__ import annotations
@@ -55,6 +55,15 @@ BUILTINS: dict[str, dict[str, str]] = {
         "dinov2": "pfbench.encoders.dinov2:from_context",
         "clip": "pfbench.encoders.clip:from_context",
         "tiny_clip": "pfbench.encoders.tiny_clip:from_context",
+    },
+    # text encoders of text-to-image models (pfbench.encoders.text.TextEncoder): loaders (device, weights) -> encoder
+    "text_encoders": {
+        "tiny_text": "pfbench.encoders.tiny_text:load",
+        "clip_l14": "pfbench.encoders.text_external:clip_l14",
+        "clip_b32": "pfbench.encoders.text_external:clip_b32",
+        "t5": "pfbench.encoders.text_external:t5",
+        "qwen": "pfbench.encoders.text_external:qwen",
+        "hf": "pfbench.encoders.text_external:hf",
     },
 }
 
