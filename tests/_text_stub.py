@@ -9,6 +9,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 
+import pytest
 import torch
 from torch import Tensor
 
@@ -39,3 +40,15 @@ class StubTextEncoder:
 
     def fingerprint(self) -> dict[str, str]:
         return {"name": self.name, "max_len": str(self.max_len)}
+
+
+def install_stub(monkeypatch: pytest.MonkeyPatch) -> StubTextEncoder:
+    """Makes every text encoder name load one shared stub (the shipped tiny encoder is not needed) and forgets
+    the encoder shapes ``TrainSpec.net_config`` cached; returns the stub."""
+    import pfbench.encoders.text as text_mod
+    from pfbench.train.spec import text_shape
+
+    enc = StubTextEncoder()
+    monkeypatch.setattr(text_mod, "load_text_encoder", lambda name, device="cpu", weights=None: enc)
+    text_shape.cache_clear()
+    return enc

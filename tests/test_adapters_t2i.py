@@ -11,6 +11,7 @@ from pfbench import PfbenchError
 from pfbench.adapters.cfg import CFG
 from pfbench.adapters.t2i import T2IAdapter
 from pfbench.nets import T2INet, forward_flops
+from pfbench.nets.flops import t2i_forward_flops, text_flops
 from pfbench.nets.presets import t2i_config
 from pfbench.registry import SAMPLERS
 from pfbench.sample.generate import Prompts, generate
@@ -62,10 +63,13 @@ def test_text_encoder_runs_once_per_sample(scale: float, interval: tuple[float, 
     assert sorted(enc.prompts) == sorted(want) and model.encoded == len(want)
     assert gen.prompts == PROMPTS and gen.nfe == sampler.cost(3) == 6
     # per-sample cost: the calls' GFLOPs (guided pairs doubled) plus the encoder once
-    per_call = forward_flops(model.net.cfg, 1.0) / 1e9
-    assert gen.gflops > enc.gflops_per_prompt + 6 * per_call * 0.99
+    cfg = model.net.cfg
+    per_call = t2i_forward_flops(cfg, 1.0, include_text=False) / 1e9  # the refined text is reused
+    once = enc.gflops_per_prompt + text_flops(cfg) / 1e9  # encoder + refiner, once per sample
+    assert gen.gflops > once + 6 * per_call * 0.99
     plain = generate(adapter(), Euler(steps=4), n=2, seed=0, batch_size=2, prompts=Prompts(PROMPTS))
-    assert plain.gflops == pytest.approx(4 * per_call + enc.gflops_per_prompt, rel=1e-9)
+    assert plain.gflops == pytest.approx(4 * per_call + once, rel=1e-9)
+    assert forward_flops(cfg, 1.0) / 1e9 == pytest.approx(per_call + text_flops(cfg) / 1e9, rel=1e-12)
 
 
 def test_samples_identical_across_batch_sizes() -> None:

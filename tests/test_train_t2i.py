@@ -8,25 +8,20 @@ from typing import Any
 
 import pytest
 import torch
-from _text_stub import StubTextEncoder  # pytest puts tests/ on sys.path
+from _text_stub import StubTextEncoder, install_stub  # pytest puts tests/ on sys.path
 
-import pfbench.encoders.text as text_mod
 from pfbench import PfbenchError
 from pfbench.nets import T2IConfig, T2INet
 from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint
 from pfbench.train.draws import Dist
 from pfbench.train.loop import spec_from_dict, train
-from pfbench.train.spec import TextSpec, text_shape
+from pfbench.train.spec import TextSpec
 from pfbench.train.trainer import Trainer
 
 
 @pytest.fixture(autouse=True)
 def stub_encoder(monkeypatch: pytest.MonkeyPatch) -> StubTextEncoder:
-    """Every text encoder name loads one shared stub (the shipped tiny encoder is not needed here)."""
-    enc = StubTextEncoder()
-    monkeypatch.setattr(text_mod, "load_text_encoder", lambda name, device="cpu", weights=None: enc)
-    text_shape.cache_clear()
-    return enc
+    return install_stub(monkeypatch)
 
 
 def tiny(**kw: Any) -> dict[str, Any]:

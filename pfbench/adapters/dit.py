@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from pfbench import PfbenchError
-from pfbench.nets import DiT, forward_flops
+from pfbench.nets import DiT, T2INet, forward_flops
 from pfbench.nets.flops import executed_conds
 from pfbench.types import Cond, ModelOut
 
@@ -20,6 +20,9 @@ class DiTAdapter:
     """
 
     def __init__(self, net: DiT, dedup: bool = True) -> None:
+        if isinstance(net, T2INet):
+            raise PfbenchError("this checkpoint is a text-to-image network: it samples from prompts through the "
+                               "'t2i' adapter; run it in a suite (see suites/t2i_smoke.yaml, `prompts:`)")
         self.net = net.eval()
         self.dedup = dedup
         self.patch_size = net.cfg.patch

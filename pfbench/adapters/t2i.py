@@ -1,13 +1,13 @@
 """Adapter for pfbench's text-to-image networks (SPEC §2b): prompts in ``Cond.text``, per-token t, logvar.
 
 Every PF sampler runs on it unchanged: a sampler passes ``cond`` to every call, the adapter turns its prompts
-into text tokens. The text encoder is frozen and a prompt's encoding never changes, so each distinct prompt is
-encoded **once** and reused by every later call (every step of the sampler, and both halves of a CFG pair: the
-empty prompt of the unconditional branch is encoded once for the whole run). ``encoded`` counts the prompts the
-encoder has run on, which tests check against the number of samples.
+into text context. The text encoder is frozen and the network's text refiner depends on the prompt only, so each
+distinct prompt is encoded and refined **once** and reused by every later call (every step of the sampler, and
+both halves of a CFG pair: the empty prompt of the unconditional branch is encoded once for the whole run); this
+is exact. ``encoded`` counts the prompts the encoder has run on, which tests check against the number of samples.
 
-Cost: ``gflops(t)`` is one network call (refiner, blocks with cross-attention, modulation as executed);
-``gflops_once()`` is what each sample pays once, outside the calls: the text encoder on its prompt. The sample
+Cost: ``gflops(t)`` is one network call (blocks with cross-attention, modulation as executed); ``gflops_once()``
+is what each sample pays once, outside the calls: the text encoder and the refiner on its prompt. The sample
 stage (``pfbench.sample.generate``) adds it once per sample.
 
 Classifier-free guidance is the ``cfg`` wrapper (``pfbench.adapters.cfg``): its unconditional rows carry the
@@ -23,39 +23,42 @@ from torch import Tensor
 
 from pfbench import PfbenchError
 from pfbench.encoders.text import TextEncoder
-from pfbench.nets import T2INet, forward_flops
-from pfbench.nets.flops import executed_conds
+from pfbench.nets import T2INet, TextContext
+from pfbench.nets.flops import executed_conds, t2i_forward_flops, text_flops
 from pfbench.types import Cond, ModelOut
 
 CACHE_LIMIT = 8192  # prompts kept encoded; beyond it the cache keeps only the current call's prompts
 
 
 class TextCache:
-    """Encodings of distinct prompts, computed once each: ``(states (L, dim), mask (L,))`` per prompt string.
+    """Refined text context of distinct prompts, computed once each (encoder, then the network's refiner).
 
     Args:
         encoder: the frozen text encoder.
+        net: the network whose ``encode_text`` refines the encoder's tokens.
         limit: prompts kept; when a call brings new prompts beyond it, prompts that call does not use are dropped.
     """
 
-    def __init__(self, encoder: TextEncoder, limit: int = CACHE_LIMIT) -> None:
-        self.encoder, self.limit = encoder, limit
-        self.cache: dict[str, tuple[Tensor, Tensor]] = {}
+    def __init__(self, encoder: TextEncoder, net: T2INet, limit: int = CACHE_LIMIT) -> None:
+        self.encoder, self.net, self.limit = encoder, net, limit
+        self.cache: dict[str, TextContext] = {}  # prompt -> its context, batch of one
         self.encoded = 0  # prompts the encoder has run on so far
 
-    def __call__(self, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
-        """Token states (B, L, dim) float32 and mask (B, L) bool of ``prompts``, encoding only unseen ones."""
+    @torch.no_grad()
+    def __call__(self, prompts: Sequence[str], device: torch.device) -> TextContext:
+        """The text context of ``prompts`` (B rows) on ``device``, encoding and refining only unseen prompts."""
         new = [p for p in dict.fromkeys(prompts) if p not in self.cache]
         if new:
             if len(self.cache) + len(new) > self.limit:
                 keep = set(prompts)
                 self.cache = {p: v for p, v in self.cache.items() if p in keep}
-            with torch.no_grad():
-                states, mask = self.encoder.encode(new)  # (N, L, dim), (N, L)
+            states, mask = self.encoder.encode(new)  # (N, L, dim), (N, L)
             self.encoded += len(new)
-            self.cache.update({p: (states[i], mask[i]) for i, p in enumerate(new)})
+            ctx = self.net.encode_text(states.to(device), mask.to(device))  # (N, 1 + L, D), ...
+            self.cache.update({p: ctx.repeat(torch.tensor([i], device=device)) for i, p in enumerate(new)})
         rows = [self.cache[p] for p in prompts]
-        return torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
+        return TextContext(torch.cat([r.tokens for r in rows]), torch.cat([r.mask for r in rows]),
+                           torch.cat([r.pooled for r in rows]))
 
 
 class T2IAdapter:
@@ -75,7 +78,7 @@ class T2IAdapter:
                                "encoder it was trained with")
         self.net = net.eval()
         self.encoder = encoder
-        self.text = TextCache(encoder)
+        self.text = TextCache(encoder, self.net)
         self.dedup = dedup
         self.patch_size = cfg.patch
         self.num_classes = cfg.num_classes
@@ -99,9 +102,8 @@ class T2IAdapter:
                 "this sampler moves patches at different times, but the model is a global-timestep (SiT) "
                 "model; use euler/heun/euler_maruyama for it"
             )
-        states, mask = self.text(cond.text)  # (B, L, dim), (B, L)
-        dev = x.device
-        v, logvar = self.net(x, t, states.to(dev), mask.to(dev), dedup=self.dedup)
+        context = self.text(cond.text, x.device)  # (B, 1 + L, D) refined tokens, once per distinct prompt
+        v, logvar = self.net(x, t, context, dedup=self.dedup)
         return ModelOut(v.float(), None if logvar is None else logvar.float())
 
     def forwards_per_call(self, t: Tensor) -> int:
@@ -109,13 +111,14 @@ class T2IAdapter:
         return 1
 
     def gflops(self, t: Tensor) -> float:
-        """GFLOPs per sample of one pass at t (B, T): text refiner, blocks with cross-attention, modulation as
-        executed (with dedup once per distinct timestep)."""
-        return forward_flops(self.net.cfg, executed_conds(t, self.per_token, self.dedup)) / 1e9
+        """GFLOPs per sample of one pass at t (B, T): blocks with cross-attention (keys/values projected on every
+        call), modulation as executed (with dedup once per distinct timestep); the refined text is reused."""
+        rows = executed_conds(t, self.per_token, self.dedup)
+        return t2i_forward_flops(self.net.cfg, rows, include_text=False) / 1e9
 
     def gflops_once(self) -> float:
-        """GFLOPs each sample pays once, outside the calls: the text encoder on its prompt."""
-        return float(self.encoder.gflops_per_prompt)
+        """GFLOPs each sample pays once, outside the calls: the text encoder and the refiner on its prompt."""
+        return float(self.encoder.gflops_per_prompt) + text_flops(self.net.cfg) / 1e9
 
 
 def t2i_adapter(net: T2INet, encoder: TextEncoder, dedup: bool = True) -> T2IAdapter:

@@ -52,17 +52,18 @@ def text_flops(cfg: T2IConfig) -> float:
     return total + cfg.refiner_depth * per_block + 2.0 * d * d  # + pooling linear
 
 
-def t2i_forward_flops(cfg: T2IConfig, conds_per_sample: float = 1.0) -> float:
+def t2i_forward_flops(cfg: T2IConfig, conds_per_sample: float = 1.0, include_text: bool = True) -> float:
     """FLOPs per sample of one text-to-image forward: text path, blocks with cross-attention, final layer.
 
     Cross-attention attends to every one of the ``context_len`` padded text positions (masked keys are computed
-    too), and its keys/values are projected in every block on every call. The text encoder is not counted here:
-    it runs once per sample, not per call (``pfbench.adapters.t2i``).
+    too), and its keys/values are projected in every block on every call. ``include_text=False`` leaves out the
+    text path (``text_flops``), for a caller that refines each prompt once and reuses it over its calls. The text
+    encoder is never counted here: it runs once per sample, not per call (``pfbench.adapters.t2i``).
     """
     d, n, p, m = cfg.width, cfg.tokens, cfg.patch, cfg.context_len
     hidden = int(d * cfg.mlp_ratio)
     cond = conds_per_sample
-    total = 2.0 * n * (cfg.in_channels * p * p) * d + text_flops(cfg)
+    total = 2.0 * n * (cfg.in_channels * p * p) * d + (text_flops(cfg) if include_text else 0.0)
     total += 2.0 * cond * (FREQ_DIM * d + d * d)  # timestep MLP (the pooled text is added, not multiplied)
     per_block = (
         2.0 * cond * d * 9 * d  # adaLN modulation (9 per block)

@@ -258,10 +258,15 @@ class T2INet(nn.Module):
         return out, None
 
     def forward(
-        self, x: Tensor, t: Tensor, tokens: Tensor, mask: Tensor, *, dedup: bool = True
+        self, x: Tensor, t: Tensor, text: Tensor | TextContext, mask: Tensor | None = None, *, dedup: bool = True
     ) -> tuple[Tensor, Tensor | None]:
-        """Velocity and optional logvar for x (B, C, H, W), t, encoder tokens (B, L, text_dim) and mask (B, L)."""
-        return self.forward_context(x, t, self.encode_text(tokens, mask), dedup)
+        """Velocity and optional logvar for x (B, C, H, W), t, and either encoder tokens (B, L, text_dim) with their
+        mask (B, L) or an already refined ``TextContext`` (``encode_text``; then ``mask`` is None)."""
+        if isinstance(text, TextContext):
+            return self.forward_context(x, t, text, dedup)
+        if mask is None:
+            raise PfbenchError("T2INet: encoder tokens need their mask (B, L)")
+        return self.forward_context(x, t, self.encode_text(text, mask), dedup)
 
     def unpatchify(self, tokens: Tensor) -> Tensor:
         """(B, T, p*p*C) -> (B, C, H, W), inverse of the patch embedding's row-major token order."""

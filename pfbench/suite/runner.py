@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from pfbench.adapters.base import Adapter
+from pfbench.adapters.base import Adapter, gflops_once
 from pfbench.data import class_names
 from pfbench.locks import lock_path, try_lock
 from pfbench.registry import ADAPTERS
@@ -30,9 +30,11 @@ from pfbench.report.html import report
 from pfbench.report.images import sample_difficulty_figure, sample_grid, schedule_figure
 from pfbench.report.tables import print_run_summary
 from pfbench.results import Row, has_part, metric_rows, read_results, write_rows
+from pfbench.sample.generate import Prompts
 from pfbench.sample.generate import generate as sample_images
 from pfbench.sample.trace import trace
 from pfbench.suite.models import LoadedModel, SuiteModels, resolve_checkpoint
+from pfbench.suite.prompts import suite_prompts
 from pfbench.suite.scoring import Scorer
 from pfbench.suite.spec import ModelSpec, RunSpec, SamplerSpec, SuiteSpec, plan, split_model
 from pfbench.suite.units import ModelUnits
@@ -76,8 +78,8 @@ class Runner:
         _, h, w = model.input_shape
         t = torch.zeros(1, (h // model.patch_size) * (w // model.patch_size))  # (1, T): one sample, one time
         sampler = self.make_sampler(cell.sampler, cell.nfe)
-        calls = sampler.cost(sampler.steps)  # model calls per image
-        return calls * model.forwards_per_call(t), calls * model.gflops(t) * cell.num_samples
+        calls = sampler.cost(sampler.steps)  # model calls per image; a text encoder runs once per image
+        return calls * model.forwards_per_call(t), (calls * model.gflops(t) + gflops_once(model)) * cell.num_samples
 
     def known_model_id(self, name: str) -> str | None:
         """``LoadedModel.key_id`` if it can be known without loading (see ``SuiteModels.known_model_id``)."""
@@ -108,7 +110,12 @@ class Runner:
         """Samples ``n`` images of model ``lm`` (guided at ``cfg_scale``) with the suite's batch size and device."""
         model = self.guided(lm.adapter(), cfg_scale, cfg_interval)
         return sample_images(model, sampler, n=n, seed=seed, batch_size=self.spec.eval.batch_size,
-                             progress=self.progress, decode=lm.decode, device=self.spec.eval.device)
+                             progress=self.progress, decode=lm.decode, device=self.spec.eval.device,
+                             prompts=self.prompts(lm))
+
+    def prompts(self, lm: LoadedModel) -> Prompts | None:
+        """The suite's prompts for a text-to-image model (``pfbench.suite.prompts``), else None."""
+        return suite_prompts(self.spec) if lm.t2i else None
 
     def run_cell(self, cell: RunSpec, lm: LoadedModel, part: str) -> list[Row]:
         """Samples and scores one cell; its rows, to be written as result part ``part``."""
@@ -124,7 +131,9 @@ class Runner:
             "cfg_interval": None if cell.cfg_interval is None else json.dumps(list(cell.cfg_interval)),
             "variant": cell_variant(cell), "train_timesteps": lm.train_timesteps,
         }
-        scores = self.scorer.score(gen.images, gen.labels)
+        scores = self.scorer.score(gen.images, gen.labels, gen.prompts)
+        if gen.prompts is not None:  # the same images against shuffled prompts: the floor of prompt following
+            scores |= self.scorer.shuffled(gen.images, gen.labels, gen.prompts, cell.seed)
         self._last_samples[cell.model] = (gen.images, gen.labels)
         return metric_rows(base | self.scorer.context(), scores)
 
@@ -152,7 +161,7 @@ class Runner:
         self.train_all()  # the models keep the img/s for load_model
         for name, mspec in self.spec.models.items():
             models[name] = self.load_model(name, mspec)
-        self.units.reference()
+        self.units.reference(captions=any(lm.t2i for lm in models.values()))
         for lm in models.values():
             self.units.model(lm)
         parts = [self.cell_part(cell, models[cell.model].key_id) for cell in cells]
@@ -234,7 +243,7 @@ class Runner:
             done.add((cell.model, cell.sampler.name))
             sampler = self.make_sampler(cell.sampler, cell.nfe)
             tr = trace(adapter, sampler, n=6, seed=cell.seed, decode=models[cell.model].decode,
-                       device=self.spec.eval.device)
+                       device=self.spec.eval.device, prompts=self.prompts(models[cell.model]))
             if tr.times.shape[0] and not bool((tr.times == tr.times[:, :, :1]).all()):
                 schedule_figure(self.reports / f"schedule_{cell.model}_{cell.sampler.name}.png", tr.times[:, 0],
                                 tr.images[0], tr.difficulty[0],

@@ -23,6 +23,7 @@ from pfbench.evaluate.baseline import trivial_baseline_images
 from pfbench.evaluate.diagnostics import context_curve, context_grid, difficulty_report, patch_correlations
 from pfbench.io import content_hash
 from pfbench.locks import hold_lock, lock_path
+from pfbench.nets import DiT
 from pfbench.nets.flops import train_flops
 from pfbench.report.images import difficulty_figure
 from pfbench.results import Row, has_part, metric_rows, write_rows
@@ -74,12 +75,17 @@ class ModelUnits:
                                                            seed=d.seed))
         return self._reference
 
-    def reference(self) -> None:
-        """Metric values of the trivial baseline and of real held-out images (the scale of the numbers)."""
+    def reference(self, captions: bool = False) -> None:
+        """Metric values of the trivial baseline and of real held-out images (the scale of the numbers).
+
+        ``captions`` (a suite with text-to-image models): the real images are scored against their own captions,
+        and against shuffled ones (the ceiling and the floor of the prompt-following metrics).
+        """
         if self.spec.data.name != "embedded":
             return  # these reference rows are the embedded dataset's; a given reference set has its own scale
         d, n = self.spec.data, self.spec.sweep.num_samples
-        part = f"reference-{content_hash([dataclasses.asdict(d), self.spec.metrics, n])}"
+        keyed: list[object] = [dataclasses.asdict(d), self.spec.metrics, n] + (["captions"] if captions else [])
+        part = f"reference-{content_hash(keyed)}"
 
         def rows() -> list[Row]:
             train = embedded_images(EmbeddedSpec(resolution=d.resolution, split="train", size=max(n, 10_000),
@@ -88,9 +94,13 @@ class ModelUnits:
             labels = train.labels[:n]
             trivial = torch.as_tensor(trivial_baseline_images(train, n, seed=1))
             out: list[Row] = []
+            texts = train.captions[:n] if captions else None
             for name, images in (("real_train", real_u8), ("trivial_class_mean", trivial)):
                 base = {"suite": self.spec.name, "part": part, "kind": "reference", "model": name, "num_samples": n}
-                out += metric_rows(base | self.scorer.context(), self.scorer.score(images, labels))
+                scores = self.scorer.score(images, labels, texts)
+                if texts is not None:
+                    scores |= self.scorer.shuffled(images, labels, texts, seed=0)
+                out += metric_rows(base | self.scorer.context(), scores)
             return out
 
         self._unit(part, rows)
@@ -129,20 +139,21 @@ class ModelUnits:
                         "model_id": lm.model_id, "train_step": step, **self.train_cost(lm.name, step),
                         "sampler": sampler_spec.name, "nfe_budget": ev.curve_nfe, "nfe_used": gen.nfe,
                         "num_samples": ev.curve_samples, "seed": 0}
-                return metric_rows(base | self.scorer.context(), self.scorer.score(gen.images, gen.labels))
+                return metric_rows(base | self.scorer.context(), self.scorer.score(gen.images, gen.labels,
+                                                                                    gen.prompts))
 
             self._unit(part, rows)
 
     def _pf_on_embedded(self, lm: LoadedModel) -> bool:
         """A pfbench PF network on embedded data: the diagnostics need the difficulty head and the generator's
         hard masks."""
-        return lm.net is not None and lm.net.cfg.difficulty_head and self.spec.data.name == "embedded"
+        return isinstance(lm.net, DiT) and lm.net.cfg.difficulty_head and self.spec.data.name == "embedded"
 
     def _difficulty(self, lm: LoadedModel) -> None:
         """Held-out difficulty map vs the generator's hard pixels and the realised error (rows + a figure)."""
         if not self._pf_on_embedded(lm):
             return
-        assert lm.net is not None
+        assert isinstance(lm.net, DiT)
         net, part, fig = lm.net, f"difficulty-{lm.model_id[:16]}", self.reports / f"difficulty_{lm.name}.png"
 
         def rows() -> list[Row]:
@@ -198,7 +209,7 @@ class ModelUnits:
         ev = self.spec.eval
         if not (self._pf_on_embedded(lm) and (ev.difficulty_ts or ev.context_ts)):
             return
-        assert lm.net is not None
+        assert isinstance(lm.net, DiT)
         net = lm.net
         part = (f"validity-{lm.model_id[:16]}-"
                 f"{content_hash([ev.difficulty_ts, ev.context_ts, dataclasses.asdict(self.spec.data)])[:8]}")
