@@ -27,7 +27,7 @@ grid:
   - {models: [pf_t2i], samplers: [euler_pf, {name: dual_loop, params: {n_inner: 2}}]}
 sweep: {nfe: [4], seeds: [0], num_samples: 30, cfg_scale: [1.0, 3.0]}
 metrics: [fd_embedded, class_acc, clip_embedded]
-eval: {batch_size: 30, curve_nfe: 2, curve_samples: 20, parallel_train: false}
+eval: {batch_size: 30, curve_nfe: 2, curve_samples: 20, parallel_train: false, context_ts: [0.4]}
 """
 
 
@@ -61,6 +61,12 @@ def test_t2i_suite_runs_with_shuffled_baseline(tmp_path: Path, stub_encoder: Stu
     assert once > stub_encoder.gflops_per_prompt  # the encoder and the refiner, once per sample
     assert guided["gflops"] - once == pytest.approx(2 * (plain["gflops"] - once), rel=1e-6)
     assert (tmp_path / "reports" / "tiny_t2i" / "index.md").is_file()
+    # the held-out difficulty diagnostics run on the PF text-to-image net (captions through the encoder), not the baseline
+    diag = df[df["kind"] == "diagnostic"]
+    pf_diag = set(diag[diag["model"] == "pf_t2i"]["metric"])
+    assert {"difficulty_hard_easy_ratio", "context_loss_hard_t0.4_ctx1"} <= pf_diag
+    assert "difficulty_hard_easy_ratio" not in set(diag[diag["model"] == "sit_t2i"]["metric"])
+    assert (tmp_path / "reports" / "tiny_t2i" / "difficulty_pf_t2i.png").is_file()
     # the prompts are part of a T2I cell's key: other prompts -> other parts
     other = Runner(load_suite(path, ["data.test_size=50"]), tmp_path / "r2", tmp_path / "p2", tmp_path / "runs",
                    progress=False).load_model("pf_t2i", spec.models["pf_t2i"])

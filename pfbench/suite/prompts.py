@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from pfbench import PfbenchError
 from pfbench.data.embedded import EmbeddedSpec
 from pfbench.data.embedded import generate as embedded_images
 from pfbench.io import content_hash
+from pfbench.nets import T2INet
 from pfbench.registry import METRICS
 from pfbench.sample.generate import Prompts
 from pfbench.samplers.masks import sample_generator
@@ -70,4 +72,23 @@ def shuffle(texts: Sequence[str], labels: Tensor, seed: int) -> tuple[tuple[str,
     return tuple(texts[i] for i in perm.tolist()), labels[perm]
 
 
-__all__ = ["SHUFFLED", "cond_metrics", "prompts_id", "shuffle", "suite_prompts"]
+class CaptionedNet(nn.Module):
+    """A text-to-image network called like a class-conditional one, ``net(x, t, rows)``: row r reads caption r of a
+    fixed list (through the frozen text encoder), so the held-out difficulty diagnostics
+    (``pfbench.evaluate.diagnostics``) run on it unchanged.
+
+    Args:
+        net: the text-to-image network. encoder: its text encoder. captions: the captions rows index.
+    """
+
+    def __init__(self, net: T2INet, encoder: Any, captions: Sequence[str]) -> None:
+        super().__init__()
+        self.net, self.encoder, self.captions = net, encoder, tuple(captions)
+        self.cfg = net.cfg
+
+    def forward(self, x: Tensor, t: Tensor, rows: Tensor) -> tuple[Tensor, Tensor | None]:
+        states, mask = self.encoder.encode([self.captions[r] for r in rows.tolist()])  # (b, L, dim), (b, L)
+        return self.net(x, t, states.to(x.device), mask.to(x.device))  # type: ignore[no-any-return]
+
+
+__all__ = ["CaptionedNet", "SHUFFLED", "cond_metrics", "prompts_id", "shuffle", "suite_prompts"]

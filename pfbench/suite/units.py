@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from torch import Tensor
 
 from pfbench.data.embedded import EmbeddedSpec
 from pfbench.data.embedded import generate as embedded_images
@@ -23,11 +24,12 @@ from pfbench.evaluate.baseline import trivial_baseline_images
 from pfbench.evaluate.diagnostics import context_curve, context_grid, difficulty_report, patch_correlations
 from pfbench.io import content_hash
 from pfbench.locks import hold_lock, lock_path
-from pfbench.nets import DiT
+from pfbench.nets import DiT, T2INet
 from pfbench.nets.flops import train_flops
 from pfbench.report.images import difficulty_figure
 from pfbench.results import Row, has_part, metric_rows, write_rows
 from pfbench.suite.models import LoadedModel, SuiteModels
+from pfbench.suite.prompts import CaptionedNet
 from pfbench.suite.scoring import Scorer
 from pfbench.suite.spec import SamplerSpec, SuiteSpec
 from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint
@@ -147,18 +149,26 @@ class ModelUnits:
     def _pf_on_embedded(self, lm: LoadedModel) -> bool:
         """A pfbench PF network on embedded data: the diagnostics need the difficulty head and the generator's
         hard masks."""
-        return isinstance(lm.net, DiT) and lm.net.cfg.difficulty_head and self.spec.data.name == "embedded"
+        return isinstance(lm.net, DiT | T2INet) and lm.net.cfg.difficulty_head and self.spec.data.name == "embedded"
+
+    def _diagnosed(self, lm: LoadedModel) -> tuple[Any, Tensor]:
+        """The network as the diagnostics call it, ``net(x, t, labels)``, and the labels to pass: a DiT with the
+        held-out labels; a text-to-image network reading held-out caption i for label i (``CaptionedNet``)."""
+        ref = self.reference_data()
+        if isinstance(lm.net, T2INet):
+            return CaptionedNet(lm.net, lm.text_encoder, ref.captions), torch.arange(len(ref.captions))
+        return lm.net, ref.labels
 
     def _difficulty(self, lm: LoadedModel) -> None:
         """Held-out difficulty map vs the generator's hard pixels and the realised error (rows + a figure)."""
         if not self._pf_on_embedded(lm):
             return
-        assert isinstance(lm.net, DiT)
-        net, part, fig = lm.net, f"difficulty-{lm.model_id[:16]}", self.reports / f"difficulty_{lm.name}.png"
+        part, fig = f"difficulty-{lm.model_id[:16]}", self.reports / f"difficulty_{lm.name}.png"
 
         def rows() -> list[Row]:
             ref = self.reference_data()
-            rep = difficulty_report(net, ref.images, ref.labels, ref.hard, t=self.spec.eval.difficulty_t)
+            net, labels = self._diagnosed(lm)
+            rep = difficulty_report(net, ref.images, labels, ref.hard, t=self.spec.eval.difficulty_t)
             difficulty_figure(fig, rep.examples, f"{lm.name}: held-out images at t={rep.t}, hard/easy variance ratio "
                                                  f"{rep.hard_easy_ratio:.2f}, corr(var, err) {rep.pearson_var_err:.2f}")
             base = {"suite": self.spec.name, "part": part, "kind": "diagnostic", "model": lm.name,
@@ -209,19 +219,18 @@ class ModelUnits:
         ev = self.spec.eval
         if not (self._pf_on_embedded(lm) and (ev.difficulty_ts or ev.context_ts)):
             return
-        assert isinstance(lm.net, DiT)
-        net = lm.net
         part = (f"validity-{lm.model_id[:16]}-"
                 f"{content_hash([ev.difficulty_ts, ev.context_ts, dataclasses.asdict(self.spec.data)])[:8]}")
 
         def rows() -> list[Row]:
             ref = self.reference_data()
+            net, labels = self._diagnosed(lm)
             values: dict[str, tuple[float, bool]] = {}
-            for c in patch_correlations(net, ref.images, ref.labels, list(ev.difficulty_ts)):
+            for c in patch_correlations(net, ref.images, labels, list(ev.difficulty_ts)):
                 values[f"difficulty_pearson_patch_t{c.t:g}"] = (c.pearson, True)
                 values[f"difficulty_spearman_patch_t{c.t:g}"] = (c.spearman, True)
             for th in ev.context_ts:
-                for pt in context_curve(net, ref.images, ref.labels, ref.hard, th, context_grid(th)):
+                for pt in context_curve(net, ref.images, labels, ref.hard, th, context_grid(th)):
                     values[f"context_loss_hard_t{th:g}_ctx{pt.t_ctx:g}"] = (pt.loss_hard, False)
             return metric_rows(self._base(lm, part) | {"num_samples": int(ref.images.shape[0])}, values)
 
