@@ -15,7 +15,7 @@ from pfbench.nets import T2IConfig, T2INet
 from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint
 from pfbench.train.draws import Dist
 from pfbench.train.loop import spec_from_dict, train
-from pfbench.train.spec import TextSpec
+from pfbench.train.spec import TextSpec, text_shape
 from pfbench.train.trainer import Trainer
 
 
@@ -81,3 +81,13 @@ def test_train_and_load_back(tmp_path: Path) -> None:
     assert set(sit.losses) == {"loss", "fm"}
     with pytest.raises(PfbenchError, match="different network|trained with kind"):
         train(spec_from_dict(tiny(kind="sit_t2i", steps=9)), tmp_path / "pf", progress=False)
+
+
+def test_missing_external_encoder_weights_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A T2I config naming an external encoder whose weights are absent fails while parsing, in one line."""
+    monkeypatch.undo()  # the real loader, not the stub
+    text_shape.cache_clear()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(PfbenchError) as err:
+        spec_from_dict(tiny(text={"encoder": "t5", "weights": str(tmp_path / "no-such-t5")}))
+    assert "\n" not in str(err.value) and "no-such-t5" in str(err.value)
