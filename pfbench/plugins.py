@@ -46,6 +46,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "clip_score": "pfbench.metrics.clipscore:CLIPScore",
         "clip_embedded": "pfbench.metrics.clipscore:CLIPEmbedded",
         "fd_dinov2": "pfbench.metrics.dinov2:FDDINOv2",
+        "attr_acc": "pfbench.metrics.t2i:AttrAccuracy",
     },
     # feature networks metrics read (Metric.features): builders (FeatureContext) -> FeatureExtractor
     "features": {
@@ -55,6 +56,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "dinov2": "pfbench.encoders.dinov2:from_context",
         "clip": "pfbench.encoders.clip:from_context",
         "tiny_clip": "pfbench.encoders.tiny_clip:from_context",
+        "embedded_attrs": "pfbench.encoders.attributes:from_context",
     },
     # text encoders of text-to-image models (pfbench.encoders.text.TextEncoder): loaders (device, weights) -> encoder
     "text_encoders": {
