@@ -4,7 +4,9 @@ The "embedded_attrs" feature network returns, for uint8 images (B, 3, R, R), log
 ``pfbench.data.captions.ATTRIBUTES``: ``class`` from the embedded classifier (``pfbench.encoders.embedded``, the
 network behind ``class_acc``), and colour, texture, size, position, background colour and background kind from
 ``AttrNet``, a small CNN trained by pfbench on the embedded train split with the attributes its captions name
-(deterministic on one CPU thread, shipped checksummed as ``embedded_attrs_r16.safetensors``).
+(deterministic on one CPU thread, ~2 CPU-minutes, shipped checksummed as ``embedded_attrs_r16.safetensors``).
+Held-out accuracies are stored with the weights; texture, size and position are the least sure (at 16×16 a 1-px
+checker equals 2-px diagonal stripes, and the size and position words switch at sub-pixel thresholds).
 
 ``AttrNet``: ``[conv3×3 3→w] [conv3×3 s2 w→2w] [conv3×3 s2 2w→4w]``, each with ReLU (no normalisation: the
 absolute colour is what it judges), then the (4w, R/4, R/4) map flattened (not pooled: position and size need

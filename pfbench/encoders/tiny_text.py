@@ -6,7 +6,7 @@ token states (B, 24, 64) and a mask. Position 0 is a ``<cls>`` token, so the emp
 unconditional input) is one valid token; unknown words map to ``<unk>``; prompts longer than 23 words are
 truncated (the longest embedded caption has 16).
 
-Training (deterministic on one CPU thread, ~1 minute): the embedded train split's captions, with 10% replaced
+Training (deterministic on one CPU thread, ~1.5 CPU-minutes): the embedded train split's captions, with 10% replaced
 by class prompts, and two objectives that make every token state carry what the caption asks for: from every
 token's state, predict the caption's attributes (class, colour, texture, size, position, background colour and
 kind; ``pfbench.data.captions``), and masked-word prediction (15% of words). The attribute probe ships with the
