@@ -1,8 +1,8 @@
 """Built-in plugin table: kind → name → lazy "module:attr" target (plain data; imports nothing).
 
 The registry (``pfbench.registry``) reads this table; third-party packages add names through the
-entry-point groups ``pfbench.adapters``, ``pfbench.samplers``, ``pfbench.metrics``, ``pfbench.features`` and
-``pfbench.timesteps``.
+entry-point groups ``pfbench.adapters``, ``pfbench.samplers``, ``pfbench.metrics``, ``pfbench.features``,
+``pfbench.timesteps`` and ``pfbench.text_encoders``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "cfg": "pfbench.adapters.cfg:CFG",
         "dit": "pfbench.adapters.dit:DiTAdapter",
         "external": "pfbench.adapters.external:external_adapter",
+        "t2i": "pfbench.adapters.t2i:t2i_adapter",
     },
     "metrics": {
         "fd_embedded": "pfbench.metrics.embedded:FDEmbedded",
@@ -45,6 +46,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "clip_score": "pfbench.metrics.clipscore:CLIPScore",
         "clip_embedded": "pfbench.metrics.clipscore:CLIPEmbedded",
         "fd_dinov2": "pfbench.metrics.dinov2:FDDINOv2",
+        "attr_acc": "pfbench.metrics.t2i:AttrAccuracy",
     },
     # feature networks metrics read (Metric.features): builders (FeatureContext) -> FeatureExtractor
     "features": {
@@ -54,6 +56,16 @@ BUILTINS: dict[str, dict[str, str]] = {
         "dinov2": "pfbench.encoders.dinov2:from_context",
         "clip": "pfbench.encoders.clip:from_context",
         "tiny_clip": "pfbench.encoders.tiny_clip:from_context",
+        "embedded_attrs": "pfbench.encoders.attributes:from_context",
+    },
+    # text encoders of text-to-image models (pfbench.encoders.text.TextEncoder): loaders (device, weights) -> encoder
+    "text_encoders": {
+        "tiny_text": "pfbench.encoders.tiny_text:load",
+        "clip_l14": "pfbench.encoders.text_external:clip_l14",
+        "clip_b32": "pfbench.encoders.text_external:clip_b32",
+        "t5": "pfbench.encoders.text_external:t5",
+        "qwen": "pfbench.encoders.text_external:qwen",
+        "hf": "pfbench.encoders.text_external:hf",
     },
 }
 

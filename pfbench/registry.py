@@ -3,7 +3,8 @@
 Plugin names resolve only through these maps and installed entry points, never through
 arbitrary import paths taken from a config file. A third-party distribution adds names by declaring
 entry points (``[project.entry-points."pfbench.samplers"] ralston = "pkg.mod:Ralston"``) in the groups
-``pfbench.adapters``, ``pfbench.samplers``, ``pfbench.metrics``, ``pfbench.features`` and ``pfbench.timesteps``:
+``pfbench.adapters``, ``pfbench.samplers``, ``pfbench.metrics``, ``pfbench.features``, ``pfbench.timesteps`` and
+``pfbench.text_encoders``:
 
 - an adapter is a factory (a class or function) taking keyword parameters (a suite model's ``params:``)
   and returning an ``Adapter`` (``pfbench.adapters.base``);
@@ -12,7 +13,8 @@ entry points (``[project.entry-points."pfbench.samplers"] ralston = "pkg.mod:Ral
 - a metric is a ``Metric`` class (``pfbench.metrics.base``): it declares its feature network, needs and
   direction and is built from keyword arguments such as ``resolution``/``device``;
 - a feature network is a builder ``(pfbench.encoders.base.FeatureContext) -> FeatureExtractor``;
-- a timestep sampler is a training timestep sampler class (``pfbench.train.timesteps``).
+- a timestep sampler is a training timestep sampler class (``pfbench.train.timesteps``);
+- a text encoder is a loader ``(device=..., weights=...) -> TextEncoder`` (``pfbench.encoders.text``).
 
 A built-in name wins over an entry point of the same name.
 """
@@ -87,3 +89,4 @@ SAMPLERS = _builtin("sampler", "samplers", "pfbench.samplers")
 ADAPTERS = _builtin("adapter", "adapters", "pfbench.adapters")
 METRICS = _builtin("metric", "metrics", "pfbench.metrics")
 FEATURES = _builtin("feature network", "features", "pfbench.features")
+TEXT_ENCODERS = _builtin("text encoder", "text_encoders", "pfbench.text_encoders")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,7 +18,9 @@ from torch import Tensor
 
 from pfbench import PfbenchError
 from pfbench.adapters.base import MEMBERS, Adapter, check_adapter
-from pfbench.nets import DiT, distinct_per_sample, forward_flops, make_net
+from pfbench.nets import DiT, T2INet, distinct_per_sample, forward_flops, make_net
+from pfbench.nets.flops import text_flops
+from pfbench.nets.presets import t2i_config
 from pfbench.plugins import BUILTINS
 from pfbench.registry import ADAPTERS
 from pfbench.sample.trace import Recorder
@@ -44,12 +47,29 @@ def _external(tmp: Path) -> tuple[Adapter, DiT]:
     return model, model.net
 
 
-# name -> tmp folder -> (adapter as a suite would build it, the DiT whose forward passes are counted)
-BUILDERS: dict[str, Callable[[Path], tuple[Adapter, DiT]]] = {
+def _t2i(tmp: Path) -> tuple[Adapter, Any]:
+    from _text_stub import StubTextEncoder  # pytest puts tests/ on sys.path
+
+    torch.manual_seed(0)
+    net = T2INet(t2i_config("cpu-xs", "pf_t2i", text_dim=8, text_len=6))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return ADAPTERS.get("t2i")(net, StubTextEncoder()), net
+
+
+# name -> tmp folder -> (adapter as a suite would build it, the network whose forward passes are counted)
+BUILDERS: dict[str, Callable[[Path], tuple[Adapter, Any]]] = {
     "dit": lambda tmp: (lambda net: (ADAPTERS.get("dit")(net), net))(_net()),
     "cfg": lambda tmp: (lambda net: (ADAPTERS.get("cfg")(ADAPTERS.get("dit")(net), 2.0), net))(_net()),
     "external": _external,
+    "t2i": _t2i,
 }
+
+
+def _cond(b: int, num_classes: int) -> Cond:
+    """Labels and prompts for b samples (class-conditional adapters ignore the prompts, text-to-image ones need them)."""
+    return Cond(torch.arange(b) % num_classes, tuple(f"a red disk number {i}" for i in range(b)))
 
 
 def check_adapter_contract(model: Adapter) -> None:
@@ -60,7 +80,7 @@ def check_adapter_contract(model: Adapter) -> None:
     tokens = (h // p) * (w // p)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, c, h, w, generator=g)
-    cond = Cond(torch.arange(3) % model.num_classes)
+    cond = _cond(3, model.num_classes)
     t = torch.full((3, tokens), 0.3)
     out = model(x, t, cond)
     assert isinstance(out, ModelOut) and out.v.shape == x.shape and out.v.dtype == torch.float32
@@ -74,7 +94,7 @@ def check_adapter_contract(model: Adapter) -> None:
     # Meter's totals are the sums of the declarations at the times the sampler actually passed
     sampler = DualLoop(steps=2, n_inner=2) if model.has_difficulty else Euler(steps=3)
     rec = Recorder(model)
-    res = sampler(rec, torch.randn(2, c, h, w, generator=g), Cond(torch.arange(2) % model.num_classes),
+    res = sampler(rec, torch.randn(2, c, h, w, generator=g), _cond(2, model.num_classes),
                   torch.arange(2))
     assert res.nfe == len(rec.times) == sampler.cost(sampler.steps)
     assert res.forwards == sum(model.forwards_per_call(tt) for tt in rec.times)
@@ -97,11 +117,13 @@ def test_adapter_contract(name: str, tmp_path: Path) -> None:
         b, tokens = 2, (net.cfg.input_size // net.cfg.patch) ** 2
         x = torch.randn(b, *model.input_shape)
         t = torch.full((b, tokens), 0.5)
-        model(x, t, Cond(torch.arange(b)))
+        model(x, t, _cond(b, model.num_classes))
     finally:
         hook.remove()
     assert sum(rows) == b * model.forwards_per_call(t)
-    per_pass = forward_flops(net.cfg, distinct_per_sample(t) if net.cfg.per_token_t else 1.0) / 1e9
+    rows = distinct_per_sample(t) if net.cfg.per_token_t else 1.0
+    # a text-to-image adapter refines each prompt once (``gflops_once``), not on every call
+    per_pass = (forward_flops(net.cfg, rows) - (text_flops(net.cfg) if isinstance(net, T2INet) else 0.0)) / 1e9
     assert model.gflops(t) == pytest.approx(model.forwards_per_call(t) * per_pass, rel=1e-12)
 
 

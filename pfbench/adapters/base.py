@@ -88,3 +88,18 @@ class AdapterWrapper:
 
     def gflops(self, t: Tensor) -> float:
         return float(self.model.gflops(t))
+
+    def gflops_once(self) -> float:
+        """The wrapped model's once-per-sample cost (``gflops_once``), e.g. a text encoder; 0 if it has none."""
+        return gflops_once(self.model)
+
+
+def gflops_once(model: Any) -> float:
+    """GFLOPs a model spends once per sample outside its calls (optional member ``gflops_once()``, e.g. a
+    text-to-image adapter's text encoder, which runs once per prompt, not per step); 0 when it declares none.
+
+    The sample stage adds it once per sample to the samplers' per-call sums; CFG does not double it (the empty
+    prompt of the unconditional branch is encoded once for the whole run).
+    """
+    once = getattr(model, "gflops_once", None)
+    return float(once()) if callable(once) else 0.0

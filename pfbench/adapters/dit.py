@@ -6,7 +6,8 @@ import torch
 from torch import Tensor
 
 from pfbench import PfbenchError
-from pfbench.nets import DiT, distinct_per_sample, forward_flops
+from pfbench.nets import DiT, T2INet, forward_flops
+from pfbench.nets.flops import executed_conds
 from pfbench.types import Cond, ModelOut
 
 
@@ -19,6 +20,9 @@ class DiTAdapter:
     """
 
     def __init__(self, net: DiT, dedup: bool = True) -> None:
+        if isinstance(net, T2INet):
+            raise PfbenchError("this checkpoint is a text-to-image network: it samples from prompts through the "
+                               "'t2i' adapter; run it in a suite (see suites/t2i_smoke.yaml, `prompts:`)")
         self.net = net.eval()
         self.dedup = dedup
         self.patch_size = net.cfg.patch
@@ -43,10 +47,4 @@ class DiTAdapter:
 
     def gflops(self, t: Tensor) -> float:
         """GFLOPs per sample of one pass at t (B, T); with dedup, modulation once per distinct timestep."""
-        if not self.per_token:
-            rows = 1.0
-        elif self.dedup:
-            rows = distinct_per_sample(t)
-        else:
-            rows = float(t.shape[1])
-        return forward_flops(self.net.cfg, rows) / 1e9
+        return forward_flops(self.net.cfg, executed_conds(t, self.per_token, self.dedup)) / 1e9

@@ -29,6 +29,13 @@ CHECKSUMS: dict[str, str] = {
     # 32x32 feature network (256-token grid; suites/validity_r32.yaml): `pfbench assets build --resolution 32`,
     # held-out test accuracy 0.9953.
     "embedded_net_r32.safetensors": "36f79ecc7eeefc27be05189ce552e01b90b581b1364fbf2a1e0c06ec6519d5a6",
+    # Attribute judge of the embedded text-to-image default (pfbench.encoders.attributes, metric attr_acc):
+    # `pfbench assets build`, held-out accuracy colour 0.989, texture 0.828, size 0.855, position 0.895,
+    # background colour 1.000, background kind 0.974 (the shape comes from embedded_net_r16).
+    "embedded_attrs_r16.safetensors": "e6dfcb4cf7ed1a5acb29afb1728d041f1efd2c33b85270cf2d756d09570d2b08",
+    # Text encoder of the embedded text-to-image default (pfbench.encoders.tiny_text; word-level, resolution-free):
+    # `pfbench assets build`, held-out attribute probe accuracy 1.0000.
+    "tiny_text.safetensors": "e9c7a9eb157f7e35853c38d92cf585c22632fdbfd6d3db59be5dbffd13d7c256",
     # Inference-only exports (`pfbench assets export`) of the embedded recipes at step 12000:
     # suites/recipes/embedded_{pf,sit}.yaml (README, "Shipped checkpoints").
     "embedded_pf_r16.pt": "5e0d10a74724d94bb09ba39c0153a329670adbbd1de488dc310ba805eb60e136",

@@ -181,7 +181,8 @@ def data_preview(
 
 
 def data_encode(
-    src: Annotated[Path, typer.Argument(help="class-per-folder images, e.g. ImageNet's train/ (synset folders)")],
+    src: Annotated[Path, typer.Argument(help="class-per-folder images, e.g. ImageNet's train/ (synset folders), or "
+                                        "images with a captions.jsonl (text-to-image)")],
     out: Annotated[Path, typer.Argument(help="latent store folder (a rerun resumes an interrupted encode)")],
     vae: Annotated[str, typer.Option(help="VAE: sd-vae-ft-ema | sd-vae-ft-mse (resolved offline), folder or file")] = "sd-vae-ft-ema",
     resolution: Annotated[int, typer.Option(help="ADM centre-crop size in pixels")] = 256,
@@ -204,14 +205,19 @@ def assets_build(
     resolution: Annotated[int, typer.Option(help="dataset resolution")] = 16,
     seed: Annotated[int, typer.Option(help="training seed")] = 0,
 ) -> None:
-    """Rebuild the embedded evaluation network and tiny CLIP bit-for-bit and print checksums."""
+    """Rebuild the embedded evaluation network, tiny CLIP, attribute judge and tiny text encoder bit-for-bit and print
+    checksums."""
     from pfbench.assets import cache_root
+    from pfbench.encoders.attributes import build_attr_net
     from pfbench.encoders.embedded import build_assets
     from pfbench.encoders.tiny_clip import build_tiny_clip
+    from pfbench.encoders.tiny_text import build_tiny_text
 
     folder = out or cache_root() / "assets"
     built = build_assets(folder, resolution=resolution, seed=seed)
     built |= build_tiny_clip(folder, resolution=resolution, seed=seed)
+    built |= build_attr_net(folder, resolution=resolution, seed=seed)
+    built |= build_tiny_text(folder, seed=seed)  # word-level: the same file at every resolution
     for name, sha in built.items():
         console.print(f"{sha}  {name}")
 

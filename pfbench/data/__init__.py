@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-DATASETS = ("embedded", "imagenet")
+DATASETS = ("embedded", "imagenet", "captioned")
+# "captioned": real images with a caption each and no classes (text-to-image; ``pfbench.data.prompts``): one
+# class, "image", so label-keyed code (sample grids) has a name to print; metrics read the captions.
 
 
 def class_names(dataset: str) -> tuple[str, ...]:
-    """Class names in label order: the embedded shapes, or ImageNet's 1000 classes (CLIP prompt names)."""
+    """Class names in label order: the embedded shapes, ImageNet's 1000 classes (CLIP prompt names), or the one
+    class of a captioned dataset."""
+    if dataset == "captioned":
+        return ("image",)
     if dataset == "embedded":
         from pfbench.data.embedded import CLASS_NAMES
 

@@ -64,11 +64,16 @@ class ImageFolder:
 
     def load(self, i: int, size: int) -> np.ndarray:
         """Image i centre-cropped to (size, size, 3) uint8; an unreadable file names itself."""
-        try:
-            with Image.open(self.files[i]) as img:
-                return center_crop_adm(img, size)
-        except OSError as err:
-            raise PfbenchError(f"cannot read image {self.files[i]}: {err}") from None
+        return load_crop(self.files[i], size)
 
 
-__all__ = ["EXTENSIONS", "ImageFolder", "center_crop_adm"]
+def load_crop(path: Path, size: int) -> np.ndarray:
+    """The image at ``path`` centre-cropped to (size, size, 3) uint8 (ADM); an unreadable file names itself."""
+    try:
+        with Image.open(path) as img:
+            return center_crop_adm(img, size)
+    except OSError as err:
+        raise PfbenchError(f"cannot read image {path}: {err}") from None
+
+
+__all__ = ["EXTENSIONS", "ImageFolder", "center_crop_adm", "load_crop"]

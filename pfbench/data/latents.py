@@ -3,7 +3,9 @@
 ``encode_folder`` runs every image of a class folder once through the VAE encoder and stores the posterior
 **moments** (mean and std, unscaled, float16), so training draws a fresh posterior sample per step exactly as
 DiT/SiT do with on-the-fly encoding, at a fraction of the cost. With ``keep_images`` the centre-cropped uint8
-pixels are stored too (REPA's encoder needs the clean image).
+pixels are stored too (REPA's encoder needs the clean image). A folder holding a ``captions.jsonl``
+(``pfbench.data.prompts.CaptionedFolder``: text-to-image data) is encoded in that file's order with its captions
+(one class, label 0), and the store then opens as ``CaptionedLatentData``, which text-to-image training reads.
 
 Store layout (one folder)::
 
@@ -11,6 +13,7 @@ Store layout (one folder)::
     moments.npy     (N, 2C, h, w) float16: mean then std
     labels.npy      (N,) int64
     images.npy      (N, 3, R, R) uint8 (optional)
+    captions.json   N captions (captioned folders only; manifest "captions": true)
     progress.json   {"done": k} while encoding: a killed encode resumes at image k
 
 Horizontal-flip augmentation is not applied (the moments are of the unflipped crop), as in REPA's
@@ -31,10 +34,12 @@ from torch import Tensor
 
 from pfbench import PfbenchError
 from pfbench.data.imagefolder import ImageFolder
+from pfbench.data.prompts import CaptionedFolder
 from pfbench.io import atomic_write_text
 
 FORMAT = "pfbench-latents/1"
 MANIFEST = "manifest.json"
+CAPTIONS = "captions.json"
 _PROGRESS = "progress.json"
 
 
@@ -64,7 +69,7 @@ def encode_folder(
     """Encodes a class-per-folder image set into a latent store; resumes an interrupted run.
 
     Args:
-        src: ``src/<class>/<image>`` folder (e.g. ImageNet's train split).
+        src: ``src/<class>/<image>`` folder (e.g. ImageNet's train split), or a folder with ``captions.jsonl``.
         out: store folder (created).
         vae: a loaded ``pfbench.data.vae.Vae``.
         resolution: centre-crop size (ADM crop); latents are ``resolution / vae.factor`` on a side.
@@ -76,7 +81,9 @@ def encode_folder(
     Returns:
         The store folder.
     """
-    folder = ImageFolder.scan(src)
+    captioned = (Path(src) / "captions.jsonl").is_file()
+    folder: ImageFolder | CaptionedFolder = CaptionedFolder.scan(src) if captioned else ImageFolder.scan(src)
+    classes = ("image",) if isinstance(folder, CaptionedFolder) else folder.classes
     n = len(folder.files) if limit is None else min(limit, len(folder.files))
     if resolution % vae.factor:
         raise PfbenchError(f"resolution {resolution} is not a multiple of the VAE's down-sampling {vae.factor}")
@@ -84,11 +91,11 @@ def encode_folder(
     out.mkdir(parents=True, exist_ok=True)
     side = resolution // vae.factor
     manifest = {
-        "format": FORMAT, "count": n, "num_classes": len(folder.classes), "classes": list(folder.classes),
+        "format": FORMAT, "count": n, "num_classes": len(classes), "classes": list(classes),
         "resolution": resolution, "latent_shape": [vae.channels, side, side], "scale": vae.scale,
         "vae": vae.name, "vae_sha256": vae.sha256, "source": str(Path(src).resolve()), "crop": "adm-center",
         "images": keep_images, "limit": limit,
-    }
+    } | ({"captions": True} if captioned else {})  # class-labelled stores keep the manifest they had
     state_file = out / _PROGRESS
     state = json.loads(state_file.read_text()) if state_file.is_file() else {}
     if (out / MANIFEST).is_file():
@@ -113,13 +120,15 @@ def encode_folder(
         pixels = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 127.5 - 1  # (b, 3, R, R) in [-1, 1]
         mean, std = vae.moments(pixels)  # (b, C, h, w) each
         moments[lo:hi] = torch.cat([mean, std], 1).cpu().numpy().astype(np.float16)
-        labels[lo:hi] = folder.labels[lo:hi]
+        labels[lo:hi] = 0 if isinstance(folder, CaptionedFolder) else folder.labels[lo:hi]
         if images is not None:
             images[lo:hi] = crops.transpose(0, 3, 1, 2)
         for arr in (moments, labels, images):
             if isinstance(arr, np.memmap):
                 arr.flush()
         _write_json(state_file, {"manifest": manifest, "done": hi})  # only after the data is on disk
+    if isinstance(folder, CaptionedFolder):
+        atomic_write_text(out / CAPTIONS, json.dumps(list(folder.captions[:n])))
     _write_json(out / MANIFEST, manifest)
     state_file.unlink(missing_ok=True)
     return out
@@ -158,6 +167,14 @@ class LatentData:
             raise PfbenchError(f"latent store {root} is damaged ({err}); encode it again") from None
         if len(moments) != manifest["count"] or len(labels) != manifest["count"]:
             raise PfbenchError(f"latent store {root} is damaged (array lengths differ from the manifest)")
+        if manifest.get("captions"):
+            try:
+                texts = json.loads((root / CAPTIONS).read_text())
+            except (OSError, ValueError) as err:
+                raise PfbenchError(f"latent store {root} is damaged ({CAPTIONS}: {err}); encode it again") from None
+            if len(texts) != manifest["count"]:
+                raise PfbenchError(f"latent store {root} is damaged ({CAPTIONS} length differs from the manifest)")
+            return CaptionedLatentData(root, manifest, moments, labels, images, texts=tuple(texts))
         return cls(root, manifest, moments, labels, images)
 
     @property
@@ -195,4 +212,15 @@ class LatentData:
         return torch.from_numpy(np.asarray(self.images[rows])).float() / 127.5 - 1
 
 
-__all__ = ["FORMAT", "LatentData", "encode_folder"]
+@dataclass
+class CaptionedLatentData(LatentData):
+    """A latent store encoded from a captioned folder: ``captions(idx)`` is what text-to-image training reads."""
+
+    texts: tuple[str, ...] = ()
+
+    def captions(self, idx: Tensor) -> list[str]:
+        """Captions of store rows ``idx``."""
+        return [self.texts[i] for i in idx.tolist()]
+
+
+__all__ = ["FORMAT", "CaptionedLatentData", "LatentData", "encode_folder"]

@@ -21,7 +21,7 @@ class TrainData(Protocol):
     ``sample(idx, eps)`` → (x1 (b, C, H, W) float32, y (b,) int64), on the data's device (the caller moves
     them); eps (b, C, H, W) is the posterior noise of a latent store (ignored by pixel data; ``needs_eps`` says
     whether to draw it). ``pixels(idx)`` gives the clean images (b, 3, R, R) in [−1, 1] for REPA's encoder,
-    or None.
+    or None. Data with captions also has ``captions(idx) -> list[str]`` (what text-to-image training reads).
     """
 
     @property
@@ -46,6 +46,7 @@ class EmbeddedData:
     labels: Tensor  # (N,) int64
     num_classes: int
     needs_eps: bool = False
+    texts: tuple[str, ...] = ()  # (N,) captions (text-to-image training)
 
     @property
     def size(self) -> int:
@@ -57,6 +58,10 @@ class EmbeddedData:
 
     def pixels(self, idx: Tensor) -> Tensor:
         return self.images[idx.to(self.images.device)]
+
+    def captions(self, idx: Tensor) -> list[str]:
+        """Captions of images ``idx`` (text-to-image training; optional member of ``TrainData``)."""
+        return [self.texts[i] for i in idx.tolist()]
 
 
 def data_shape(name: str, resolution: int, path: str | None) -> tuple[int, int, int]:
@@ -86,7 +91,7 @@ def open_train_data(
         from pfbench.data.embedded import NUM_CLASSES, EmbeddedSpec, generate
 
         data = generate(EmbeddedSpec(resolution=resolution, split="train", size=size, seed=seed))
-        return EmbeddedData(data.images.to(device), data.labels.to(device), NUM_CLASSES)
+        return EmbeddedData(data.images.to(device), data.labels.to(device), NUM_CLASSES, texts=data.captions)
     if name == "latents":
         from pfbench.data.latents import LatentData
 

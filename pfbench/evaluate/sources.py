@@ -180,12 +180,19 @@ def open_images(
     raise PfbenchError(f"{what} {path}: unknown format; pass a shard folder, an image folder or an ADM .npz")
 
 
-def images_from_tensor(images: Tensor, labels: Tensor | None = None, where: str = "in-memory samples") -> Images:
-    """Wraps uint8 images (N, 3, H, W) already in memory (e.g. just sampled) so ``evaluate`` needs no file."""
+def images_from_tensor(images: Tensor, labels: Tensor | None = None, where: str = "in-memory samples",
+                       captions: Sequence[str] | None = None) -> Images:  # fmt: skip
+    """Wraps uint8 images (N, 3, H, W) already in memory (e.g. just sampled) so ``evaluate`` needs no file.
+
+    ``captions`` (one prompt per image, text-to-image samples) reach the metrics as ``Cond.text``.
+    """
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
         raise PfbenchError(f"{where}: expected uint8 (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
     lab = None if labels is None else _labels(labels.cpu().numpy(), images.shape[0], where)
-    return Images("array", where, int(images.shape[0]), (int(images.shape[2]), int(images.shape[3])), lab,
+    if captions is not None and (len(captions) != images.shape[0] or not all(isinstance(c, str) for c in captions)):
+        raise PfbenchError(f"{where}: needs {images.shape[0]} caption strings (one per image), got {len(captions)}")
+    caps = tuple(captions) if captions is not None else None
+    return Images("array", where, int(images.shape[0]), (int(images.shape[2]), int(images.shape[3])), lab, caps,
                   array=images.cpu())
 
 

@@ -13,6 +13,7 @@ per sample, so this removes almost all of the per-token modulation cost while ma
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -121,6 +122,39 @@ class Modulation:
         return self.c.shape[0] / batch if self.c.dim() == 2 else float(self.c.shape[1])
 
 
+def build_modulation(
+    cond: Callable[[Tensor, Tensor], Tensor], t: Tensor, y: Tensor, per_token_t: bool, dedup: bool
+) -> Modulation:
+    """The conditioning rows ``cond(t_values (N,), y_rows (N,)) -> (N, D)`` of timesteps t (B, T), gathered to tokens.
+
+    ``y`` (B,) is whatever ``cond`` reads per sample besides t (class labels for the DiT, sample rows for the
+    text-to-image net). A global-t network gets one row per sample; a per-token one gets one row per token
+    (``dedup=False``, training) or one per distinct (sample, t) pair (``dedup=True``, exact; SPEC §2).
+    """
+    b, n = t.shape
+    if not per_token_t:
+        # One host sync: cheap next to a forward, and it catches a per-patch sampler on a SiT model.
+        if not bool((t == t[:, :1]).all()):
+            raise PfbenchError("the global-timestep (SiT) network got different timesteps within a sample")
+        return Modulation(cond(t[:, 0], y))  # (B, D)
+    if not dedup:  # training: LTG times are all distinct, so skip the dedup bookkeeping (and its sync)
+        c = cond(t.reshape(-1), y.repeat_interleave(n))  # (B*T, D), every token computed
+        return Modulation(c.view(b, n, -1))  # (B, T, D)
+    if bool((t == t[:, :1]).all()):
+        return Modulation(cond(t[:, 0], y))  # (B, D): one row per sample
+    # Distinct timesteps per row via a sort (much cheaper than unique over (row, t) pairs).
+    ts, order = t.sort(dim=1)  # (B, T)
+    first = torch.ones_like(ts, dtype=torch.bool)
+    first[:, 1:] = ts[:, 1:] != ts[:, :-1]  # (B, T): first token of each distinct value
+    counts = first.sum(dim=1)  # (B,) distinct values per sample
+    offsets = counts.cumsum(0) - counts  # (B,) first row of each sample in the (K, D) table
+    ids = first.cumsum(dim=1) - 1 + offsets[:, None]  # (B, T) table row of each sorted token
+    index = torch.empty_like(ids).scatter_(1, order, ids)  # (B, T) table row of each token
+    rows = torch.repeat_interleave(torch.arange(b, device=t.device), counts)  # (K,)
+    c = cond(ts[first], y[rows])  # (K, D): rows in sample order, values ascending
+    return Modulation(c, index)
+
+
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1 + scale) + shift
 
@@ -220,28 +254,7 @@ class DiT(nn.Module):
 
     def modulation(self, t: Tensor, y: Tensor, dedup: bool = True) -> Modulation:
         """Builds the conditioning for timesteps t (B, T) and labels y (B,)."""
-        b, n = t.shape
-        if not self.cfg.per_token_t:
-            # One host sync: cheap next to a forward, and it catches a per-patch sampler on a SiT model.
-            if not bool((t == t[:, :1]).all()):
-                raise PfbenchError("the global-timestep (SiT) network got different timesteps within a sample")
-            return Modulation(self.cond(t[:, 0], y))  # (B, D)
-        if not dedup:  # training: LTG times are all distinct, so skip the dedup bookkeeping (and its sync)
-            c = self.cond(t.reshape(-1), y.repeat_interleave(n))  # (B*T, D), every token computed
-            return Modulation(c.view(b, n, -1))  # (B, T, D)
-        if bool((t == t[:, :1]).all()):
-            return Modulation(self.cond(t[:, 0], y))  # (B, D): one row per sample
-        # Distinct timesteps per row via a sort (much cheaper than unique over (row, t) pairs).
-        ts, order = t.sort(dim=1)  # (B, T)
-        first = torch.ones_like(ts, dtype=torch.bool)
-        first[:, 1:] = ts[:, 1:] != ts[:, :-1]  # (B, T): first token of each distinct value
-        counts = first.sum(dim=1)  # (B,) distinct values per sample
-        offsets = counts.cumsum(0) - counts  # (B,) first row of each sample in the (K, D) table
-        ids = first.cumsum(dim=1) - 1 + offsets[:, None]  # (B, T) table row of each sorted token
-        index = torch.empty_like(ids).scatter_(1, order, ids)  # (B, T) table row of each token
-        rows = torch.repeat_interleave(torch.arange(b, device=t.device), counts)  # (K,)
-        c = self.cond(ts[first], y[rows])  # (K, D): rows in sample order, values ascending
-        return Modulation(c, index)
+        return build_modulation(self.cond, t, y, self.cfg.per_token_t, dedup)
 
     def forward_all(
         self, x: Tensor, t: Tensor, y: Tensor, dedup: bool = True, repa: bool = True

@@ -8,6 +8,7 @@ from typing import Any
 
 from pfbench import PfbenchError
 from pfbench.nets.dit import DiT, DiTConfig
+from pfbench.nets.t2i import T2IConfig
 
 # (depth, width, heads); ImageNet-256 latents: 4×32×32, patch 2 -> 256 tokens.
 _PAPER = {"S/2": (12, 384, 6), "B/2": (12, 768, 12), "L/2": (24, 1024, 16), "XL/2": (28, 1152, 16)}
@@ -46,6 +47,32 @@ def net_config(preset: str, kind: str = "pf", **overrides: Any) -> DiTConfig:
     pf = kind == "pf"
     base = dataclasses.replace(PRESETS[preset], per_token_t=pf, difficulty_head=pf)
     return dataclasses.replace(base, **overrides)
+
+
+T2I_KINDS = ("pf_t2i", "sit_t2i")  # text-to-image PF and its global-timestep baseline (SPEC §2b)
+
+
+def t2i_config(preset: str, kind: str = "pf_t2i", **overrides: Any) -> T2IConfig:
+    """A text-to-image config with a preset's (depth, width, heads) plus ``T2IConfig`` field overrides.
+
+    Args:
+        preset: one of ``PRESETS`` (its depth, width and heads; its data-bound fields too, unless overridden).
+        kind: ``"pf_t2i"`` (per-token t + difficulty head) or ``"sit_t2i"`` (global t).
+        **overrides: ``T2IConfig`` fields, e.g. ``text_dim=64``; unknown names are errors.
+    """
+    if kind not in T2I_KINDS:
+        raise PfbenchError(f"unknown text-to-image kind {kind!r}; use {' or '.join(map(repr, T2I_KINDS))}")
+    base = net_config(preset, "pf")  # validates the preset name
+    fields = {f.name for f in dataclasses.fields(T2IConfig)}
+    for key in overrides:
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise PfbenchError(f"unknown network field {key!r}{hint}")
+    pf = kind == "pf_t2i"
+    same = {f: getattr(base, f) for f in ("input_size", "in_channels", "patch", "depth", "width", "heads",
+                                           "mlp_ratio", "num_classes")}
+    return T2IConfig(**{**same, "per_token_t": pf, "difficulty_head": pf, **overrides})
 
 
 def make_net(preset: str, kind: str = "pf", **overrides: Any) -> DiT:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from pfbench import PfbenchError
-from pfbench.adapters.base import Adapter
+from pfbench.adapters.base import Adapter, gflops_once
 from pfbench.samplers.base import Sampler
 from pfbench.samplers.masks import mix_seed, sample_generator
 from pfbench.types import Cond
@@ -24,6 +24,7 @@ from pfbench.types import Cond
 __all__ = [
     "Decode",
     "Generated",
+    "Prompts",
     "balanced_labels",
     "generate",
     "sample_noise",
@@ -88,8 +89,9 @@ class Generated:
         indices: (N,) int64 global sample indices.
         nfe: model calls per sample (max over batches; equal for all pfbench samplers).
         forwards: network passes per sample (mean).
-        gflops: analytic GFLOPs per sample (mean).
+        gflops: analytic GFLOPs per sample (mean), the model's once-per-sample cost (a text encoder) included.
         seconds: wall time of sampling and decoding.
+        prompts: the N prompts (text-to-image), else None.
     """
 
     images: Tensor
@@ -99,6 +101,32 @@ class Generated:
     forwards: float
     gflops: float
     seconds: float
+    prompts: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """What text-to-image samples are conditioned on: sample i gets ``texts[i % len(texts)]``.
+
+    Attributes:
+        texts: the prompt list (held-out captions, a prompt file).
+        labels: (len(texts),) int64 class of each prompt (the embedded captions' shapes), or None: balanced labels.
+    """
+
+    texts: tuple[str, ...]
+    labels: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if not self.texts:
+            raise PfbenchError("text-to-image sampling needs at least one prompt")
+        if self.labels is not None and self.labels.shape != (len(self.texts),):
+            raise PfbenchError(f"{len(self.texts)} prompts but labels of shape {tuple(self.labels.shape)}")
+
+    def take(self, indices: Tensor) -> tuple[tuple[str, ...], Tensor | None]:
+        """Prompts (and labels, or None) of sample indices (N,): depend on the index only."""
+        rows = (indices % len(self.texts)).tolist()
+        labels = None if self.labels is None else self.labels[rows]
+        return tuple(self.texts[r] for r in rows), labels
 
 
 def generate(
@@ -113,6 +141,7 @@ def generate(
     decode: Decode | None = None,
     shape: tuple[int, int, int] | None = None,
     device: torch.device | str = "cpu",
+    prompts: Prompts | None = None,
 ) -> Generated:
     """Samples n images with indices start..start+n−1.
 
@@ -127,6 +156,7 @@ def generate(
         decode: optional model space -> [-1, 1] image decoder (e.g. a VAE); None for pixel models.
         shape: (C, H, W) of the noise; default ``model.input_shape``.
         device: where noise and labels go.
+        prompts: text-to-image prompts (``Cond.text``); sample i's prompt and label depend only on i.
     """
     if n < 0 or batch_size < 1 or start < 0:
         raise PfbenchError(
@@ -135,6 +165,11 @@ def generate(
     shape = shape or model.input_shape
     labels = balanced_labels(seed, n, model.num_classes, start)
     indices = torch.arange(start, start + n, dtype=torch.int64)
+    texts: tuple[str, ...] | None = None
+    if prompts is not None:
+        texts, prompt_labels = prompts.take(indices)
+        labels = labels if prompt_labels is None else prompt_labels
+    once = gflops_once(model)  # per sample, outside the calls (a text encoder runs once per prompt)
     chunks: list[Tensor] = []
     nfe, forwards, gflops = 0, 0.0, 0.0
     began = time.perf_counter()
@@ -142,17 +177,18 @@ def generate(
     for lo in _track(bounds, progress, f"sampling {n}"):
         idx = indices[lo : lo + batch_size]
         noise = sample_noise(seed, idx, shape).to(device)
-        cond = Cond(y=labels[lo : lo + batch_size].to(device))
+        cond = Cond(y=labels[lo : lo + batch_size].to(device),
+                    text=None if texts is None else texts[lo : lo + batch_size])
         with torch.no_grad():
             out = sampler(model, noise, cond, sampler_keys(seed, idx))
             x = out.x if decode is None else decode(out.x)
         chunks.append(to_uint8(x).cpu())
         nfe = max(nfe, out.nfe)
         forwards += out.forwards * len(idx)
-        gflops += out.gflops * len(idx)
+        gflops += (out.gflops + once) * len(idx)
     seconds = time.perf_counter() - began
     images = torch.cat(chunks) if chunks else torch.empty(0, 3, *shape[1:], dtype=torch.uint8)
-    return Generated(images, labels, indices, nfe, forwards / max(n, 1), gflops / max(n, 1), seconds)
+    return Generated(images, labels, indices, nfe, forwards / max(n, 1), gflops / max(n, 1), seconds, texts)
 
 
 def _track(items: list[int], progress: bool, what: str) -> Iterator[int]:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from pfbench.adapters.base import Adapter, AdapterWrapper
-from pfbench.sample.generate import Decode, balanced_labels, sample_noise, sampler_keys, to_uint8
+from pfbench.sample.generate import Decode, Prompts, balanced_labels, sample_noise, sampler_keys, to_uint8
 from pfbench.samplers.base import Sampler
 from pfbench.samplers.masks import patch_difficulty
 from pfbench.types import Cond, ModelOut
@@ -59,15 +59,20 @@ class Trace:
 
 @torch.no_grad()
 def trace(model: Adapter, sampler: Sampler, shape: tuple[int, int, int] | None = None, n: int = 4, seed: int = 0,
-          decode: Decode | None = None, device: torch.device | str = "cpu") -> Trace:
+          decode: Decode | None = None, device: torch.device | str = "cpu", prompts: Prompts | None = None) -> Trace:
     """Samples ``n`` images (indices 0..n−1 of ``seed``, as in ``pfbench.sample.generate``) and records the schedule;
-    ``shape`` (C, H, W) defaults to ``model.input_shape``; ``decode`` maps latents to [−1, 1] pixels for latent models."""
+    ``shape`` (C, H, W) defaults to ``model.input_shape``; ``decode`` maps latents to [−1, 1] pixels for latent models;
+    ``prompts`` conditions a text-to-image model (sample i's prompt as in ``generate``)."""
     shape = shape or model.input_shape
     rec = Recorder(model)
     idx = torch.arange(n)
     noise = sample_noise(seed, idx, shape).to(device)
     labels = balanced_labels(seed, n, model.num_classes)
-    out = sampler(rec, noise, Cond(labels.to(device)), sampler_keys(seed, idx))
+    texts = None
+    if prompts is not None:
+        texts, prompt_labels = prompts.take(idx)
+        labels = labels if prompt_labels is None else prompt_labels
+    out = sampler(rec, noise, Cond(labels.to(device), texts), sampler_keys(seed, idx))
     grid = shape[1] // model.patch_size
     mid = len(rec.difficulty) // 2
     chosen = rec.difficulty[mid] if rec.difficulty else None

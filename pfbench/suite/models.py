@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import multiprocessing as mp
@@ -26,7 +27,7 @@ from pfbench.assets import CHECKSUMS, asset_path
 from pfbench.data.vae import load_vae, vae_weights_file
 from pfbench.io import content_hash, sha256_file
 from pfbench.locks import hold_lock, lock_path
-from pfbench.nets import DiT, DiTConfig, net_config
+from pfbench.nets import DiT, T2INet, build_net, config_from_dict, net_config
 from pfbench.registry import ADAPTERS
 from pfbench.suite.spec import ModelSpec, SuiteSpec
 from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint, weights_sha256
@@ -62,25 +63,38 @@ class LoadedModel:
     name: str
     model_id: str  # sha256 of a given checkpoint file; of the weights of one trained in the suite
     # (``weights_sha256``: retraining elsewhere finds the same cells); a plugin model: hash of adapter and params
-    net: DiT | None  # pfbench's network; None for a model built by a plugin adapter (``plugin``)
+    net: DiT | T2INet | None  # pfbench's network; None for a model built by a plugin adapter (``plugin``)
     checkpoints: list[tuple[int, Path]]  # (step, path) of kept intermediate checkpoints, for learning curves
     train_img_per_s: float | None = None
     train_timesteps: str | None = None  # training timestep sampler (SPEC §3), for training-sampler ablations
     decode: Any = None  # latent models: latents -> [-1, 1] pixels (the VAE decoder)
     decoder: str | None = None  # "<vae>@<sha256[:16]>": part of every cell key, since it changes the pixels
     plugin: Adapter | None = None  # the model a registered adapter factory built (``ModelSpec.adapter``)
+    text_encoder: Any = None  # text-to-image models: the frozen text encoder (``pfbench.encoders.text``)
+    text_id: str | None = None  # "text:<hash>" of the encoder's fingerprint and the suite's prompts (cell keys)
+    train_config: dict[str, Any] | None = None  # the checkpoint's training config (a pfbench checkpoint)
 
     def adapter(self) -> Adapter:
-        """The model as samplers see it, unguided: the plugin's adapter, or the ``dit`` adapter over ``net``."""
+        """The model as samplers see it, unguided: the plugin's adapter, or the ``dit`` / ``t2i`` adapter over
+        ``net`` (a fresh one: its text cache lives as long as one cell)."""
         if self.plugin is not None:
             return self.plugin
         assert self.net is not None, "a LoadedModel has a net or a plugin"
+        if isinstance(self.net, T2INet):
+            return ADAPTERS.get("t2i")(self.net, self.text_encoder)  # type: ignore[no-any-return]
         return ADAPTERS.get("dit")(self.net)  # type: ignore[no-any-return]
 
     @property
+    def t2i(self) -> bool:
+        """A text-to-image model (its cells are conditioned on the suite's prompts)."""
+        return isinstance(self.net, T2INet)
+
+    @property
     def key_id(self) -> str:
-        """What identifies the pixels this model makes: the weights and, for latent models, the decoder."""
-        return self.model_id if self.decoder is None else f"{self.model_id}+{self.decoder}"
+        """What identifies the pixels this model makes: the weights and, for latent models, the decoder; for
+        text-to-image models also the text encoder and the prompts."""
+        out = self.model_id if self.decoder is None else f"{self.model_id}+{self.decoder}"
+        return out if self.text_id is None else f"{out}+{self.text_id}"
 
 
 class SuiteModels:
@@ -115,7 +129,7 @@ class SuiteModels:
             return net_config(model.preset, "pf" if model.layout == "pf" else "sit", **model.overrides)
         if model.layout is not None:  # size from the file's embedded config or tensor shapes
             return external_config(resolve_checkpoint(model.checkpoint or "")[0], model.layout, **model.overrides)
-        return DiTConfig(**load_checkpoint(resolve_checkpoint(model.checkpoint or "")[0]).net_config)
+        return config_from_dict(load_checkpoint(resolve_checkpoint(model.checkpoint or "")[0]).net_config)
 
     def cost_adapter(self, name: str) -> Adapter:
         """The model as the cost accounting sees it, without loading weights: the ``dit`` adapter over a
@@ -125,8 +139,42 @@ class SuiteModels:
             return self._plugin(name, model)
         cfg = self.net_config(name)  # outside the meta context: reading a config may run real tensor code
         with torch.device("meta"):
-            net = DiT(cfg)
+            net = build_net(cfg)
+        if isinstance(net, T2INet):
+            return ADAPTERS.get("t2i")(net, self.text_encoder(self.text_spec(name)))  # type: ignore[no-any-return]
         return ADAPTERS.get("dit")(net)  # type: ignore[no-any-return]
+
+    def text_spec(self, name: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The ``text`` section (encoder, weights) of a text-to-image model's training config (its recipe, or the
+        checkpoint's stored ``config``)."""
+        model = self.spec.models[name]
+        if config is None:
+            if model.train is not None:
+                config = spec_from_dict(model.train).to_dict()
+            else:
+                config = load_checkpoint(resolve_checkpoint(model.checkpoint or "")[0]).config
+        text = config.get("text")
+        if not isinstance(text, dict):
+            raise PfbenchError(f"models.{name}: a text-to-image network without a text encoder in its config")
+        return text
+
+    def text_id(self, encoder: Any) -> str:
+        """``"text:<hash>"`` of a text encoder's fingerprint and the suite's prompts: what a text-to-image cell's
+        pixels depend on besides the weights."""
+        from pfbench.suite.prompts import prompts_id, suite_prompts
+
+        return "text:" + content_hash([encoder.fingerprint(), prompts_id(suite_prompts(self.spec))])[:16]
+
+    def text_encoder(self, text: dict[str, Any]) -> Any:
+        """The frozen text encoder of a ``text`` section, loaded once per suite run on ``eval.device``."""
+        from pfbench.encoders.text import load_text_encoder
+
+        key = (text.get("encoder"), text.get("weights"))
+        if not hasattr(self, "_encoders"):
+            self._encoders: dict[tuple[Any, Any], Any] = {}
+        if key not in self._encoders:
+            self._encoders[key] = load_text_encoder(str(key[0]), self.spec.eval.device, key[1])
+        return self._encoders[key]
 
     def _plugin(self, name: str, model: ModelSpec) -> Adapter:
         """Builds a plugin model: ``ADAPTERS[model.adapter](**model.params)`` (plus ``device=eval.device`` when the
@@ -153,7 +201,10 @@ class SuiteModels:
             return None
         if weights is None:
             return None
-        return weights if decoder is None else f"{weights}+{decoder}"
+        out = weights if decoder is None else f"{weights}+{decoder}"
+        if model.adapter == "dit" and "text_dim" in dataclasses.asdict(self.net_config(name)):
+            out += "+" + self.text_id(self.text_encoder(self.text_spec(name)))
+        return out
 
     def _known_weights_id(self, name: str, model: ModelSpec) -> str | None:
         if model.adapter != "dit":
@@ -209,6 +260,9 @@ class SuiteModels:
         lm = self._load_net(name, model)
         if lm.net is not None:
             lm.net = lm.net.to(self.spec.eval.device)
+        if isinstance(lm.net, T2INet):
+            lm.text_encoder = self.text_encoder(self.text_spec(name, lm.train_config))
+            lm.text_id = self.text_id(lm.text_encoder)
         if model.vae is not None:
             vae = load_vae(model.vae, self.spec.eval.device)
             lm.decode, lm.decoder = vae.decode, f"{model.vae}@{vae.sha256[:16]}"
@@ -224,13 +278,14 @@ class SuiteModels:
             path, sha = resolve_checkpoint(model.checkpoint)
             ckpt = load_checkpoint(path)
             net = build_model_from_checkpoint(ckpt, use_ema=model.use_ema)
-            return LoadedModel(name, sha, net, [], None, _timesteps_name(ckpt.config))
+            return LoadedModel(name, sha, net, [], None, _timesteps_name(ckpt.config), train_config=ckpt.config)
         out = self.train_dir(name, model)
         last = out / "last.pt"
         ckpt = load_checkpoint(last)
         net = build_model_from_checkpoint(ckpt, use_ema=model.use_ema)
         kept = sorted((int(p.stem.split("_")[1]), p) for p in out.glob("step_*.pt"))
-        return LoadedModel(name, weights_sha256(ckpt), net, kept, self.speeds.get(name), _timesteps_name(ckpt.config))
+        return LoadedModel(name, weights_sha256(ckpt), net, kept, self.speeds.get(name), _timesteps_name(ckpt.config),
+                           train_config=ckpt.config)
 
 
 def plugin_model_id(model: ModelSpec) -> str:

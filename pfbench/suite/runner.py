@@ -22,17 +22,20 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from pfbench.adapters.base import Adapter
+from pfbench.adapters.base import Adapter, gflops_once
 from pfbench.data import class_names
 from pfbench.locks import lock_path, try_lock
+from pfbench.nets import DiT
 from pfbench.registry import ADAPTERS
 from pfbench.report.html import report
 from pfbench.report.images import sample_difficulty_figure, sample_grid, schedule_figure
 from pfbench.report.tables import print_run_summary
 from pfbench.results import Row, has_part, metric_rows, read_results, write_rows
+from pfbench.sample.generate import Prompts
 from pfbench.sample.generate import generate as sample_images
 from pfbench.sample.trace import trace
 from pfbench.suite.models import LoadedModel, SuiteModels, resolve_checkpoint
+from pfbench.suite.prompts import suite_prompts
 from pfbench.suite.scoring import Scorer
 from pfbench.suite.spec import ModelSpec, RunSpec, SamplerSpec, SuiteSpec, plan, split_model
 from pfbench.suite.units import ModelUnits
@@ -77,8 +80,8 @@ class Runner:
         _, h, w = model.input_shape
         t = torch.zeros(1, (h // model.patch_size) * (w // model.patch_size))  # (1, T): one sample, one time
         sampler = self.make_sampler(cell.sampler, cell.nfe)
-        calls = sampler.cost(sampler.steps)  # model calls per image
-        return calls * model.forwards_per_call(t), calls * model.gflops(t) * cell.num_samples
+        calls = sampler.cost(sampler.steps)  # model calls per image; a text encoder runs once per image
+        return calls * model.forwards_per_call(t), (calls * model.gflops(t) + gflops_once(model)) * cell.num_samples
 
     def known_model_id(self, name: str) -> str | None:
         """``LoadedModel.key_id`` if it can be known without loading (see ``SuiteModels.known_model_id``)."""
@@ -110,7 +113,12 @@ class Runner:
         model = self.guided(self.prepared(lm).adapter(), cfg_scale, cfg_interval)
         with self.numerics():
             return sample_images(model, sampler, n=n, seed=seed, batch_size=self.spec.eval.batch_size,
-                                 progress=self.progress, decode=lm.decode, device=self.spec.eval.device)
+                                 progress=self.progress, decode=lm.decode, device=self.spec.eval.device,
+                                 prompts=self.prompts(lm))
+
+    def prompts(self, lm: LoadedModel) -> Prompts | None:
+        """The suite's prompts for a text-to-image model (``pfbench.suite.prompts``), else None."""
+        return suite_prompts(self.spec) if lm.t2i else None
 
     def numerics(self) -> torch.autocast:
         """Where suite sampling runs: under bf16 autocast with ``eval.precision: bf16`` (CUDA), else as is."""
@@ -119,9 +127,10 @@ class Runner:
 
     def prepared(self, lm: LoadedModel) -> LoadedModel:
         """``lm`` with its network's blocks compiled once when ``eval.compile`` is set (``DiT.compile_blocks``)."""
-        if self.spec.eval.compile and lm.net is not None and not getattr(lm.net, "_pfbench_compiled", False):
-            lm.net.compile_blocks()
-            lm.net._pfbench_compiled = True  # type: ignore[assignment]
+        net = lm.net
+        if self.spec.eval.compile and isinstance(net, DiT) and not getattr(net, "_pfbench_compiled", False):
+            net.compile_blocks()  # text-to-image networks run eager
+            net._pfbench_compiled = True  # type: ignore[assignment]
         return lm
 
     def run_cell(self, cell: RunSpec, lm: LoadedModel, part: str, gen: Any = None) -> list[Row]:
@@ -143,7 +152,9 @@ class Runner:
             "cfg_interval": None if cell.cfg_interval is None else json.dumps(list(cell.cfg_interval)),
             "variant": cell_variant(cell), "train_timesteps": lm.train_timesteps,
         }
-        scores = self.scorer.score(gen.images, gen.labels)
+        scores = self.scorer.score(gen.images, gen.labels, gen.prompts)
+        if gen.prompts is not None:  # the same images against shuffled prompts: the floor of prompt following
+            scores |= self.scorer.shuffled(gen.images, gen.labels, gen.prompts, cell.seed)
         self._last_samples[cell.model] = (gen.images, gen.labels)
         return metric_rows(base | self.scorer.context(), scores)
 
@@ -172,7 +183,7 @@ class Runner:
         self.train_all()  # the models keep the img/s for load_model
         for name, mspec in self.spec.models.items():
             models[name] = self.load_model(name, mspec)
-        self.units.reference()
+        self.units.reference(captions=any(lm.t2i for lm in models.values()))
         for lm in models.values():
             self.units.model(lm)
         parts = [self.cell_part(cell, models[cell.model].key_id) for cell in cells]
@@ -254,7 +265,7 @@ class Runner:
             done.add((cell.model, cell.sampler.name))
             sampler = self.make_sampler(cell.sampler, cell.nfe)
             tr = trace(adapter, sampler, n=6, seed=cell.seed, decode=models[cell.model].decode,
-                       device=self.spec.eval.device)
+                       device=self.spec.eval.device, prompts=self.prompts(models[cell.model]))
             if tr.times.shape[0] and not bool((tr.times == tr.times[:, :, :1]).all()):
                 schedule_figure(self.reports / f"schedule_{cell.model}_{cell.sampler.name}.png", tr.times[:, 0],
                                 tr.images[0], tr.difficulty[0],

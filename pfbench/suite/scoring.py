@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from pfbench.io import content_hash
 from pfbench.metrics.base import higher_is_better
 from pfbench.metrics.options import metric_args
 from pfbench.registry import METRICS
+from pfbench.suite.prompts import SHUFFLED, cond_metrics, shuffle
 from pfbench.suite.spec import SuiteSpec
 
 # Metric options at their defaults; they enter ``key`` only when changed, so results made before they existed stay valid.
@@ -36,22 +38,41 @@ class Scorer:
     def __init__(self, spec: SuiteSpec) -> None:
         self.spec = spec
 
-    def score(self, images: np.ndarray | torch.Tensor, labels: torch.Tensor) -> dict[str, tuple[float, bool]]:
-        """Runs every suite metric over uint8 images (N, 3, H, W) in one pass per feature network.
+    def score(self, images: np.ndarray | torch.Tensor, labels: torch.Tensor, captions: Sequence[str] | None = None,
+              metrics: Sequence[str] | None = None) -> dict[str, tuple[float, bool]]:
+        """Runs the suite's metrics over uint8 images (N, 3, H, W) in one pass per feature network.
+
+        Args:
+            images: the samples. labels: (N,) their classes. captions: their prompts (text-to-image), which
+                prompt-reading metrics (CLIP score, caption attributes) judge them against.
+            metrics: a subset of the suite's metrics (default: all).
 
         Returns:
             metric key -> (value, higher_is_better).
         """
         ev, data = self.spec.eval, self.spec.data
+        names = list(self.spec.metrics if metrics is None else metrics)
         samples = images_from_tensor(torch.as_tensor(images), torch.as_tensor(labels))
-        result = evaluate(samples, data.reference or "embedded", self.spec.metrics, batch_size=ev.batch_size,
+        if captions is not None:
+            samples = dataclasses.replace(samples, captions=tuple(captions))
+        result = evaluate(samples, data.reference or "embedded", names, batch_size=ev.batch_size,
                           device=ev.device, weights=ev.weights, ref_size=data.test_size, resize=ev.resize,
                           clip_weights=ev.clip_weights, dinov2_weights=ev.dinov2_weights,
                           class_names=class_names(data.name), verify_weights=ev.verify_weights,
                           kid_subset_size=ev.kid_subset_size, is_order=ev.is_order)
         result.pop("num_samples", None)
-        classes = [METRICS.get(n) for n in self.spec.metrics]  # each declares its keys' directions
+        classes = [METRICS.get(n) for n in names]  # each declares its keys' directions
         return {k: (v, higher_is_better(classes, k)) for k, v in result.items()}
+
+    def shuffled(self, images: np.ndarray | torch.Tensor, labels: torch.Tensor, captions: Sequence[str],
+                 seed: int) -> dict[str, tuple[float, bool]]:
+        """The shuffled-prompt baseline: the prompt- or label-reading metrics of the same images against a fixed
+        permutation of their prompts and labels, keyed ``<metric key>_shuffled`` (``pfbench.suite.prompts``)."""
+        names = cond_metrics(self.spec.metrics)
+        if not names:
+            return {}
+        texts, perm_labels = shuffle(captions, torch.as_tensor(labels), seed)
+        return {k + SHUFFLED: v for k, v in self.score(images, perm_labels, texts, names).items()}
 
     def key(self) -> str:
         """Hash of everything that changes metric values besides the pixels (metrics, reference, resize, options)."""

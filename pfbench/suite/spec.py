@@ -192,6 +192,10 @@ class SuiteSpec:
     eval: EvalSpec = field(default_factory=EvalSpec)
     description: str = ""
     launcher: LauncherSpec = field(default_factory=LauncherSpec)
+    # Text-to-image models' prompts: None = the embedded test split's captions (data.test_size of them, with their
+    # shapes as labels); else a prompt file (COCO-style prompts.txt, one per line, or JSONL). Sample i of every
+    # cell gets prompt i mod len (``pfbench.sample.generate.Prompts``).
+    prompts: str | None = None
 
 
 @dataclass(frozen=True)

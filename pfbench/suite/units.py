@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from torch import Tensor
 
 from pfbench.data.embedded import EmbeddedSpec
 from pfbench.data.embedded import generate as embedded_images
@@ -23,10 +24,12 @@ from pfbench.evaluate.baseline import trivial_baseline_images
 from pfbench.evaluate.diagnostics import context_curve, context_grid, difficulty_report, patch_correlations
 from pfbench.io import content_hash
 from pfbench.locks import hold_lock, lock_path
+from pfbench.nets import DiT, T2INet
 from pfbench.nets.flops import train_flops
 from pfbench.report.images import difficulty_figure
 from pfbench.results import Row, has_part, metric_rows, write_rows
 from pfbench.suite.models import LoadedModel, SuiteModels
+from pfbench.suite.prompts import CaptionedNet
 from pfbench.suite.scoring import Scorer
 from pfbench.suite.spec import SamplerSpec, SuiteSpec
 from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint
@@ -74,12 +77,17 @@ class ModelUnits:
                                                            seed=d.seed))
         return self._reference
 
-    def reference(self) -> None:
-        """Metric values of the trivial baseline and of real held-out images (the scale of the numbers)."""
+    def reference(self, captions: bool = False) -> None:
+        """Metric values of the trivial baseline and of real held-out images (the scale of the numbers).
+
+        ``captions`` (a suite with text-to-image models): the real images are scored against their own captions,
+        and against shuffled ones (the ceiling and the floor of the prompt-following metrics).
+        """
         if self.spec.data.name != "embedded":
             return  # these reference rows are the embedded dataset's; a given reference set has its own scale
         d, n = self.spec.data, self.spec.sweep.num_samples
-        part = f"reference-{content_hash([dataclasses.asdict(d), self.spec.metrics, n])}"
+        keyed: list[object] = [dataclasses.asdict(d), self.spec.metrics, n] + (["captions"] if captions else [])
+        part = f"reference-{content_hash(keyed)}"
 
         def rows() -> list[Row]:
             train = embedded_images(EmbeddedSpec(resolution=d.resolution, split="train", size=max(n, 10_000),
@@ -88,9 +96,13 @@ class ModelUnits:
             labels = train.labels[:n]
             trivial = torch.as_tensor(trivial_baseline_images(train, n, seed=1))
             out: list[Row] = []
+            texts = train.captions[:n] if captions else None
             for name, images in (("real_train", real_u8), ("trivial_class_mean", trivial)):
                 base = {"suite": self.spec.name, "part": part, "kind": "reference", "model": name, "num_samples": n}
-                out += metric_rows(base | self.scorer.context(), self.scorer.score(images, labels))
+                scores = self.scorer.score(images, labels, texts)
+                if texts is not None:
+                    scores |= self.scorer.shuffled(images, labels, texts, seed=0)
+                out += metric_rows(base | self.scorer.context(), scores)
             return out
 
         self._unit(part, rows)
@@ -129,25 +141,34 @@ class ModelUnits:
                         "model_id": lm.model_id, "train_step": step, **self.train_cost(lm.name, step),
                         "sampler": sampler_spec.name, "nfe_budget": ev.curve_nfe, "nfe_used": gen.nfe,
                         "num_samples": ev.curve_samples, "seed": 0}
-                return metric_rows(base | self.scorer.context(), self.scorer.score(gen.images, gen.labels))
+                return metric_rows(base | self.scorer.context(), self.scorer.score(gen.images, gen.labels,
+                                                                                    gen.prompts))
 
             self._unit(part, rows)
 
     def _pf_on_embedded(self, lm: LoadedModel) -> bool:
         """A pfbench PF network on embedded data: the diagnostics need the difficulty head and the generator's
         hard masks."""
-        return lm.net is not None and lm.net.cfg.difficulty_head and self.spec.data.name == "embedded"
+        return isinstance(lm.net, DiT | T2INet) and lm.net.cfg.difficulty_head and self.spec.data.name == "embedded"
+
+    def _diagnosed(self, lm: LoadedModel) -> tuple[Any, Tensor]:
+        """The network as the diagnostics call it, ``net(x, t, labels)``, and the labels to pass: a DiT with the
+        held-out labels; a text-to-image network reading held-out caption i for label i (``CaptionedNet``)."""
+        ref = self.reference_data()
+        if isinstance(lm.net, T2INet):
+            return CaptionedNet(lm.net, lm.text_encoder, ref.captions), torch.arange(len(ref.captions))
+        return lm.net, ref.labels
 
     def _difficulty(self, lm: LoadedModel) -> None:
         """Held-out difficulty map vs the generator's hard pixels and the realised error (rows + a figure)."""
         if not self._pf_on_embedded(lm):
             return
-        assert lm.net is not None
-        net, part, fig = lm.net, f"difficulty-{lm.model_id[:16]}", self.reports / f"difficulty_{lm.name}.png"
+        part, fig = f"difficulty-{lm.model_id[:16]}", self.reports / f"difficulty_{lm.name}.png"
 
         def rows() -> list[Row]:
             ref = self.reference_data()
-            rep = difficulty_report(net, ref.images, ref.labels, ref.hard, t=self.spec.eval.difficulty_t)
+            net, labels = self._diagnosed(lm)
+            rep = difficulty_report(net, ref.images, labels, ref.hard, t=self.spec.eval.difficulty_t)
             difficulty_figure(fig, rep.examples, f"{lm.name}: held-out images at t={rep.t}, hard/easy variance ratio "
                                                  f"{rep.hard_easy_ratio:.2f}, corr(var, err) {rep.pearson_var_err:.2f}")
             base = {"suite": self.spec.name, "part": part, "kind": "diagnostic", "model": lm.name,
@@ -198,19 +219,18 @@ class ModelUnits:
         ev = self.spec.eval
         if not (self._pf_on_embedded(lm) and (ev.difficulty_ts or ev.context_ts)):
             return
-        assert lm.net is not None
-        net = lm.net
         part = (f"validity-{lm.model_id[:16]}-"
                 f"{content_hash([ev.difficulty_ts, ev.context_ts, dataclasses.asdict(self.spec.data)])[:8]}")
 
         def rows() -> list[Row]:
             ref = self.reference_data()
+            net, labels = self._diagnosed(lm)
             values: dict[str, tuple[float, bool]] = {}
-            for c in patch_correlations(net, ref.images, ref.labels, list(ev.difficulty_ts)):
+            for c in patch_correlations(net, ref.images, labels, list(ev.difficulty_ts)):
                 values[f"difficulty_pearson_patch_t{c.t:g}"] = (c.pearson, True)
                 values[f"difficulty_spearman_patch_t{c.t:g}"] = (c.spearman, True)
             for th in ev.context_ts:
-                for pt in context_curve(net, ref.images, ref.labels, ref.hard, th, context_grid(th)):
+                for pt in context_curve(net, ref.images, labels, ref.hard, th, context_grid(th)):
                     values[f"context_loss_hard_t{th:g}_ctx{pt.t_ctx:g}"] = (pt.loss_hard, False)
             return metric_rows(self._base(lm, part) | {"num_samples": int(ref.images.shape[0])}, values)
 

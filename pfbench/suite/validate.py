@@ -273,6 +273,9 @@ def check_inputs(spec: SuiteSpec, device: bool = True) -> None:
                 vae_weights_file(model.vae)
         except PfbenchError as err:
             raise PfbenchError(f"models.{name}: {err}") from None
+    if spec.prompts is not None and not Path(spec.prompts).expanduser().is_file():
+        raise PfbenchError(f"prompts: {spec.prompts} not found; give a prompt file (prompts.txt, one per line, or "
+                           "JSONL), or remove the key to use the embedded test captions")
     ref = spec.data.reference
     if ref is not None and ref != "embedded" and not Path(ref).expanduser().exists():
         raise PfbenchError(f"data.reference: {ref} not found; give an ADM reference .npz or an image folder")

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from pfbench import PfbenchError, __version__
 from pfbench.io import atomic_write, content_key
-from pfbench.nets.dit import DiT, DiTConfig
+from pfbench.nets import DiT, DiTConfig, T2IConfig, T2INet, build_net, config_from_dict
 
 FORMAT = "pfbench-ckpt/1"
 _REQUIRED = ("format", "step", "config", "net_config", "model", "ema")
@@ -219,8 +219,8 @@ def check_state_compatible(module: torch.nn.Module, state: dict[str, Tensor], wh
         raise PfbenchError(f"{where} does not match its network config: {'; '.join(problems)}")
 
 
-def build_model_from_checkpoint(ckpt: Checkpoint, use_ema: bool = True) -> DiT:
-    """Builds the trained network from a checkpoint, in eval mode.
+def build_model_from_checkpoint(ckpt: Checkpoint, use_ema: bool = True) -> DiT | T2INet:
+    """Builds the trained network (a ``DiT``, or a ``T2INet`` for text-to-image) from a checkpoint, in eval mode.
 
     Args:
         ckpt: a loaded checkpoint.
@@ -229,12 +229,12 @@ def build_model_from_checkpoint(ckpt: Checkpoint, use_ema: bool = True) -> DiT:
     Raises:
         PfbenchError: the stored network config or weights do not fit the current ``DiT``.
     """
-    known = {f.name for f in dataclasses.fields(DiTConfig)}
+    known = {f.name for f in dataclasses.fields(T2IConfig if "text_dim" in ckpt.net_config else DiTConfig)}
     unknown = sorted(set(ckpt.net_config) - known)
     if unknown:
         raise PfbenchError(f"checkpoint {ckpt.path} has network config fields this pfbench lacks: {unknown}")
     try:
-        net = DiT(DiTConfig(**ckpt.net_config))
+        net = build_net(config_from_dict(ckpt.net_config))
     except (TypeError, ValueError, PfbenchError) as err:
         raise PfbenchError(f"checkpoint {ckpt.path}: cannot build its network ({_first_line(err)})") from None
     state = ckpt.ema if use_ema else ckpt.model

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,8 @@ from pfbench import PfbenchError
 from pfbench.config import Builder, Wording
 from pfbench.data.train_data import TRAIN_DATASETS, data_shape
 from pfbench.nets.dit import DiTConfig
-from pfbench.nets.presets import net_config
+from pfbench.nets.presets import T2I_KINDS, net_config, t2i_config
+from pfbench.nets.t2i import T2IConfig
 from pfbench.train.repa import ENCODER_DIMS
 from pfbench.train.timesteps import make_timestep_sampler
 
@@ -66,6 +68,32 @@ class RepaSpec:
 
 
 @dataclass(frozen=True)
+class TextSpec:
+    """Text conditioning of a text-to-image run (kinds ``pf_t2i`` / ``sit_t2i``; SPEC §2b).
+
+    Attributes:
+        encoder: frozen text encoder (``pfbench.encoders.text.load_text_encoder`` name; ``tiny_text`` is the
+            embedded default, shipped with pfbench).
+        weights: local file or folder of an external encoder (None: resolved offline).
+        dropout: probability that a caption is replaced by the empty prompt ``""``, the unconditional input of
+            classifier-free guidance (SPEC: 0.1).
+    """
+
+    encoder: str = "tiny_text"
+    weights: str | None = None
+    dropout: float = 0.1
+
+
+@functools.lru_cache(maxsize=8)
+def text_shape(encoder: str, weights: str | None) -> tuple[int, int]:
+    """(dim, max_len) of a text encoder, which size the network's text input; loads it once per process."""
+    from pfbench.encoders.text import load_text_encoder
+
+    enc = load_text_encoder(encoder, "cpu", weights)
+    return int(enc.dim), int(enc.max_len)
+
+
+@dataclass(frozen=True)
 class TrainSpec:
     """Everything that defines a training run (paper defaults, SPEC §4).
 
@@ -73,15 +101,19 @@ class TrainSpec:
         model: network preset name (``pfbench.nets.PRESETS``).
         model_overrides: ``DiTConfig`` fields to change; data-bound fields (input_size, in_channels,
             num_classes) default to the dataset's and must agree with it.
-        kind: ``"pf"`` (per-token t, difficulty head) or ``"sit"`` (global t baseline).
+        kind: ``"pf"`` (per-token t, difficulty head) or ``"sit"`` (global t baseline); ``"pf_t2i"`` / ``"sit_t2i"``
+            for their text-to-image versions (``pfbench.nets.t2i``; the data's captions are the condition).
         data: dataset spec.
-        timesteps: training timestep sampler; None → ``ltg`` for pf, ``global_uniform`` for sit.
+        timesteps: training timestep sampler; None → ``ltg`` for pf, ``ltg`` with m = 0.5 for pf_t2i (SPEC §3),
+            ``global_uniform`` for sit and sit_t2i.
         steps: optimiser steps in total. batch_size: the GLOBAL batch (split over DDP ranks).
         ema_warmup: cap the EMA decay at (1 + k) / (10 + k) at step k, so a short run's EMA is not dominated
             by its initial weights (off by default: the paper uses a plain 0.9999 over 400k steps).
         ckpt_every: steps between ``last.pt`` writes. keep_every: also keep ``step_XXXXXX.pt`` every so
             many steps (0 = never). log_every: steps between loss syncs / log lines.
         repa: REPA alignment loss (None = off); sets the network's ``repa_depth``/``repa_dim``.
+        text: text encoder and text dropout of the text-to-image kinds (None there = ``TextSpec()``; must be
+            None for class-conditional kinds, whose ``label_dropout`` plays the same role).
         device: ``"auto"`` | ``"cpu"`` | ``"cuda"``. amp: ``"auto"`` (bf16 on CUDA, fp32 on CPU) | ``"bf16"`` |
             ``"fp32"``. threads: CPU intra-op threads (None = torch default).
         compile: ``torch.compile`` the training forward (CUDA only; every step has the same shapes, so it is
@@ -106,6 +138,7 @@ class TrainSpec:
     label_dropout: float = 0.1
     nll_weight: float = 0.01
     repa: RepaSpec | None = None
+    text: TextSpec | None = None
     seed: int = 0
     ckpt_every: int = 1000
     keep_every: int = 0
@@ -121,7 +154,7 @@ class TrainSpec:
             if not ok:
                 raise PfbenchError(f"train config: {what}")
 
-        need(self.kind in ("pf", "sit"), f"kind={self.kind!r} must be 'pf' or 'sit'")
+        need(self.kind in ("pf", "sit", *T2I_KINDS), f"kind={self.kind!r} must be 'pf', 'sit', 'pf_t2i' or 'sit_t2i'")
         need(self.data.name in TRAIN_DATASETS, f"data.name={self.data.name!r} must be one of {', '.join(TRAIN_DATASETS)}")
         need((self.data.path is not None) == (self.data.name == "latents"), "data.path is for (and required by) "
              "data.name 'latents'")
@@ -154,24 +187,51 @@ class TrainSpec:
                  "section to train without REPA)")
             need(r.weights is None or r.encoder != "embedded", "repa.weights is for DINOv2 encoders; the "
                  "'embedded' encoder is a shipped asset")
+        if self.t2i:
+            if self.text is None:
+                object.__setattr__(self, "text", TextSpec())
+            assert self.text is not None
+            need(0 <= self.text.dropout < 1, f"text.dropout={self.text.dropout} must be in [0, 1)")
+            need(self.repa is None, "repa is not available for the text-to-image kinds; remove the repa section")
+        else:
+            need(self.text is None, f"text is for the text-to-image kinds (pf_t2i, sit_t2i), not kind={self.kind!r}")
         if self.timesteps is None:
-            default = "ltg" if self.kind == "pf" else "global_uniform"
-            object.__setattr__(self, "timesteps", TimestepSpec(default))
+            default = {"pf": TimestepSpec("ltg"), "pf_t2i": TimestepSpec("ltg", {"m": 0.5})}.get(
+                self.kind, TimestepSpec("global_uniform"))
+            object.__setattr__(self, "timesteps", default)
+
+    @property
+    def t2i(self) -> bool:
+        """A text-to-image run (kind ``pf_t2i`` or ``sit_t2i``)."""
+        return self.kind in T2I_KINDS
+
+    @property
+    def per_token(self) -> bool:
+        """A Patch Forcing run (per-token timesteps): kind ``pf`` or ``pf_t2i``."""
+        return self.kind in ("pf", "pf_t2i")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (what checkpoints store and ``spec_from_dict`` reads back). The speed switches are left
-        out at their defaults, so the hashes of runs made before they existed (suite run folders) stay the same."""
+        out at their defaults and ``text`` appears only in text-to-image runs, so the hashes of runs made before
+        they existed (suite run folders) stay the same."""
         out = dataclasses.asdict(self)
         for key in ("compile", "checkpointing"):
             if not out[key]:
                 del out[key]
+        if out["text"] is None:
+            del out["text"]
         return out
 
-    def net_config(self) -> DiTConfig:
-        """The network's ``DiTConfig``: preset + kind + dataset-bound fields + overrides."""
-        overrides = _CONFIG.fields(DiTConfig, self.model_overrides, "model_overrides")
+    def net_config(self) -> DiTConfig | T2IConfig:
+        """The network's config: preset + kind + dataset-bound fields (+ the text encoder's width and length for
+        the text-to-image kinds) + overrides."""
+        overrides = _CONFIG.fields(T2IConfig if self.t2i else DiTConfig, self.model_overrides, "model_overrides")
         channels, side, classes = data_shape(self.data.name, self.data.resolution, self.data.path)
-        bound = {"input_size": side, "in_channels": channels, "num_classes": classes}
+        bound: dict[str, Any] = {"input_size": side, "in_channels": channels, "num_classes": classes}
+        if self.t2i:
+            assert self.text is not None
+            dim, length = text_shape(self.text.encoder, self.text.weights)
+            bound |= {"text_dim": dim, "text_len": length}
         for key, value in overrides.items():
             if key in ("per_token_t", "difficulty_head"):
                 raise PfbenchError(
@@ -186,6 +246,8 @@ class TrainSpec:
                 raise PfbenchError(
                     f"train config: model_overrides.{key}={value!r} disagrees with the dataset ({bound[key]!r})"
                 )
+        if self.t2i:
+            return t2i_config(self.model, self.kind, **{**bound, **overrides})
         cfg = net_config(self.model, self.kind, **{**bound, **overrides})
         if self.repa is None:
             return cfg
@@ -200,19 +262,20 @@ class TrainSpec:
         """The configured timestep sampler; a SiT run needs one with constant rows."""
         assert self.timesteps is not None
         sampler = make_timestep_sampler(self.timesteps.name, **self.timesteps.params)
-        if self.kind == "sit":
+        if not self.per_token:
             probe = sampler(4, 16, torch.Generator().manual_seed(0))  # (4, 16)
             if not bool((probe == probe[:, :1]).all()):
                 raise PfbenchError(
                     f"train config: timesteps.name={self.timesteps.name!r} draws per-patch times; "
-                    "kind 'sit' needs a global one (e.g. 'global_uniform')"
+                    f"kind {self.kind!r} needs a global one (e.g. 'global_uniform')"
                 )
         return sampler
 
 
 # Training configs keep their own wording (`train config: steps must be int, got str '10'`).
 _CONFIG = Builder(
-    shorthands={TimestepSpec: "name", RepaSpec: "encoder"},  # `timesteps: ltg`, `repa: dinov2-vitb14`
+    # `timesteps: ltg`, `repa: dinov2-vitb14`, `text: tiny_text`
+    shorthands={TimestepSpec: "name", RepaSpec: "encoder", TextSpec: "encoder"},
     wording=Wording(
         prefix="train config: ",
         unknown_key="unknown key {parent}{key!r}; did you mean {parent}{close!r}?",
@@ -262,4 +325,5 @@ def check_resumable(stored: dict[str, Any], spec: TrainSpec, path: Path) -> None
             )
 
 
-__all__ = ["DataSpec", "RepaSpec", "TimestepSpec", "TrainSpec", "check_resumable", "spec_from_dict"]
+__all__ = ["DataSpec", "RepaSpec", "TextSpec", "TimestepSpec", "TrainSpec", "check_resumable", "spec_from_dict",
+           "text_shape"]

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 
 from pfbench import PfbenchError
 from pfbench.data.train_data import open_train_data
-from pfbench.nets.dit import DiT, DiTConfig
+from pfbench.nets import DiT, T2INet, build_net, config_from_dict
 from pfbench.train.checkpoints import (
     check_state_compatible,
     load_checkpoint,
@@ -71,6 +72,18 @@ class _TrainForward(nn.Module):
         return self.net.forward_all(x, t, y, dedup=False, repa=self.repa)  # dedup gains nothing on random t
 
 
+class _T2ITrainForward(nn.Module):
+    """The text-to-image network's training forward (text refiner + blocks, dedup off) as a module's ``forward``."""
+
+    def __init__(self, net: T2INet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor, t: Tensor, tokens: Tensor, mask: Tensor) -> tuple[Tensor, Tensor | None, None]:
+        v, logvar = self.net(x, t, tokens, mask, dedup=False)
+        return v, logvar, None
+
+
 class Trainer:
     """Holds the state of one run (``pfbench.train.loop.run_steps`` executes its steps [start, end)).
 
@@ -107,9 +120,17 @@ class Trainer:
                 )
             # Frozen and outside the DiT: not in the optimiser, the EMA or the checkpoints.
             self.encoder = load_encoder(spec.repa.encoder, weights=spec.repa.weights, device=dev)
+        self.text_encoder: Any = None
+        if spec.text is not None:
+            if not callable(getattr(self.data, "captions", None)):
+                raise PfbenchError(f"train config: kind {spec.kind!r} trains on captions, but data {d.name!r} has none")
+            from pfbench.encoders.text import load_text_encoder
+
+            # Frozen and outside the network: not in the optimiser, the EMA or the checkpoints.
+            self.text_encoder = load_text_encoder(spec.text.encoder, dev, spec.text.weights)
         with torch.random.fork_rng(devices=[]):  # init depends on the seed only, not on global RNG state
             torch.manual_seed(seed_of(spec.seed, "init"))
-            self.net = DiT(self.cfg).to(dev)
+            self.net: Any = build_net(self.cfg).to(dev)
         self.net.checkpointing = spec.checkpointing
         self.ema = copy.deepcopy(self.net).requires_grad_(False).eval()
         self.params: list[Tensor] = list(self.net.parameters())
@@ -117,7 +138,8 @@ class Trainer:
         self.opt = torch.optim.AdamW(
             self.params, lr=spec.lr, betas=(0.9, 0.999), weight_decay=spec.weight_decay, fused=True
         )
-        self.model: nn.Module = _TrainForward(self.net, repa=spec.repa is not None)
+        self.model: nn.Module = (_T2ITrainForward(self.net) if isinstance(self.net, T2INet)
+                                 else _TrainForward(self.net, repa=spec.repa is not None))
         self.saved: int | None = None  # step of the newest checkpoint in out_dir (for the Ctrl-C message)
 
     # -- one step
@@ -128,7 +150,8 @@ class Trainer:
         b = spec.batch_size
         g = torch.Generator().manual_seed(seed_of(spec.seed, k, "step"))
         t = self.sampler(b, cfg.tokens, g)  # (B, T) float32, CPU
-        drop = torch.rand(b, generator=g) < spec.label_dropout  # (B,)
+        dropout = spec.label_dropout if spec.text is None else spec.text.dropout
+        drop = torch.rand(b, generator=g) < dropout  # (B,): null class, or the empty prompt
         idx = self.order.batch(k, b)  # (B,)
         gn = torch.Generator(dev).manual_seed(seed_of(spec.seed, k, "noise"))
         shape = (b, cfg.in_channels, cfg.input_size, cfg.input_size)
@@ -147,20 +170,33 @@ class Trainer:
             z = self.encoder(pixels.to(self.ctx.device, non_blocking=True))  # (b, T_enc, D_enc)
         return tokens_for_grid(z, self.cfg.grid)  # (b, T, D_enc)
 
+    def _text(self, idx: Tensor, drop: Tensor) -> tuple[Tensor, Tensor]:
+        """Encoder tokens (b, L, dim) and mask (b, L) of images ``idx``' captions, dropped ones replaced by the empty
+        prompt (CFG's unconditional input); each distinct string of the batch is encoded once (frozen encoder)."""
+        texts = ["" if d else c for d, c in zip(drop.tolist(), self.data.captions(idx), strict=True)]  # type: ignore[attr-defined]
+        unique = list(dict.fromkeys(texts))
+        with torch.no_grad():
+            states, mask = self.text_encoder.encode(unique)  # (U, L, dim), (U, L)
+        rows = torch.tensor([unique.index(s) for s in texts], device=states.device)
+        dev = self.ctx.device
+        return states[rows].to(dev), mask[rows].to(dev)
+
     def step(self, k: int) -> Tensor:
         """Runs optimiser step k (0-based); returns detached (loss, fm, nll, repa) as a (4,) tensor."""
         spec, cfg = self.spec, self.cfg
         idx, x0, t, drop, eps = self.draws(k)
         x1, labels = self.data.sample(idx, eps)  # (b, C, H, W), (b,)
         x1, labels = x1.to(self.ctx.device, non_blocking=True), labels.to(self.ctx.device)
-        y = torch.where(drop, cfg.num_classes, labels)  # (b,), null class = num_classes
+        cond: tuple[Tensor, ...] = (torch.where(drop, cfg.num_classes, labels),)  # (b,), null class = num_classes
+        if self.text_encoder is not None:
+            cond = self._text(idx, drop)  # text-to-image: the captions (or "") instead of labels
         tp = expand_tokens(t, cfg.patch, cfg.input_size, cfg.input_size)  # (b, 1, H, W)
         xt = tp * x1 + (1 - tp) * x0
         u = x1 - x0
         t_in = t if cfg.per_token_t else t[:, 0]  # (b, T) or (b,)
         with torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.amp):
             z = self._repa_target(idx) if self.encoder is not None else None  # (b, T, D_enc)
-            v, logvar, proj = self.model(xt, t_in, y)  # proj (b, T, D_enc) with REPA, else None
+            v, logvar, proj = self.model(xt, t_in, *cond)  # proj (b, T, D_enc) with REPA, else None
         loss, parts = pf_loss(v, logvar, u, spec.nll_weight)
         align = torch.zeros_like(loss)
         if spec.repa is not None:
@@ -214,7 +250,7 @@ class Trainer:
         """Restores model, EMA, optimiser and RNG state from ``path`` after checking it fits; returns its step."""
         ckpt = load_checkpoint(path, map_location=self.ctx.device)
         check_resumable(ckpt.config, self.spec, path)
-        if DiTConfig(**ckpt.net_config) != self.cfg:  # compared as configs: fields added later take defaults
+        if config_from_dict(ckpt.net_config) != self.cfg:  # compared as configs: fields added later take defaults
             raise PfbenchError(f"{path} holds a different network ({ckpt.net_config}); use another out_dir")
         if ckpt.optimizer is None:
             raise PfbenchError(f"{path} has no optimiser state, so it cannot be resumed; start over with --no-resume "

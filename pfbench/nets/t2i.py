@@ -1,0 +1,279 @@
+"""Text-to-image Patch Forcing network and its global-timestep baseline (SPEC §2b).
+
+The image path is the DiT of ``pfbench.nets.dit`` (patch embedding, fixed 2-D sin-cos positions, adaLN-Zero,
+per-token timesteps, difficulty head), with one more sub-layer per block: **cross-attention** from the image
+tokens to text tokens. The text path: encoder token embeddings (B, L, text_dim) → linear → a learned
+"register" token prepended → learned 1-D positions → ``refiner_depth`` plain pre-norm transformer blocks with a
+key-padding mask → keys/values of every cross-attention. The register token is always visible, so the empty
+prompt (every encoder token masked, CFG's unconditional branch) still has a key to attend to.
+
+Conditioning of the adaptive norms: ``c_i = temb(t_i) + pool(text)`` per token (PF) or per sample (baseline),
+where ``pool`` is a linear map of the masked mean of the refined text tokens. Modulation depends on (t_i, text)
+only, so it is deduplicated per distinct timestep of each sample exactly as in the DiT (``build_modulation``).
+Each block has 9 modulations: shift/scale/gate for self-attention, cross-attention and the MLP.
+
+The text context depends on the prompt only, so a caller that runs many steps on the same prompts may compute
+it once (``encode_text``) and pass it to every ``forward_context`` call; ``forward`` does both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pfbench import PfbenchError
+from pfbench.nets.dit import (
+    FREQ_DIM,
+    FinalLayer,
+    Modulation,
+    build_modulation,
+    modulate,
+    sincos_pos_embed,
+    timestep_features,
+)
+
+
+@dataclass(frozen=True)
+class T2IConfig:
+    """Architecture of the text-conditioned network; plain data, stored in checkpoints.
+
+    ``num_classes`` is not an input of the network: it is the dataset's, kept so that samples carry labels
+    (class accuracy of the embedded dataset) the way class-conditional models do. ``text_dim`` / ``text_len``
+    are the text encoder's token width and (padded) token count. ``repa_depth`` is always None (REPA is not
+    wired for text-to-image); it exists because training code reads it on every network config.
+    """
+
+    input_size: int = 16
+    in_channels: int = 3
+    patch: int = 2
+    depth: int = 4
+    width: int = 128
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    num_classes: int = 10
+    per_token_t: bool = True
+    difficulty_head: bool = True
+    text_dim: int = 64
+    text_len: int = 32
+    refiner_depth: int = 2
+    pooled_text: bool = True
+    repa_depth: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.input_size % self.patch:
+            raise PfbenchError(f"input_size {self.input_size} is not a multiple of patch {self.patch}")
+        if self.width % self.heads:
+            raise PfbenchError(f"width {self.width} is not a multiple of heads {self.heads}")
+        if self.difficulty_head and not self.per_token_t:
+            raise PfbenchError("difficulty_head=True needs per_token_t=True (the PF model)")
+        if self.text_dim < 1 or self.text_len < 1 or self.refiner_depth < 0:
+            raise PfbenchError(f"text_dim {self.text_dim} and text_len {self.text_len} must be >= 1, "
+                               f"refiner_depth {self.refiner_depth} >= 0")
+        if self.repa_depth is not None:
+            raise PfbenchError("the text-to-image network has no REPA projector (repa_depth must be None)")
+
+    @property
+    def grid(self) -> int:
+        return self.input_size // self.patch
+
+    @property
+    def tokens(self) -> int:
+        return self.grid**2
+
+    @property
+    def out_channels(self) -> int:
+        return self.in_channels + (1 if self.difficulty_head else 0)
+
+    @property
+    def context_len(self) -> int:
+        """Text positions the blocks attend to: the register token plus ``text_len``."""
+        return self.text_len + 1
+
+
+@dataclass(frozen=True)
+class TextContext:
+    """Refined text of a batch: what every block's cross-attention reads.
+
+    Attributes:
+        tokens: (B, 1 + L, D) refined tokens (register token first).
+        mask: (B, 1 + L) bool, True where a key may be attended (the register token always).
+        pooled: (B, D) pooled text added to the timestep embedding (zeros when ``pooled_text`` is off).
+    """
+
+    tokens: Tensor
+    mask: Tensor
+    pooled: Tensor
+
+    def repeat(self, index: Tensor) -> TextContext:
+        """The rows ``index`` (N,) of this context (e.g. one row per sample of a doubled CFG batch)."""
+        return TextContext(self.tokens[index], self.mask[index], self.pooled[index])
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: Tensor | None) -> Tensor:
+    """Multi-head attention of q (B, N, D) over k, v (B, M, D); mask (B, M) bool (True = visible)."""
+    b, n, d = q.shape
+    m = k.shape[1]
+
+    def split(x: Tensor, length: int) -> Tensor:
+        return x.reshape(b, length, heads, d // heads).transpose(1, 2)  # (B, heads, len, d_head)
+
+    attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, M), broadcast over heads/queries
+    out = F.scaled_dot_product_attention(split(q, n), split(k, m), split(v, m), attn_mask=attn_mask)
+    return out.transpose(1, 2).reshape(b, n, d)  # (B, N, D)
+
+
+class RefinerBlock(nn.Module):
+    """Pre-norm transformer block over the text tokens (self-attention with a key-padding mask, MLP)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(width, eps=1e-6)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width, eps=1e-6)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)  # (B, L, D) each
+        x = x + self.proj(_attend(q, k, v, self.heads, mask))
+        return x + self.mlp(self.norm2(x))
+
+
+class T2IBlock(nn.Module):
+    """adaLN-Zero block with self-attention, cross-attention to the text context and an MLP (9 modulations)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.heads = heads
+        norm = lambda: nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)  # noqa: E731
+        self.norm1, self.norm2, self.norm3 = norm(), norm(), norm()
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.q_cross = nn.Linear(width, width)
+        self.kv_cross = nn.Linear(width, 2 * width)
+        self.proj_cross = nn.Linear(width, width)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 9 * width))
+
+    def forward(self, x: Tensor, mod: Modulation, text: TextContext) -> Tensor:
+        sh1, sc1, g1, sh2, sc2, g2, sh3, sc3, g3 = mod.apply(self.ada).chunk(9, dim=-1)  # each (B, 1|T, D)
+        q, k, v = self.qkv(modulate(self.norm1(x), sh1, sc1)).chunk(3, dim=-1)  # (B, T, D) each
+        x = x + g1 * self.proj(_attend(q, k, v, self.heads, None))
+        kt, vt = self.kv_cross(text.tokens).chunk(2, dim=-1)  # (B, 1 + L, D) each
+        q = self.q_cross(modulate(self.norm2(x), sh2, sc2))  # (B, T, D)
+        x = x + g2 * self.proj_cross(_attend(q, kt, vt, self.heads, text.mask))
+        return x + g3 * self.mlp(modulate(self.norm3(x), sh3, sc3))
+
+
+class T2INet(nn.Module):
+    """Text-conditioned velocity network (PF with per-token t and a difficulty head, or the global-t baseline)."""
+
+    def __init__(self, cfg: T2IConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.width
+        self.patch_embed = nn.Conv2d(cfg.in_channels, d, kernel_size=cfg.patch, stride=cfg.patch)
+        self.register_buffer("pos", sincos_pos_embed(d, cfg.grid)[None], persistent=False)  # (1, T, D)
+        self.t_mlp = nn.Sequential(nn.Linear(FREQ_DIM, d), nn.SiLU(), nn.Linear(d, d))
+        self.text_in = nn.Linear(cfg.text_dim, d)
+        self.register = nn.Parameter(torch.zeros(1, 1, d))  # always-visible first text token
+        self.text_pos = nn.Parameter(torch.zeros(1, cfg.context_len, d))  # learned 1-D positions
+        self.refiner = nn.ModuleList(RefinerBlock(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.refiner_depth))
+        self.text_norm = nn.LayerNorm(d, eps=1e-6)
+        self.pool = nn.Linear(d, d)
+        self.blocks = nn.ModuleList(T2IBlock(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.final = FinalLayer(d, cfg.patch, cfg.out_channels)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """DiT initialisation (Xavier linears, zeroed adaLN and output layers); N(0, .02) text embeddings."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        w = self.patch_embed.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.patch_embed.bias)  # type: ignore[arg-type]
+        nn.init.normal_(self.register, std=0.02)
+        nn.init.normal_(self.text_pos, std=0.02)
+        for lin in (self.t_mlp[0], self.t_mlp[2]):
+            nn.init.normal_(lin.weight, std=0.02)  # type: ignore[arg-type]
+        zeroed: list[object] = [blk.ada[1] for blk in self.blocks]  # type: ignore[index]
+        for layer in [*zeroed, self.final.ada[1], self.final.linear]:
+            assert isinstance(layer, nn.Linear)
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def encode_text(self, tokens: Tensor, mask: Tensor) -> TextContext:
+        """Refines encoder tokens (B, L, text_dim) with mask (B, L) bool (True = real token), L <= text_len."""
+        cfg = self.cfg
+        b, n = mask.shape
+        if tokens.dim() != 3 or tokens.shape[:2] != (b, n) or tokens.shape[2] != cfg.text_dim or n > cfg.text_len:
+            raise PfbenchError(f"text tokens {tuple(tokens.shape)} / mask {tuple(mask.shape)} do not fit the network "
+                               f"(B, L <= {cfg.text_len}, {cfg.text_dim}); was it trained with this text encoder?")
+        h = torch.cat([self.register.expand(b, 1, -1), self.text_in(tokens.to(self.text_in.weight.dtype))], dim=1)
+        h = h + self.text_pos[:, : n + 1]  # (B, 1 + L, D)
+        keep = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=mask.device), mask.bool()], dim=1)  # (B, 1 + L)
+        for block in self.refiner:
+            h = block(h, keep)
+        h = self.text_norm(h)
+        w = keep.to(h.dtype)[..., None]  # (B, 1 + L, 1)
+        pooled = self.pool((h * w).sum(1) / w.sum(1)) if cfg.pooled_text else h.new_zeros(b, cfg.width)  # (B, D)
+        return TextContext(h, keep, pooled)
+
+    def modulation(self, t: Tensor, text: TextContext, dedup: bool = True) -> Modulation:
+        """Conditioning ``temb(t) + pooled text`` for timesteps t (B, T), deduplicated as in the DiT."""
+        rows = torch.arange(t.shape[0], device=t.device)  # (B,): which sample's pooled text each row reads
+
+        def cond(tv: Tensor, r: Tensor) -> Tensor:
+            return self.t_mlp(timestep_features(tv)) + text.pooled[r]  # (N, D)
+
+        return build_modulation(cond, t, rows, self.cfg.per_token_t, dedup)
+
+    def forward_context(
+        self, x: Tensor, t: Tensor, text: TextContext, dedup: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """Velocity (B, C, H, W) and logvar (B, 1, H, W) | None for x, t (B, T) or (B,), a refined text context."""
+        cfg = self.cfg
+        b = x.shape[0]
+        if t.dim() == 1:
+            t = t[:, None].expand(b, cfg.tokens)
+        if t.shape != (b, cfg.tokens):
+            raise PfbenchError(f"timesteps of shape {tuple(t.shape)} do not match (B, T) = ({b}, {cfg.tokens})")
+        if text.tokens.shape[0] != b:
+            raise PfbenchError(f"{text.tokens.shape[0]} text contexts for a batch of {b} images")
+        mod = self.modulation(t, text, dedup)
+        h = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos  # (B, T, D)
+        for block in self.blocks:
+            h = block(h, mod, text)
+        out = self.unpatchify(self.final(h, mod))  # (B, C_out, H, W)
+        if cfg.difficulty_head:
+            return out[:, :-1], out[:, -1:]
+        return out, None
+
+    def forward(
+        self, x: Tensor, t: Tensor, text: Tensor | TextContext, mask: Tensor | None = None, *, dedup: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """Velocity and optional logvar for x (B, C, H, W), t, and either encoder tokens (B, L, text_dim) with their
+        mask (B, L) or an already refined ``TextContext`` (``encode_text``; then ``mask`` is None)."""
+        if isinstance(text, TextContext):
+            return self.forward_context(x, t, text, dedup)
+        if mask is None:
+            raise PfbenchError("T2INet: encoder tokens need their mask (B, L)")
+        return self.forward_context(x, t, self.encode_text(text, mask), dedup)
+
+    def unpatchify(self, tokens: Tensor) -> Tensor:
+        """(B, T, p*p*C) -> (B, C, H, W), inverse of the patch embedding's row-major token order."""
+        cfg = self.cfg
+        b, g, p, c = tokens.shape[0], cfg.grid, cfg.patch, cfg.out_channels
+        x = tokens.reshape(b, g, g, p, p, c)
+        return torch.einsum("bhwpqc->bchpwq", x).reshape(b, c, g * p, g * p)
+
+
+__all__ = ["T2IBlock", "T2IConfig", "T2INet", "TextContext"]
