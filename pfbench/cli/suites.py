@@ -82,9 +82,10 @@ def plan(
     for col in ("model", "sampler", "nfe", "cfg", "seed", "samples", "forwards/img", "≈FLOPs total", "cached"):
         table.add_column(col)
     cells = make_plan(spec)
+    ids = {n: runner.known_model_id(n) for n in spec.models}  # once per model: each reads (and hashes) weights
     total = 0.0
     for cell in cells:
-        model_id = runner.known_model_id(cell.model)
+        model_id = ids[cell.model]
         done = model_id is not None and has_part(runner.results, runner.cell_part(cell, model_id))
         try:
             forwards, gflops = runner.estimate(cell)
@@ -100,7 +101,7 @@ def plan(
     console.print(f"estimated compute still to run: ≈{flops_text(total)} of network forwards (sampling only, VAE "
                   "decoding not counted; per-token modulation counted once per sample, as with dedup; CFG "
                   "counted on every step even where an interval switches it off)")
-    unknown = [n for n in spec.models if runner.known_model_id(n) is None]
+    unknown = [n for n, model_id in ids.items() if model_id is None]
     train = [n for n in unknown if spec.models[n].train is not None]
     missing = [n for n in unknown if spec.models[n].train is None]
     console.print(f"{len(cells)} cells; models to train: {', '.join(train) or 'none'}; models whose checkpoint or "
