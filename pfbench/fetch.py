@@ -199,9 +199,10 @@ def fetch_item(item: Item, progress: Any = None) -> tuple[Path, str]:
         problem = check_lock(dest)
         if problem:
             raise PfbenchError(problem)
-        if lock_entry(dest) is None:
-            record(item, dest, file_sha256(dest), item.sha256 is not None)
-        return dest, "already in place, verified"
+        if lock_entry(dest) is not None:
+            return dest, "already in place, " + ("sha256 as published" if item.sha256 else f"as in {LOCK}")
+        record(item, dest, file_sha256(dest), item.sha256 is not None)
+        return dest, "already in place, " + ("sha256 as published" if item.sha256 else f"now recorded in {LOCK}")
     if item.repo:
         from pfbench.fetch_hub import hub_download
 

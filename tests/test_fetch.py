@@ -111,7 +111,7 @@ def test_download_completes_verifies_and_records_the_lock(server: Server, tmp_pa
                                                                           hashlib.sha256(DATA).hexdigest())
     assert len(server.ranges) >= 4  # read in 64 KiB range requests
     server.ranges.clear()
-    assert fetch_item(item)[1] == "already in place, verified" and server.ranges == []  # nothing downloaded again
+    assert fetch_item(item)[1] == "already in place, sha256 as published" and server.ranges == []  # not again
 
 
 def test_interrupted_download_resumes_from_the_partial_bytes(server: Server) -> None:

@@ -47,6 +47,7 @@ def run(
 
         _stop_on_missing(runner.spec, device=False)  # the jobs sample where the GPUs are
         runner.preflight(device=False)
+        runner.write_skip_notes()  # the report job reads them
         launcher = Launcher(runner, threads)
         with kept_on_ctrl_c(lambda: "submitted jobs keep running; `pfbench run` shows their states"):
             launcher.run(console, wait, poll_s=2.0 if spec.launcher.executor == "local" else 60.0)
