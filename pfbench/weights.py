@@ -4,7 +4,8 @@ Every pretrained file a metric needs (Inception for FID/sFID/IS, DINOv2, CLIP) i
 this order, and never downloaded:
 
 1. an explicit path given by the caller (a file, or a folder holding the file);
-2. the pfbench weights folders in ``$PFBENCH_WEIGHTS`` (one or more, ``os.pathsep``-separated);
+2. the pfbench weights folders in ``$PFBENCH_WEIGHTS`` (one or more, ``os.pathsep``-separated; unset:
+   ``./weights``, where ``pfbench fetch`` puts them);
 3. the cache of the library that would otherwise download it (torch hub's ``checkpoints`` folder
    for torch-fidelity and DINOv2, ``~/.cache/clip`` for open_clip's OpenAI CLIP files).
 
@@ -25,6 +26,9 @@ from pfbench import PfbenchError
 from pfbench.io import sha256_file
 
 ENV_VAR = "PFBENCH_WEIGHTS"
+# Where pfbench's inputs live: environment variable -> default folder (relative to the working directory). The
+# suites' ``${oc.env:PFBENCH_DATA,data}`` interpolations and ``pfbench fetch`` use the same defaults.
+HOMES = {ENV_VAR: "weights", "PFBENCH_DATA": "data", "PFBENCH_CHECKPOINTS": "checkpoints"}
 OPT_OUT = frozenset({"inception-v3-compat"})  # weights whose check `pfbench eval --no-verify` can turn off
 
 
@@ -42,6 +46,7 @@ class KnownWeights:
         source: where the checksum comes from (provenance of the table entry).
         subdir: sub-folder of a ``$PFBENCH_WEIGHTS`` folder holding the file (for generic file names
             such as diffusers' ``diffusion_pytorch_model.safetensors``).
+        fetch: the ``pfbench fetch`` name that downloads it (``pfbench.fetch``), or ``""``.
     """
 
     key: str
@@ -51,6 +56,7 @@ class KnownWeights:
     sha256: str | None = None
     source: str = ""
     subdir: str = ""
+    fetch: str = ""
 
 
 _INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -68,6 +74,7 @@ KNOWN_WEIGHTS: dict[str, KnownWeights] = {
             "torch-hub",
             "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
             "torch hub name convention gives the prefix 6726825d; full hash recorded by a third party",
+            fetch="inception",
         ),
         KnownWeights(
             "dinov2-vitl14",
@@ -103,6 +110,7 @@ KNOWN_WEIGHTS: dict[str, KnownWeights] = {
             "https://huggingface.co/stabilityai/sd-vae-ft-ema/resolve/main/diffusion_pytorch_model.safetensors",
             "hf:stabilityai/sd-vae-ft-ema",
             subdir="sd-vae-ft-ema",
+            fetch="sd-vae-ft-ema",
         ),
         KnownWeights(
             "sd-vae-ft-mse",
@@ -113,6 +121,17 @@ KNOWN_WEIGHTS: dict[str, KnownWeights] = {
         ),
     )
 }
+
+
+def home_dirs(var: str) -> list[Path]:
+    """The folders of one of ``HOMES``'s variables: its ``os.pathsep``-separated entries, else the default."""
+    listed = [Path(d).expanduser() for d in os.environ.get(var, "").split(os.pathsep) if d]
+    return listed or [Path(HOMES[var])]
+
+
+def home(var: str) -> Path:
+    """Where new files of ``var``'s kind go (``pfbench fetch``) and relative names resolve: its first folder."""
+    return home_dirs(var)[0]
 
 
 def library_cache_dir(cache: str) -> Path:
@@ -154,10 +173,8 @@ def candidate_paths(key: str, path: str | os.PathLike[str] | None = None) -> lis
     if path is not None:
         p = Path(path).expanduser()
         return [("argument", p / w.filename if p.is_dir() else p)]
-    out: list[tuple[str, Path]] = []
-    env = os.environ.get(ENV_VAR, "")
-    for folder in (d for d in env.split(os.pathsep) if d):
-        out.append((f"${ENV_VAR}", Path(folder).expanduser() / w.subdir / w.filename))
+    label = f"${ENV_VAR}" if os.environ.get(ENV_VAR) else f"${ENV_VAR} (unset: ./{HOMES[ENV_VAR]})"
+    out = [(label, folder / w.subdir / w.filename) for folder in home_dirs(ENV_VAR)]
     cache = library_cache_dir(w.cache)
     if w.cache.startswith("hf:"):  # any downloaded revision, newest name first; else the folder itself
         snaps = sorted(cache.glob(f"*/{w.filename}"), reverse=True) if cache.is_dir() else []
@@ -214,8 +231,9 @@ def resolve_weights(key: str, path: str | os.PathLike[str] | None = None, *, ver
     if path is None and not os.environ.get(ENV_VAR):
         looked += f"; ${ENV_VAR} is unset"
     dest = f"<a folder listed in ${ENV_VAR}>/{w.subdir}" if w.subdir else f"a folder listed in ${ENV_VAR}"
+    fetch = f"`pfbench fetch {w.fetch}` fetches it; " if w.fetch else ""
     raise PfbenchError(
-        f"{key} weights file {w.filename} not found (looked in {looked}); pfbench never downloads: on a "
-        f"machine with internet run `curl -L -o {w.filename} {w.url}`, copy the file into {dest} "
+        f"{key} weights file {w.filename} not found (looked in {looked}); {fetch}pfbench never downloads "
+        f"otherwise: on a machine with internet run `curl -L -o {w.filename} {w.url}`, copy the file into {dest} "
         "(or pass its path explicitly)"
     )

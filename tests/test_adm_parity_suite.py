@@ -120,14 +120,20 @@ def test_shipped_suite_holds_spec_golden_numbers() -> None:
 
 
 def test_missing_inputs_name_the_file_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Relative paths are files in $PFBENCH_DATA (where suites/imagenet.yaml expects the reference), not the cwd."""
+    data = tmp_path / "data"
+    monkeypatch.setenv("PFBENCH_DATA", str(data))
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "admnet_guided_upsampled_imagenet256.npz").write_bytes(b"")  # in the cwd: not looked at
     with pytest.raises(PfbenchError) as err:
         run_adm_parity_suite(SUITE)
     msg = str(err.value)
-    assert "\n" not in msg and "admnet_guided_upsampled_imagenet256.npz" in msg
-    assert str(tmp_path) in msg and "$PFBENCH_ADM_SAMPLES" in msg and "https://" in msg
-    (tmp_path / "admnet_guided_upsampled_imagenet256.npz").write_bytes(b"")
-    with pytest.raises(PfbenchError, match=r"ref file VIRTUAL_imagenet256_labeled\.npz not found") as err:
+    assert "\n" not in msg and f"not found at {data / 'admnet_guided_upsampled_imagenet256.npz'}" in msg
+    assert "$PFBENCH_ADM_SAMPLES" in msg and "https://" in msg and "`pfbench fetch adm-samples`" in msg
+    data.mkdir()
+    (data / "admnet_guided_upsampled_imagenet256.npz").write_bytes(b"")
+    with pytest.raises(PfbenchError, match=r"ref file VIRTUAL_imagenet256_labeled\.npz not found .*pfbench fetch "
+                                           "adm-ref") as err:
         run_adm_parity_suite(SUITE)
     assert "\n" not in str(err.value)
     monkeypatch.setenv("PFBENCH_ADM_REF", str(tmp_path / "elsewhere.npz"))

@@ -39,7 +39,7 @@ ONLY: dict[str, set[str]] = {
     "pfbench.results": {"pfbench", "pfbench.io"},
 }
 CORE = {"pfbench", "pfbench.types", "pfbench.registry", "pfbench.plugins", "pfbench.config", "pfbench.io", "pfbench.locks",
-        "pfbench.weights", "pfbench.assets"}
+        "pfbench.weights", "pfbench.assets", "pfbench.fetch", "pfbench.fetch_hub"}
 
 
 def module_name(path: Path) -> str:

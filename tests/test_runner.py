@@ -137,8 +137,9 @@ def test_missing_checkpoint_is_one_line_error(tmp_path: Path) -> None:
     [
         (TINY.replace("params: {n_inner: 2}", "params: {n_inner: 2, p: 1.5}"), False,
          "error: grid[1].samplers[1].params.p = 1.5: must be in [0, 1]"),
-        (TINY.replace("models:\n", "models:\n  ck: {checkpoint: nowhere/last.pt}\n", 1), False,
-         "error: models.ck: checkpoint nowhere/last.pt not found"),
+        (TINY.replace("models:\n", "models:\n  ck: {checkpoint: nowhere/last.pt}\n", 1)
+         .replace("{models: [sit], samplers: [euler]}", "{models: [sit, ck], samplers: [euler]}"), False,
+         "error: 1 input missing or wrong: models.ck.checkpoint: nowhere/last.pt not found"),
         (TINY, True, "error: cannot write to {runs}/tiny: Not a directory"),
     ],
 )
@@ -168,6 +169,35 @@ sweep: {nfe: [2, 4], seeds: [0, 1], num_samples: 100}
 metrics: [class_acc]
 eval: {batch_size: 100, learning_curve: false}
 """
+
+
+def test_an_optional_model_without_files_is_skipped_and_the_report_says_so(tmp_path: Path) -> None:
+    suite = tmp_path / "opt.yaml"
+    suite.write_text(SHIPPED.replace("models:\n", "models:\n  sit: {checkpoint: nowhere/sit.pt, optional: true}\n", 1)
+                     .replace("{models: [pf], samplers: [euler_pf, look_ahead]}",
+                              "{models: [pf, sit], samplers: [euler_pf]}")
+                     .replace("nfe: [2, 4], seeds: [0, 1], num_samples: 100", "nfe: [2], seeds: [0], num_samples: 20")
+                     .replace("batch_size: 100", "batch_size: 20"))
+    proc = pfbench(tmp_path, "run", str(suite))
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    cells = read_results(tmp_path / "results" / "shipped")
+    assert set(cells[cells["kind"] == "cell"]["model"]) == {"pf"}
+    report = (tmp_path / "reports" / "shipped" / "index.md").read_text()
+    assert "## Skipped cells" in report and "| sit | 1 | skipped: missing nowhere/sit.pt (no download: train it" in report
+
+
+def test_a_wrong_inception_file_stops_run_before_any_cell(tmp_path: Path) -> None:
+    bad = tmp_path / "inception.pth"
+    bad.write_bytes(b"a random network, not torch-fidelity's")
+    suite = tmp_path / "fid.yaml"
+    suite.write_text(SHIPPED.replace("metrics: [class_acc]", "metrics: [class_acc, fid]")
+                     .replace("learning_curve: false", f"learning_curve: false, weights: {bad}"))
+    proc = pfbench(tmp_path, "run", str(suite))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and "has the wrong sha256" in err and "eval.verify_weights: false" in err, err[-2000:]
+    assert not list(tmp_path.rglob("*.parquet")) and not list(tmp_path.rglob("shard*"))
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("*"))
 
 
 def sigint_default() -> None:

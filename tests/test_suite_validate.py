@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from pfbench import PfbenchError
+from pfbench.suite.inputs import TRAIN_HINT, find_inputs, runnable, skip_notes, used_models
 from pfbench.suite.parse import load_suite, suite_kind
-from pfbench.suite.spec import SuiteSpec
+from pfbench.suite.spec import SuiteSpec, plan
 from pfbench.suite.validate import MAX_NFE, check_inputs, check_writable, validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,17 +116,92 @@ def test_check_writable_uses_a_real_write(tmp_path: Path) -> None:
         check_writable([good, blocker / "results" / "t"])
 
 
-def test_check_inputs_finds_missing_files_without_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(PfbenchError, match=r"models.a: checkpoint /nonexistent.pt not found"):
-        check_inputs(suite(tmp_path))
+def test_check_inputs_lists_every_missing_file_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PFBENCH_WEIGHTS", raising=False)
+    monkeypatch.chdir(tmp_path)
     ok = BASE.replace("/nonexistent.pt", '"asset:embedded_pf_r16.pt"')
     check_inputs(suite(tmp_path, ok))
-    monkeypatch.delenv("PFBENCH_WEIGHTS", raising=False)
     missing = str(tmp_path / "nowhere" / "inception.pth")
-    with pytest.raises(PfbenchError, match=r"metrics fid, is \(eval.weights\): inception-v3-compat weights file"):
-        check_inputs(suite(tmp_path, ok, ["+metrics=[fid,is]", f"+eval.weights={missing}"]))
-    with pytest.raises(PfbenchError, match=r"data.reference: .*nowhere.npz not found"):
-        check_inputs(suite(tmp_path, ok, ["+data.name=imagenet", f"+data.reference={tmp_path / 'nowhere.npz'}"]))
+    text = BASE.replace("/nonexistent.pt", str(tmp_path / "ckpt" / "pft-b_step400k_ema.ckpt"))
+    overrides = ["+metrics=[fid,is]", f"eval.weights={missing}", "+data.name=imagenet",
+                 f"+data.reference={tmp_path / 'data' / 'VIRTUAL_imagenet256_labeled.npz'}"]
+    with pytest.raises(PfbenchError) as err:
+        check_inputs(suite(tmp_path, text, overrides))
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("3 inputs missing or wrong: ")
+    assert "models.a.checkpoint: " + str(tmp_path / "ckpt" / "pft-b_step400k_ema.ckpt") + " not found (pfbench fetch pft-b)" in msg
+    assert "data.reference: " + str(tmp_path / "data" / "VIRTUAL_imagenet256_labeled.npz") + " not found (pfbench fetch adm-ref)" in msg
+    assert f"eval.weights (metrics fid, is): {missing} not found" in msg
+    default = find_inputs(suite(tmp_path, ok, ["+metrics=[fid]"])).missing  # no eval.weights: fetchable
+    assert [(m.key, m.remedy) for m in default] == [("eval.weights (metrics fid)", "pfbench fetch inception")]
+    assert default[0].path == str(Path("weights") / "weights-inception-2015-12-05-6726825d.pth")
+
+
+TWO = """
+name: t
+models:
+  a: {checkpoint: "asset:embedded_pf_r16.pt"}
+  b: {checkpoint: /nonexistent/b.pt}
+grid:
+  - models: [a, b]
+    samplers: [euler]
+sweep: {nfe: [4], seeds: [0], num_samples: 10}
+"""
+
+
+def test_only_models_the_grid_uses_are_required(tmp_path: Path) -> None:
+    with pytest.raises(PfbenchError, match=r"models\.b\.checkpoint: /nonexistent/b\.pt not found"):
+        check_inputs(suite(tmp_path, TWO))
+    spec = suite(tmp_path, TWO, ["grid=[{models: [a], samplers: [euler]}]"])
+    check_inputs(spec)  # b is declared but samples no cell
+    check_inputs(suite(tmp_path, TWO, ["+sweep.exclude=[{model: b}]"]))  # excluded: no cell either
+    assert used_models(spec) == ["a"] and list(runnable(spec, {}).models) == ["a"]
+
+
+def test_an_optional_model_with_missing_files_is_skipped(tmp_path: Path) -> None:
+    spec = suite(tmp_path, TWO.replace("b: {checkpoint: /nonexistent/b.pt}",
+                                       "b: {checkpoint: /nonexistent/b.pt, optional: true}"))
+    found = find_inputs(spec)
+    assert found.missing == () and list(found.skipped) == ["b"]
+    assert skip_notes(spec, found.skipped) == [{"model": "b", "cells": 1, "reason": "missing /nonexistent/b.pt (" +
+                                                TRAIN_HINT + ")"}]
+    left = runnable(spec, found.skipped)
+    assert list(left.models) == ["a"] and {c.model for c in plan(left)} == {"a"}
+    with pytest.raises(PfbenchError, match="every cell's model is optional and missing"):
+        runnable(spec, {"a": found.skipped["b"], "b": found.skipped["b"]})
+    with pytest.raises(PfbenchError, match=r"models\.b\.optional: bool expected|optional"):
+        suite(tmp_path, TWO.replace("b: {checkpoint: /nonexistent/b.pt}", "b: {checkpoint: /x.pt, optional: maybe}"))
+    with pytest.raises(PfbenchError, match=r"models\.b\.optional: only a model loaded from a file"):
+        suite(tmp_path, TWO.replace("b: {checkpoint: /nonexistent/b.pt}", "b: {train: {steps: 1}, optional: true}"))
+
+
+def test_a_wrong_inception_file_is_refused_up_front_unless_verification_is_off(tmp_path: Path) -> None:
+    bad = tmp_path / "inception.pth"
+    bad.write_bytes(b"not the official network")
+    ok = BASE.replace("/nonexistent.pt", '"asset:embedded_pf_r16.pt"')
+    with pytest.raises(PfbenchError, match=r"eval.weights \(metrics fid\): .*inception\.pth has the wrong sha256 "
+                                           r"\(inception-v3-compat weights .* expected 6726825d0af5f729…"):
+        check_inputs(suite(tmp_path, ok, ["+metrics=[fid]", f"eval.weights={bad}"]))
+    spec = suite(tmp_path, ok, ["+metrics=[fid]", f"eval.weights={bad}", "eval.verify_weights=false"])
+    assert spec.eval.verify_weights is False
+    check_inputs(spec)  # accepted; the rows then record its sha256 and are marked non-standard
+
+
+def test_every_eval_key_takes_a_plain_override(tmp_path: Path) -> None:
+    """No `+` needed for an eval key the suite file does not write: EvalSpec's defaults stand in for it."""
+    from dataclasses import fields
+
+    from pfbench.suite.spec import EvalSpec
+
+    base = suite(tmp_path).eval
+    assert "eval" not in BASE
+    for f in fields(EvalSpec):
+        if isinstance(getattr(base, f.name), bool):
+            spec = suite(tmp_path, overrides=[f"eval.{f.name}={str(not getattr(base, f.name)).lower()}"])
+            assert getattr(spec.eval, f.name) is (not getattr(base, f.name)), f.name
+    assert suite(tmp_path, overrides=["eval.batch_size=7", "eval.resize=clean"]).eval.batch_size == 7
+    with pytest.raises(PfbenchError, match="verfy_weights.*did you mean 'verify_weights'"):
+        suite(tmp_path, overrides=["eval.verfy_weights=false"])
 
 
 @pytest.mark.parametrize(

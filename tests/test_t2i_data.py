@@ -201,9 +201,9 @@ def test_gpu_t2i_suite_plans_and_names_the_missing_files(tmp_path: Path, monkeyp
     assert all(m in METRICS for m in spec.metrics) and {"fid", "clip_score"} <= set(spec.metrics)
     out = CliRunner().invoke(app, ["plan", "suites/t2i.yaml", "--results", str(tmp_path / "r"),
                                    "--runs", str(tmp_path / "w")])  # fmt: skip
-    assert out.exit_code == 0, out.output
+    assert out.exit_code == 1, out.output  # run would stop: its checkpoints and data are not here
     text = " ".join(out.output.split())  # the console wraps at its width
-    assert "8 cells;" in text and "not found: sit_t2i, pf_t2i" in text
-    with pytest.raises(PfbenchError, match=r"models.sit_t2i: checkpoint .*sit-t2i-b2.pt not found") as err:
+    assert "8 cells;" in text and "not found: sit_t2i, pf_t2i" in text and "run would stop" in text
+    with pytest.raises(PfbenchError, match=r"models.sit_t2i.checkpoint: .*sit-t2i-b2.pt not found") as err:
         check_inputs(spec)  # what `pfbench run` refuses to start without, in one line
     assert "\n" not in str(err.value)

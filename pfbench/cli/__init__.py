@@ -37,12 +37,14 @@ data_app.command("encode")(stages.data_encode)
 assets_app.command("build")(stages.assets_build)
 app.command()(suites.figures)
 app.command()(suites.parity)
+app.command()(stages.fetch)
 assets_app.command("export")(stages.assets_export)
 
 
 def main() -> None:
     """Console entry point: one-line errors, non-zero exit."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if sys.argv[1:2] != ["fetch"]:  # only `pfbench fetch` may reach the Hugging Face hub
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         app()  # typer turns Ctrl-C into exit status 130 (commands say what is kept: common.kept_on_ctrl_c)
     except PfbenchError as err:

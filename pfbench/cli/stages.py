@@ -232,3 +232,18 @@ def assets_export(
 
     out = export_weights(src, dst)
     console.print(f"{sha256_file(out)}  {out}")
+
+
+def fetch(
+    names: Annotated[list[str], typer.Argument(help="what to fetch: imagenet (everything suites/imagenet.yaml needs), "
+                                                     "pft-b, pft-xl, sd-vae-ft-ema, inception, adm-ref, adm-samples, "
+                                                     "adm-parity")],
+) -> None:
+    """Download released checkpoints, the SD-VAE, metric weights and reference batches into $PFBENCH_CHECKPOINTS,
+    $PFBENCH_WEIGHTS and $PFBENCH_DATA (defaults ./checkpoints, ./weights, ./data): resumable, verified against
+    the published sha256, else recorded in weights.lock so a later run notices a changed file."""
+    from pfbench.fetch import fetch as fetch_all
+
+    with kept_on_ctrl_c(lambda: "a partial download stays as <file>.part"):
+        for item, path, what in fetch_all(names, console):
+            console.print(f"{item.name}: {path} ({what})", highlight=False)

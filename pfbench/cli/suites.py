@@ -6,7 +6,7 @@ Heavy imports stay inside the commands, so ``pfbench --help`` and each command's
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -45,15 +45,30 @@ def run(
     if spec.launcher.name == "submitit":
         from pfbench.suite.launch import Launcher
 
-        runner.preflight(device=False)  # the jobs sample where the GPUs are
+        _stop_on_missing(runner.spec, device=False)  # the jobs sample where the GPUs are
+        runner.preflight(device=False)
+        runner.write_skip_notes()  # the report job reads them
         launcher = Launcher(runner, threads)
         with kept_on_ctrl_c(lambda: "submitted jobs keep running; `pfbench run` shows their states"):
             launcher.run(console, wait, poll_s=2.0 if spec.launcher.executor == "local" else 60.0)
         return
     if wait:
         raise PfbenchError("--wait: only for launcher.name=submitit (a local run always waits)")
+    _stop_on_missing(runner.spec)
     with kept_on_ctrl_c(runner.kept):
         runner.run()
+
+
+def _stop_on_missing(spec: Any, device: bool = True) -> None:
+    """Before any work: the table of every missing input, then one error line (``pfbench.suite.inputs``)."""
+    from pfbench.suite.inputs import find_inputs
+    from pfbench.suite.validate import validate
+
+    validate(spec)  # a bad value is named first, as by Runner.preflight
+    inputs = find_inputs(spec, device)
+    if inputs.missing:
+        show_missing(inputs.missing)
+        raise inputs.error()
 
 
 def plan(
@@ -66,10 +81,11 @@ def plan(
     from rich.table import Table
 
     from pfbench.results import has_part
+    from pfbench.suite.inputs import find_inputs, skip_reason
     from pfbench.suite.parse import load_suite, suite_kind
     from pfbench.suite.runner import Runner
     from pfbench.suite.spec import plan as make_plan
-    from pfbench.suite.validate import check_inputs, validate
+    from pfbench.suite.validate import validate
 
     if suite_kind(suite) == "adm_parity":
         _no_overrides(suite, overrides)
@@ -78,6 +94,7 @@ def plan(
     spec = load_suite(suite, overrides)
     validate(spec)
     runner = Runner(spec, results_root=results, runs_root=runs, progress=False)
+    spec = runner.spec  # the models the grid uses, without the cells of skipped optional models
     table = Table(title=f"suite {spec.name}")
     for col in ("model", "sampler", "nfe", "cfg", "seed", "samples", "forwards/img", "≈FLOPs total", "cached"):
         table.add_column(col)
@@ -106,10 +123,27 @@ def plan(
     missing = [n for n in unknown if spec.models[n].train is None]
     console.print(f"{len(cells)} cells; models to train: {', '.join(train) or 'none'}; models whose checkpoint or "
                   f"decoder is not found: {', '.join(missing) or 'none'}")
-    try:
-        check_inputs(spec)
-    except PfbenchError as err:  # what `run` would refuse to start without
-        console.print(f"[yellow]run would stop[/]: {escape(str(err))}", highlight=False)
+    for note, lacks in zip(runner.skip_notes, runner.skipped.values(), strict=True):
+        console.print(f"[yellow]skipped[/]: {note['cells']} cells of {note['model']} (optional): "
+                      f"{escape(skip_reason(lacks))}", highlight=False)
+    inputs = find_inputs(spec)
+    if inputs.missing:  # what `run` would refuse to start without, all of it
+        show_missing(inputs.missing)
+        console.print(f"[red]run would stop[/]: {len(inputs.missing)} input(s) missing or wrong (table above)")
+        raise typer.Exit(1)
+
+
+def show_missing(missing: tuple[Any, ...]) -> None:
+    """The table of a suite's missing inputs (``pfbench.suite.inputs.Missing``) with what provides each."""
+    from rich.table import Table
+
+    table = Table(title="missing inputs", show_lines=True)
+    for col in ("needed by", "file", "problem", "get it with"):
+        table.add_column(col, overflow="fold")
+    for m in missing:
+        table.add_row(escape(m.key), escape(m.path), escape(m.problem),
+                      escape(m.remedy))
+    console.print(table)
 
 
 def _no_overrides(suite: Path, overrides: list[str] | None) -> None:

@@ -28,8 +28,11 @@ from pfbench import PfbenchError
 from pfbench.encoders.base import FeatureExtractor
 from pfbench.encoders.inception import INCEPTION_KEY
 from pfbench.evaluate.metric_pass import evaluate
+from pfbench.fetch import provider
+from pfbench.weights import HOMES, home
 
 KIND = "adm_parity"
+DATA_VAR = "PFBENCH_DATA"  # relative samples/ref paths are files in this folder, as suites/imagenet.yaml's reference
 ENV = {"samples": "PFBENCH_ADM_SAMPLES", "ref": "PFBENCH_ADM_REF", "weights": "PFBENCH_ADM_WEIGHTS"}
 METRIC_KEYS = ("fid", "sfid", "is", "precision", "recall")  # what adm_parity measures
 # ADM evaluator golden pair (SPEC §7): admnet_guided_upsampled_imagenet256.npz vs VIRTUAL_imagenet256_labeled.npz.
@@ -156,14 +159,16 @@ def resolve_inputs(suite: ParitySuite, *, check: bool = True) -> ParityInputs:
     for key in ("samples", "ref"):
         env = os.environ.get(ENV[key])
         p = Path(env if env else getattr(suite, key)).expanduser()
-        p = p if p.is_absolute() else Path.cwd() / p
+        p = p if p.is_absolute() else (Path.cwd() if env else home(DATA_VAR).absolute()) / p
         if check and not p.is_file():
             url = suite.sources.get(key)
-            get = f"download {url}, then " if url else ""
+            item = provider(p)
+            get = (f"`pfbench fetch {item.name}` downloads it, or " if item else "") + \
+                (f"download {url}, then " if url else "")
             fix = (
                 f"point ${ENV[key]} at the file"
                 if env
-                else f"set ${ENV[key]} to its path or run from its folder"
+                else f"put it in ${DATA_VAR} (default ./{HOMES[DATA_VAR]}) or set ${ENV[key]} to its path"
             )
             origin = f"${ENV[key]}" if env else f"the suite's '{key}'; ${ENV[key]} is unset"
             raise PfbenchError(

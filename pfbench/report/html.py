@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from pfbench.report.tables import TextTable, long_table, results_table
 from pfbench.report.validity import validity_sections
 from pfbench.results import read_results
 
+SKIPPED_FILE = "skipped.json"  # in the results folder: optional models a run skipped and why (pfbench.suite.runner)
 PROVENANCE = ("git_sha", "pfbench_version", "torch_version", "hardware")
 # Runner images listed first, in this order (by file-name prefix); the rest follow alphabetically.
 IMAGE_ORDER = ("samples", "difficulty_")
@@ -71,6 +73,20 @@ def _runner_images(folder: Path, figures: list[Figure]) -> list[Image]:
         return (hits[0] if hits else len(IMAGE_ORDER), p.name)
 
     return [Image(p.stem.replace("_", " "), p.name, p) for p in sorted(pngs, key=rank)]
+
+
+def _skipped(results: Path) -> list[TextTable | Figure | Image]:
+    """The table of optional models the last run skipped (``SKIPPED_FILE``), or nothing."""
+    path = results / SKIPPED_FILE
+    if not path.is_file():
+        return []
+    try:
+        notes = json.loads(path.read_text())["skipped"]
+        rows = tuple((str(n["model"]), str(n["cells"]), f"skipped: {n['reason']}") for n in notes)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise PfbenchError(f"{path}: unreadable ({err}); rerun `pfbench run` to rewrite it") from None
+    return [TextTable("", ("model", "cells", "why"), rows,
+                      "Optional models (optional: true) whose files were missing: their cells were not run.")]
 
 
 @dataclass(frozen=True)
@@ -146,6 +162,7 @@ def report(suite_name: str, results_root: Path = Path("results"), reports_root: 
     sections: list[tuple[str, list[TextTable | Figure | Image]]] = []
     if (summary["kind"] == "cell").any():
         sections.append(("Results", [results_table(summary, title="")]))
+    sections.append(("Skipped cells", _skipped(src)))
     sections += validity_sections(rows, out)  # the paper's claims, paired over seeds (none without their models)
     if (summary["kind"] == "reference").any():
         sections.append(("Reference values", [long_table(

@@ -111,15 +111,21 @@ def suite_kind(path: str | Path) -> str | None:
     return None if kind is None else str(kind)
 
 
-def launcher_overrides(overrides: list[str] | None) -> list[str]:
-    """``launcher.KEY=VALUE`` becomes hydra's ``++launcher.KEY=VALUE`` (set, or add when absent), so a suite file
-    without a ``launcher:`` block, or without that key, takes a launcher from the command line all the same."""
-    return [f"++{o}" if o.startswith("launcher.") or o.startswith("launcher=") else o for o in overrides or []]
+# Sections whose every key has a default in its dataclass (LauncherSpec, EvalSpec): ``KEY=VALUE`` overrides them
+# whether or not the suite file writes the key (a typo is still refused, by the dataclass builder).
+DEFAULTED = ("launcher", "eval")
+
+
+def defaulted_overrides(overrides: list[str] | None) -> list[str]:
+    """``launcher.KEY=VALUE`` / ``eval.KEY=VALUE`` become hydra's ``++…`` (set, or add when absent), so a suite file
+    without a ``launcher:`` block, or without that key (e.g. ``eval.verify_weights``), takes it from the command
+    line all the same; the dataclass defaults fill in the rest."""
+    return [f"++{o}" if any(o.startswith((f"{s}.", f"{s}=")) for s in DEFAULTED) else o for o in overrides or []]
 
 
 def load_suite(path: str | Path, overrides: list[str] | None = None) -> SuiteSpec:
     """Reads, composes and validates a suite; plugin names are checked against the registries."""
-    data = compose_yaml(path, launcher_overrides(overrides))
+    data = compose_yaml(path, defaulted_overrides(overrides))
     if "kind" in data:  # e.g. suites/adm_parity.yaml, which `pfbench plan/run` hand to `pfbench parity`
         if data["kind"] != "adm_parity":
             raise PfbenchError(f"{path}: kind: unknown suite kind {data['kind']!r} (known: adm_parity; runner "
@@ -162,6 +168,9 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> SuiteSpe
                                "model's network fields go in overrides")
         if (model.train is None) == (model.checkpoint is None):
             raise PfbenchError(f"models.{name}: give exactly one of 'train' or 'checkpoint'")
+        if model.optional and model.checkpoint is None:
+            raise PfbenchError(f"models.{name}.optional: only a model loaded from a file (checkpoint:) can be optional; "
+                               "a trained model is made by the run")
         if model.layout is not None and model.checkpoint is None:
             raise PfbenchError(f"models.{name}: 'layout' needs 'checkpoint' (an external checkpoint file)")
     return expand_train_seeds(spec)

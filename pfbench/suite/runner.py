@@ -24,16 +24,18 @@ from rich.console import Console
 
 from pfbench.adapters.base import Adapter, gflops_once
 from pfbench.data import class_names
+from pfbench.io import atomic_write_text
 from pfbench.locks import lock_path, try_lock
 from pfbench.nets import DiT
 from pfbench.registry import ADAPTERS
-from pfbench.report.html import report
+from pfbench.report.html import SKIPPED_FILE, report
 from pfbench.report.images import sample_difficulty_figure, sample_grid, schedule_figure
 from pfbench.report.tables import print_run_summary
 from pfbench.results import Row, has_part, metric_rows, read_results, write_rows
 from pfbench.sample.generate import Prompts
 from pfbench.sample.generate import generate as sample_images
 from pfbench.sample.trace import trace
+from pfbench.suite.inputs import runnable, skip_notes, skipped_models
 from pfbench.suite.models import LoadedModel, SuiteModels, resolve_checkpoint
 from pfbench.suite.prompts import suite_prompts
 from pfbench.suite.scoring import Scorer
@@ -47,12 +49,19 @@ console = Console()
 
 
 class Runner:
-    """Runs one suite. See ``pfbench run --help``."""
+    """Runs one suite. See ``pfbench run --help``.
+
+    It runs the models the grid uses: ``spec`` minus models in no cell, and minus the cells of optional models
+    whose files are missing (``skipped``: model -> what it lacks; ``pfbench.suite.inputs``).
+    """
 
     def __init__(
         self, spec: SuiteSpec, results_root: Path = Path("results"), reports_root: Path = Path("reports"),
         runs_root: Path = Path("runs"), progress: bool = True,
     ) -> None:
+        self.skipped = skipped_models(spec)
+        self.skip_notes = skip_notes(spec, self.skipped)
+        spec = runnable(spec, self.skipped)
         self.spec = spec
         self.results = Path(results_root) / spec.name
         self.reports = Path(reports_root) / spec.name
@@ -218,9 +227,19 @@ class Runner:
             if todo:
                 time.sleep(1.0)
         self.figures(models)
+        self.write_skip_notes()
         index = report(self.spec.name, results_root=self.results.parent, reports_root=self.reports.parent)
         self.print_table(time.perf_counter() - t0)
         console.print(f"report: {index} (and index.html)")
+
+    def write_skip_notes(self) -> None:
+        """``<results>/skipped.json``: the optional models skipped by this run and why (read by the report); removed
+        when nothing was skipped, so a later complete run reports none."""
+        path = self.results / SKIPPED_FILE
+        if self.skip_notes:
+            atomic_write_text(path, json.dumps({"skipped": self.skip_notes}, indent=1) + "\n")
+        else:
+            path.unlink(missing_ok=True)
 
     def cell_part(self, cell: RunSpec, key_id: str) -> str:
         """The result part (file stem) of a cell whose model has ``LoadedModel.key_id`` ``key_id``."""

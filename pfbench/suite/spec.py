@@ -59,6 +59,9 @@ class ModelSpec:
     # Train the recipe once per seed (``train.seed`` set): model ``pf`` becomes ``pf@s0``, ``pf@s1``, ... (see
     # ``expand_train_seeds``); grid blocks naming ``pf`` run every one of them.
     train_seeds: list[int] = field(default_factory=list)
+    # A model whose files may be absent: its cells are then skipped ("skipped: missing <file>" in plan and the
+    # report) and the others run; a missing file of any other model stops the run (``pfbench.suite.inputs``).
+    optional: bool = False
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@
 difficulty diagnostics or training, with its key path in a one-line message, e.g.
 ``grid[1].samplers[0].params.p = 1.5: must be in [0, 1]``. ``check_inputs`` finds a missing device or
 checkpoint, decoder, reference set or metric weights file without loading them; ``check_writable`` proves the
-output folders take a file. Nothing here loads a network.
+output folders take a file. Nothing here loads a network. The input files are checked in
+``pfbench.suite.inputs`` (``check_inputs``, re-exported here).
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ from typing import Any
 import torch
 
 from pfbench import PfbenchError
-from pfbench.assets import asset_path
 from pfbench.config import Builder
-from pfbench.data.vae import vae_weights_file
 from pfbench.registry import SAMPLERS
+from pfbench.suite.inputs import check_inputs
 from pfbench.suite.spec import (
     LauncherSpec,
     RunSpec,
@@ -36,14 +36,12 @@ from pfbench.suite.spec import (
     split_model,
 )
 from pfbench.train.spec import spec_from_dict
-from pfbench.weights import resolve_weights
 
 # Largest NFE budget a suite may ask for. Far above any protocol (the paper's samplers use <= 250 steps; SiT's
 # SDE 250, DDPM 1000), so a larger value is a typo; it also bounds ``from_budget``'s search over step counts.
 MAX_NFE = 4096
 
 _TYPES = Builder()  # typed checks of sampler parameters against the sampler dataclass's annotations
-INCEPTION_METRICS = ("fid", "sfid", "is", "pr", "kid")  # pfbench.evaluate.metric_pass.INCEPTION (importing it loads metrics)
 
 
 def validate(spec: SuiteSpec) -> None:
@@ -252,52 +250,6 @@ def _fit(spec: SamplerSpec, nfe: int, where: str, nfe_path: str) -> Any:
         return spec.build(nfe)
     except PfbenchError as err:
         raise PfbenchError(f"{nfe_path} = {nfe}: too small for {where} ({spec.name}): {err}") from None
-
-
-def check_inputs(spec: SuiteSpec, device: bool = True) -> None:
-    """What a run needs from this machine: every input file (checkpoints, VAE decoders, the reference set,
-    metric weights) and its device (unless ``device`` is false: cluster jobs sample elsewhere). ``plan`` reports
-    the first miss; ``run`` refuses to start with it.
-
-    Only looks (no loading; checkpoints and metric weights are not hashed), so it takes a moment; the loaders
-    verify checksums later.
-
-    Raises:
-        PfbenchError: the first problem, with the key that names it.
-    """
-    for name, model in spec.models.items():
-        try:
-            if model.checkpoint is not None:
-                _checkpoint_exists(model.checkpoint)
-            if model.vae is not None:
-                vae_weights_file(model.vae)
-        except PfbenchError as err:
-            raise PfbenchError(f"models.{name}: {err}") from None
-    if spec.prompts is not None and not Path(spec.prompts).expanduser().is_file():
-        raise PfbenchError(f"prompts: {spec.prompts} not found; give a prompt file (prompts.txt, one per line, or "
-                           "JSONL), or remove the key to use the embedded test captions")
-    ref = spec.data.reference
-    if ref is not None and ref != "embedded" and not Path(ref).expanduser().exists():
-        raise PfbenchError(f"data.reference: {ref} not found; give an ADM reference .npz or an image folder")
-    ev = spec.eval
-    wanted = [("inception-v3-compat", ev.weights, "eval.weights", [m for m in spec.metrics if m in INCEPTION_METRICS]),
-              ("clip-vit-l-14-openai", ev.clip_weights, "eval.clip_weights", [m for m in spec.metrics if m == "clip_score"]),
-              ("dinov2-vitl14", ev.dinov2_weights, "eval.dinov2_weights", [m for m in spec.metrics if m == "fd_dinov2"])]
-    for key, path, option, metrics in wanted:
-        if metrics:
-            try:
-                resolve_weights(key, path, verify=False)
-            except PfbenchError as err:
-                raise PfbenchError(f"metrics {', '.join(metrics)} ({option}): {err}") from None
-    if device and torch.device(ev.device).type == "cuda" and not torch.cuda.is_available():
-        raise PfbenchError(f"eval.device = {ev.device!r}: no CUDA device is visible here; use eval.device=cpu")
-
-
-def _checkpoint_exists(ref: str) -> None:
-    if ref.startswith("asset:"):
-        asset_path(ref.removeprefix("asset:"), "pfbench train suites/recipes/<recipe>.yaml (see README)")
-    elif not Path(ref).is_file():
-        raise PfbenchError(f"checkpoint {ref} not found: check the path, or train one with `pfbench train`")
 
 
 def check_writable(folders: list[Path]) -> None:
