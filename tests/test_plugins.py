@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from pfbench.sample.generate import generate
+from pfbench.types import quantize
 
 FIXTURE = Path(__file__).resolve().parent / "plugin_fixture"
 REPO = Path(__file__).resolve().parents[1]
@@ -68,7 +69,7 @@ def test_demo_sampler_is_a_step_sampler_and_lands_on_the_exact_flow(demo: dict[s
     model = demo["adapter"].DemoFlow()
     gen = generate(model, built, n=10, seed=0, batch_size=4)
     assert gen.nfe == 8 and gen.forwards == 8.0
-    want = ((127.5 * model.targets[gen.labels] + 127.5).round().clamp(0, 255)).to(torch.uint8)
+    want = quantize(model.targets[gen.labels])
     assert (gen.images.int() - want.int()).abs().max() <= 1  # the flow is exact: samples reach the targets
     guided = generate(CFG(model, 2.0), built, n=2, seed=0, batch_size=2)
     assert guided.forwards == 16.0  # the guided pair counts twice, by CFG's rule
