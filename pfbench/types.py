@@ -1,4 +1,4 @@
-"""Plain data that crosses stage boundaries (SPEC §5 model call contract) and the one float → uint8 rule."""
+"""Plain data that crosses stage boundaries (the model call: docs/protocol.md §6) and the one float → uint8 rule."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ class SampleOut:
 
 
 def quantize(x: Tensor) -> Tensor:
-    """Model-space float images in [-1, 1] → uint8 via ``clamp(round(127.5·x + 127.5), 0, 255)`` (SPEC §5).
+    """Model-space float images in [-1, 1] → uint8 via ``clamp(round(127.5·x + 127.5), 0, 255)`` (docs/protocol.md §8).
 
     The one place pfbench turns float images into the uint8 images that are saved, shown and scored.
     """

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -50,12 +51,11 @@ def demo(request: pytest.FixtureRequest) -> dict[str, ModuleType]:
     return {m: importlib.import_module(f"pfbench_plugin_demo.{m}") for m in ("adapter", "sampler", "metric")}
 
 
-def test_demo_adapter_meets_the_adapter_contract(demo: dict[str, ModuleType]) -> None:
-    from test_adapters import check_adapter_contract  # pytest puts tests/ on sys.path
-
+def test_demo_adapter_meets_the_adapter_contract(demo: dict[str, ModuleType],
+                                                 adapter_contract: Callable[[Any], None]) -> None:
     model = demo["adapter"].DemoFlow()
     assert model.input_shape == (3, 16, 16) and model.patch_size == 2 and model.has_difficulty
-    check_adapter_contract(model)
+    adapter_contract(model)
 
 
 def test_demo_sampler_is_a_step_sampler_and_lands_on_the_exact_flow(demo: dict[str, ModuleType]) -> None:

@@ -1,4 +1,4 @@
-"""What the class-conditional and the text-conditioned Patch Forcing networks share (SPEC §2, §2b).
+"""What the class-conditional and the text-conditioned Patch Forcing networks share (docs/protocol.md §2, §3).
 
 Both are DiTs over a p×p patch grid: the same config core (``PatchNetConfig``: sizes, PF switches and their
 checks), the same image path in and out (``PatchNet``: patch embedding, fixed 2-D sin-cos positions, unpatchify,
