@@ -1,9 +1,10 @@
-"""Plain data that crosses stage boundaries (SPEC §5 model call contract)."""
+"""Plain data that crosses stage boundaries (the model call: docs/protocol.md §6) and the one float → uint8 rule."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 
@@ -56,3 +57,11 @@ class SampleOut:
     nfe: int
     forwards: int
     gflops: float
+
+
+def quantize(x: Tensor) -> Tensor:
+    """Model-space float images in [-1, 1] → uint8 via ``clamp(round(127.5·x + 127.5), 0, 255)`` (docs/protocol.md §8).
+
+    The one place pfbench turns float images into the uint8 images that are saved, shown and scored.
+    """
+    return (x.float() * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)

@@ -1,13 +1,12 @@
 """Adapter contract (pfbench.adapters.base), run over every registered adapter.
 
 Each built-in adapter name has a builder below, so registering a new one without a contract entry fails
-``test_every_builtin_adapter_has_a_contract_entry``. ``check_adapter_contract`` is reused for plugin adapters
-(tests/test_plugins.py).
+``test_every_builtin_adapter_has_a_contract_entry``. The contract itself is
+conftest's ``adapter_contract`` fixture, which tests/test_plugins.py runs on plugin adapters too.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,6 @@ from pfbench.nets.flops import text_flops
 from pfbench.nets.presets import t2i_config
 from pfbench.plugins import BUILTINS
 from pfbench.registry import ADAPTERS
-from pfbench.sample.trace import Recorder
-from pfbench.samplers.dual_loop import DualLoop
-from pfbench.samplers.euler import Euler
 from pfbench.types import Cond, ModelOut
 
 
@@ -39,10 +35,7 @@ def _net(kind: str = "pf", seed: int = 0) -> DiT:
 
 
 def _external(tmp: Path) -> tuple[Adapter, DiT]:
-    from test_adapters_external import random_net, to_external  # pytest puts tests/ on sys.path
-
-    path = tmp / "sit_external.pt"
-    torch.save({"ema": to_external(random_net("sit"), sigma=True)}, path)
+    path = tmp / "sit_external.pt"  # written by the test from conftest's sit_release
     model = ADAPTERS.get("external")(path, "sit", "cpu-xs")
     return model, model.net
 
@@ -67,48 +60,18 @@ BUILDERS: dict[str, Callable[[Path], tuple[Adapter, Any]]] = {
 }
 
 
-def _cond(b: int, num_classes: int) -> Cond:
-    """Labels and prompts for b samples (class-conditional adapters ignore the prompts, text-to-image ones need them)."""
-    return Cond(torch.arange(b) % num_classes, tuple(f"a red disk number {i}" for i in range(b)))
-
-
-def check_adapter_contract(model: Adapter) -> None:
-    """Protocol members, output shapes and cost declarations that agree with ``Meter``'s accounting."""
-    assert check_adapter(model, "contract") is model and isinstance(model, Adapter)
-    c, h, w = model.input_shape
-    p = model.patch_size
-    tokens = (h // p) * (w // p)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(3, c, h, w, generator=g)
-    cond = _cond(3, model.num_classes)
-    t = torch.full((3, tokens), 0.3)
-    out = model(x, t, cond)
-    assert isinstance(out, ModelOut) and out.v.shape == x.shape and out.v.dtype == torch.float32
-    assert (out.logvar is not None) == model.has_difficulty
-    if out.logvar is not None:
-        assert out.logvar.shape == (3, 1, h, w)
-    assert out.v_cond is None or out.v_cond.shape == x.shape
-    assert out.cond_velocity().shape == x.shape
-    n, gf = model.forwards_per_call(t), model.gflops(t)
-    assert isinstance(n, int) and n >= 1 and isinstance(gf, float) and gf > 0 and math.isfinite(gf)
-    # Meter's totals are the sums of the declarations at the times the sampler actually passed
-    sampler = DualLoop(steps=2, n_inner=2) if model.has_difficulty else Euler(steps=3)
-    rec = Recorder(model)
-    res = sampler(rec, torch.randn(2, c, h, w, generator=g), _cond(2, model.num_classes),
-                  torch.arange(2))
-    assert res.nfe == len(rec.times) == sampler.cost(sampler.steps)
-    assert res.forwards == sum(model.forwards_per_call(tt) for tt in rec.times)
-    assert math.isclose(res.gflops, sum(model.gflops(tt) for tt in rec.times), rel_tol=1e-12)
-
-
 def test_every_builtin_adapter_has_a_contract_entry() -> None:
     assert set(BUILDERS) == set(BUILTINS["adapters"])
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))
-def test_adapter_contract(name: str, tmp_path: Path) -> None:
+def test_adapter_contract(name: str, tmp_path: Path, sit_release: Callable[[Path], Path],
+                          adapter_contract: Callable[[Adapter], None],
+                          contract_cond: Callable[[int, int], Cond]) -> None:
+    if name == "external":
+        sit_release(tmp_path / "sit_external.pt")
     model, net = BUILDERS[name](tmp_path)
-    check_adapter_contract(model)
+    adapter_contract(model)
     assert model.input_shape == (net.cfg.in_channels, net.cfg.input_size, net.cfg.input_size)
     # forwards_per_call counts the network's real passes: rows through DiT.forward per sample and call
     rows: list[int] = []
@@ -117,7 +80,7 @@ def test_adapter_contract(name: str, tmp_path: Path) -> None:
         b, tokens = 2, (net.cfg.input_size // net.cfg.patch) ** 2
         x = torch.randn(b, *model.input_shape)
         t = torch.full((b, tokens), 0.5)
-        model(x, t, _cond(b, model.num_classes))
+        model(x, t, contract_cond(b, model.num_classes))
     finally:
         hook.remove()
     assert sum(rows) == b * model.forwards_per_call(t)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,17 +24,11 @@ from pfbench.adapters.external_config import omegaconf_globals, parse_overrides
 from pfbench.nets.dit import DiT
 from pfbench.nets.presets import net_config
 
-PRESET = "cpu-xs"  # depth 4, width 64, 3×16×16, patch 2, 10 classes
-
-
-def random_net(kind: str, seed: int = 0) -> DiT:
-    """A tiny pfbench net with every parameter random (the default init zeroes adaLN and the output)."""
-    torch.manual_seed(seed)
-    net = DiT(net_config(PRESET, kind))
-    with torch.no_grad():
-        for prm in net.parameters():
-            prm.copy_(torch.randn_like(prm) * 0.1)
-    return net.eval()
+PRESET = "cpu-xs"  # depth 4, width 64, 3×16×16, patch 2, 10 classes (as conftest's random_net)
+# The conftest fixtures random_net (a cpu-xs DiT with every weight random) and to_external (its DiT/SiT keys).
+RandomNet = Callable[..., DiT]
+ToExternal = Callable[..., dict[str, Tensor]]
+WriteRelease = Callable[..., Path]
 
 
 def dit_pos_embed(width: int, grid: int) -> Tensor:
@@ -46,36 +41,6 @@ def dit_pos_embed(width: int, grid: int) -> Tensor:
     cols, rows = np.meshgrid(np.arange(grid, dtype=np.float64), np.arange(grid, dtype=np.float64))
     emb = np.concatenate([code(width // 2, cols), code(width // 2, rows)], axis=1)
     return torch.from_numpy(emb).float()[None]  # (1, T, D)
-
-
-def to_external(net: DiT, sigma: bool, pos: Tensor | None = None) -> dict[str, Tensor]:
-    """Inverse of the adapter, written independently from the DiT/SiT/PatchForcingDiT key names."""
-    cfg = net.cfg
-    sd = net.state_dict()
-    ext: dict[str, Tensor] = {
-        "x_embedder.proj.weight": sd["patch_embed.weight"],
-        "x_embedder.proj.bias": sd["patch_embed.bias"],
-        "pos_embed": net.get_buffer("pos").clone() if pos is None else pos,
-        "y_embedder.embedding_table.weight": sd["cond.y_table.weight"],
-    }
-    for i in (0, 2):
-        for leaf in ("weight", "bias"):
-            ext[f"t_embedder.mlp.{i}.{leaf}"] = sd[f"cond.t_mlp.{i}.{leaf}"]
-    names = {"qkv": "attn.qkv", "proj": "attn.proj", "mlp.0": "mlp.fc1", "mlp.2": "mlp.fc2", "ada.1": "adaLN_modulation.1"}
-    for b in range(cfg.depth):
-        for ours, theirs in names.items():
-            for leaf in ("weight", "bias"):
-                ext[f"blocks.{b}.{theirs}.{leaf}"] = sd[f"blocks.{b}.{ours}.{leaf}"]
-    for leaf in ("weight", "bias"):
-        ext[f"final_layer.adaLN_modulation.1.{leaf}"] = sd[f"final.ada.1.{leaf}"]
-        w = sd[f"final.linear.{leaf}"]
-        if sigma:  # learn_sigma: per patch position, C mean channels then C sigma channels
-            pp, c = cfg.patch**2, cfg.in_channels
-            rest = w.shape[1:]
-            both = torch.cat([w.reshape(pp, c, *rest), torch.randn(pp, c, *rest)], dim=1)
-            w = both.reshape(pp * 2 * c, *rest)
-        ext[f"final_layer.linear.{leaf}"] = w
-    return ext
 
 
 def inputs(net: DiT, per_token: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -97,7 +62,8 @@ def rebuild(state: dict[str, Tensor], kind: str) -> DiT:
 
 
 @pytest.mark.parametrize("layout", ["sit", "dit"])
-def test_sit_roundtrip_is_bit_identical_and_drops_sigma(layout: str) -> None:
+def test_sit_roundtrip_is_bit_identical_and_drops_sigma(layout: str, random_net: RandomNet,
+                                                        to_external: ToExternal) -> None:
     net = random_net("sit")
     ext = to_external(net, sigma=True)
     assert ext["final_layer.linear.weight"].shape[0] == 4 * 2 * 3
@@ -112,14 +78,14 @@ def test_sit_roundtrip_is_bit_identical_and_drops_sigma(layout: str) -> None:
     assert torch.equal(v0, v1)
 
 
-def test_sit_without_learned_sigma_loads_too() -> None:
+def test_sit_without_learned_sigma_loads_too(random_net: RandomNet, to_external: ToExternal) -> None:
     net = random_net("sit", seed=3)
     back = rebuild(convert_state_dict(to_external(net, sigma=False), "sit", net.cfg), "sit")
     x, t, y = inputs(net, per_token=False)
     assert torch.equal(net(x, t, y)[0], back(x, t, y)[0])
 
 
-def test_pf_roundtrip_per_token_with_logvar() -> None:
+def test_pf_roundtrip_per_token_with_logvar(random_net: RandomNet, to_external: ToExternal) -> None:
     net = random_net("pf", seed=1)
     back = rebuild(convert_state_dict(to_external(net, sigma=False), "pf", net.cfg), "pf")
     x, t, y = inputs(net, per_token=True)
@@ -130,7 +96,8 @@ def test_pf_roundtrip_per_token_with_logvar() -> None:
         assert torch.equal(v0, v1) and torch.equal(lv0, lv1)
 
 
-def test_unmapped_missing_and_shape_errors_list_the_keys() -> None:
+def test_unmapped_missing_and_shape_errors_list_the_keys(random_net: RandomNet,
+                                                         to_external: ToExternal) -> None:
     net = random_net("sit")
     cfg = net.cfg
     ext = to_external(net, sigma=True)
@@ -150,7 +117,7 @@ def test_unmapped_missing_and_shape_errors_list_the_keys() -> None:
         convert_state_dict(ext, "sit", wide)
 
 
-def test_layout_config_and_label_table_errors() -> None:
+def test_layout_config_and_label_table_errors(random_net: RandomNet, to_external: ToExternal) -> None:
     sit, pf = random_net("sit"), random_net("pf")
     with pytest.raises(PfbenchError, match="per_token_t=True"):
         convert_state_dict(to_external(pf, sigma=False), "pf", sit.cfg)
@@ -162,14 +129,14 @@ def test_layout_config_and_label_table_errors() -> None:
         convert_state_dict(ext, "sit", sit.cfg)
 
 
-def test_prefixes_are_stripped() -> None:
+def test_prefixes_are_stripped(random_net: RandomNet, to_external: ToExternal) -> None:
     net = random_net("sit")
     ext = {f"module._orig_mod.{k}": v for k, v in to_external(net, sigma=True).items()}
     conv = convert_state_dict(ext, "sit", net.cfg)
     assert torch.equal(conv["blocks.3.ada.1.weight"], net.state_dict()["blocks.3.ada.1.weight"])
 
 
-def test_wrappers_prefer_ema(tmp_path: Path) -> None:
+def test_wrappers_prefer_ema(tmp_path: Path, random_net: RandomNet, to_external: ToExternal) -> None:
     model, ema = random_net("pf", seed=5), random_net("pf", seed=6)
     sd_model, sd_ema = to_external(model, sigma=False), to_external(ema, sigma=False)
     x, t, y = inputs(ema, per_token=True)
@@ -189,7 +156,8 @@ def test_wrappers_prefer_ema(tmp_path: Path) -> None:
     assert torch.equal(load_external(tmp_path / "model_only.pt", "pf", PRESET)(x, t, y)[0], model(x, t, y)[0])
 
 
-def test_unsafe_or_missing_files_are_user_errors(tmp_path: Path) -> None:
+def test_unsafe_or_missing_files_are_user_errors(tmp_path: Path, random_net: RandomNet,
+                                                 to_external: ToExternal) -> None:
     net = random_net("sit")
     torch.save({"ema": to_external(net, sigma=True), "args": argparse.Namespace(lr=1e-4)}, tmp_path / "train.pt")
     with pytest.raises(PfbenchError, match="cannot be read safely"):
@@ -201,7 +169,8 @@ def test_unsafe_or_missing_files_are_user_errors(tmp_path: Path) -> None:
         read_state_dict(tmp_path / "empty.pt")
 
 
-def test_checkpoint_position_embedding_is_installed(tmp_path: Path) -> None:
+def test_checkpoint_position_embedding_is_installed(tmp_path: Path, random_net: RandomNet,
+                                                    to_external: ToExternal) -> None:
     net = random_net("sit")
     cfg = net.cfg
     theirs = dit_pos_embed(cfg.width, cfg.grid)  # (1, T, D), column code first
@@ -218,7 +187,7 @@ def test_checkpoint_position_embedding_is_installed(tmp_path: Path) -> None:
     assert torch.equal(loaded(x, t, y)[0], net(x, t, y)[0])
 
 
-def test_external_adapter(tmp_path: Path) -> None:
+def test_external_adapter(tmp_path: Path, random_net: RandomNet, to_external: ToExternal) -> None:
     net = random_net("sit")
     torch.save({"ema": to_external(net, sigma=True)}, tmp_path / "sit.pt")
     adapter = external_adapter(tmp_path / "sit.pt", "sit", PRESET)
@@ -240,25 +209,32 @@ def release_params(net: DiT) -> dict[str, object]:
             "num_classes": cfg.num_classes, "compile": True, "predict_uncertainty": True}
 
 
-def write_release(path: Path, net: DiT, target: str = PF_TARGET, config: object = None) -> Path:
-    """Writes ``{"state_dict", "config"}`` exactly as the reference's scripts/convert_ckpt.py does.
+@pytest.fixture
+def write_release(to_external: ToExternal) -> WriteRelease:
+    """``write_release(path, net, target=PF_TARGET, config=None)``: writes ``{"state_dict", "config"}`` exactly as the
+    reference's scripts/convert_ckpt.py does.
 
     Its ``config`` is ``ckpt["hyper_parameters"]["model"]``: the ``model`` node of the trainer's OmegaConf
     params, so ``torch.save`` pickles a ``DictConfig`` together with the parent tree it hangs off.
     """
-    from omegaconf import OmegaConf
 
-    if config is None:
-        hparams = OmegaConf.create({"model": {"target": target, "params": release_params(net)}, "lr": 1e-4,
-                                    "ema_rate": 0.9999, "lr_scheduler_cfg": None, "tags": [],
-                                    "flow": {"target": "patch_flow.flow_pf.PatchFlowForcing",
-                                             "params": {"patch_size": 2}}})
-        config = hparams.model
-    torch.save({"state_dict": to_external(net, sigma=False), "config": config}, path)
-    return path
+    def write(path: Path, net: DiT, target: str = PF_TARGET, config: object = None) -> Path:
+        from omegaconf import OmegaConf
+
+        if config is None:
+            hparams = OmegaConf.create({"model": {"target": target, "params": release_params(net)}, "lr": 1e-4,
+                                        "ema_rate": 0.9999, "lr_scheduler_cfg": None, "tags": [],
+                                        "flow": {"target": "patch_flow.flow_pf.PatchFlowForcing",
+                                                 "params": {"patch_size": 2}}})
+            config = hparams.model
+        torch.save({"state_dict": to_external(net, sigma=False), "config": config}, path)
+        return path
+
+    return write
 
 
-def test_release_file_loads_with_exactly_the_omegaconf_globals(tmp_path: Path) -> None:
+def test_release_file_loads_with_exactly_the_omegaconf_globals(tmp_path: Path, random_net: RandomNet,
+                                                               write_release: WriteRelease) -> None:
     from omegaconf import DictConfig
 
     net = random_net("pf", seed=7)
@@ -277,7 +253,8 @@ def test_release_file_loads_with_exactly_the_omegaconf_globals(tmp_path: Path) -
     assert external_config(plain, "pf") == net.cfg  # hyper-parameters saved as plain dicts (train.py's path)
 
 
-def test_release_file_contradictions_and_unknown_configs(tmp_path: Path) -> None:
+def test_release_file_contradictions_and_unknown_configs(tmp_path: Path, random_net: RandomNet,
+                                                         write_release: WriteRelease) -> None:
     net = random_net("pf")
     path = write_release(tmp_path / "pft.ckpt", net)
     with pytest.raises(PfbenchError, match=r"--preset B/2 contradicts .*embedded config: .*depth 12 vs 4"):
@@ -309,7 +286,8 @@ class _MakesDirOnLoad:
         return os.mkdir, (str(self.marker),)
 
 
-def test_other_pickled_config_is_refused_and_runs_nothing(tmp_path: Path) -> None:
+def test_other_pickled_config_is_refused_and_runs_nothing(tmp_path: Path, random_net: RandomNet,
+                                                          write_release: WriteRelease) -> None:
     import os
 
     net = random_net("pf")
@@ -326,7 +304,8 @@ def test_other_pickled_config_is_refused_and_runs_nothing(tmp_path: Path) -> Non
             load_external(tmp_path / name, "pf")
 
 
-def test_plain_sit_state_dict_needs_no_preset(tmp_path: Path) -> None:
+def test_plain_sit_state_dict_needs_no_preset(tmp_path: Path, random_net: RandomNet,
+                                              to_external: ToExternal) -> None:
     net = random_net("sit", seed=2)
     path = tmp_path / "SiT-XS-2.pt"
     torch.save(to_external(net, sigma=True), path)  # SiT/DiT release: a bare state dict
@@ -354,7 +333,8 @@ def test_parse_overrides_is_typed_like_a_suite() -> None:
         parse_overrides(["depth"])
 
 
-def test_cli_samples_a_release_file_without_preset(tmp_path: Path) -> None:
+def test_cli_samples_a_release_file_without_preset(tmp_path: Path, random_net: RandomNet,
+                                                   write_release: WriteRelease) -> None:
     from typer.testing import CliRunner
 
     from pfbench.cli import app
@@ -375,7 +355,8 @@ def test_cli_samples_a_release_file_without_preset(tmp_path: Path) -> None:
     assert torch.equal(torch.as_tensor(load_shards(out)[0]), want.images)
 
 
-def test_cli_refusals_are_one_line_and_write_nothing(tmp_path: Path) -> None:
+def test_cli_refusals_are_one_line_and_write_nothing(tmp_path: Path, random_net: RandomNet,
+                                                     write_release: WriteRelease) -> None:
     import os
     import subprocess
     import sys
@@ -399,7 +380,8 @@ def test_cli_refusals_are_one_line_and_write_nothing(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_suite_model_with_layout_needs_no_preset(tmp_path: Path) -> None:
+def test_suite_model_with_layout_needs_no_preset(tmp_path: Path, random_net: RandomNet,
+                                                 write_release: WriteRelease) -> None:
     """A suite names a release file with ``layout: pf`` only; plan reads its size from the embedded config."""
     from pfbench.suite.models import SuiteModels
     from pfbench.suite.parse import load_suite

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,18 +46,16 @@ def test_sample_export_and_eval(tmp_path: Path) -> None:
     assert float(values["fd_embedded"]) > 0 and 0 <= float(values["class_acc"]) <= 1
 
 
-def test_sample_an_external_checkpoint(tmp_path: Path) -> None:
+def test_sample_an_external_checkpoint(tmp_path: Path, sit_release: Callable[[Path], Path]) -> None:
     """`--layout sit --preset …`: a SiT-layout file samples to the same images as its adapter in Python."""
     import torch
-    from test_adapters_external import random_net, to_external  # pytest puts tests/ on sys.path
 
     from pfbench.adapters.external import external_adapter
     from pfbench.registry import SAMPLERS
     from pfbench.sample.generate import generate
     from pfbench.sample.shards import load_shards
 
-    ext = tmp_path / "sit_external.pt"
-    torch.save({"ema": to_external(random_net("sit"), sigma=True)}, ext)
+    ext = sit_release(tmp_path / "sit_external.pt")
     out = tmp_path / "shards"
     res = runner.invoke(app, ["sample", str(ext), str(out), "--layout", "sit", "--preset", "cpu-xs", "--sampler",
                               "euler", "--nfe", "4", "--num-samples", "6", "--batch-size", "6", "--shard-size", "6"])

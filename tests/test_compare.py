@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -212,11 +213,9 @@ def test_damaged_parts_are_skipped_with_a_warning(tmp_path: Path, capsys: pytest
 
 
 # ------------------------------------------------------------------ every cell key is matched on and shown
-def test_compare_keeps_every_cell_apart(tmp_path: Path) -> None:
-    from test_report_keys import CELLS, cell_grid  # pytest puts tests/ on sys.path (no package)
-
-    a = cell_grid(tmp_path / "a")
-    b = cell_grid(tmp_path / "b", shift={5: 3.0})  # one cell (srm, p=0.6, [0, 0.5]) 3 FD worse
+def test_compare_keeps_every_cell_apart(tmp_path: Path, cell_grid: Any) -> None:
+    a = cell_grid.write(tmp_path / "a")
+    b = cell_grid.write(tmp_path / "b", shift={5: 3.0})  # one cell (srm, p=0.6, [0, 0.5]) 3 FD worse
     res = compare(a, b)
     assert len(res.rows) == 16 and (res.rows["a_n"] == 2).all()  # 8 cells × 2 metrics; seeds of one cell only
     assert list(res.regressions["metric"]) == ["fd_embedded"]
@@ -227,14 +226,12 @@ def test_compare_keeps_every_cell_apart(tmp_path: Path) -> None:
     cols = {c: i for i, c in enumerate(table.columns)}
     assert {"train t-sampler", "variant", "CFG interval"} <= set(cols)
     shown = {(r[cols["train t-sampler"]], r[cols["variant"]], r[cols["CFG interval"]]) for r in table.rows}
-    assert shown == set(CELLS)
-    assert CELLS[5] == ("srm", "p=0.6", "[0, 0.5]")
+    assert shown == set(cell_grid.cells)
+    assert cell_grid.cells[5] == ("srm", "p=0.6", "[0, 0.5]")
 
 
-def test_old_baseline_without_a_key_column_still_matches(tmp_path: Path) -> None:
-    from test_report_keys import cell_grid
-
-    rows = read_path(cell_grid(tmp_path / "grid"))
+def test_old_baseline_without_a_key_column_still_matches(tmp_path: Path, cell_grid: Any) -> None:
+    rows = read_path(cell_grid.write(tmp_path / "grid"))
     ltg = rows[rows["train_timesteps"] == "ltg"]
     old = tmp_path / "old"
     write_rows(old / "cells.parquet", ltg.drop(columns=["train_timesteps"]).to_dict("records"))

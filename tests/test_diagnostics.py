@@ -124,7 +124,7 @@ def test_shipped_r32_feature_net_loads_and_separates_classes() -> None:
     from pfbench.assets import load_tensors
     from pfbench.data.embedded import EmbeddedSpec, generate
     from pfbench.encoders import embedded as emb
-    from pfbench.encoders.base import quantize
+    from pfbench.types import quantize
 
     net = emb.load_feature_net(32)
     assert net.resolution == 32 and net.asset_sha256 == load_tensors(emb.asset_name(32))[2]

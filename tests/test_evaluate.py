@@ -19,7 +19,7 @@ from torch import Tensor
 
 from pfbench import PfbenchError
 from pfbench.data.embedded import EmbeddedSpec, generate
-from pfbench.encoders.base import FeatureContext, quantize
+from pfbench.encoders.base import FeatureContext
 from pfbench.encoders.embedded import EmbeddedFeatures, load_feature_net
 from pfbench.evaluate.metric_pass import evaluate
 from pfbench.evaluate.sources import images_from_tensor, open_images
@@ -31,7 +31,7 @@ from pfbench.metrics.refstats import Reference, RefStats, compute_ref_stats, ima
 from pfbench.metrics.stats import FeatureStats
 from pfbench.registry import FEATURES, METRICS
 from pfbench.sample.shards import export_adm_npz
-from pfbench.types import Cond
+from pfbench.types import Cond, quantize
 
 N, REF = 60, 300
 EMB = ["fd_embedded", "is_embedded", "class_acc", "pr_embedded", "clip_embedded"]
@@ -298,7 +298,7 @@ def test_in_memory_images_equal_npz(tmp_path: Path) -> None:
     """The runner scores freshly sampled images without a file; the numbers equal the .npz route."""
 
     batch = generate(EmbeddedSpec(resolution=16, split="train", size=120, seed=0))
-    imgs = (batch.images * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)
+    imgs = quantize(batch.images)
     npz = tmp_path / "s.npz"
     np.savez(npz, arr_0=imgs.permute(0, 2, 3, 1).numpy(), arr_1=batch.labels.numpy())
     kw = dict(batch_size=50, ref_size=200, cache_dir=tmp_path / "cache")

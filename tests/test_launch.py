@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,31 +23,9 @@ from pfbench import PfbenchError
 from pfbench.results import read_results
 from pfbench.suite.parse import load_suite
 
-TINY4 = """
-name: tiny4
-data: {name: embedded, resolution: 16, seed: 0, test_size: 300}
-models:
-  pf:
-    train:
-      kind: pf
-      model: cpu-xs
-      model_overrides: {depth: 1, width: 32, heads: 2}
-      data: {name: embedded, resolution: 16, size: 2000, seed: 0}
-      steps: 12
-      batch_size: 16
-      lr: 3.0e-3
-      warmup: 2
-      ema_decay: 0.99
-      ema_warmup: true
-      ckpt_every: 6
-      keep_every: 6
-      log_every: 6
-grid:
-  - {models: [pf], samplers: [euler_pf, {name: dual_loop, params: {n_inner: 2}}]}
-sweep: {nfe: [2, 4], seeds: [0], num_samples: 40}
-metrics: [fd_embedded, class_acc]
-eval: {batch_size: 10, learning_curve: false, parallel_train: false}
-"""
+TinySuite = Callable[..., Path]  # conftest's tiny_suite: writes a tiny suite YAML, returns its path
+# conftest's tiny suite: PF trained 12 steps, euler_pf and dual_loop (n_inner 2) at NFE 2 and 4, 40 samples
+TINY4 = dict(name="tiny4", eval={"batch_size": 10, "learning_curve": False, "parallel_train": False})
 # Cell jobs: 2 tasks (gloo), shards of 10 samples (2 per task); training: 1 task, as the local run trains.
 JOBS = ["launcher.name=submitit", "launcher.executor=local", "launcher.gpus_per_node=0", "launcher.tasks_per_node=2",
         "launcher.train_tasks_per_node=1", "launcher.shard_size=10", "launcher.keep_shards=true",
@@ -95,9 +74,9 @@ def rows(folder: Path) -> list[dict[str, object]]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds job processes through /proc")
-def test_local_executor_jobs_survive_preemption_and_a_kill_and_match_a_local_run(tmp_path: Path) -> None:
-    suite = tmp_path / "tiny4.yaml"
-    suite.write_text(TINY4)
+def test_local_executor_jobs_survive_preemption_and_a_kill_and_match_a_local_run(tmp_path: Path,
+                                                                                 tiny_suite: TinySuite) -> None:
+    suite = tiny_suite("tiny4.yaml", **TINY4)
     finish(pfbench(tmp_path, "plain", "run", str(suite)), 300)
     # Jobs: each new shard takes >= 1.5 s, so they can be interrupted mid-cell.
     pause = {"PFBENCH_SHARD_PAUSE_S": "1.5"}
@@ -152,7 +131,7 @@ echo "Submitted batch job $n"
 FAKE_SACCT = """#!/bin/sh
 echo "JobID|State|NodeList"; cat "$FAKE/sacct.txt" 2>/dev/null; exit 0
 """
-SLURM = TINY4.replace("grid:\n", "  ck: {checkpoint: 'asset:embedded_pf_r16.pt'}\ngrid:\n  - {models: [ck], samplers: [euler_pf]}\n")
+SLURM = {**TINY4, "models": ("pf", "ck"), "checkpoints": {"ck": "asset:embedded_pf_r16.pt"}, "grid": ("ck", "pf")}
 SLURM_OVERRIDES = [
     "launcher.name=submitit", "launcher.executor=slurm", "launcher.partition=gpu", "launcher.account=acc",
     "launcher.nodes=2", "launcher.gpus_per_node=8", "launcher.timeout_min=720", "launcher.train_timeout_min=2880",
@@ -162,7 +141,8 @@ SLURM_OVERRIDES = [
 
 
 def test_slurm_executor_writes_sbatch_scripts_and_never_submits_a_unit_twice(tmp_path: Path,
-                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                             monkeypatch: pytest.MonkeyPatch,
+                                                                             tiny_suite: TinySuite) -> None:
     from pfbench.suite.launch import Launcher
     from pfbench.suite.runner import Runner
 
@@ -173,8 +153,7 @@ def test_slurm_executor_writes_sbatch_scripts_and_never_submits_a_unit_twice(tmp
         (fake / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
     monkeypatch.setenv("FAKE", str(fake))
-    suite = tmp_path / "slurm.yaml"
-    suite.write_text(SLURM)
+    suite = tiny_suite("slurm.yaml", **SLURM)
     spec = load_suite(suite, SLURM_OVERRIDES)
     runner = Runner(spec, tmp_path / "results", tmp_path / "reports", tmp_path / "runs", progress=False)
     launcher = Launcher(runner, threads=None)
@@ -210,9 +189,8 @@ def test_slurm_executor_writes_sbatch_scripts_and_never_submits_a_unit_twice(tmp
     assert launcher.step().submitted == [] and not (fake / "sbatch_1005.sh").exists()
 
 
-def test_launcher_from_the_command_line_and_bad_values(tmp_path: Path) -> None:
-    suite = tmp_path / "s.yaml"
-    suite.write_text(TINY4)
+def test_launcher_from_the_command_line_and_bad_values(tiny_suite: TinySuite) -> None:
+    suite = tiny_suite("s.yaml", **TINY4)
     spec = load_suite(suite, ["launcher.name=submitit", "launcher.partition=gpu", "launcher.gpus_per_node=4"])
     assert (spec.launcher.name, spec.launcher.partition, spec.launcher.gpus_per_node) == ("submitit", "gpu", 4)
     assert load_suite(suite).launcher.name == "local"

@@ -15,7 +15,6 @@ import pfbench.assets as assets
 from pfbench import PfbenchError
 from pfbench.data.embedded import NUM_CLASSES, EmbeddedSpec, generate
 from pfbench.encoders import embedded as emb
-from pfbench.encoders.base import quantize
 from pfbench.evaluate.baseline import trivial_baseline_images
 from pfbench.metrics.base import Metric
 from pfbench.metrics.embedded import ClassAccuracy, FDEmbedded, ISEmbedded, PREmbedded
@@ -24,7 +23,7 @@ from pfbench.metrics.refstats import Reference, RefStats
 from pfbench.metrics.scores import inception_score
 from pfbench.metrics.stats import FeatureStats
 from pfbench.registry import METRICS
-from pfbench.types import Cond
+from pfbench.types import Cond, quantize
 
 N = 2000
 

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from pfbench import PfbenchError
 from pfbench.data.embedded import EmbeddedSpec, generate
-from pfbench.encoders.base import quantize
 from pfbench.evaluate.metric_pass import evaluate
 from pfbench.metrics.options import metric_args
+from pfbench.types import quantize
 from pfbench.weights import KNOWN_WEIGHTS, file_sha256
 
 N, REF = 60, 300

@@ -34,7 +34,7 @@ from pfbench.metrics.refstats import (
     save_ref_stats,
 )
 from pfbench.metrics.standard import FID, KID, SFID, InceptionScore, PrecisionRecall
-from pfbench.types import Cond
+from pfbench.types import Cond, quantize
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 N = 200  # images per side in the fast agreement tests
@@ -43,17 +43,13 @@ N = 200  # images per side in the fast agreement tests
 # ------------------------------------------------------------------ data and a tiny feature net
 
 
-def _u8(x: Tensor) -> Tensor:
-    return (x * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)
-
-
 @pytest.fixture(scope="module")
 def images() -> tuple[Tensor, Tensor]:
     """(real, fake): 200 embedded train images vs 200 blurred, faded, tinted test images, uint8 32×32."""
-    real = _u8(generate(EmbeddedSpec(resolution=32, split="train", size=N)).images)
+    real = quantize(generate(EmbeddedSpec(resolution=32, split="train", size=N)).images)
     x = generate(EmbeddedSpec(resolution=32, split="test", size=N)).images
     x = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, 1)  # blur
-    fake = _u8(x * 0.6 + torch.tensor([0.3, -0.2, 0.0])[None, :, None, None])  # lower contrast, tinted
+    fake = quantize(x * 0.6 + torch.tensor([0.3, -0.2, 0.0])[None, :, None, None])  # lower contrast, tinted
     return real, fake
 
 
@@ -378,8 +374,8 @@ def test_random_inception_agrees_with_torch_fidelity(inception_file: Path, tmp_p
     from torch_fidelity import calculate_metrics
 
     n = 20
-    real = _u8(generate(EmbeddedSpec(resolution=32, split="train", size=n)).images)
-    fake = _u8(generate(EmbeddedSpec(resolution=32, split="test", size=n)).images.flip(-1) * 0.7)
+    real = quantize(generate(EmbeddedSpec(resolution=32, split="train", size=n)).images)
+    fake = quantize(generate(EmbeddedSpec(resolution=32, split="test", size=n)).images.flip(-1) * 0.7)
     t0 = time.perf_counter()
     net = InceptionV3(inception_file, verify=False, max_batch=n)
     ref = _ref(real, net, tmp_path, batch=n)

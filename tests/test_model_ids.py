@@ -6,6 +6,7 @@ different sha256; cells keyed by that hash could never be found again after retr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -16,33 +17,17 @@ from pfbench.suite.models import SuiteModels
 from pfbench.suite.parse import load_suite
 from pfbench.train.checkpoints import load_checkpoint, weights_sha256
 
-SUITE = """
-name: ids
-data: {name: embedded, resolution: 16, seed: 0, test_size: 50}
-models:
-  pf:
-    train:
-      kind: pf
-      model: cpu-xs
-      model_overrides: {depth: 1, width: 32, heads: 2}
-      data: {name: embedded, resolution: 16, size: 500, seed: 0}
-      steps: 4
-      batch_size: 8
-      lr: 3.0e-3
-      warmup: 1
-      ckpt_every: 4
-      log_every: 2
-grid:
-  - {models: [pf], samplers: [euler_pf]}
-sweep: {nfe: [2], seeds: [0], num_samples: 8}
-metrics: [class_acc]
-eval: {parallel_train: false}
-"""
+TinySuite = Callable[..., Path]  # conftest's tiny_suite: writes a tiny suite YAML, returns its path
+# conftest's tiny suite, smaller: 4 training steps on 500 images, 8 samples at NFE 2, class accuracy only
+IDS = dict(name="ids", test_size=50, grid=({"models": ["pf"], "samplers": ["euler_pf"]},),
+           train={"data": {"name": "embedded", "resolution": 16, "size": 500, "seed": 0}, "steps": 4,
+                  "batch_size": 8, "warmup": 1, "ckpt_every": 4, "log_every": 2,
+                  "ema_decay": None, "ema_warmup": None, "keep_every": None},  # None: the training default
+           sweep={"nfe": [2], "seeds": [0], "num_samples": 8}, metrics=["class_acc"])
 
 
-def test_retrained_model_has_the_same_id_though_its_file_differs(tmp_path: Path) -> None:
-    path = tmp_path / "ids.yaml"
-    path.write_text(SUITE)
+def test_retrained_model_has_the_same_id_though_its_file_differs(tmp_path: Path, tiny_suite: TinySuite) -> None:
+    path = tiny_suite("ids.yaml", **IDS)
     spec = load_suite(path)
     torch.set_num_threads(1)
     ids, files = [], []
@@ -58,9 +43,8 @@ def test_retrained_model_has_the_same_id_though_its_file_differs(tmp_path: Path)
     assert ids[0] == ids[1] and ids[0] is not None  # ... the weights, and so the id, do not
 
 
-def test_weights_id_sees_every_weight_and_the_step(tmp_path: Path) -> None:
-    path = tmp_path / "ids.yaml"
-    path.write_text(SUITE)
+def test_weights_id_sees_every_weight_and_the_step(tmp_path: Path, tiny_suite: TinySuite) -> None:
+    path = tiny_suite("ids.yaml", **IDS)
     spec = load_suite(path)
     models = SuiteModels(spec, tmp_path / "a", progress=False, console=Console(quiet=True))
     models.train_all()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from pfbench import PfbenchError
-from pfbench.nets import DiT, distinct_per_sample, forward_flops, make_net, net_config
+from pfbench.nets import DiT, DiTConfig, T2IConfig, distinct_per_sample, forward_flops, make_net, net_config
+from pfbench.nets.base import PatchNetConfig
 
 
 def perturbed(kind: str = "pf", seed: int = 0, **kw: object) -> DiT:
@@ -134,6 +137,23 @@ def test_bad_config_errors() -> None:
         net_config("cpu-xs", "pf", dpeth=3)
     with pytest.raises(PfbenchError, match="unknown network preset"):
         net_config("XXL/2")
+
+
+@pytest.mark.parametrize("cls", [DiTConfig, T2IConfig])
+def test_both_network_configs_share_the_size_checks_and_keep_their_stored_field_order(cls: type) -> None:
+    """The shared ``PatchNetConfig`` checks both configs; field order (what checkpoints store) is unchanged."""
+    assert issubclass(cls, PatchNetConfig)
+    for bad, needle in (({"input_size": 15}, "not a multiple of patch"), ({"width": 30, "heads": 4},
+                        "not a multiple of heads"), ({"per_token_t": False}, "difficulty_head=True needs")):
+        with pytest.raises(PfbenchError, match=needle):
+            cls(**bad)
+    core = [f.name for f in dataclasses.fields(PatchNetConfig)]
+    assert [f.name for f in dataclasses.fields(cls)][: len(core)] == core  # the shared fields first, in place
+    extra = {DiTConfig: ["repa_depth", "repa_dim", "repa_hidden"],
+             T2IConfig: ["text_dim", "text_len", "refiner_depth", "pooled_text", "repa_depth"]}[cls]
+    assert [f.name for f in dataclasses.fields(cls)][len(core):] == extra
+    cfg = cls(input_size=8, patch=2, width=32, heads=2)
+    assert (cfg.grid, cfg.tokens, cfg.out_channels) == (4, 16, cfg.in_channels + 1)
 
 
 @pytest.mark.parametrize("kind", ["pf", "sit"])

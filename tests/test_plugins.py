@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -21,6 +22,7 @@ import pytest
 import torch
 
 from pfbench.sample.generate import generate
+from pfbench.types import quantize
 
 FIXTURE = Path(__file__).resolve().parent / "plugin_fixture"
 REPO = Path(__file__).resolve().parents[1]
@@ -49,12 +51,11 @@ def demo(request: pytest.FixtureRequest) -> dict[str, ModuleType]:
     return {m: importlib.import_module(f"pfbench_plugin_demo.{m}") for m in ("adapter", "sampler", "metric")}
 
 
-def test_demo_adapter_meets_the_adapter_contract(demo: dict[str, ModuleType]) -> None:
-    from test_adapters import check_adapter_contract  # pytest puts tests/ on sys.path
-
+def test_demo_adapter_meets_the_adapter_contract(demo: dict[str, ModuleType],
+                                                 adapter_contract: Callable[[Any], None]) -> None:
     model = demo["adapter"].DemoFlow()
     assert model.input_shape == (3, 16, 16) and model.patch_size == 2 and model.has_difficulty
-    check_adapter_contract(model)
+    adapter_contract(model)
 
 
 def test_demo_sampler_is_a_step_sampler_and_lands_on_the_exact_flow(demo: dict[str, ModuleType]) -> None:
@@ -68,7 +69,7 @@ def test_demo_sampler_is_a_step_sampler_and_lands_on_the_exact_flow(demo: dict[s
     model = demo["adapter"].DemoFlow()
     gen = generate(model, built, n=10, seed=0, batch_size=4)
     assert gen.nfe == 8 and gen.forwards == 8.0
-    want = ((127.5 * model.targets[gen.labels] + 127.5).round().clamp(0, 255)).to(torch.uint8)
+    want = quantize(model.targets[gen.labels])
     assert (gen.images.int() - want.int()).abs().max() <= 1  # the flow is exact: samples reach the targets
     guided = generate(CFG(model, 2.0), built, n=2, seed=0, batch_size=2)
     assert guided.forwards == 16.0  # the guided pair counts twice, by CFG's rule

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from test_train import tiny as train_tiny  # pytest puts tests/ on sys.path (no package)
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -33,9 +33,13 @@ HERE = Path(__file__).parent
 EMB = {"encoder": "embedded", "depth": 1}
 
 
-def tiny(**kw: Any) -> dict[str, Any]:
-    """tests/test_train.py's tiny run (8 px, patch 2 → 4×4 tokens, the embedded encoder's own grid) + REPA."""
-    return train_tiny(**{"repa": dict(EMB), **kw})
+Tiny = Callable[..., dict[str, Any]]  # a training config factory: ``tiny(**changes) -> dict``
+
+
+@pytest.fixture
+def tiny(tiny_train: Tiny) -> Tiny:
+    """conftest's tiny training run (8 px, patch 2 → 4×4 tokens, the embedded encoder's own grid) + REPA."""
+    return lambda **kw: tiny_train(**{"repa": dict(EMB), **kw})
 
 
 # ---------------------------------------------------------------- loss and resampling
@@ -93,7 +97,8 @@ def test_embedded_encoder_is_frozen_and_meaningful() -> None:
         load_encoder("embeded")
 
 
-def test_dinov2_missing_weights_fail_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dinov2_missing_weights_fail_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          tiny: Tiny) -> None:
     (tmp_path / "w").mkdir()
     monkeypatch.setenv("PFBENCH_WEIGHTS", str(tmp_path / "w"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
@@ -156,7 +161,7 @@ def test_forward_skips_projector_and_flops_agree() -> None:
         assert abs(forward_flops(net.cfg, 64, include_repa=repa) - counted) / counted < 0.02
 
 
-def test_projector_width_comes_from_repa_hidden() -> None:
+def test_projector_width_comes_from_repa_hidden(tiny: Tiny) -> None:
     spec = spec_from_dict(tiny(repa={"encoder": "embedded", "depth": 1, "hidden": 96}))
     cfg = spec.net_config()
     assert (cfg.repa_hidden, cfg.repa_dim, cfg.repa_depth) == (96, 128, 1)
@@ -184,13 +189,13 @@ def test_projector_width_comes_from_repa_hidden() -> None:
         ({"repa": None, "model_overrides": {"depth": 2, "repa_dim": 64}}, "set by the `repa:` section"),
     ],
 )
-def test_repa_config_errors(patch: dict[str, Any], needle: str) -> None:
+def test_repa_config_errors(patch: dict[str, Any], needle: str, tiny: Tiny) -> None:
     with pytest.raises(PfbenchError) as err:
         spec_from_dict(tiny(**patch))
     assert needle in str(err.value) and "\n" not in str(err.value)
 
 
-def test_repa_config_roundtrip_and_shorthand() -> None:
+def test_repa_config_roundtrip_and_shorthand(tiny: Tiny) -> None:
     spec = spec_from_dict(tiny())
     assert spec_from_dict(spec.to_dict()) == spec and spec.to_dict()["repa"]["weight"] == 0.5
     cfg = spec.net_config()
@@ -221,7 +226,7 @@ def _alignment(net: DiT, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
     return -repa_loss(proj, z).item()
 
 
-def test_pf_repa_trains_and_aligns(tmp_path: Path) -> None:
+def test_pf_repa_trains_and_aligns(tmp_path: Path, tiny: Tiny) -> None:
     spec = spec_from_dict(tiny(steps=60, lr=3e-3, log_every=10))
     held = generate(EmbeddedSpec(resolution=8, split="test", size=64, seed=0))
     batch = (held.images, held.labels)
@@ -241,7 +246,7 @@ def test_pf_repa_trains_and_aligns(tmp_path: Path) -> None:
           f"img/s {result.img_per_s:.0f}")
 
 
-def test_resume_with_repa_is_bit_identical(tmp_path: Path) -> None:
+def test_resume_with_repa_is_bit_identical(tmp_path: Path, tiny: Tiny) -> None:
     spec = spec_from_dict(tiny(steps=5))  # 5 × 8 = 40: reaches the epoch boundary
     straight = train(spec, tmp_path / "a", progress=False)
     train(spec, tmp_path / "b", progress=False, stop_after=2)
@@ -259,7 +264,7 @@ def test_resume_with_repa_is_bit_identical(tmp_path: Path) -> None:
     assert straight.losses == resumed.losses
 
 
-def test_encoder_is_frozen_and_not_saved(tmp_path: Path) -> None:
+def test_encoder_is_frozen_and_not_saved(tmp_path: Path, tiny: Tiny) -> None:
     spec = spec_from_dict(tiny(steps=1))
     trainer = Trainer(spec, tmp_path, Dist(0, 1, torch.device("cpu"), False))
     enc = trainer.encoder
@@ -278,7 +283,7 @@ def test_encoder_is_frozen_and_not_saved(tmp_path: Path) -> None:
     assert not any(k.startswith("body.") for k in ckpt.model)
 
 
-def test_sit_with_repa_runs(tmp_path: Path) -> None:
+def test_sit_with_repa_runs(tmp_path: Path, tiny: Tiny) -> None:
     spec = spec_from_dict(tiny(kind="sit", steps=4, repa={"encoder": "embedded", "depth": 2, "weight": 1.0}))
     result = train(spec, tmp_path, progress=False)
     assert set(result.losses) == {"loss", "fm", "repa"}
@@ -288,7 +293,7 @@ def test_sit_with_repa_runs(tmp_path: Path) -> None:
     assert v.shape == (2, 3, 8, 8) and logvar is None
 
 
-def test_ddp_two_processes_match_one_with_repa(tmp_path: Path) -> None:
+def test_ddp_two_processes_match_one_with_repa(tmp_path: Path, tiny: Tiny) -> None:
     """The projector is in every step's graph, so plain DDP (no find_unused_parameters) syncs it."""
     cfg = tiny(steps=4, threads=1)
     one = train(spec_from_dict(cfg), tmp_path / "one", progress=False)
@@ -305,7 +310,7 @@ def test_ddp_two_processes_match_one_with_repa(tmp_path: Path) -> None:
     assert rows[-1]["repa"] == pytest.approx(one.losses["repa"], abs=1e-5)
 
 
-def test_latents_without_images_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_latents_without_images_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny: Tiny) -> None:
     import pfbench.train.trainer as trainer_mod
 
     real = trainer_mod.open_train_data

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -143,21 +144,19 @@ def test_paper_without_cells_is_a_user_error(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ every cell reaches the figures
-def test_paper_main_table_shows_every_cell(tmp_path: Path) -> None:
-    from test_report_keys import CELLS, cell_grid, fd_mean  # pytest puts tests/ on sys.path (no package)
-
+def test_paper_main_table_shows_every_cell(tmp_path: Path, cell_grid: Any) -> None:
     from pfbench.report.paper import paper_figures
 
-    paper_figures([cell_grid(tmp_path / "res")], tmp_path / "paper")
+    paper_figures([cell_grid.write(tmp_path / "res")], tmp_path / "paper")
     md = (tmp_path / "paper" / "table_main.md").read_text()
     section = md.split("## fd_embedded", 1)[1]
     lines = [ln.strip("|").split(" | ") for ln in section.splitlines() if ln.startswith("| pf ")]
     head = next(ln for ln in section.splitlines() if ln.startswith("| model")).strip("| ").split(" | ")
     assert head == ["model", "train t-sampler", "sampler", "variant", "CFG interval", "NFE 16"]
     got = {(r[1].strip(), r[3].strip(), r[4].strip()): r[5].strip() for r in lines}
-    assert len(lines) == 8 and set(got) == set(CELLS)
-    for i, key in enumerate(CELLS):
-        assert got[key].startswith(f"{fd_mean(i):.4g} ± ")
+    assert len(lines) == 8 and set(got) == set(cell_grid.cells)
+    for i, key in enumerate(cell_grid.cells):
+        assert got[key].startswith(f"{cell_grid.fd_mean(i):.4g} ± ")
 
 
 class _Spy:
@@ -175,14 +174,13 @@ class _Spy:
         return self.save(fig, out_dir, name, title, caption)  # type: ignore[operator]
 
 
-def test_single_nfe_figure_is_a_dot_plot_with_every_cell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from test_report_keys import cell_grid
-
+def test_single_nfe_figure_is_a_dot_plot_with_every_cell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         cell_grid: Any) -> None:
     from pfbench.report import figures, plots
 
     spy = _Spy(plots.save_panels)
     monkeypatch.setattr(plots, "save_panels", spy)
-    rows = read_results(cell_grid(tmp_path / "res"))
+    rows = read_results(cell_grid.write(tmp_path / "res"))
     assert figures.metric_vs_nfe(rows, tmp_path / "out") is not None
     call = spy.calls[-1]
     assert call["title"] == "Quality vs NFE budget (NFE budget 16)"
@@ -190,7 +188,7 @@ def test_single_nfe_figure_is_a_dot_plot_with_every_cell(tmp_path: Path, monkeyp
     labels = call["ylabels"][0]  # type: ignore[index]
     assert len(labels) == 8 and len(set(labels)) == 8  # one row per cell, none merged
     assert "pf · train srm · dual_loop · p=0.6 · cfg in [0.1, 0.9]" in labels
-    one_seed = read_results(cell_grid(tmp_path / "one", seeds=1))
+    one_seed = read_results(cell_grid.write(tmp_path / "one", seeds=1))
     figures.metric_vs_nfe(one_seed, tmp_path / "out1")
     assert "One seed per point: no interval drawn" in str(spy.calls[-1]["caption"])  # no band promised
 

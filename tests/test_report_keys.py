@@ -4,11 +4,10 @@ grouped by and shown; intervals stay inside a metric's valid range. Synthetic Pa
 from __future__ import annotations
 
 import io
-import itertools
-import json
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -21,40 +20,6 @@ from pfbench.report.stats import metric_range, shown_interval, summarize
 from pfbench.report.tables import print_run_summary
 from pfbench.results import read_results, write_rows
 
-VARIANTS = ({"p": 0.2}, {"p": 0.6})
-INTERVALS = ([0.0, 0.5], [0.1, 0.9])
-TRAIN = ("ltg", "srm")
-# (train t-sampler, variant, CFG interval) as the tables print them, in cell order
-CELLS = [(tr, f"p={v['p']:g}", f"[{iv[0]:g}, {iv[1]:g}]") for v, iv, tr in itertools.product(VARIANTS, INTERVALS, TRAIN)]
-
-
-def fd_mean(i: int) -> float:
-    """Mean over the two seeds of cell i's fd_embedded in ``cell_grid``: every cell has its own value."""
-    return 10.25 + i
-
-
-def cell_grid(folder: Path, seeds: int = 2, shift: dict[int, float] | None = None) -> Path:
-    """2 sampler variants × 2 CFG intervals × 2 training timestep samplers of one model, sampler, cfg and NFE
-    budget, ``seeds`` seeds each, one Parquet file per (cell, seed), written as the runner writes them.
-
-    Cell i has fd_embedded ``10 + i + 0.5·seed`` (+ ``shift[i]``) and class_acc ``0.5 + 0.05·i + 0.01·seed``.
-    """
-    shift = shift or {}
-    for i, (v, iv, tr) in enumerate(itertools.product(VARIANTS, INTERVALS, TRAIN)):
-        for seed in range(seeds):
-            part = f"cell-{i}-{seed}"
-            base = {"suite": "grid", "part": part, "kind": "cell", "model": "pf", "model_id": f"sha-{tr}",
-                    "train_timesteps": tr, "sampler": "dual_loop",
-                    "sampler_args": json.dumps({"n_inner": 4, "steps": 4, **v}, sort_keys=True),
-                    "variant": json.dumps({**v, "cfg_interval": iv}, sort_keys=True), "nfe_budget": 16,
-                    "nfe_used": 16, "forwards": 32, "gflops": 1.5, "wall_s": 1.0, "seed": seed, "num_samples": 100,
-                    "cfg_scale": 4.0, "cfg_interval": json.dumps(iv)}
-            write_rows(folder / f"{part}.parquet", [
-                base | {"metric": "fd_embedded", "value": 10.0 + i + 0.5 * seed + shift.get(i, 0.0),
-                        "higher_is_better": False},
-                base | {"metric": "class_acc", "value": 0.5 + 0.05 * i + 0.01 * seed, "higher_is_better": True}])
-    return folder
-
 
 def _md_table(md: str, section: str) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the first Markdown table after ``## section``."""
@@ -64,40 +29,40 @@ def _md_table(md: str, section: str) -> tuple[list[str], list[list[str]]]:
     return rows[0], body
 
 
-def test_every_cell_reaches_markdown_and_html(tmp_path: Path) -> None:
-    cell_grid(tmp_path / "results" / "grid")
+def test_every_cell_reaches_markdown_and_html(tmp_path: Path, cell_grid: Any) -> None:
+    cell_grid.write(tmp_path / "results" / "grid")
     md = report("grid", tmp_path / "results", tmp_path / "reports").read_text()
     head, rows = _md_table(md, "Results")
     assert len(rows) == 8, "\n".join(" | ".join(r) for r in rows)  # the old table showed one row for all eight
     col = {name: head.index(name) for name in ("train t-sampler", "variant", "CFG interval", "seeds")}
     fd = next(i for i, h in enumerate(head) if h.startswith("fd_embedded"))
     got = {(r[col["train t-sampler"]], r[col["variant"]], r[col["CFG interval"]]): r for r in rows}
-    assert set(got) == set(CELLS)
-    for i, key in enumerate(CELLS):
-        assert got[key][fd].startswith(f"{fd_mean(i):.4g} ± "), (key, got[key][fd])  # seeds of one cell only
+    assert set(got) == set(cell_grid.cells)
+    for i, key in enumerate(cell_grid.cells):
+        assert got[key][fd].startswith(f"{cell_grid.fd_mean(i):.4g} ± "), (key, got[key][fd])  # seeds of one cell only
         assert got[key][col["seeds"]] == "2"
     html = (tmp_path / "reports" / "grid" / "index.html").read_text()
     results = html.split("<h2>Results</h2>", 1)[1].split("</table>", 1)[0]
     trs = [tr for tr in results.split("<tr>")[1:] if "dual_loop" in tr]
     assert len(trs) == 8
-    for i, (tr, var, iv) in enumerate(CELLS):
+    for i, (tr, var, iv) in enumerate(cell_grid.cells):
         hit = [t for t in trs if f"<td>{tr}</td>" in t and f"<td>{var}</td>" in t and f"<td>{iv}</td>" in t]
-        assert len(hit) == 1 and f"{fd_mean(i):.4g} ± " in hit[0]
+        assert len(hit) == 1 and f"{cell_grid.fd_mean(i):.4g} ± " in hit[0]
 
 
-def test_run_summary_shows_every_cell(tmp_path: Path) -> None:
+def test_run_summary_shows_every_cell(tmp_path: Path, cell_grid: Any) -> None:
     out = io.StringIO()
-    print_run_summary(read_results(cell_grid(tmp_path / "r")), "grid", Console(file=out, width=250))
+    print_run_summary(read_results(cell_grid.write(tmp_path / "r")), "grid", Console(file=out, width=250))
     lines = [ln for ln in out.getvalue().splitlines() if "dual_loop" in ln]
     assert len(lines) == 8, out.getvalue()
-    for i, (tr, var, iv) in enumerate(CELLS):
+    for i, (tr, var, iv) in enumerate(cell_grid.cells):
         hit = [ln for ln in lines if tr in ln and var in ln and iv in ln]
-        assert len(hit) == 1 and f"{fd_mean(i):.4g} ±" in hit[0], (tr, var, iv)
+        assert len(hit) == 1 and f"{cell_grid.fd_mean(i):.4g} ±" in hit[0], (tr, var, iv)
     assert re.search(r"variant.*CFG interval", out.getvalue()) and "train t-sampler" in out.getvalue()
 
 
-def test_shown_keys_only_the_varying_ones(tmp_path: Path) -> None:
-    rows = read_results(cell_grid(tmp_path / "r"))
+def test_shown_keys_only_the_varying_ones(tmp_path: Path, cell_grid: Any) -> None:
+    rows = read_results(cell_grid.write(tmp_path / "r"))
     s = summarize(rows, n_boot=10)
     assert shown_keys(s) == ["model", "train_timesteps", "sampler", "variant", "cfg_scale", "cfg_interval",
                              "nfe_budget"]  # model_id follows from train_timesteps: not shown
@@ -108,15 +73,15 @@ def test_shown_keys_only_the_varying_ones(tmp_path: Path) -> None:
     assert "model_id" in shown_keys(two)
 
 
-def test_variant_derived_from_sampler_args_when_missing(tmp_path: Path) -> None:
-    rows = read_results(cell_grid(tmp_path / "r"))
+def test_variant_derived_from_sampler_args_when_missing(tmp_path: Path, cell_grid: Any) -> None:
+    rows = read_results(cell_grid.write(tmp_path / "r"))
     s = summarize(rows.assign(variant=pd.NA), n_boot=10)  # rows written before the variant column
     assert sorted(s["variant"].dropna().unique()) == ['{"p": 0.2}', '{"p": 0.6}']
     assert len(s) == 16 and (s["n"] == 2).all()  # interval still from cfg_interval: 8 cells × 2 metrics
 
 
-def test_two_rows_of_one_seed_are_an_error_not_a_pool(tmp_path: Path) -> None:
-    rows = read_results(cell_grid(tmp_path / "r"))
+def test_two_rows_of_one_seed_are_an_error_not_a_pool(tmp_path: Path, cell_grid: Any) -> None:
+    rows = read_results(cell_grid.write(tmp_path / "r"))
     one = rows[rows["part"] == "cell-0-0"]
     clash = one.assign(part="cell-0-0-again", sampler_args='{"n_inner": 2, "p": 0.2, "steps": 8}')
     with pytest.raises(PfbenchError, match=r"seed 0 .* differ only in sampler_args .*cell-0-0-again"):

@@ -7,43 +7,18 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pfbench.results import read_results
 
-TINY = """
-name: tiny
-data: {name: embedded, resolution: 16, seed: 0, test_size: 300}
-models:
-  pf:
-    train: &train
-      kind: pf
-      model: cpu-xs
-      model_overrides: {depth: 1, width: 32, heads: 2}
-      data: {name: embedded, resolution: 16, size: 2000, seed: 0}
-      steps: 12
-      batch_size: 16
-      lr: 3.0e-3
-      warmup: 2
-      ema_decay: 0.99
-      ema_warmup: true
-      ckpt_every: 6
-      keep_every: 6
-      log_every: 6
-  sit:
-    train:
-      <<: *train
-      kind: sit
-      timesteps: {name: global_uniform}
-grid:
-  - {models: [sit], samplers: [euler]}
-  - {models: [pf], samplers: [euler_pf, {name: dual_loop, params: {n_inner: 2}}]}
-sweep: {nfe: [2, 4], seeds: [0], num_samples: 40}
-metrics: [fd_embedded, class_acc]
-eval: {batch_size: 40, curve_nfe: 2, curve_samples: 20, parallel_train: false}
-"""
+TinySuite = Callable[..., Path]  # conftest's tiny_suite: writes a tiny suite YAML, returns its path
+# conftest's tiny suite with a SiT baseline: SiT (euler) and PF (euler_pf, dual_loop n_inner 2) at NFE 2 and 4
+TINY = dict(models=("pf", "sit"), grid=("sit", "pf"),
+            eval={"batch_size": 40, "curve_nfe": 2, "curve_samples": 20, "parallel_train": False})
 
 
 def pfbench(tmp: Path, *args: str, **kw: object) -> subprocess.Popen[str]:
@@ -56,9 +31,8 @@ def pfbench(tmp: Path, *args: str, **kw: object) -> subprocess.Popen[str]:
 
 
 @pytest.mark.slow
-def test_tiny_suite_runs_and_resumes_after_sigkill(tmp_path: Path) -> None:
-    suite = tmp_path / "tiny.yaml"
-    suite.write_text(TINY)
+def test_tiny_suite_runs_and_resumes_after_sigkill(tmp_path: Path, tiny_suite: TinySuite) -> None:
+    suite = tiny_suite(**TINY)
     out = tmp_path / "results" / "tiny"
     # First run: kill it with SIGKILL as soon as the first cell file lands.
     proc = pfbench(tmp_path, "run", str(suite))
@@ -109,12 +83,16 @@ def test_tiny_suite_runs_and_resumes_after_sigkill(tmp_path: Path) -> None:
     [
         ("name: x\nmodels: {}\ngrid: []\nsweep: {nfe: [1]}\nmetrix: [a]\n", "unknown key 'metrix'"),
         ("name: [\n", "malformed YAML"),
-        (TINY.replace("samplers: [euler]", "samplers: [eulerr]"), "did you mean 'euler'"),
+        ({**TINY, "grid": ({"models": ["sit"], "samplers": ["eulerr"]}, "pf")}, "did you mean 'euler'"),
     ],
 )
-def test_bad_suite_exits_nonzero_with_one_line(tmp_path: Path, text: str, needle: str) -> None:
-    suite = tmp_path / "bad.yaml"
-    suite.write_text(text)
+def test_bad_suite_exits_nonzero_with_one_line(tmp_path: Path, text: str | dict[str, Any], needle: str,
+                                               tiny_suite: TinySuite) -> None:
+    if isinstance(text, str):
+        suite = tmp_path / "bad.yaml"
+        suite.write_text(text)
+    else:
+        suite = tiny_suite("bad.yaml", **text)
     proc = pfbench(tmp_path, "run", str(suite))
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1
@@ -135,19 +113,18 @@ def test_missing_checkpoint_is_one_line_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "text,runs_is_a_file,needle",
     [
-        (TINY.replace("params: {n_inner: 2}", "params: {n_inner: 2, p: 1.5}"), False,
-         "error: grid[1].samplers[1].params.p = 1.5: must be in [0, 1]"),
-        (TINY.replace("models:\n", "models:\n  ck: {checkpoint: nowhere/last.pt}\n", 1)
-         .replace("{models: [sit], samplers: [euler]}", "{models: [sit, ck], samplers: [euler]}"), False,
+        ({**TINY, "grid": ("sit", {"models": ["pf"], "samplers": ["euler_pf", {"name": "dual_loop", "params": {
+            "n_inner": 2, "p": 1.5}}]})}, False, "error: grid[1].samplers[1].params.p = 1.5: must be in [0, 1]"),
+        ({**TINY, "models": ("ck", "pf", "sit"), "checkpoints": {"ck": "nowhere/last.pt"},
+          "grid": ({"models": ["sit", "ck"], "samplers": ["euler"]}, "pf")}, False,
          "error: 1 input missing or wrong: models.ck.checkpoint: nowhere/last.pt not found"),
         (TINY, True, "error: cannot write to {runs}/tiny: Not a directory"),
     ],
 )
-def test_a_suite_that_trains_fails_before_training(tmp_path: Path, text: str, runs_is_a_file: bool,
-                                                   needle: str) -> None:
+def test_a_suite_that_trains_fails_before_training(tmp_path: Path, text: dict[str, Any], runs_is_a_file: bool,
+                                                   needle: str, tiny_suite: TinySuite) -> None:
     """A bad value, a missing checkpoint or an unwritable runs folder stops `run` before its models train."""
-    suite = tmp_path / "tiny.yaml"
-    suite.write_text(text)
+    suite = tiny_suite(**text)
     if runs_is_a_file:
         (tmp_path / "runs").write_text("")
     proc = pfbench(tmp_path, "run", str(suite))

@@ -13,7 +13,7 @@ from torch import Tensor
 from pfbench import PfbenchError
 from pfbench.adapters.dit import DiTAdapter
 from pfbench.nets import make_net
-from pfbench.sample.generate import balanced_labels, generate, sample_noise, to_uint8
+from pfbench.sample.generate import balanced_labels, generate, sample_noise
 from pfbench.sample.shards import export_adm_npz, load_shards, read_manifest, write_shards
 from pfbench.samplers.dual_loop import DualLoop
 from pfbench.samplers.dual_loop_random import DualLoopRandom
@@ -65,12 +65,6 @@ def test_noise_depends_only_on_seed_and_index() -> None:
     assert torch.equal(sample_noise(5, torch.tensor([9]), (3, 4, 4)), full[9:])
     assert not torch.equal(sample_noise(6, [3], (3, 4, 4))[0], full[3])
     assert not torch.equal(full[0], full[1])
-
-
-def test_to_uint8() -> None:
-    x = torch.tensor([-2.0, -1.0, 0.0, 0.5, 1.0, 3.0])
-    assert to_uint8(x).tolist() == [0, 0, 128, 191, 255, 255]
-    assert to_uint8(x).dtype == torch.uint8
 
 
 @pytest.fixture(scope="module")

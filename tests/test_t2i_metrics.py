@@ -13,12 +13,12 @@ from pfbench import PfbenchError, assets
 from pfbench.data.captions import ATTRIBUTES
 from pfbench.data.embedded import EmbeddedSpec, generate
 from pfbench.encoders import attributes as at
-from pfbench.encoders.base import FeatureContext, quantize
+from pfbench.encoders.base import FeatureContext
 from pfbench.evaluate.metric_pass import evaluate
 from pfbench.evaluate.sources import images_from_tensor
 from pfbench.metrics.t2i import AttrAccuracy
 from pfbench.registry import FEATURES
-from pfbench.types import Cond
+from pfbench.types import Cond, quantize
 
 N = 500  # held-out test-split images [5000, 5500): not the ones the judge's stored accuracies were measured on
 

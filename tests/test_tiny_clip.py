@@ -14,12 +14,12 @@ from torch import Tensor
 from pfbench import PfbenchError, assets
 from pfbench.data.embedded import CLASS_NAMES, EmbeddedSpec, generate
 from pfbench.encoders import tiny_clip as tc
-from pfbench.encoders.base import FeatureContext, quantize
+from pfbench.encoders.base import FeatureContext
 from pfbench.encoders.clip import CLIPNetwork
 from pfbench.metrics.base import Metric
 from pfbench.metrics.clipscore import CLIPEmbedded, CLIPScore
 from pfbench.registry import FEATURES, METRICS
-from pfbench.types import Cond
+from pfbench.types import Cond, quantize
 
 N = 300  # held-out images: test split indices [2000, 2300), not used by the asset's own sanity numbers
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,24 +31,13 @@ from pfbench.train.trainer import Trainer
 HERE = Path(__file__).parent
 
 
-def tiny(**kw: Any) -> dict[str, Any]:
-    """A config that trains in well under a second per step on one CPU core."""
-    d: dict[str, Any] = {
-        "model": "cpu-xs",
-        "model_overrides": {"depth": 2, "width": 32, "heads": 2},
-        "kind": "pf",
-        "data": {"resolution": 8, "size": 40},
-        "steps": 8,
-        "batch_size": 8,
-        "lr": 1e-3,
-        "warmup": 2,
-        "ema_decay": 0.9,
-        "log_every": 2,
-        "ckpt_every": 100,
-        "device": "cpu",
-    }
-    d.update(kw)
-    return d
+Tiny = Callable[..., dict[str, Any]]  # a training config factory: ``tiny(**changes) -> dict``
+
+
+@pytest.fixture
+def tiny(tiny_train: Tiny) -> Tiny:
+    """conftest's ``tiny_train``: a config that trains in well under a second per step on one CPU core."""
+    return tiny_train
 
 
 def _tensors(state: Any, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -67,7 +57,7 @@ def _tensors(state: Any, prefix: str = "") -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------- config
 
 
-def test_spec_roundtrip_and_defaults() -> None:
+def test_spec_roundtrip_and_defaults(tiny: Tiny) -> None:
     spec = spec_from_dict(tiny())
     assert spec_from_dict(spec.to_dict()) == spec
     assert spec.timesteps is not None and spec.timesteps.name == "ltg"
@@ -91,7 +81,7 @@ def test_spec_roundtrip_and_defaults() -> None:
         ({"model": "cpu-xss"}, "'cpu-xs'"),
     ],
 )
-def test_spec_unknown_keys_name_nearest(patch: dict[str, Any], needle: str) -> None:
+def test_spec_unknown_keys_name_nearest(patch: dict[str, Any], needle: str, tiny: Tiny) -> None:
     with pytest.raises(PfbenchError) as err:
         spec_from_dict(tiny(**patch))
     assert needle in str(err.value)
@@ -114,7 +104,7 @@ def test_spec_unknown_keys_name_nearest(patch: dict[str, Any], needle: str) -> N
         ({"kind": "sit", "timesteps": "ltg"}, "kind 'sit' needs a global one"),
     ],
 )
-def test_spec_bad_values(patch: dict[str, Any], needle: str) -> None:
+def test_spec_bad_values(patch: dict[str, Any], needle: str, tiny: Tiny) -> None:
     with pytest.raises(PfbenchError) as err:
         spec_from_dict(tiny(**patch))
     assert needle in str(err.value)
@@ -145,7 +135,7 @@ def test_epoch_order_loops_forever_and_is_seeded() -> None:
     assert order.batch(10**6, 4).shape == (4,)
 
 
-def test_rank_slices_reassemble_the_global_batch() -> None:
+def test_rank_slices_reassemble_the_global_batch(tiny: Tiny) -> None:
     spec = spec_from_dict(tiny())
     cpu = torch.device("cpu")
     whole = Trainer(spec, Path("unused"), Dist(0, 1, cpu, False)).draws(5)
@@ -159,7 +149,7 @@ def test_rank_slices_reassemble_the_global_batch() -> None:
 # ---------------------------------------------------------------- training, resume, faults
 
 
-def test_speed_switches_keep_run_hashes_and_compile_needs_cuda(tmp_path: Path) -> None:
+def test_speed_switches_keep_run_hashes_and_compile_needs_cuda(tmp_path: Path, tiny: Tiny) -> None:
     """compile/checkpointing are runtime switches: absent from ``to_dict`` at their defaults (suite run folders
     keep their hashes), resumable either way; compile is refused on CPU with one line."""
     spec = spec_from_dict(tiny())
@@ -171,14 +161,14 @@ def test_speed_switches_keep_run_hashes_and_compile_needs_cuda(tmp_path: Path) -
     assert "\n" not in str(err.value)
 
 
-def test_checkpointed_training_is_bit_identical(tmp_path: Path) -> None:
+def test_checkpointed_training_is_bit_identical(tmp_path: Path, tiny: Tiny) -> None:
     plain = train(spec_from_dict(tiny(steps=3)), tmp_path / "a", progress=False)
     ckpt = train(spec_from_dict(tiny(steps=3, checkpointing=True)), tmp_path / "b", progress=False)
     a, b = _tensors(load_checkpoint(plain.checkpoint).model), _tensors(load_checkpoint(ckpt.checkpoint).model)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_is_bit_identical(tmp_path: Path) -> None:
+def test_resume_is_bit_identical(tmp_path: Path, tiny: Tiny) -> None:
     spec = spec_from_dict(tiny(steps=7))  # 7 steps × 8 > 40 images: crosses an epoch boundary
     straight = train(spec, tmp_path / "a", progress=False)
     stopped = train(spec, tmp_path / "b", progress=False, stop_after=3)
@@ -197,7 +187,7 @@ def test_resume_is_bit_identical(tmp_path: Path) -> None:
     assert logged == sorted(set(logged))  # no duplicated log lines after resume
 
 
-def test_training_reduces_loss_and_sit_has_no_nll(tmp_path: Path) -> None:
+def test_training_reduces_loss_and_sit_has_no_nll(tmp_path: Path, tiny: Tiny) -> None:
     pf = train(spec_from_dict(tiny(steps=24, lr=3e-3, log_every=4)), tmp_path / "pf", progress=False)
     rows = [json.loads(ln) for ln in (tmp_path / "pf" / "log.jsonl").read_text().splitlines()]
     assert rows[-1]["fm"] < 0.85 * rows[0]["fm"]
@@ -210,7 +200,8 @@ def test_training_reduces_loss_and_sit_has_no_nll(tmp_path: Path) -> None:
     assert v.shape == (2, 3, 8, 8) and logvar is None
 
 
-def test_non_finite_loss_stops_and_keeps_last_good(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_non_finite_loss_stops_and_keeps_last_good(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   tiny: Tiny) -> None:
     real = trainer_mod.pf_loss
     calls = {"n": 0}
 
@@ -230,7 +221,7 @@ def test_non_finite_loss_stops_and_keeps_last_good(tmp_path: Path, monkeypatch: 
 
 
 def test_lr_3_warns_that_training_diverges_before_it_turns_non_finite(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny: Tiny
 ) -> None:
     with pytest.raises(PfbenchError, match="non-finite loss at step .* after the loss diverged"):
         train(spec_from_dict(tiny(lr=3.0, steps=20)), tmp_path, progress=False)
@@ -241,7 +232,7 @@ def test_lr_3_warns_that_training_diverges_before_it_turns_non_finite(
 
 
 def test_divergence_without_nan_is_flagged_and_logged(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tiny: Tiny
 ) -> None:
     """The NLL 1.7e10 case: every loss stays finite, so only the divergence check can tell."""
     real = trainer_mod.pf_loss
@@ -263,7 +254,7 @@ def test_divergence_without_nan_is_flagged_and_logged(
     assert train(spec_from_dict(tiny(steps=8)), tmp_path, progress=False).diverged  # sticky: read from the log
 
 
-def test_resume_refuses_a_different_run(tmp_path: Path) -> None:
+def test_resume_refuses_a_different_run(tmp_path: Path, tiny: Tiny) -> None:
     train(spec_from_dict(tiny(steps=2)), tmp_path, progress=False)
     with pytest.raises(PfbenchError, match="lr=0.001") as err:
         train(spec_from_dict(tiny(steps=4, lr=2e-3)), tmp_path, progress=False)
@@ -275,7 +266,7 @@ def test_resume_refuses_a_different_run(tmp_path: Path) -> None:
     assert again.steps == 4 and again.img_per_s == 0.0 and "loss" in again.losses  # nothing left to do
 
 
-def test_checkpoint_written_before_new_config_fields_still_resumes(tmp_path: Path) -> None:
+def test_checkpoint_written_before_new_config_fields_still_resumes(tmp_path: Path, tiny: Tiny) -> None:
     """Fields added later (data.path, repa, the net's repa_hidden) take their defaults: an older run resumes."""
     from pfbench.train.checkpoints import save_checkpoint
 
@@ -289,7 +280,7 @@ def test_checkpoint_written_before_new_config_fields_still_resumes(tmp_path: Pat
     assert train(spec_from_dict(tiny(steps=3)), tmp_path, progress=False).steps == 3
 
 
-def test_ddp_two_processes_match_one(tmp_path: Path) -> None:
+def test_ddp_two_processes_match_one(tmp_path: Path, tiny: Tiny) -> None:
     cfg = tiny(steps=4, threads=1)
     one = train(spec_from_dict(cfg), tmp_path / "one", progress=False)
     (tmp_path / "spec.json").write_text(json.dumps(cfg))
@@ -320,12 +311,12 @@ def test_ddp_two_processes_match_one(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- checkpoints
 
 
-def _small_ckpt(tmp_path: Path) -> Path:
+def _small_ckpt(tmp_path: Path, tiny: Tiny) -> Path:
     return train(spec_from_dict(tiny(steps=1)), tmp_path / "run", progress=False).checkpoint
 
 
-def test_build_model_from_checkpoint(tmp_path: Path) -> None:
-    ckpt = load_checkpoint(_small_ckpt(tmp_path))
+def test_build_model_from_checkpoint(tmp_path: Path, tiny: Tiny) -> None:
+    ckpt = load_checkpoint(_small_ckpt(tmp_path, tiny))
     assert ckpt.config["kind"] == "pf" and ckpt.version and ckpt.rng
     ema, raw = build_model_from_checkpoint(ckpt), build_model_from_checkpoint(ckpt, use_ema=False)
     assert not ema.training and not any(p.requires_grad for p in ema.parameters())
@@ -351,8 +342,8 @@ class _NotData:
         ("empty", "truncated or corrupt"),
     ],
 )
-def test_load_checkpoint_errors_name_the_file(tmp_path: Path, damage: str, needle: str) -> None:
-    good = _small_ckpt(tmp_path)
+def test_load_checkpoint_errors_name_the_file(tmp_path: Path, damage: str, needle: str, tiny: Tiny) -> None:
+    good = _small_ckpt(tmp_path, tiny)
     bad = tmp_path / f"{damage}.pt"
     if damage == "truncated":
         bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
@@ -369,8 +360,8 @@ def test_load_checkpoint_errors_name_the_file(tmp_path: Path, damage: str, needl
     assert str(bad) in str(err.value) and needle in str(err.value) and "\n" not in str(err.value)
 
 
-def test_incompatible_state_is_reported(tmp_path: Path) -> None:
-    ckpt = load_checkpoint(_small_ckpt(tmp_path))
+def test_incompatible_state_is_reported(tmp_path: Path, tiny: Tiny) -> None:
+    ckpt = load_checkpoint(_small_ckpt(tmp_path, tiny))
     wider = dataclasses.replace(ckpt, net_config={**ckpt.net_config, "width": 64})
     with pytest.raises(PfbenchError, match="shape mismatches"):
         build_model_from_checkpoint(wider)
@@ -402,7 +393,7 @@ def test_trainspec_is_frozen() -> None:
 
 
 @pytest.mark.parametrize("warmup", [False, True])
-def test_ema_update_rule(tmp_path: Path, warmup: bool) -> None:
+def test_ema_update_rule(tmp_path: Path, warmup: bool, tiny: Tiny) -> None:
     """One step: EMA = d·init + (1 − d)·new with d = ema_decay, or (1+0)/(10+0) = 0.1 under EMA warm-up."""
     spec = spec_from_dict(tiny(steps=1, ema_decay=0.9, ema_warmup=warmup))
     init = build_model_from_checkpoint(load_checkpoint(train(spec, tmp_path / "a", progress=False,

@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pfbench import PfbenchError
 from pfbench.data.embedded import CLASS_NAMES, EmbeddedSpec, generate
 from pfbench.io import atomic_write
+from pfbench.types import quantize
 
 _LABEL_H = 12  # pixels of the text strip under each tile
 _PAD = 2
@@ -39,7 +40,7 @@ def preview(
     if not 1 <= scale <= 32:
         raise PfbenchError(f"preview: scale={scale} must be in [1, 32]")
     batch = generate(spec, 0, n)
-    imgs = ((batch.images.numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)  # (n, 3, H, W)
+    imgs = quantize(batch.images).numpy()  # (n, 3, H, W)
     imgs = imgs.transpose(0, 2, 3, 1)  # (n, H, W, 3)
     if show_hard:
         mask = np.repeat(batch.hard.numpy().transpose(0, 2, 3, 1), 3, axis=3).astype(np.uint8) * 255

@@ -26,8 +26,9 @@ from pfbench import PfbenchError
 from pfbench.assets import load_tensors, save_tensors
 from pfbench.data.captions import ATTRIBUTES, attribute_targets
 from pfbench.data.embedded import EmbeddedSpec, generate
-from pfbench.encoders.base import FeatureContext, check_images, deterministic, quantize
+from pfbench.encoders.base import FeatureContext, check_images, deterministic
 from pfbench.encoders.embedded import EmbeddedFeatures, to_input
+from pfbench.types import quantize
 
 _FORMAT = "pfbench-embedded-attrs-v1"
 HEADS = tuple(a for a in ATTRIBUTES if a != "class")  # the class comes from the embedded classifier

@@ -96,11 +96,6 @@ def check_images(images: Tensor, where: str, resolution: int | None = None) -> N
         )
 
 
-def quantize(x: Tensor) -> Tensor:
-    """Model-space float [-1, 1] → uint8 via ``clamp(round(127.5·x + 127.5), 0, 255)`` (SPEC §5)."""
-    return (x.float() * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)
-
-
 @contextlib.contextmanager
 def deterministic(threads: int) -> Iterator[None]:
     """Fixed thread count + deterministic kernels for building shipped assets; restores the caller's settings."""

@@ -25,7 +25,8 @@ from torch import Tensor, nn
 from pfbench import PfbenchError
 from pfbench.assets import load_tensors, save_tensors
 from pfbench.data.embedded import NUM_CLASSES, EmbeddedSpec, generate
-from pfbench.encoders.base import FeatureContext, check_images, deterministic, quantize
+from pfbench.encoders.base import FeatureContext, check_images, deterministic
+from pfbench.types import quantize
 
 _FORMAT = "pfbench-embedded-net-v1"
 _WIDTH = 32

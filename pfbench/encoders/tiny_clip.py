@@ -30,8 +30,9 @@ from torch import Tensor
 from pfbench import PfbenchError
 from pfbench.assets import load_tensors, save_tensors
 from pfbench.data.embedded import CLASS_NAMES, EmbeddedSpec, generate
-from pfbench.encoders.base import FeatureContext, deterministic, quantize
+from pfbench.encoders.base import FeatureContext, deterministic
 from pfbench.encoders.clip import PROMPT, CLIPNetwork
+from pfbench.types import quantize
 
 _FORMAT = "pfbench-tiny-clip-v1"
 _CONTEXT = 24  # longest embedded caption is 20 tokens with start/end

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from pfbench import PfbenchError
 from pfbench.data.embedded import NUM_CLASSES, EmbeddedBatch
-from pfbench.encoders.base import quantize
+from pfbench.types import quantize
 
 
 def trivial_baseline_images(train_batch: EmbeddedBatch, n: int, seed: int = 0) -> Tensor:

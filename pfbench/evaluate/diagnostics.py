@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from pfbench.nets import DiT
+from pfbench.types import quantize
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def difficulty_report(
     k = min(flat_v.numel(), 200_000)  # rank correlation on a fixed subset keeps it fast
     idx = torch.randperm(flat_v.numel(), generator=g)[:k]
     spearman = _pearson(_rank(flat_v[idx].double()), _rank(flat_e[idx].double()))
-    to_u8 = ((images[:n_examples] * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)).permute(0, 2, 3, 1)
+    to_u8 = quantize(images[:n_examples]).permute(0, 2, 3, 1)
     return DifficultyReport(
         t=t,
         hard_easy_ratio=ratio,

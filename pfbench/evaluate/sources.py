@@ -31,9 +31,9 @@ from torch import Tensor
 
 from pfbench import PfbenchError
 from pfbench.data.embedded import EmbeddedSpec, generate
-from pfbench.encoders.base import quantize
 from pfbench.io import content_key
 from pfbench.metrics.refstats import files_key, images_key, iter_npz_images
+from pfbench.types import quantize
 from pfbench.weights import file_sha256
 
 _IMAGE_EXT = {".png", ".jpg", ".jpeg"}

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from pfbench.nets.dit import FREQ_DIM, DiTConfig
+from pfbench.nets.base import FREQ_DIM
+from pfbench.nets.dit import DiTConfig
 from pfbench.nets.t2i import T2IConfig
 
 

@@ -25,37 +25,36 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pfbench import PfbenchError
-from pfbench.nets.dit import (
+from pfbench.nets.base import (
     FREQ_DIM,
     FinalLayer,
     Modulation,
+    PatchNet,
+    PatchNetConfig,
     build_modulation,
     modulate,
-    sincos_pos_embed,
     timestep_features,
 )
 
 
 @dataclass(frozen=True)
-class T2IConfig:
+class T2IConfig(PatchNetConfig):
     """Architecture of the text-conditioned network; plain data, stored in checkpoints.
 
     ``num_classes`` is not an input of the network: it is the dataset's, kept so that samples carry labels
     (class accuracy of the embedded dataset) the way class-conditional models do. ``text_dim`` / ``text_len``
     are the text encoder's token width and (padded) token count. ``repa_depth`` is always None (REPA is not
-    wired for text-to-image); it exists because training code reads it on every network config.
+    wired for text-to-image); it exists because training code reads it on every network config. The sizes and PF
+    switches and their checks are ``PatchNetConfig``'s; the re-declared ones only change defaults (a tiny net on
+    the 3×16×16 embedded dataset) and keep their place in the stored dict.
     """
 
     input_size: int = 16
     in_channels: int = 3
-    patch: int = 2
     depth: int = 4
     width: int = 128
     heads: int = 4
-    mlp_ratio: float = 4.0
     num_classes: int = 10
-    per_token_t: bool = True
-    difficulty_head: bool = True
     text_dim: int = 64
     text_len: int = 32
     refiner_depth: int = 2
@@ -63,29 +62,12 @@ class T2IConfig:
     repa_depth: int | None = None
 
     def __post_init__(self) -> None:
-        if self.input_size % self.patch:
-            raise PfbenchError(f"input_size {self.input_size} is not a multiple of patch {self.patch}")
-        if self.width % self.heads:
-            raise PfbenchError(f"width {self.width} is not a multiple of heads {self.heads}")
-        if self.difficulty_head and not self.per_token_t:
-            raise PfbenchError("difficulty_head=True needs per_token_t=True (the PF model)")
+        super().__post_init__()
         if self.text_dim < 1 or self.text_len < 1 or self.refiner_depth < 0:
             raise PfbenchError(f"text_dim {self.text_dim} and text_len {self.text_len} must be >= 1, "
                                f"refiner_depth {self.refiner_depth} >= 0")
         if self.repa_depth is not None:
             raise PfbenchError("the text-to-image network has no REPA projector (repa_depth must be None)")
-
-    @property
-    def grid(self) -> int:
-        return self.input_size // self.patch
-
-    @property
-    def tokens(self) -> int:
-        return self.grid**2
-
-    @property
-    def out_channels(self) -> int:
-        return self.in_channels + (1 if self.difficulty_head else 0)
 
     @property
     def context_len(self) -> int:
@@ -171,15 +153,15 @@ class T2IBlock(nn.Module):
         return x + g3 * self.mlp(modulate(self.norm3(x), sh3, sc3))
 
 
-class T2INet(nn.Module):
+class T2INet(PatchNet):
     """Text-conditioned velocity network (PF with per-token t and a difficulty head, or the global-t baseline)."""
+
+    cfg: T2IConfig
 
     def __init__(self, cfg: T2IConfig) -> None:
         super().__init__()
-        self.cfg = cfg
+        self._embed_init(cfg)
         d = cfg.width
-        self.patch_embed = nn.Conv2d(cfg.in_channels, d, kernel_size=cfg.patch, stride=cfg.patch)
-        self.register_buffer("pos", sincos_pos_embed(d, cfg.grid)[None], persistent=False)  # (1, T, D)
         self.t_mlp = nn.Sequential(nn.Linear(FREQ_DIM, d), nn.SiLU(), nn.Linear(d, d))
         self.text_in = nn.Linear(cfg.text_dim, d)
         self.register = nn.Parameter(torch.zeros(1, 1, d))  # always-visible first text token
@@ -192,23 +174,8 @@ class T2INet(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """DiT initialisation (Xavier linears, zeroed adaLN and output layers); N(0, .02) text embeddings."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-        w = self.patch_embed.weight
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.patch_embed.bias)  # type: ignore[arg-type]
-        nn.init.normal_(self.register, std=0.02)
-        nn.init.normal_(self.text_pos, std=0.02)
-        for lin in (self.t_mlp[0], self.t_mlp[2]):
-            nn.init.normal_(lin.weight, std=0.02)  # type: ignore[arg-type]
-        zeroed: list[object] = [blk.ada[1] for blk in self.blocks]  # type: ignore[index]
-        for layer in [*zeroed, self.final.ada[1], self.final.linear]:
-            assert isinstance(layer, nn.Linear)
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        """DiT initialisation (``PatchNet._dit_init``): N(0, .02) register token, text positions, timestep MLP."""
+        self._dit_init(self.t_mlp, [self.register, self.text_pos])
 
     def encode_text(self, tokens: Tensor, mask: Tensor) -> TextContext:
         """Refines encoder tokens (B, L, text_dim) with mask (B, L) bool (True = real token), L <= text_len."""
@@ -249,7 +216,7 @@ class T2INet(nn.Module):
         if text.tokens.shape[0] != b:
             raise PfbenchError(f"{text.tokens.shape[0]} text contexts for a batch of {b} images")
         mod = self.modulation(t, text, dedup)
-        h = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos  # (B, T, D)
+        h = self.embed(x)  # (B, T, D)
         for block in self.blocks:
             h = block(h, mod, text)
         out = self.unpatchify(self.final(h, mod))  # (B, C_out, H, W)
@@ -267,13 +234,6 @@ class T2INet(nn.Module):
         if mask is None:
             raise PfbenchError("T2INet: encoder tokens need their mask (B, L)")
         return self.forward_context(x, t, self.encode_text(text, mask), dedup)
-
-    def unpatchify(self, tokens: Tensor) -> Tensor:
-        """(B, T, p*p*C) -> (B, C, H, W), inverse of the patch embedding's row-major token order."""
-        cfg = self.cfg
-        b, g, p, c = tokens.shape[0], cfg.grid, cfg.patch, cfg.out_channels
-        x = tokens.reshape(b, g, g, p, p, c)
-        return torch.einsum("bhwpqc->bchpwq", x).reshape(b, c, g * p, g * p)
 
 
 __all__ = ["T2IBlock", "T2IConfig", "T2INet", "TextContext"]

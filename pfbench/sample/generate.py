@@ -19,7 +19,7 @@ from pfbench import PfbenchError
 from pfbench.adapters.base import Adapter, gflops_once
 from pfbench.samplers.base import Sampler
 from pfbench.samplers.masks import mix_seed, sample_generator
-from pfbench.types import Cond
+from pfbench.types import Cond, quantize
 
 __all__ = [
     "Decode",
@@ -29,7 +29,6 @@ __all__ = [
     "generate",
     "sample_noise",
     "sampler_keys",
-    "to_uint8",
 ]
 
 Decode = Callable[[Tensor], Tensor]  # model space (B, C, h, w) -> images (B, 3, H, W) in [-1, 1]
@@ -72,11 +71,6 @@ def sampler_keys(seed: int, indices: Sequence[int] | Tensor) -> Tensor:
     """Per-sample keys for sampler randomness (random masks, SDE noise), (len(indices),) int64."""
     idx = indices.tolist() if isinstance(indices, Tensor) else list(indices)
     return torch.tensor([mix_seed(seed, "sampler", int(i)) for i in idx], dtype=torch.int64)
-
-
-def to_uint8(x: Tensor) -> Tensor:
-    """Model-space images in [-1, 1] -> uint8 via clamp(round(127.5·x + 127.5), 0, 255)."""
-    return (127.5 * x.float() + 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
 @dataclass(frozen=True)
@@ -182,7 +176,7 @@ def generate(
         with torch.no_grad():
             out = sampler(model, noise, cond, sampler_keys(seed, idx))
             x = out.x if decode is None else decode(out.x)
-        chunks.append(to_uint8(x).cpu())
+        chunks.append(quantize(x).cpu())
         nfe = max(nfe, out.nfe)
         forwards += out.forwards * len(idx)
         gflops += (out.gflops + once) * len(idx)

@@ -13,10 +13,10 @@ import torch
 from torch import Tensor
 
 from pfbench.adapters.base import Adapter, AdapterWrapper
-from pfbench.sample.generate import Decode, Prompts, balanced_labels, sample_noise, sampler_keys, to_uint8
+from pfbench.sample.generate import Decode, Prompts, balanced_labels, sample_noise, sampler_keys
 from pfbench.samplers.base import Sampler
 from pfbench.samplers.masks import patch_difficulty
-from pfbench.types import Cond, ModelOut
+from pfbench.types import Cond, ModelOut, quantize
 
 
 class Recorder(AdapterWrapper):
@@ -81,7 +81,7 @@ def trace(model: Adapter, sampler: Sampler, shape: tuple[int, int, int] | None =
         times=torch.stack(rec.times).numpy(),
         difficulty=diff,
         difficulty_t=float(rec.times[mid].mean()) if rec.times else float("nan"),
-        images=to_uint8(out.x if decode is None else decode(out.x)).cpu().permute(0, 2, 3, 1).numpy(),
+        images=quantize(out.x if decode is None else decode(out.x)).cpu().permute(0, 2, 3, 1).numpy(),
         labels=labels.numpy(),
         grid=grid,
     )

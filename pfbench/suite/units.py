@@ -34,6 +34,7 @@ from pfbench.suite.scoring import Scorer
 from pfbench.suite.spec import SamplerSpec, SuiteSpec
 from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint
 from pfbench.train.spec import spec_from_dict
+from pfbench.types import quantize
 
 # The runner's sampling call: (model, sampler, n, seed, cfg_scale) -> generated images (``pfbench.sample.generate``).
 Sample = Callable[[LoadedModel, Any, int, int, float], Any]
@@ -92,7 +93,7 @@ class ModelUnits:
         def rows() -> list[Row]:
             train = embedded_images(EmbeddedSpec(resolution=d.resolution, split="train", size=max(n, 10_000),
                                                  seed=d.seed))
-            real_u8 = (train.images[:n] * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)  # (n, 3, H, W)
+            real_u8 = quantize(train.images[:n])  # (n, 3, H, W)
             labels = train.labels[:n]
             trivial = torch.as_tensor(trivial_baseline_images(train, n, seed=1))
             out: list[Row] = []
