@@ -157,17 +157,25 @@ def report(
     suite: Annotated[str, typer.Argument(help="suite name, or its YAML file (its name: is used)")],
     results: Annotated[Path, typer.Option(help="results root")] = Path("results"),
     reports: Annotated[Path, typer.Option(help="reports root")] = Path("reports"),
+    docs: Annotated[Path, typer.Option(help="docs folder: claims blocks between <!-- pfbench:claims SUITE --> "
+                                            "markers are rewritten from the results")] = Path("docs"),
 ) -> None:
-    """Write reports/SUITE/index.md and a self-contained index.html from the suite's Parquet results."""
+    """Write reports/SUITE/index.md and a self-contained index.html from the suite's Parquet results.
+
+    The suite's ``claims:`` (trend tests) are read from its YAML: the file given, or suites/SUITE.yaml.
+    """
     from pfbench.report.html import report as make_report
+    from pfbench.suite.parse import load_suite
 
-    name = suite
+    name, path = suite, Path(suite)
+    if not suite.endswith((".yaml", ".yml")):
+        path = Path("suites") / f"{suite}.yaml"
+    spec = load_suite(path, None) if path.is_file() else None
     if suite.endswith((".yaml", ".yml")):
-        from pfbench.suite.parse import load_suite
-
         # The results folder is named after the suite's name:, which need not be the file's stem.
-        name = load_suite(Path(suite), None).name if Path(suite).is_file() else Path(suite).stem
-    md = make_report(name, results_root=results, reports_root=reports)
+        name = spec.name if spec is not None else path.stem
+    trends = tuple(spec.claims.trends) if spec is not None and spec.name == name else ()
+    md = make_report(name, results_root=results, reports_root=reports, trends=trends, docs=docs)
     console.print(f"wrote {md} and {md.with_name('index.html')}")
 
 

@@ -17,6 +17,8 @@ import pandas as pd
 
 from pfbench import PfbenchError
 from pfbench.io import atomic_write_text
+from pfbench.report.claim_tables import claims_block, update_docs
+from pfbench.report.claims import evaluate_claims
 from pfbench.report.figures import PREFIX, Figure, make_figures
 from pfbench.report.stats import summarize
 from pfbench.report.tables import TextTable, long_table, results_table
@@ -124,13 +126,17 @@ def _html(doc: _Doc) -> str:
             f"<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
 
 
-def report(suite_name: str, results_root: Path = Path("results"), reports_root: Path = Path("reports")) -> Path:
+def report(suite_name: str, results_root: Path = Path("results"), reports_root: Path = Path("reports"),
+           trends: tuple[str, ...] = (), docs: Path | None = None) -> Path:
     """Writes ``<reports_root>/<suite>/index.md`` and ``index.html`` (+ figure PNG/PDF) from the suite's Parquet.
 
     Args:
         suite_name: the suite's ``name`` (folder under ``results_root``).
         results_root: root of ``<suite>/*.parquet`` result files.
         reports_root: root of report folders.
+        trends: claims whose trend with NFE is tested (the suite's ``claims.trends``).
+        docs: a folder of Markdown documents: the claims block between ``<!-- pfbench:claims SUITE -->``
+            markers in any of them is rewritten from the results (``claim_tables.update_docs``).
 
     Returns:
         Path of ``index.md``; ``index.html`` is written next to it.
@@ -146,7 +152,10 @@ def report(suite_name: str, results_root: Path = Path("results"), reports_root: 
     sections: list[tuple[str, list[TextTable | Figure | Image]]] = []
     if (summary["kind"] == "cell").any():
         sections.append(("Results", [results_table(summary, title="")]))
-    sections += validity_sections(rows, out)  # the paper's claims, paired over seeds (none without their models)
+    table = evaluate_claims(rows, trends=trends)
+    sections += validity_sections(rows, out, table)  # the paper's claims, paired over seeds (none without their models)
+    if docs is not None and not table.empty:
+        update_docs(docs, suite_name, claims_block(table, suite_name))
     if (summary["kind"] == "reference").any():
         sections.append(("Reference values", [long_table(
             summary, "reference", "", "The same metrics on real held-out images and on a trivial baseline: "

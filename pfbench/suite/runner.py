@@ -218,7 +218,8 @@ class Runner:
             if todo:
                 time.sleep(1.0)
         self.figures(models)
-        index = report(self.spec.name, results_root=self.results.parent, reports_root=self.reports.parent)
+        index = report(self.spec.name, results_root=self.results.parent, reports_root=self.reports.parent,
+                       trends=tuple(self.spec.claims.trends))
         self.print_table(time.perf_counter() - t0)
         console.print(f"report: {index} (and index.html)")
 
