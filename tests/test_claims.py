@@ -209,3 +209,21 @@ def test_trend_slope_is_tested_over_training_seeds() -> None:
     assert not (evaluate_claims(pd.DataFrame(rows))["basis_kind"] == "trend").any()
     with pytest.raises(PfbenchError, match="did you mean 'look_ahead < dual_loop'"):
         evaluate_claims(pd.DataFrame(rows), trends=("look_ahead < dual_lop",))
+
+
+def test_two_instances_of_a_model_are_never_pooled() -> None:
+    from pfbench.report.keys import instance_warning
+
+    df = _cells({"look_ahead": [1.0, 1.1, 0.9], "dual_loop": [2.0, 2.2, 1.95]}).assign(model_id="a" * 64)
+    rerun = df[df["model"] == "pf@s0"].assign(model_id="b" * 64, value=lambda d: d["value"] + 5.0)
+    both = pd.concat([df, rerun], ignore_index=True)
+    warning = instance_warning(both, "results/x")
+    assert warning is not None and "pf@s0: aaaaaaaaaaaa, bbbbbbbbbbbb" in warning and "never pooled" in warning
+    assert instance_warning(df, "results/x") is None
+    table = evaluate_claims(both)
+    rows = table[table["basis"] == "NFE 8"]
+    assert sorted(rows["claim"]) == [f"{LA_DL.name} [instance pf@s0 {c * 8}]" for c in "ab"]
+    per = rows.set_index("claim")["better_mean"]
+    # instance a: the original three seeds; instance b: seed 0 replaced by the rerun (+5), never a mean of both
+    assert per[f"{LA_DL.name} [instance pf@s0 aaaaaaaa]"] == pytest.approx(1.0)
+    assert per[f"{LA_DL.name} [instance pf@s0 bbbbbbbb]"] == pytest.approx(1.0 + 5.0 / 3)

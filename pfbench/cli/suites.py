@@ -186,13 +186,15 @@ def compare(
     markdown: Annotated[Path | None, typer.Option(help="also write the full comparison as Markdown here")] = None,
     allow_missing: Annotated[bool, typer.Option(help="rows of A missing from B do not fail")] = False,
     all_rows: Annotated[bool, typer.Option("--all", help="print every matched row, not only changes")] = False,
+    match_by: Annotated[str, typer.Option(help="recipe: match models by name and training config across model ids "
+                                               "(retrained elsewhere); id: the same weights only")] = "recipe",
 ) -> None:
     """Compare B against A per metric; exit 1 on a regression beyond tolerance or on rows missing from B."""
     from pfbench.io import atomic_write_text
     from pfbench.report.compare import compare as run_compare
     from pfbench.report.tolerances import load_tolerances
 
-    res = run_compare(a, b, load_tolerances(tolerances))
+    res = run_compare(a, b, load_tolerances(tolerances), match_by=match_by)
     res.print(console, all_rows=all_rows)
     if markdown is not None:
         atomic_write_text(markdown, res.markdown())

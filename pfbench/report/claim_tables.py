@@ -16,7 +16,9 @@ import pandas as pd
 
 from pfbench import PfbenchError
 from pfbench.io import atomic_write_text
+from pfbench.report.claims import replicates, with_groups
 from pfbench.report.correction import COUNTED_KINDS, FAILS, HOLDS, METHOD, SKIPPED, UNSURE
+from pfbench.report.keys import variant_text
 from pfbench.report.tables import TextTable
 from pfbench.report.trends import trend_text
 
@@ -58,8 +60,40 @@ def claim_summary(table: pd.DataFrame) -> pd.DataFrame:
                      "not_compared": int((g["basis_kind"] == SKIPPED).sum()),
                      "min_p": counted["p"].astype(float).min(), "min_holm": counted["p_holm"].astype(float).min(),
                      "min_bh": counted["q_bh"].astype(float).min(), "median_pct": counted["pct"].astype(float).median(),
-                     "verdict": overall(counted["verdict"]), "uncorrected": overall(tested["verdict_raw"])})
+                     "verdict": overall(counted["verdict"]), "uncorrected": overall(tested["verdict_raw"]),
+                     "effect": _effect(counted)})
     return pd.DataFrame(recs)
+
+
+def _effect(counted: pd.DataFrame) -> str:
+    """Median effect over counted bases in % of the worse side, or a trend's slope per doubling of NFE."""
+    if len(counted) and (counted["basis_kind"] == "trend").all():
+        return f"{fmt(counted['diff'].astype(float).median(), '+.3g')}/doubling"
+    return f"{fmt(counted['pct'].astype(float).median(), '+.1f')}%"
+
+
+def _basis_order(basis: str) -> tuple[int, float, str]:
+    m = re.fullmatch(r"NFE (\d+)", basis)
+    return (0, float(m[1]), "") if m else (1, 0.0, basis)
+
+
+def effects_tables(table: pd.DataFrame) -> list[TextTable]:
+    """Counted bases side by side: per (claim, metric), each basis's effect in % and its raw p (Holm p); one
+    table for sampling bases (NFE budgets, curves), one for per-model diagnostics."""
+    sel = table[table["basis_kind"] == "primary"]
+    out = []
+    for diag in (False, True):
+        part = sel[sel["basis"].str.startswith("model ") == diag]
+        if part.empty:
+            continue
+        bases = sorted(dict.fromkeys(part["basis"]), key=_basis_order)
+        cells: dict[tuple[str, str], dict[str, str]] = {}
+        for r in part.itertuples():
+            cells.setdefault((r.claim, r.metric), {})[r.basis] = (
+                f"{fmt(r.pct, '+.1f')}% (p {fmt(r.p, '.2g')}, Holm {fmt(r.p_holm, '.2g')})")
+        body = tuple((c, m, *[v.get(b, "") for b in bases]) for (c, m), v in cells.items())
+        out.append(TextTable("", ("claim", "metric", *bases), body))
+    return out
 
 
 def summary_table(table: pd.DataFrame, title: str) -> TextTable:
@@ -69,7 +103,7 @@ def summary_table(table: pd.DataFrame, title: str) -> TextTable:
     rows = tuple((r.family, r.claim, r.paper, r.counted, f"{fmt(r.min_p, '.2g')} / {fmt(r.min_holm, '.2g')} / "
                   f"{fmt(r.min_bh, '.2g')}", r.interpolated + (f"; {r.not_compared} not compared" if r.not_compared
                                                                else ""),
-                  f"{fmt(r.median_pct, '+.1f')}%", r.verdict, r.uncorrected) for r in s.itertuples())
+                  r.effect, r.verdict, r.uncorrected) for r in s.itertuples())
     return TextTable(title, ("family", "claim", "paper", "counted bases: holds / not / inconclusive",
                              "smallest p: raw / Holm / BH q", "interpolated bases (raw, not counted)",
                              "median effect", "verdict", "uncorrected verdict"), rows,
@@ -114,7 +148,10 @@ def trend_lines(table: pd.DataFrame) -> list[str]:
                       & table["basis"].str.match(r"NFE \d+$")]
         first = first.assign(nfe=first["basis"].str[4:].astype(int)).sort_values("nfe")
         effect = float(first["diff"].iloc[0]) if len(first) else math.nan
-        out.append(trend_text(r.better, r.worse, r.metric, effect, pd.Series(r._asdict())))
+        better, worse = r.better, r.worse
+        if better.split(" · ")[0] == worse.split(" · ")[0]:  # one model: name the samplers only
+            better, worse = better.split(" · ", 1)[1], worse.split(" · ", 1)[1]
+        out.append(trend_text(better, worse, r.metric, effect, pd.Series(r._asdict())))
     return out
 
 
@@ -127,16 +164,40 @@ def trend_table(table: pd.DataFrame) -> TextTable | None:
                      "one-sample t test of the slopes; counted in its claim family.")
 
 
-def claims_block(table: pd.DataFrame, suite: str) -> str:
-    """The Markdown block ``docs/validity.md`` includes for ``suite``: the corrected claim summary per metric
-    and the trend lines, every number from the results."""
+def means_table(rows: pd.DataFrame, metric: str = "fd_embedded") -> TextTable | None:
+    """Mean of ``metric`` over replicates per (model without training seed · sampler · variant) and budget
+    (``NFE n``, plus ``, w = s`` under guidance); None without such cells."""
+    cells = with_groups(rows[(rows["kind"] == "cell") & (rows["metric"] == metric)])
+    if cells.empty:
+        return None
+    cfg = pd.to_numeric(cells["cfg_scale"], errors="coerce").fillna(1.0)
+    col = [f"NFE {int(n)}" + ("" if w == 1.0 else f", w = {w:g}") for n, w in zip(cells["nfe_budget"], cfg, strict=True)]
+    label = [f"{g} · {s}" + ("" if v in ("", None) or pd.isna(v) else f" {variant_text(v)}")
+             for g, s, v in zip(cells["group"], cells["sampler"], cells["variant"], strict=True)]
+    cells = cells.assign(col=col, label=label, w=cfg)
+    order = cells.sort_values(["w", "nfe_budget"])["col"].drop_duplicates().tolist()
+    means = {(lab, c): float(replicates(g)[0].mean()) for (lab, c), g in cells.groupby(["label", "col"])}
+    labels = sorted({lab for lab, _ in means})
+    body = tuple((lab, *[fmt(means.get((lab, c)), ".4g") for c in order]) for lab in labels)
+    return TextTable("", (f"{metric}: mean over replicates", *order), body)
+
+
+def claims_block(table: pd.DataFrame, suite: str, rows: pd.DataFrame | None = None) -> str:
+    """The Markdown block ``docs/validity.md`` includes for ``suite``: the corrected claim summary per metric,
+    the trend lines and (with ``rows``) the FD-embedded means per sampler and budget, every number from the
+    results."""
     parts = [f"_Generated by `pfbench report {suite}` from `results/{suite}`; do not edit by hand. {METHOD}._", ""]
     s = claim_summary(table)
-    rows = tuple((r.claim, r.metric, r.counted, fmt(r.min_p, ".2g"), fmt(r.min_holm, ".2g"), fmt(r.min_bh, ".2g"),
-                  f"{fmt(r.median_pct, '+.1f')}%", r.uncorrected, r.verdict) for r in s.itertuples())
+    body = tuple((r.claim, r.metric, r.counted, fmt(r.min_p, ".2g"), fmt(r.min_holm, ".2g"), fmt(r.min_bh, ".2g"),
+                  r.effect, r.uncorrected, r.verdict) for r in s.itertuples())
     parts.append(TextTable("", ("claim", "metric", "counted bases holds / not / inc.", "smallest p", "Holm p",
-                                "BH q", "median effect", "uncorrected", "verdict"), rows).markdown())
+                                "BH q", "median effect", "uncorrected", "verdict"), body).markdown())
     parts += [f"- {x}" for x in trend_lines(table)]
+    parts += ["", "Effect at each counted basis (% of the claimed-worse side, positive = claim direction; raw p, "
+              "Holm p):", ""] + [t.markdown() for t in effects_tables(table)]
+    means = means_table(rows) if rows is not None else None
+    if means is not None:
+        parts += ["", means.markdown()]
     return "\n".join(parts).rstrip() + "\n"
 
 

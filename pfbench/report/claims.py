@@ -44,6 +44,7 @@ import pandas as pd
 
 from pfbench import PfbenchError
 from pfbench.report.correction import FAILS, HOLDS, SHOWN, SKIPPED, UNSURE, correct
+from pfbench.report.keys import instances
 from pfbench.report.stats import paired as compare
 from pfbench.report.trends import slope_test
 
@@ -124,10 +125,14 @@ def split_model(name: object) -> tuple[str, float]:
 
 
 def with_groups(rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows plus ``group`` (suite model without training seed) and ``train_seed`` (NaN when none)."""
+    """Rows plus ``group`` (suite model without training seed; with ``[model id]`` when the rows hold several
+    instances of the model) and ``train_seed`` (NaN when none)."""
     parts = [split_model(m) for m in rows["model"]]
     variant = rows["variant"].astype("string").fillna("") if "variant" in rows else ""
-    return rows.assign(group=[p[0] for p in parts], train_seed=[p[1] for p in parts], variant=variant)
+    multi = instances(rows)  # several instances of a model: each its own labelled group, never pooled
+    ids = rows["model_id"] if multi else pd.Series("", index=rows.index)
+    group = [p[0] + (f" [{i[:8]}]" if m in multi else "") for p, m, i in zip(parts, rows["model"], ids, strict=True)]
+    return rows.assign(group=group, train_seed=[p[1] for p in parts], variant=variant)
 
 
 def verdict(lo: float, hi: float) -> str:
@@ -322,6 +327,27 @@ def evaluate_claims(rows: pd.DataFrame, claims: tuple[Claim, ...] = PAPER_CLAIMS
                            + (f"; did you mean {close[0]!r}?" if close else f" (claims: {', '.join(by_name)})"))
     if rows.empty:
         return pd.DataFrame(columns=list(COLUMNS))
+    multi = instances(rows)
+    if not multi:
+        return correct(_evaluate(rows, claims, metrics, trends))
+    # Several instances (model ids) of a model: claims per instance, labelled, never pooled (keys.instance_warning).
+    bases = {split_model(m)[0] for m in multi}
+    parts = []
+    for k in range(max(len(ids) for ids in multi.values())):
+        chosen = {m: ids[min(k, len(ids) - 1)] for m, ids in multi.items()}
+        keep = [m not in chosen or i == chosen[m] for m, i in zip(rows["model"], rows["model_id"], strict=True)]
+        t = _evaluate(rows[keep], claims, metrics, trends)
+        hit = [b.split(" · ")[0] in bases or w.split(" · ")[0] in bases for b, w in zip(t["better"], t["worse"],
+                                                                                        strict=True)]
+        tag = " [instance " + ", ".join(f"{m} {i[:8]}" for m, i in sorted(chosen.items())) + "]"
+        t.loc[hit, "claim"] = t.loc[hit, "claim"] + tag
+        parts.append(t if k == 0 else t[hit])
+    return correct(pd.concat(parts, ignore_index=True))
+
+
+def _evaluate(rows: pd.DataFrame, claims: tuple[Claim, ...], metrics: tuple[str, ...],
+              trends: tuple[str, ...]) -> pd.DataFrame:
+    """The uncorrected claim table of ``rows`` (one instance per model)."""
     needed = ("sampler", "variant", "nfe_budget", "gflops", "seed", "train_step", "cfg_scale", "higher_is_better")
     rows = with_groups(rows.assign(**{c: pd.NA for c in needed if c not in rows}))  # hand-made frames
     cfg = pd.to_numeric(rows["cfg_scale"], errors="coerce").fillna(1.0)
@@ -339,4 +365,4 @@ def evaluate_claims(rows: pd.DataFrame, claims: tuple[Claim, ...] = PAPER_CLAIMS
                     out += trend_claims(claim, cells[cells["metric"] == metric], metric)
             else:
                 out += curve_claims(claim, curves[curves["metric"] == metric], metric)
-    return correct(pd.DataFrame(out, columns=list(COLUMNS)))
+    return pd.DataFrame(out, columns=list(COLUMNS))

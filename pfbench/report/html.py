@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from pfbench.io import atomic_write_text
 from pfbench.report.claim_tables import claims_block, update_docs
 from pfbench.report.claims import evaluate_claims
 from pfbench.report.figures import PREFIX, Figure, make_figures
+from pfbench.report.keys import instance_warning
 from pfbench.report.stats import summarize
 from pfbench.report.tables import TextTable, long_table, results_table
 from pfbench.report.validity import validity_sections
@@ -147,15 +149,20 @@ def report(suite_name: str, results_root: Path = Path("results"), reports_root: 
         raise PfbenchError(f"no result rows in {src}: run `pfbench run suites/{suite_name}.yaml` first "
                            f"(or pass --results to where the results are)")
     out = Path(reports_root) / suite_name
+    warning = instance_warning(rows, str(src))
+    if warning:
+        sys.stderr.write(f"warning: {warning}\n")
     summary = summarize(rows[rows["kind"] != "curve"])  # curves are per step: figure only
     figures = make_figures(rows, out)
     sections: list[tuple[str, list[TextTable | Figure | Image]]] = []
+    if warning:
+        sections.append(("Warning", [TextTable("", ("warning",), ((warning,),))]))
     if (summary["kind"] == "cell").any():
         sections.append(("Results", [results_table(summary, title="")]))
     table = evaluate_claims(rows, trends=trends)
     sections += validity_sections(rows, out, table)  # the paper's claims, paired over seeds (none without their models)
     if docs is not None and not table.empty:
-        update_docs(docs, suite_name, claims_block(table, suite_name))
+        update_docs(docs, suite_name, claims_block(table, suite_name, rows))
     if (summary["kind"] == "reference").any():
         sections.append(("Reference values", [long_table(
             summary, "reference", "", "The same metrics on real held-out images and on a trivial baseline: "
