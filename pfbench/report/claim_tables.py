@@ -90,7 +90,8 @@ def effects_tables(table: pd.DataFrame) -> list[TextTable]:
         cells: dict[tuple[str, str], dict[str, str]] = {}
         for r in part.itertuples():
             cells.setdefault((r.claim, r.metric), {})[r.basis] = (
-                f"{fmt(r.pct, '+.1f')}% (p {fmt(r.p, '.2g')}, Holm {fmt(r.p_holm, '.2g')})")
+                f"{fmt(r.pct, '+.1f')}% [{fmt(r.pct_lo, '+.1f')}, {fmt(r.pct_hi, '+.1f')}] (p {fmt(r.p, '.2g')}, "
+                f"Holm {fmt(r.p_holm, '.2g')})")
         body = tuple((c, m, *[v.get(b, "") for b in bases]) for (c, m), v in cells.items())
         out.append(TextTable("", ("claim", "metric", *bases), body))
     return out
@@ -193,11 +194,15 @@ def claims_block(table: pd.DataFrame, suite: str, rows: pd.DataFrame | None = No
     parts.append(TextTable("", ("claim", "metric", "counted bases holds / not / inc.", "smallest p", "Holm p",
                                 "BH q", "median effect", "uncorrected", "verdict"), body).markdown())
     parts += [f"- {x}" for x in trend_lines(table)]
-    parts += ["", "Effect at each counted basis (% of the claimed-worse side, positive = claim direction; raw p, "
-              "Holm p):", ""] + [t.markdown() for t in effects_tables(table)]
-    means = means_table(rows) if rows is not None else None
-    if means is not None:
-        parts += ["", means.markdown()]
+    parts += ["", "Effect at each counted basis (% of the claimed-worse side [95% CI], positive = claim direction; "
+              "raw p, Holm p):", ""] + [t.markdown() for t in effects_tables(table)]
+    skipped = table[table["basis_kind"] == SKIPPED].drop_duplicates(["claim", "basis", "reason"])
+    if len(skipped):
+        parts += ["Bases not compared (listed, not dropped):", ""]
+        parts += [f"- {r.claim}, {r.basis}: {r.reason}" for r in skipped.itertuples()]
+    for metric in ("fd_embedded", "class_acc") if rows is not None else ():
+        means = means_table(rows, metric)
+        parts += ["", means.markdown()] if means is not None else []
     return "\n".join(parts).rstrip() + "\n"
 
 
