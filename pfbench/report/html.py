@@ -20,6 +20,7 @@ from pfbench import PfbenchError
 from pfbench.io import atomic_write_text
 from pfbench.report.claim_tables import claims_block, update_docs
 from pfbench.report.claims import evaluate_claims
+from pfbench.report.correction import METHOD
 from pfbench.report.figures import PREFIX, Figure, make_figures
 from pfbench.report.keys import instance_warning
 from pfbench.report.stats import summarize
@@ -174,7 +175,7 @@ def report(suite_name: str, results_root: Path = Path("results"), reports_root: 
     if images:
         sections.append(("Samples and difficulty maps", list(images)))
     sections = [(t, items) for t, items in sections if items]
-    doc = _Doc(suite_name, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), _provenance(rows),
-               len(rows), sections)
+    header = _provenance(rows) + ([("claims: multiple comparisons", METHOD)] if not table.empty else [])
+    doc = _Doc(suite_name, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), header, len(rows), sections)
     atomic_write_text(out / "index.html", _html(doc))
     return atomic_write_text(out / "index.md", _markdown(doc))
