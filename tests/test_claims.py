@@ -204,7 +204,7 @@ def test_trend_slope_is_tested_over_training_seeds() -> None:
     from pfbench.report.claim_tables import trend_lines
 
     (line,) = trend_lines(table)
-    assert line.startswith("pf · look_ahead's deficit to pf · dual_loop shrinks with budget (fd_embedded): slope +0.7")
+    assert line.startswith("look_ahead's deficit to dual_loop shrinks with budget (fd_embedded): slope +0.7/doubling")
     # without the declaration there is no trend row; an unknown claim name is a one-line error
     assert not (evaluate_claims(pd.DataFrame(rows))["basis_kind"] == "trend").any()
     with pytest.raises(PfbenchError, match="did you mean 'look_ahead < dual_loop'"):
