@@ -37,16 +37,20 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from pfbench import PfbenchError
+from pfbench.report.claim_set import DIAG, INFER, PAPER_CLAIMS, PF, PF_SIT, SIT, TRAIN, Claim, Side
 from pfbench.report.correction import FAILS, HOLDS, SHOWN, SKIPPED, UNSURE, correct
 from pfbench.report.keys import instances
 from pfbench.report.stats import paired as compare
 from pfbench.report.trends import slope_test
+
+# claim_set's declarations are re-exported: callers import every claim name from here.
+__all__ = ["COLUMNS", "DIAG", "FAILS", "HOLDS", "INFER", "PAPER_CLAIMS", "PF", "PF_SIT", "SHOWN", "SIT", "SKIPPED",
+           "TRAIN", "UNSURE", "Claim", "Side", "compare", "evaluate_claims", "replicates", "split_model", "with_groups"]
 
 # "pf@s1": suite model "pf" trained with seed 1 (pfbench.suite.parse.SEED_SEP; duplicated: reports import no suite code).
 _SEED = re.compile(r"^(?P<base>.+)@s(?P<seed>\d+)$")
@@ -54,65 +58,6 @@ PRIMARY, INTERPOLATED, TREND, NONE = "primary", "interpolated", "trend", "not co
 CURVE_X = {"train_step": "train steps", "train_gflops": "train GFLOPs", "train_wall_s": "train wall-clock"}
 
 
-@dataclass(frozen=True)
-class Side:
-    """One side of a claim: a model (suite name, training seeds stripped) with a sampler and sampler variant
-    (``""`` = defaults); for a diagnostic claim, ``sampler`` is the diagnostic's metric name."""
-
-    model: str
-    sampler: str
-    variant: str = ""
-
-    def text(self) -> str:
-        return f"{self.model} · {self.sampler}" + (f" {self.variant}" if self.variant else "")
-
-
-@dataclass(frozen=True)
-class Claim:
-    """``better`` beats ``worse``. ``kind``: ``cell`` (equal NFE and equal GFLOPs), ``curve`` (learning curves at
-    equal training steps, FLOPs and wall-clock) or ``diagnostic`` (two diagnostic rows of one model)."""
-
-    family: str
-    name: str
-    better: Side
-    worse: Side
-    paper: str = ""
-    kind: str = "cell"
-
-
-def _c(family: str, name: str, better: tuple[str, str], worse: tuple[str, str], paper: str = "",
-       kind: str = "cell") -> Claim:
-    return Claim(family, name, Side(*better), Side(*worse), paper, kind)
-
-
-# The declared families: Holm's correction runs within each (pfbench.report.correction).
-TRAIN, INFER, PF_SIT, DIAG = "training sampler", "inference sampler", "PF vs SiT", "difficulty"
-PF, SIT = ("pf", "euler_pf"), ("sit", "euler")
-# The paper's orderings (SPEC §7; ImageNet B/2, FID-10K, read from figures), adjacent pairs of each chain.
-PAPER_CLAIMS: tuple[Claim, ...] = (
-    _c(TRAIN, "LTG < truncated Gaussian", PF, ("pf_tgauss", "euler_pf"), "31.4 < 34.7"),
-    _c(TRAIN, "truncated Gaussian < SRM s=10", ("pf_tgauss", "euler_pf"), ("pf_srm10", "euler_pf"), "34.7 < 39.0"),
-    _c(TRAIN, "SRM s=10 < SiT", ("pf_srm10", "euler_pf"), SIT, "39.0 < 41.1"),
-    _c(TRAIN, "SiT < SRM s=1", SIT, ("pf_srm1", "euler_pf"), "41.1 < 42.0"),
-    _c(TRAIN, "LTG < naive per-patch uniform", PF, ("pf_patch", "euler_pf"), "per-patch uniform hurts"),
-    _c(INFER, "look_ahead < dual_loop", ("pf", "look_ahead"), ("pf", "dual_loop"), "27.7 < 29.3"),
-    _c(INFER, "dual_loop < euler_pf", ("pf", "dual_loop"), PF, "29.3 < 31.4"),
-    _c(INFER, "euler_pf < look_ahead_random", PF, ("pf", "look_ahead_random"), "31.4 < 33.2"),
-    _c(INFER, "euler_pf < dual_loop_random", PF, ("pf", "dual_loop_random"), "31.4 < random"),
-    _c(INFER, "look_ahead < look_ahead_random", ("pf", "look_ahead"), ("pf", "look_ahead_random"), "27.7 < 33.2"),
-    _c(INFER, "dual_loop < dual_loop_random", ("pf", "dual_loop"), ("pf", "dual_loop_random"), "29.3 < random"),
-    _c(PF_SIT, "LTG < SiT (equal steps)", PF, SIT, "31.4 < 41.1"),
-    _c(PF_SIT, "look_ahead_random < SiT euler", ("pf", "look_ahead_random"), SIT, "33.2 < SiT"),
-    _c(PF_SIT, "look_ahead < SiT heun", ("pf", "look_ahead"), ("sit", "heun"), "best PF < best SiT"),
-    _c(PF_SIT, "LTG < SiT trained for PF's FLOPs", PF, ("sit_flops", "euler"), "equal training FLOPs"),
-    _c(PF_SIT, "LTG < SiT (learning curves)", PF, ("sit_flops", "euler"), "", kind="curve"),
-    _c(DIAG, "corr(var, err) at t=0.6 > at t=0.2", ("*", "difficulty_pearson_patch_t0.6"),
-       ("*", "difficulty_pearson_patch_t0.2"), "R = 0.52 > 0.11", kind="diagnostic"),
-    # Context at 0.65 (the middle of the grid 0.3 … 1): a gap LTG trains on; a clean context (t = 1) is rare under
-    # LTG (t_max near 1 and a 0.7 fold below it), the figure shows the whole curve.
-    _c(DIAG, "context helps: hard-patch loss, context at 0.65 < none", ("*", "context_loss_hard_t0.3_ctx0.65"),
-       ("*", "context_loss_hard_t0.3_ctx0.3"), "context helps", kind="diagnostic"),
-)
 COLUMNS = ("family", "claim", "paper", "metric", "basis", "basis_kind", "reason", "better", "worse", "unit", "n",
            "better_mean", "worse_mean", "diff", "lo", "hi", "p", "p_holm", "q_bh", "pct", "pct_lo", "pct_hi",
            "verdict_raw", "verdict")
