@@ -9,10 +9,14 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from pfbench import PfbenchError
 from pfbench.report.claims import (
     FAILS,
     HOLDS,
     PAPER_CLAIMS,
+    PF_SIT,
+    SHOWN,
+    SKIPPED,
     UNSURE,
     Claim,
     Side,
@@ -52,13 +56,17 @@ def test_split_model() -> None:
 
 
 def test_compare_matches_paired_t_test() -> None:
-    d = np.array([1.0, 2.0, 3.5, 0.5])
-    out = compare(d)
-    ref = stats.ttest_1samp(d, 0.0)
-    half = stats.t.ppf(0.975, 3) * d.std(ddof=1) / 2.0
-    assert out["n"] == 4 and out["diff"] == pytest.approx(d.mean())
-    assert out["p"] == pytest.approx(ref.pvalue)
-    assert (out["lo"], out["hi"]) == pytest.approx((d.mean() - half, d.mean() + half))
+    # scipy's ttest_rel path against the textbook formula written out in numpy: t = mean(d) / (sd(d) / sqrt(n))
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 4, 9):
+        a, b = rng.normal(size=n), rng.normal(size=n)
+        d = a - b
+        out = compare(a, b)
+        se = np.sqrt(np.sum((d - d.mean()) ** 2) / (n - 1)) / np.sqrt(n)
+        half = stats.t.ppf(0.975, n - 1) * se
+        assert out["n"] == n and out["diff"] == pytest.approx(d.mean(), rel=1e-12)
+        assert out["p"] == pytest.approx(2 * stats.t.sf(abs(d.mean()) / se, n - 1), rel=1e-9)
+        assert (out["lo"], out["hi"]) == pytest.approx((d.mean() - half, d.mean() + half), rel=1e-9)
 
 
 def test_clear_ordering_holds() -> None:
@@ -108,10 +116,17 @@ def test_equal_gflops_interpolates_in_log_gflops() -> None:
     # value = offset + log2(gflops): at the worse side's GFLOPs 2^1.5 the better side reads offset + 1.5 exactly.
     gf = {"look_ahead": [1.0, 2.0, 4.0], "dual_loop": [2 ** 1.5, 8.0, 16.0]}
     df = _cells({"look_ahead": [0.0, 0.1, -0.1], "dual_loop": [1.0, 1.2, 0.8]}, nfes=(8, 16, 32), gflops=gf)
-    rows = _rows_for(evaluate_claims(df), LA_DL.name, "GFLOPs")
+    all_rows = _rows_for(evaluate_claims(df), LA_DL.name, "GFLOPs")
+    rows = all_rows[all_rows["basis_kind"] == "interpolated"]
     assert len(rows) == 1  # dual_loop's 8 and 16 GFLOPs lie outside look_ahead's range: no extrapolation
     assert rows["better_mean"].iloc[0] == pytest.approx(1.5)
     assert rows["worse_mean"].iloc[0] == pytest.approx(1.5 + 1.0)
+    # shown, not counted: an interpolation re-reads the cells of the NFE bases
+    assert rows["verdict"].iloc[0] == SHOWN and rows["verdict_raw"].iloc[0] == HOLDS and np.isnan(rows["p_holm"].iloc[0])
+    # the two budgets outside the range are listed with the reason, never dropped
+    skipped = all_rows[all_rows["basis_kind"] == "not compared"]
+    assert len(skipped) == 2 and (skipped["verdict"] == SKIPPED).all()
+    assert list(skipped["reason"]) == [f"look_ahead 4 vs dual_loop {g} GFLOPs: no common point" for g in (8, 16)]
 
 
 def test_curve_claim_reads_worse_curve_at_equal_compute() -> None:
@@ -125,7 +140,7 @@ def test_curve_claim_reads_worse_curve_at_equal_compute() -> None:
                          "train_step": step, "train_gflops": gf, "train_wall_s": wall, "seed": 0,
                          "metric": "fd_embedded", "value": v + 0.1 * ts + 0.05 * ts**2, "higher_is_better": False})
     table = evaluate_claims(pd.DataFrame(rows))
-    got = table[table["family"] == "equal training compute"].set_index("basis")
+    got = table[table["family"] == PF_SIT].set_index("basis")
     steps = got.loc[[b for b in got.index if b.startswith("train steps")][0]]
     flops = got.loc[[b for b in got.index if b.startswith("train GFLOPs")][0]]
     wall = got.loc[[b for b in got.index if b.startswith("train wall")][0]]
@@ -133,7 +148,10 @@ def test_curve_claim_reads_worse_curve_at_equal_compute() -> None:
     assert steps["worse_mean"] == pytest.approx(3.0 + jitter)  # step 100 of the SiT curve
     assert flops["worse_mean"] == pytest.approx(3.0 - 2 / 3 + jitter)  # 10 GFLOPs: 2/3 of the way from 6 to 12
     assert wall["worse_mean"] == pytest.approx(2.75 + jitter)  # 5 s: a quarter of the way from 4 to 8 (3 -> 2)
-    assert (got["verdict"] == HOLDS).all()
+    assert (got["verdict_raw"] == HOLDS).all()
+    # equal steps is the curve claim's counted basis; training FLOPs and wall-clock interpolate the same curve
+    assert steps["basis_kind"] == "primary" and steps["verdict"] == HOLDS
+    assert (flops["verdict"], wall["verdict"]) == (SHOWN, SHOWN)
 
 
 def test_diagnostic_claim_per_model() -> None:
@@ -161,5 +179,51 @@ def test_validity_sections_draw_figures(tmp_path) -> None:  # type: ignore[no-un
 
 
 def test_identical_differences_are_not_significant() -> None:
-    out = compare(np.array([0.25, 0.25]))  # two quantised accuracies moving by one step each
+    out = compare(np.array([0.75, 0.5]), np.array([0.5, 0.25]))  # two quantised accuracies moving by one step each
     assert out["diff"] == 0.25 and math.isnan(out["lo"]) and math.isnan(out["p"])
+
+
+def test_trend_slope_is_tested_over_training_seeds() -> None:
+    # FD: look_ahead is behind dual_loop by 3 - s·log2(NFE) with slope s = 0.5, 0.7, 0.9 per training seed
+    slopes = (0.5, 0.7, 0.9)
+    rows = []
+    for ts, s in enumerate(slopes):
+        for nfe in (8, 16, 32, 64):
+            for sampler, v in (("dual_loop", 1.0 + 0.1 * ts), ("look_ahead", 4.0 + 0.1 * ts - s * math.log2(nfe))):
+                rows.append({"kind": "cell", "model": f"pf@s{ts}", "sampler": sampler, "variant": "",
+                             "nfe_budget": nfe, "gflops": 0.03 * nfe, "seed": ts, "cfg_scale": 1.0,
+                             "metric": "fd_embedded", "value": v, "higher_is_better": False})
+    table = evaluate_claims(pd.DataFrame(rows), trends=(LA_DL.name,))
+    trend = table[table["basis_kind"] == "trend"]
+    assert len(trend) == 1 and trend["basis"].iloc[0] == "slope per NFE doubling (NFE 8–64)"
+    ref = stats.ttest_1samp(slopes, 0.0)
+    assert trend["diff"].iloc[0] == pytest.approx(np.mean(slopes))
+    assert trend["p"].iloc[0] == pytest.approx(ref.pvalue)
+    assert (trend["lo"].iloc[0], trend["hi"].iloc[0]) == pytest.approx(tuple(ref.confidence_interval(0.95)))
+    assert trend["family"].iloc[0] == LA_DL.family and not math.isnan(trend["p_holm"].iloc[0])
+    from pfbench.report.claim_tables import trend_lines
+
+    (line,) = trend_lines(table)
+    assert line.startswith("look_ahead's deficit to dual_loop shrinks with budget (fd_embedded): slope +0.7/doubling")
+    # without the declaration there is no trend row; an unknown claim name is a one-line error
+    assert not (evaluate_claims(pd.DataFrame(rows))["basis_kind"] == "trend").any()
+    with pytest.raises(PfbenchError, match="did you mean 'look_ahead < dual_loop'"):
+        evaluate_claims(pd.DataFrame(rows), trends=("look_ahead < dual_lop",))
+
+
+def test_two_instances_of_a_model_are_never_pooled() -> None:
+    from pfbench.report.keys import instance_warning
+
+    df = _cells({"look_ahead": [1.0, 1.1, 0.9], "dual_loop": [2.0, 2.2, 1.95]}).assign(model_id="a" * 64)
+    rerun = df[df["model"] == "pf@s0"].assign(model_id="b" * 64, value=lambda d: d["value"] + 5.0)
+    both = pd.concat([df, rerun], ignore_index=True)
+    warning = instance_warning(both, "results/x")
+    assert warning is not None and "pf@s0: aaaaaaaaaaaa, bbbbbbbbbbbb" in warning and "never pooled" in warning
+    assert instance_warning(df, "results/x") is None
+    table = evaluate_claims(both)
+    rows = table[table["basis"] == "NFE 8"]
+    assert sorted(rows["claim"]) == [f"{LA_DL.name} [instance pf@s0 {c * 8}]" for c in "ab"]
+    per = rows.set_index("claim")["better_mean"]
+    # instance a: the original three seeds; instance b: seed 0 replaced by the rerun (+5), never a mean of both
+    assert per[f"{LA_DL.name} [instance pf@s0 aaaaaaaa]"] == pytest.approx(1.0)
+    assert per[f"{LA_DL.name} [instance pf@s0 bbbbbbbb]"] == pytest.approx(1.0 + 5.0 / 3)

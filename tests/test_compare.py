@@ -21,7 +21,8 @@ HIB = {"fd_embedded": False, "class_acc": True}
 
 
 def _write(folder: Path, shift: dict[tuple[str, str, int, str], float] | None = None, seeds: int = 1,
-           noise: float = 0.0, cells: list[tuple[str, str, int]] = CELLS, rng_seed: int = 0) -> Path:
+           noise: float = 0.0, cells: list[tuple[str, str, int]] = CELLS, rng_seed: int = 0,
+           model_id: str | None = None) -> Path:
     """One Parquet file per (cell, seed); ``shift[(model, sampler, nfe, metric)]`` is added to the value."""
     rng = np.random.default_rng(rng_seed)
     shift = shift or {}
@@ -30,9 +31,9 @@ def _write(folder: Path, shift: dict[tuple[str, str, int, str], float] | None = 
             rows = [{"suite": "t", "kind": "cell", "model": model, "sampler": sampler, "nfe_budget": nfe,
                      "cfg_scale": 1.0, "seed": seed, "metric": m, "higher_is_better": HIB[m],
                      "value": v + shift.get((model, sampler, nfe, m), 0.0) + noise * rng.standard_normal(),
-                     "nfe_used": nfe, "gflops": 0.5 * nfe}
+                     "nfe_used": nfe, "gflops": 0.5 * nfe, "model_id": model_id}
                     for m, v in BASE.items()]
-            write_rows(folder / f"cell-{model}-{sampler}-{nfe}-{seed}.parquet", rows)
+            write_rows(folder / f"cell-{model}-{sampler}-{nfe}-{seed}{model_id or ''}.parquet", rows)
     return folder
 
 
@@ -243,3 +244,31 @@ def test_old_baseline_without_a_key_column_still_matches(tmp_path: Path, cell_gr
     assert len(res.rows) == 8 and not res.incomplete and res.missing_in_a.empty and not res.regressed
     with pytest.raises(PfbenchError, match="differ only in train_timesteps"):  # would pool ltg and srm: refuse
         compare(base, tmp_path / "grid")
+
+
+def test_retrained_models_match_by_recipe_across_model_ids(tmp_path: Path) -> None:
+    a = _write(tmp_path / "a", seeds=2, model_id="a" * 64)
+    b = _write(tmp_path / "b", {("pf", "euler_pf", 8, "fd_embedded"): 4e-4}, seeds=2, model_id="b" * 64)
+    res = compare(a, b)  # default: by recipe
+    assert len(res.rows) == 8 and res.missing_in_a.empty and res.missing_in_b.empty and not res.regressed
+    text = " ".join(res.notes)
+    assert "matched by recipe" in text and "2 model(s) matched by recipe across model ids" in text
+    assert "fd_embedded max(rel 3%, 2σ)" in text  # the tolerance applied is stated
+    assert "largest relative difference +1e-05 (fd_embedded, pf · euler_pf · NFE 8)" in text
+    strict = compare(a, b, match_by="id")  # the same weights only: nothing matches
+    assert strict.rows.empty and len(strict.missing_in_b) == 8 and strict.exit_code() == 1
+    with pytest.raises(PfbenchError, match="--match-by 'hash'"):
+        compare(a, b, match_by="hash")
+
+
+def test_rerun_into_the_committed_folder_compares_the_new_instance(tmp_path: Path) -> None:
+    a = _write(tmp_path / "a", seeds=2, model_id="a" * 64)
+    mixed = _write(tmp_path / "mixed", seeds=2, model_id="a" * 64)  # the committed instance ...
+    _write(mixed, {("sit", "euler", 16, "class_acc"): -0.5}, seeds=2, model_id="b" * 64)  # ... and a rerun beside it
+    res = compare(a, mixed)  # used to stop with "2 result rows for seed 0 of one cell"
+    assert len(res.rows) == 8 and res.regressed and set(res.regressions["model"]) == {"sit"}
+    assert any("holds 2 instances of pf: using bbbbbbbbbbbb" in n for n in res.notes)
+    _write(mixed, seeds=2, model_id="c" * 64)  # two instances the baseline does not hold: ambiguous
+    with pytest.raises(PfbenchError, match="3 instances of model pf .* --match-by id"):
+        compare(a, mixed)
+    assert len(compare(a, mixed, match_by="id").rows) == 8  # the committed instance against itself

@@ -216,3 +216,11 @@ def test_cells_of_a_fixed_sampler_get_new_keys() -> None:
     for name in ("dual_loop", "look_ahead", "dual_loop_random", "look_ahead_random"):  # SPEC §5 fix
         cell = RunSpec("s", "m", SamplerSpec(name), 8, 0, 100, 1.0)
         assert SAMPLERS.get(name).revision == 2 and cell.key("w") != old_key(cell)
+
+
+def test_claims_trends_are_checked_against_the_declared_claims() -> None:
+    spec = load_suite(ROOT / "suites" / "validity.yaml")
+    assert spec.claims.trends == ["look_ahead < dual_loop"]
+    with pytest.raises(PfbenchError, match=r"claims.trends\[0\]: 'look_ahead < dual_lop' .* did you mean "
+                                           r"'look_ahead < dual_loop'"):
+        load_suite(ROOT / "suites" / "validity.yaml", ["claims.trends=['look_ahead < dual_lop']"])

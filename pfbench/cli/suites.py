@@ -191,17 +191,25 @@ def report(
     suite: Annotated[str, typer.Argument(help="suite name, or its YAML file (its name: is used)")],
     results: Annotated[Path, typer.Option(help="results root")] = Path("results"),
     reports: Annotated[Path, typer.Option(help="reports root")] = Path("reports"),
+    docs: Annotated[Path, typer.Option(help="docs folder: claims blocks between <!-- pfbench:claims SUITE --> "
+                                            "markers are rewritten from the results")] = Path("docs"),
 ) -> None:
-    """Write reports/SUITE/index.md and a self-contained index.html from the suite's Parquet results."""
+    """Write reports/SUITE/index.md and a self-contained index.html from the suite's Parquet results.
+
+    The suite's ``claims:`` (trend tests) are read from its YAML: the file given, or suites/SUITE.yaml.
+    """
     from pfbench.report.html import report as make_report
+    from pfbench.suite.parse import load_suite
 
-    name = suite
+    name, path = suite, Path(suite)
+    if not suite.endswith((".yaml", ".yml")):
+        path = Path("suites") / f"{suite}.yaml"
+    spec = load_suite(path, None) if path.is_file() else None
     if suite.endswith((".yaml", ".yml")):
-        from pfbench.suite.parse import load_suite
-
         # The results folder is named after the suite's name:, which need not be the file's stem.
-        name = load_suite(Path(suite), None).name if Path(suite).is_file() else Path(suite).stem
-    md = make_report(name, results_root=results, reports_root=reports)
+        name = spec.name if spec is not None else path.stem
+    trends = tuple(spec.claims.trends) if spec is not None and spec.name == name else ()
+    md = make_report(name, results_root=results, reports_root=reports, trends=trends, docs=docs)
     console.print(f"wrote {md} and {md.with_name('index.html')}")
 
 
@@ -212,13 +220,15 @@ def compare(
     markdown: Annotated[Path | None, typer.Option(help="also write the full comparison as Markdown here")] = None,
     allow_missing: Annotated[bool, typer.Option(help="rows of A missing from B do not fail")] = False,
     all_rows: Annotated[bool, typer.Option("--all", help="print every matched row, not only changes")] = False,
+    match_by: Annotated[str, typer.Option(help="recipe: match models by name and training config across model ids "
+                                               "(retrained elsewhere); id: the same weights only")] = "recipe",
 ) -> None:
     """Compare B against A per metric; exit 1 on a regression beyond tolerance or on rows missing from B."""
     from pfbench.io import atomic_write_text
     from pfbench.report.compare import compare as run_compare
     from pfbench.report.tolerances import load_tolerances
 
-    res = run_compare(a, b, load_tolerances(tolerances))
+    res = run_compare(a, b, load_tolerances(tolerances), match_by=match_by)
     res.print(console, all_rows=all_rows)
     if markdown is not None:
         atomic_write_text(markdown, res.markdown())

@@ -10,16 +10,22 @@ Replicates and their unit:
       seeds; this is the correct interval when training and sampling noise both vary (a two-level design).
     * Otherwise the unit is the sampling seed (one model, several noise seeds).
 Statistics: mean difference, Student-t 95% interval below ``SMALL_N`` pairs (percentile bootstrap from there),
-two-sided paired t-test p-value (no interval when all differences are equal: nothing to test). Verdict: ``holds`` when the interval lies above 0, ``does not hold`` when it
-lies below 0, else ``inconclusive``; "by how much" is the difference in % of the claimed-worse side's mean.
+two-sided paired t-test p-value (``scipy.stats.ttest_rel``; no interval when all differences are equal: nothing to
+test). "By how much" is the difference in % of the claimed-worse side's mean. Verdicts are corrected for multiple
+comparisons (``pfbench.report.correction``): Holm within each claim family decides, Benjamini–Hochberg over the
+report is shown; ``verdict_raw`` keeps the uncorrected verdict (interval above / below 0).
 
-Bases of comparison:
-    * ``NFE n``: both sides at the same NFE budget.
-    * ``GFLOPs g``: the claimed-better side's metric interpolated (linear in log GFLOPs, per replicate, never
-      extrapolated) at the GFLOPs per sample the claimed-worse side spent at each of its budgets.
-    * curves (``train step`` / ``train GFLOPs`` / ``train wall-clock``): the better side's last checkpoint
-      against the worse side's learning curve interpolated (linearly) at the same training steps, training
-      FLOPs or training seconds.
+Bases of comparison (``basis_kind``):
+    * ``NFE n`` (``primary``): both sides at the same NFE budget; a diagnostic claim's one basis per model.
+    * ``GFLOPs g`` (``interpolated``): the claimed-better side's metric interpolated (linear in log GFLOPs, per
+      replicate, never extrapolated) at the GFLOPs per sample the claimed-worse side spent at each of its budgets.
+    * curves: the better side's last checkpoint against the worse side's learning curve interpolated (linearly)
+      at the same training steps (``primary``: the curve claim's one test), training FLOPs or training seconds
+      (``interpolated``).
+    Interpolated bases re-read the same cells, so they are shown but not counted as evidence (no verdict, no
+    correction); a basis that has no common point is listed (``not compared``, with the reason), never dropped.
+    * trends (``trend``, declared per suite): the oriented difference regressed on log2(NFE) per replicate, then
+      a paired test of the slopes (``trends.trend_claims``).
 
 Model names are those of ``suites/validity.yaml`` (``pf`` = LTG, ``sit`` = the global-t baseline, …); a claim
 whose sides have no rows is skipped, so the table also works on suites with only ``pf`` and ``sit``.
@@ -28,82 +34,33 @@ Pure numpy/pandas/scipy: reports never import torch.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import t as student
 
-from pfbench.report.stats import SMALL_N, bootstrap_ci
+from pfbench import PfbenchError
+from pfbench.report.claim_set import DIAG, INFER, PAPER_CLAIMS, PF, PF_SIT, SIT, TRAIN, Claim, Side
+from pfbench.report.correction import FAILS, HOLDS, SHOWN, SKIPPED, UNSURE, correct
+from pfbench.report.keys import instances
+from pfbench.report.stats import paired as compare
+from pfbench.report.trends import slope_test
+
+# claim_set's declarations are re-exported: callers import every claim name from here.
+__all__ = ["COLUMNS", "DIAG", "FAILS", "HOLDS", "INFER", "PAPER_CLAIMS", "PF", "PF_SIT", "SHOWN", "SIT", "SKIPPED",
+           "TRAIN", "UNSURE", "Claim", "Side", "compare", "evaluate_claims", "replicates", "split_model", "with_groups"]
 
 # "pf@s1": suite model "pf" trained with seed 1 (pfbench.suite.parse.SEED_SEP; duplicated: reports import no suite code).
 _SEED = re.compile(r"^(?P<base>.+)@s(?P<seed>\d+)$")
-HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
+PRIMARY, INTERPOLATED, TREND, NONE = "primary", "interpolated", "trend", "not compared"  # basis_kind values
 CURVE_X = {"train_step": "train steps", "train_gflops": "train GFLOPs", "train_wall_s": "train wall-clock"}
 
 
-@dataclass(frozen=True)
-class Side:
-    """One side of a claim: a model (suite name, training seeds stripped) with a sampler and sampler variant
-    (``""`` = defaults); for a diagnostic claim, ``sampler`` is the diagnostic's metric name."""
-
-    model: str
-    sampler: str
-    variant: str = ""
-
-    def text(self) -> str:
-        return f"{self.model} · {self.sampler}" + (f" {self.variant}" if self.variant else "")
-
-
-@dataclass(frozen=True)
-class Claim:
-    """``better`` beats ``worse``. ``kind``: ``cell`` (equal NFE and equal GFLOPs), ``curve`` (learning curves at
-    equal training steps, FLOPs and wall-clock) or ``diagnostic`` (two diagnostic rows of one model)."""
-
-    family: str
-    name: str
-    better: Side
-    worse: Side
-    paper: str = ""
-    kind: str = "cell"
-
-
-def _c(family: str, name: str, better: tuple[str, str], worse: tuple[str, str], paper: str = "",
-       kind: str = "cell") -> Claim:
-    return Claim(family, name, Side(*better), Side(*worse), paper, kind)
-
-
-TRAIN, INFER, COMPUTE, DIAG = "training sampler", "inference sampler", "equal training compute", "difficulty"
-PF, SIT = ("pf", "euler_pf"), ("sit", "euler")
-# The paper's orderings (SPEC §7; ImageNet B/2, FID-10K, read from figures), adjacent pairs of each chain.
-PAPER_CLAIMS: tuple[Claim, ...] = (
-    _c(TRAIN, "LTG < truncated Gaussian", PF, ("pf_tgauss", "euler_pf"), "31.4 < 34.7"),
-    _c(TRAIN, "truncated Gaussian < SRM s=10", ("pf_tgauss", "euler_pf"), ("pf_srm10", "euler_pf"), "34.7 < 39.0"),
-    _c(TRAIN, "SRM s=10 < SiT", ("pf_srm10", "euler_pf"), SIT, "39.0 < 41.1"),
-    _c(TRAIN, "SiT < SRM s=1", SIT, ("pf_srm1", "euler_pf"), "41.1 < 42.0"),
-    _c(TRAIN, "LTG < naive per-patch uniform", PF, ("pf_patch", "euler_pf"), "per-patch uniform hurts"),
-    _c(TRAIN, "LTG < SiT (equal steps)", PF, SIT, "31.4 < 41.1"),
-    _c(INFER, "look_ahead < dual_loop", ("pf", "look_ahead"), ("pf", "dual_loop"), "27.7 < 29.3"),
-    _c(INFER, "dual_loop < euler_pf", ("pf", "dual_loop"), PF, "29.3 < 31.4"),
-    _c(INFER, "euler_pf < look_ahead_random", PF, ("pf", "look_ahead_random"), "31.4 < 33.2"),
-    _c(INFER, "euler_pf < dual_loop_random", PF, ("pf", "dual_loop_random"), "31.4 < random"),
-    _c(INFER, "look_ahead < look_ahead_random", ("pf", "look_ahead"), ("pf", "look_ahead_random"), "27.7 < 33.2"),
-    _c(INFER, "dual_loop < dual_loop_random", ("pf", "dual_loop"), ("pf", "dual_loop_random"), "29.3 < random"),
-    _c(INFER, "look_ahead_random < SiT euler", ("pf", "look_ahead_random"), SIT, "33.2 < SiT"),
-    _c(INFER, "look_ahead < SiT heun", ("pf", "look_ahead"), ("sit", "heun"), "best PF < best SiT"),
-    _c(COMPUTE, "LTG < SiT trained for PF's FLOPs", PF, ("sit_flops", "euler"), "equal training FLOPs"),
-    _c(COMPUTE, "LTG < SiT (learning curves)", PF, ("sit_flops", "euler"), "", kind="curve"),
-    _c(DIAG, "corr(var, err) at t=0.6 > at t=0.2", ("*", "difficulty_pearson_patch_t0.6"),
-       ("*", "difficulty_pearson_patch_t0.2"), "R = 0.52 > 0.11", kind="diagnostic"),
-    # Context at 0.65 (the middle of the grid 0.3 … 1): a gap LTG trains on; a clean context (t = 1) is rare under
-    # LTG (t_max near 1 and a 0.7 fold below it), the figure shows the whole curve.
-    _c(DIAG, "context helps: hard-patch loss, context at 0.65 < none", ("*", "context_loss_hard_t0.3_ctx0.65"),
-       ("*", "context_loss_hard_t0.3_ctx0.3"), "context helps", kind="diagnostic"),
-)
-COLUMNS = ("family", "claim", "paper", "metric", "basis", "better", "worse", "unit", "n", "better_mean",
-           "worse_mean", "diff", "lo", "hi", "p", "pct", "pct_lo", "pct_hi", "verdict")
+COLUMNS = ("family", "claim", "paper", "metric", "basis", "basis_kind", "reason", "better", "worse", "unit", "n",
+           "better_mean", "worse_mean", "diff", "lo", "hi", "p", "p_holm", "q_bh", "pct", "pct_lo", "pct_hi",
+           "verdict_raw", "verdict")
 
 
 def split_model(name: object) -> tuple[str, float]:
@@ -113,31 +70,14 @@ def split_model(name: object) -> tuple[str, float]:
 
 
 def with_groups(rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows plus ``group`` (suite model without training seed) and ``train_seed`` (NaN when none)."""
+    """Rows plus ``group`` (suite model without training seed; with ``[model id]`` when the rows hold several
+    instances of the model) and ``train_seed`` (NaN when none)."""
     parts = [split_model(m) for m in rows["model"]]
     variant = rows["variant"].astype("string").fillna("") if "variant" in rows else ""
-    return rows.assign(group=[p[0] for p in parts], train_seed=[p[1] for p in parts], variant=variant)
-
-
-def compare(diffs: np.ndarray) -> dict[str, float]:
-    """Mean, 95% interval (t below ``SMALL_N`` pairs, bootstrap from there) and paired t-test p of differences."""
-    d = np.asarray(diffs, dtype=np.float64)
-    d = d[np.isfinite(d)]
-    n = int(d.size)
-    out = {"n": float(n), "diff": float(d.mean()) if n else math.nan, "lo": math.nan, "hi": math.nan, "p": math.nan}
-    if n < 2:
-        return out
-    sd = float(d.std(ddof=1))
-    if sd == 0.0:  # e.g. a class accuracy over few samples moving by the same step twice: no spread to test,
-        return out  # so no interval (inconclusive), rather than a zero-width "significant" one
-    se = sd / math.sqrt(n)
-    if n < SMALL_N:
-        half = float(student.ppf(0.975, n - 1)) * se
-        out.update(lo=out["diff"] - half, hi=out["diff"] + half)
-    else:
-        out["lo"], out["hi"] = bootstrap_ci(d, rng=np.random.default_rng(0))
-    out["p"] = float(2 * student.sf(abs(out["diff"]) / se, n - 1))
-    return out
+    multi = instances(rows)  # several instances of a model: each its own labelled group, never pooled
+    ids = rows["model_id"] if multi else pd.Series("", index=rows.index)
+    group = [p[0] + (f" [{i[:8]}]" if m in multi else "") for p, m, i in zip(parts, rows["model"], ids, strict=True)]
+    return rows.assign(group=group, train_seed=[p[1] for p in parts], variant=variant)
 
 
 def verdict(lo: float, hi: float) -> str:
@@ -155,23 +95,41 @@ def replicates(frame: pd.DataFrame) -> tuple[pd.Series, str]:
     return frame.groupby("seed")["value"].mean(), "sampling seed"
 
 
-def _result(claim: Claim, metric: str, basis: str, a: pd.Series, b: pd.Series, unit: str, hib: bool) -> dict:
-    """One claim-table row from per-replicate values of the better (a) and worse (b) sides, index = replicate."""
+def _result(claim: Claim, metric: str, basis: str, a: pd.Series, b: pd.Series, unit: str, hib: bool,
+            kind: str = PRIMARY) -> dict:
+    """One claim-table row from per-replicate values of the better (a) and worse (b) sides, index = replicate;
+    ``kind``: the basis kind (``PRIMARY`` or ``INTERPOLATED``)."""
     a, b = a.align(b, join="inner")
     sign = 1.0 if hib else -1.0
-    stats = compare(sign * (a.to_numpy(float) - b.to_numpy(float)))
+    stats = compare(sign * a.to_numpy(float), sign * b.to_numpy(float))
     worse = float(b.mean()) if len(b) else math.nan
     scale = 100.0 / abs(worse) if worse and math.isfinite(worse) else math.nan
+    raw = verdict(stats["lo"], stats["hi"])
     return {"family": claim.family, "claim": claim.name, "paper": claim.paper, "metric": metric, "basis": basis,
-            "better": claim.better.text(), "worse": claim.worse.text(), "unit": unit,
-            "better_mean": float(a.mean()) if len(a) else math.nan, "worse_mean": worse, **stats,
+            "basis_kind": kind, "reason": "", "better": claim.better.text(), "worse": claim.worse.text(),
+            "unit": unit, "better_mean": float(a.mean()) if len(a) else math.nan, "worse_mean": worse, **stats,
             "pct": stats["diff"] * scale, "pct_lo": stats["lo"] * scale, "pct_hi": stats["hi"] * scale,
-            "verdict": verdict(stats["lo"], stats["hi"])}
+            "verdict_raw": raw, "verdict": raw if kind == PRIMARY else SHOWN}
+
+
+def _skipped(claim: Claim, metric: str, basis: str, reason: str) -> dict:
+    """A basis that could not be compared, listed with why (never dropped silently)."""
+    return {"family": claim.family, "claim": claim.name, "paper": claim.paper, "metric": metric, "basis": basis,
+            "basis_kind": NONE, "reason": reason, "better": claim.better.text(), "worse": claim.worse.text(),
+            "n": 0.0, "verdict_raw": SKIPPED, "verdict": SKIPPED}
 
 
 def _side_cells(cells: pd.DataFrame, side: Side) -> pd.DataFrame:
     return cells[(cells["group"] == side.model) & (cells["sampler"] == side.sampler)
                  & (cells["variant"] == side.variant)]
+
+
+def _apart(x: float, y: float) -> tuple[str, str]:
+    """Two numbers with the fewest significant digits (at least 4) that tell them apart."""
+    for digits in range(4, 10):
+        if f"{x:.{digits}g}" != f"{y:.{digits}g}":
+            break
+    return f"{x:.{digits}g}", f"{y:.{digits}g}"
 
 
 def _interp_at(frame: pd.DataFrame, x: str, at: float, log: bool) -> pd.Series:
@@ -209,11 +167,40 @@ def cell_claims(claim: Claim, cells: pd.DataFrame, metric: str) -> list[dict]:
         at = float(g["gflops"].astype(float).mean())
         va = _interp_at(a, "gflops", at, log=True)
         vb = g.set_index(["train_seed", "seed"])["value"].astype(float)
+        basis = f"GFLOPs {at:.3g} (worse at NFE {int(nfe)})"
         if va.empty:
+            span = a["gflops"].astype(float)
+            edge = span.max() if at > span.max() else span.min()
+            e, w = _apart(edge, at)
+            out.append(_skipped(claim, metric, basis, f"{claim.better.sampler} {e} vs {claim.worse.sampler} {w} "
+                                "GFLOPs: no common point"))
             continue
         (ua, unit), (ub, _) = _per_unit(va), _per_unit(vb)
-        out.append(_result(claim, metric, f"GFLOPs {at:.3g} (worse at NFE {int(nfe)})", ua, ub, unit, hib))
+        row = _result(claim, metric, basis, ua, ub, unit, hib, INTERPOLATED)
+        if len(va) < len(vb):
+            row["reason"] = f"{len(vb) - len(va)} of {len(vb)} replicates outside {claim.better.sampler}'s range: left out"
+        out.append(row)
     return out
+
+
+def trend_claims(claim: Claim, cells: pd.DataFrame, metric: str) -> list[dict]:
+    """The claim's effect regressed on log2(NFE) per replicate, slopes tested (``trends.slope_test``): one row,
+    basis ``trend``, ``diff`` = mean slope per doubling; none with fewer than 2 shared budgets."""
+    a, b = _side_cells(cells, claim.better), _side_cells(cells, claim.worse)
+    budgets = sorted(set(a["nfe_budget"].dropna()) & set(b["nfe_budget"].dropna()))
+    if len(budgets) < 2:
+        return []
+    hib = bool(a["higher_is_better"].dropna().iloc[0]) if a["higher_is_better"].notna().any() else False
+    per, unit = {}, ""
+    for nfe in budgets:
+        (va, unit), (vb, _) = replicates(a[a["nfe_budget"] == nfe]), replicates(b[b["nfe_budget"] == nfe])
+        va, vb = va.align(vb, join="inner")
+        per[int(nfe)] = (1.0 if hib else -1.0) * (va - vb)
+    stats = slope_test(pd.DataFrame(per))
+    return [{"family": claim.family, "claim": f"{claim.name}: trend with NFE", "paper": claim.paper,
+             "metric": metric, "basis": f"slope per NFE doubling (NFE {budgets[0]:.0f}–{budgets[-1]:.0f})",
+             "basis_kind": TREND, "reason": "", "better": claim.better.text(), "worse": claim.worse.text(),
+             "unit": unit, **stats, "verdict_raw": verdict(stats["lo"], stats["hi"]), "verdict": UNSURE}]
 
 
 def curve_claims(claim: Claim, curves: pd.DataFrame, metric: str) -> list[dict]:
@@ -228,18 +215,26 @@ def curve_claims(claim: Claim, curves: pd.DataFrame, metric: str) -> list[dict]:
         if x not in curves or last[x].isna().all() or b[x].isna().all():
             continue
         va, vb = {}, {}
+        keys = list(last.groupby(["train_seed", "seed"], dropna=False).groups)
         for key, g in last.groupby(["train_seed", "seed"], dropna=False):
             at = float(g[x].astype(float).mean())
             same = b["train_seed"].fillna(-1.0) == (-1.0 if pd.isna(key[0]) else key[0])  # pair by training seed
             interp = _interp_at(b[same].assign(seed=key[1]), x, at, log=False)
             if len(interp):
                 va[key], vb[key] = float(g["value"].astype(float).mean()), float(interp.iloc[0])
+        basis = f"{label} (curve, NFE {int(a['nfe_budget'].dropna().iloc[0])})"
         if not va:
+            at, span = last[x].astype(float), b[x].astype(float)
+            out.append(_skipped(claim, metric, basis, f"{claim.better.model} at {at.min():.4g}–{at.max():.4g} vs "
+                                f"{claim.worse.model}'s curve {span.min():.4g}–{span.max():.4g} {label}: no common "
+                                "point"))
             continue
         idx = pd.MultiIndex.from_tuples(list(va), names=["train_seed", "seed"])
         (ua, unit), (ub, _) = _per_unit(pd.Series(list(va.values()), idx)), _per_unit(pd.Series(list(vb.values()), idx))
-        out.append(_result(claim, metric, f"{label} (curve, NFE {int(a['nfe_budget'].dropna().iloc[0])})", ua, ub,
-                           unit, hib))
+        row = _result(claim, metric, basis, ua, ub, unit, hib, PRIMARY if x == "train_step" else INTERPOLATED)
+        if len(va) < len(keys):
+            row["reason"] = f"{len(keys) - len(va)} of {len(keys)} replicates outside the curve's range: left out"
+        out.append(row)
     return out
 
 
@@ -258,10 +253,46 @@ def diagnostic_claims(claim: Claim, diags: pd.DataFrame) -> list[dict]:
 
 
 def evaluate_claims(rows: pd.DataFrame, claims: tuple[Claim, ...] = PAPER_CLAIMS,
-                    metrics: tuple[str, ...] = ("fd_embedded", "class_acc")) -> pd.DataFrame:
-    """The claim table: one row per (claim, metric, basis) with data; empty (with ``COLUMNS``) when none."""
+                    metrics: tuple[str, ...] = ("fd_embedded", "class_acc"), trends: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The claim table: one row per (claim, metric, basis) with data, corrected for multiple comparisons
+    (``correction.correct``); empty (with ``COLUMNS``) when none.
+
+    Args:
+        rows: result rows of one suite.
+        claims: the declared claims (default: the paper's, ``PAPER_CLAIMS``).
+        metrics: metrics the cell and curve claims are tested on.
+        trends: names of cell claims whose effect is also tested for a trend with log2(NFE) (a suite's
+            ``claims.trends``); a name that is not a cell claim of ``claims`` is an error.
+    """
+    by_name = {c.name: c for c in claims if c.kind == "cell"}
+    unknown = [t for t in trends if t not in by_name]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(by_name), n=1)
+        raise PfbenchError(f"claims.trends: {unknown[0]!r} is not a cell claim"
+                           + (f"; did you mean {close[0]!r}?" if close else f" (claims: {', '.join(by_name)})"))
     if rows.empty:
         return pd.DataFrame(columns=list(COLUMNS))
+    multi = instances(rows)
+    if not multi:
+        return correct(_evaluate(rows, claims, metrics, trends))
+    # Several instances (model ids) of a model: claims per instance, labelled, never pooled (keys.instance_warning).
+    bases = {split_model(m)[0] for m in multi}
+    parts = []
+    for k in range(max(len(ids) for ids in multi.values())):
+        chosen = {m: ids[min(k, len(ids) - 1)] for m, ids in multi.items()}
+        keep = [m not in chosen or i == chosen[m] for m, i in zip(rows["model"], rows["model_id"], strict=True)]
+        t = _evaluate(rows[keep], claims, metrics, trends)
+        hit = [b.split(" · ")[0] in bases or w.split(" · ")[0] in bases for b, w in zip(t["better"], t["worse"],
+                                                                                        strict=True)]
+        tag = " [instance " + ", ".join(f"{m} {i[:8]}" for m, i in sorted(chosen.items())) + "]"
+        t.loc[hit, "claim"] = t.loc[hit, "claim"] + tag
+        parts.append(t if k == 0 else t[hit])
+    return correct(pd.concat(parts, ignore_index=True))
+
+
+def _evaluate(rows: pd.DataFrame, claims: tuple[Claim, ...], metrics: tuple[str, ...],
+              trends: tuple[str, ...]) -> pd.DataFrame:
+    """The uncorrected claim table of ``rows`` (one instance per model)."""
     needed = ("sampler", "variant", "nfe_budget", "gflops", "seed", "train_step", "cfg_scale", "higher_is_better")
     rows = with_groups(rows.assign(**{c: pd.NA for c in needed if c not in rows}))  # hand-made frames
     cfg = pd.to_numeric(rows["cfg_scale"], errors="coerce").fillna(1.0)
@@ -275,6 +306,8 @@ def evaluate_claims(rows: pd.DataFrame, claims: tuple[Claim, ...] = PAPER_CLAIMS
         for metric in metrics:
             if claim.kind == "cell":
                 out += cell_claims(claim, cells[cells["metric"] == metric], metric)
+                if claim.name in trends:
+                    out += trend_claims(claim, cells[cells["metric"] == metric], metric)
             else:
                 out += curve_claims(claim, curves[curves["metric"] == metric], metric)
     return pd.DataFrame(out, columns=list(COLUMNS))

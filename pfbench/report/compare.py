@@ -1,8 +1,12 @@
 """Compare two result sets (folders or Parquet files, e.g. a committed baseline) and flag regressions.
 
-Rows are matched on ``MATCH_KEYS`` (every cell key of ``keys.GROUP_KEYS`` but the checkpoint hash, so a retrained
-model is compared with its baseline) for kinds ``cell`` and ``diagnostic``; seeds of a key are summarised to
-mean/std/n first. A key one side never records (a baseline written before the column existed) is not matched on. The change is ``delta = b - a`` (a: baseline, b: candidate). A metric regresses when it gets
+Rows are matched for kinds ``cell`` and ``diagnostic``; seeds of a key are summarised to mean/std/n first.
+``match_by="recipe"`` (the default) matches on ``MATCH_KEYS``: every cell key of ``keys.GROUP_KEYS`` but the model id
+(the weights' hash), i.e. by recipe (model name, training timestep sampler, decoder, sampler, budget, ...), so a
+model retrained elsewhere (other weights bits, a new model id) is compared with its committed counterpart; where one
+side holds several instances (model ids) of one model name, the one instance the other side does not hold is used
+(a rerun into the committed folder: the new instance against the committed one), and any other case is an error.
+``match_by="id"`` also matches the model id (the same weights only). A key one side never records (a baseline written before the column existed) is not matched on. The change is ``delta = b - a`` (a: baseline, b: candidate). A metric regresses when it gets
 worse, in its ``higher_is_better`` direction, by more than its tolerance allows. Rows on one side only are
 reported as missing, never dropped silently.
 """
@@ -21,7 +25,7 @@ import pandas as pd
 from rich.console import Console
 
 from pfbench import PfbenchError
-from pfbench.report.keys import CORE_KEYS, GROUP_KEYS, HEADERS, key_text, normalize, shown_keys
+from pfbench.report.keys import CORE_KEYS, GROUP_KEYS, HEADERS, key_text, normalize, recipe_ids, shown_keys
 from pfbench.report.stats import pooled_std, summarize
 from pfbench.report.tables import TextTable, fmt_key, fmt_num, is_na
 from pfbench.report.tolerances import Tolerance, load_tolerances, tolerance_for
@@ -37,33 +41,71 @@ BASELINE_COLUMNS: tuple[str, ...] = (
 BAD_STATUSES = frozenset({"regressed", "changed"})
 
 
-def load_side(path: Path) -> pd.DataFrame:
-    """Rows of kinds ``COMPARED_KINDS`` from a folder or Parquet file, one row per key: mean, std, n."""
+def read_side(path: Path) -> pd.DataFrame:
+    """Rows of kinds ``COMPARED_KINDS`` from a folder or Parquet file, normalized (``keys.normalize``)."""
     path = Path(path)
     if not path.exists():
         raise PfbenchError(f"{path}: no such results folder or Parquet file")
     df = normalize(read_path(path))
-    df = df[df["kind"].isin(COMPARED_KINDS)]
+    return df[df["kind"].isin(COMPARED_KINDS)]
+
+
+def load_side(path: Path, df: pd.DataFrame | None = None, keys: tuple[str, ...] = MATCH_KEYS) -> pd.DataFrame:
+    """One row per ``keys`` of ``df`` (default: the rows of ``path``): mean, std, n."""
+    df = read_side(path) if df is None else df
     if "n" in df and df["n"].notna().any():  # a baseline file: already one summarised row per key
         side = df.rename(columns={"value": "mean"})
-        dup = side.duplicated(list(MATCH_KEYS))
+        dup = side.duplicated(list(keys))
         if dup.any():
-            raise PfbenchError(f"{path}: baseline has duplicate rows for {side.loc[dup, list(MATCH_KEYS)].iloc[0].to_dict()}")
+            raise PfbenchError(f"{path}: baseline has duplicate rows for {side.loc[dup, list(keys)].iloc[0].to_dict()}")
     else:
-        side = summarize(df, MATCH_KEYS, n_boot=200)
-    side = side[[*MATCH_KEYS, "higher_is_better", "mean", "std", "n"]].copy()
-    side["_key"] = [_key(r) for r in side[list(MATCH_KEYS)].itertuples(index=False)]
+        side = summarize(df, keys, n_boot=200)
+    side = side[[*keys, "higher_is_better", "mean", "std", "n"]].copy()
+    side["_key"] = [_key(r) for r in side[list(keys)].itertuples(index=False)]
     return side
 
 
-def _shared_keys(sa: pd.DataFrame, sb: pd.DataFrame, a: str, b: str) -> list[str]:
+def pick_instances(da: pd.DataFrame, db: pd.DataFrame, a: str, b: str) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """For recipe matching: where a side holds several instances (model ids) of one recipe (``keys.RECIPE_KEYS``),
+    keep the one the other side does not hold; more than one such instance is an error. Returns both sides and one
+    note per choice."""
+    ia, ib = recipe_ids(da), recipe_ids(db)
+    notes, out = [], []
+    for df, own, other, label in ((da, ia, ib, a), (db, ib, ia, b)):
+        drop: set[str] = set()
+        for recipe, ids in own.items():
+            if len(ids) < 2:
+                continue
+            new = [i for i in ids if i not in other.get(recipe, [])]
+            if len(new) != 1:
+                raise PfbenchError(f"{label} holds {len(ids)} instances of model {recipe[0]} (model ids "
+                                   f"{', '.join(i[:12] for i in ids)}) and {len(new)} of them are not in the other "
+                                   "side: compare with --match-by id, or keep each run in its own results folder")
+            drop |= set(ids) - {new[0]}
+            notes.append(f"{label} holds {len(ids)} instances of {recipe[0]}: using {new[0][:12]} (the one the other "
+                         "side does not hold).")
+        out.append(df[~df["model_id"].astype("string").isin(drop).fillna(False).astype(bool)])
+    return out[0], out[1], notes
+
+
+def _retrained(da: pd.DataFrame, db: pd.DataFrame) -> str:
+    """One note naming the models whose ids differ between the sides (matched by recipe), or ``""``."""
+    ia, ib = recipe_ids(da), recipe_ids(db)
+    moved = sorted(r for r in set(ia) & set(ib) if ia[r] != ib[r])
+    if not moved:
+        return ""
+    shown = ", ".join(f"{r[0]} {ia[r][0][:8]}→{ib[r][0][:8]}" for r in moved[:4]) + (" …" if len(moved) > 4 else "")
+    return f"{len(moved)} model(s) matched by recipe across model ids (retrained: other weights): {shown}."
+
+
+def _shared_keys(sa: pd.DataFrame, sb: pd.DataFrame, a: str, b: str, match: tuple[str, ...] = MATCH_KEYS) -> list[str]:
     """``MATCH_KEYS`` recorded on both sides, and ``_key`` recomputed from them.
 
     A key one side never fills (e.g. ``train_timesteps`` in a baseline written before it existed) is left out of
     the match, unless leaving it out would merge rows of the other side: that is an error, never a silent pool.
     """
-    keys = [k for k in MATCH_KEYS if bool(sa[k].notna().any()) == bool(sb[k].notna().any())]
-    dropped = [k for k in MATCH_KEYS if k not in keys]
+    keys = [k for k in match if bool(sa[k].notna().any()) == bool(sb[k].notna().any())]
+    dropped = [k for k in match if k not in keys]
     for side, label, other in ((sa, a, b), (sb, b, a)):
         side["_key"] = [_key(r) for r in side[keys].itertuples(index=False)]
         if side["_key"].duplicated().any():
@@ -103,6 +145,7 @@ class CompareResult:
     rows: pd.DataFrame  # MATCH_KEYS, a_mean/a_std/a_n, b_..., delta, rel_delta, pooled_std, allowed, tolerance, status
     missing_in_a: pd.DataFrame  # keys present in b only
     missing_in_b: pd.DataFrame  # keys present in a only
+    notes: tuple[str, ...] = ()  # how rows were matched, instances chosen, tolerances used, largest difference
 
     @property
     def regressed(self) -> bool:
@@ -150,7 +193,7 @@ class CompareResult:
             for _, r in shown.iterrows())
         title = f"a = {self.a}  vs  b = {self.b}" + ("" if all_rows else " (changes beyond tolerance)")
         out = [TextTable(title, (*keys, "a", "b", "seeds a/b", "Δ (b − a)", "Δ rel", "tolerance", "allowed",
-                                 "status"), main, self.summary_line())]
+                                 "status"), main, " ".join([*self.notes, self.summary_line()]))]
         for name, df in ((f"only in a ({self.a})", self.missing_in_b), (f"only in b ({self.b})", self.missing_in_a)):
             if not df.empty:
                 rows = tuple((*[key_text(k, r[k]) for k in key_cols], fmt_num(r["mean"]), fmt_key(r["n"]))
@@ -171,12 +214,14 @@ class CompareResult:
         console = console or Console()
         for t in self.tables(all_rows):
             if t.rows:
-                if t.note == self.summary_line():  # the verdict line below says it once
+                if t.note.endswith(self.summary_line()):  # the notes and the verdict line below say it once
                     t = dataclasses.replace(t, note="")
                 if console.is_terminal:
                     console.print(t.rich())
                 else:
                     console.out(plain_table(t), highlight=False)  # out(): no markup, no wrapping
+        for note in self.notes:
+            console.print(note, soft_wrap=True, highlight=False, markup=False)
         color = "red" if self.regressed else ("yellow" if self.incomplete else "green")
         console.print(f"[{color}]{self.summary_line()}[/]", soft_wrap=True)
 
@@ -194,16 +239,32 @@ def plain_table(t: TextTable) -> str:
     return "\n".join(out + ([t.note] if t.note else [])) + "\n"
 
 
-def compare(a: Path, b: Path, tolerances: Mapping[str, Tolerance] | None = None) -> CompareResult:
+MATCH_BY = ("recipe", "id")
+
+
+def compare(a: Path, b: Path, tolerances: Mapping[str, Tolerance] | None = None,
+            match_by: str = "recipe") -> CompareResult:
     """Compares result set ``b`` (candidate) against ``a`` (baseline).
 
     Args:
         a, b: a results folder (``results/<suite>``) or one Parquet file (e.g. from ``write_baseline``).
         tolerances: metric name/pattern -> Tolerance; default ``load_tolerances()``.
+        match_by: ``recipe`` (model ids ignored, a side's extra instances resolved by ``pick_instances``) or
+            ``id`` (the model id is a key too).
     """
+    if match_by not in MATCH_BY:
+        raise PfbenchError(f"--match-by {match_by!r}: use one of {', '.join(MATCH_BY)}")
     tols = dict(tolerances) if tolerances is not None else load_tolerances()
-    sa, sb = load_side(Path(a)), load_side(Path(b))
-    _shared_keys(sa, sb, str(a), str(b))
+    da, db = read_side(Path(a)), read_side(Path(b))
+    keys: tuple[str, ...] = MATCH_KEYS
+    if match_by == "recipe":
+        da, db, notes = pick_instances(da, db, str(a), str(b))
+        notes = ["matched by recipe (model name, training t-sampler, decoder and cell keys; model ids ignored)."
+                 ] + notes + ([_retrained(da, db)] if _retrained(da, db) else [])
+    else:
+        keys, notes = (*MATCH_KEYS, "model_id"), ["matched by model id (the same weights only)."]
+    sa, sb = load_side(Path(a), da, keys), load_side(Path(b), db, keys)
+    _shared_keys(sa, sb, str(a), str(b), keys)
     m = sa.merge(sb, on="_key", how="outer", suffixes=("_a", "_b"), indicator=True)
     both = m[m["_merge"] == "both"]
     records = []
@@ -234,7 +295,16 @@ def compare(a: Path, b: Path, tolerances: Mapping[str, Tolerance] | None = None)
         sub = m[m["_merge"] == which]
         return pd.DataFrame({k: sub[f"{k}{suffix}"] for k in (*MATCH_KEYS, "mean", "n")}).reset_index(drop=True)
 
-    return CompareResult(str(a), str(b), rows.reset_index(drop=True), only("right_only", "_b"), only("left_only", "_a"))
+    metrics = sorted(set(rows["metric"].astype(str)))
+    notes.append("tolerances: " + (", ".join(f"{m} {tolerance_for(m, tols).describe()}" for m in metrics)
+                                   or "none used") + ".")
+    if len(rows) and rows["rel_delta"].notna().any():
+        top = rows.loc[rows["rel_delta"].abs().idxmax()]
+        notes.append(f"largest relative difference {float(top['rel_delta']):+.2g} ({top['metric']}, "
+                     f"{key_text('model', top['model'])} · {key_text('sampler', top['sampler'])} · NFE "
+                     f"{key_text('nfe_budget', top['nfe_budget'])}).")
+    return CompareResult(str(a), str(b), rows.reset_index(drop=True), only("right_only", "_b"), only("left_only", "_a"),
+                         tuple(notes))
 
 
 def write_baseline(results: Path, path: Path) -> Path:

@@ -11,6 +11,7 @@ import base64
 import datetime as dt
 import html
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,11 @@ import pandas as pd
 
 from pfbench import PfbenchError
 from pfbench.io import atomic_write_text
+from pfbench.report.claim_tables import claims_block, update_docs
+from pfbench.report.claims import evaluate_claims
+from pfbench.report.correction import METHOD
 from pfbench.report.figures import PREFIX, Figure, make_figures
+from pfbench.report.keys import instance_warning
 from pfbench.report.stats import summarize
 from pfbench.report.tables import TextTable, long_table, results_table
 from pfbench.report.validity import validity_sections
@@ -140,13 +145,17 @@ def _html(doc: _Doc) -> str:
             f"<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
 
 
-def report(suite_name: str, results_root: Path = Path("results"), reports_root: Path = Path("reports")) -> Path:
+def report(suite_name: str, results_root: Path = Path("results"), reports_root: Path = Path("reports"),
+           trends: tuple[str, ...] = (), docs: Path | None = None) -> Path:
     """Writes ``<reports_root>/<suite>/index.md`` and ``index.html`` (+ figure PNG/PDF) from the suite's Parquet.
 
     Args:
         suite_name: the suite's ``name`` (folder under ``results_root``).
         results_root: root of ``<suite>/*.parquet`` result files.
         reports_root: root of report folders.
+        trends: claims whose trend with NFE is tested (the suite's ``claims.trends``).
+        docs: a folder of Markdown documents: the claims block between ``<!-- pfbench:claims SUITE -->``
+            markers in any of them is rewritten from the results (``claim_tables.update_docs``).
 
     Returns:
         Path of ``index.md``; ``index.html`` is written next to it.
@@ -157,13 +166,21 @@ def report(suite_name: str, results_root: Path = Path("results"), reports_root: 
         raise PfbenchError(f"no result rows in {src}: run `pfbench run suites/{suite_name}.yaml` first "
                            f"(or pass --results to where the results are)")
     out = Path(reports_root) / suite_name
+    warning = instance_warning(rows, str(src))
+    if warning:
+        sys.stderr.write(f"warning: {warning}\n")
     summary = summarize(rows[rows["kind"] != "curve"])  # curves are per step: figure only
     figures = make_figures(rows, out)
     sections: list[tuple[str, list[TextTable | Figure | Image]]] = []
+    if warning:
+        sections.append(("Warning", [TextTable("", ("warning",), ((warning,),))]))
     if (summary["kind"] == "cell").any():
         sections.append(("Results", [results_table(summary, title="")]))
     sections.append(("Skipped cells", _skipped(src)))
-    sections += validity_sections(rows, out)  # the paper's claims, paired over seeds (none without their models)
+    table = evaluate_claims(rows, trends=trends)
+    sections += validity_sections(rows, out, table)  # the paper's claims, paired over seeds (none without their models)
+    if docs is not None and not table.empty:
+        update_docs(docs, suite_name, claims_block(table, suite_name, rows))
     if (summary["kind"] == "reference").any():
         sections.append(("Reference values", [long_table(
             summary, "reference", "", "The same metrics on real held-out images and on a trivial baseline: "
@@ -175,7 +192,7 @@ def report(suite_name: str, results_root: Path = Path("results"), reports_root: 
     if images:
         sections.append(("Samples and difficulty maps", list(images)))
     sections = [(t, items) for t, items in sections if items]
-    doc = _Doc(suite_name, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), _provenance(rows),
-               len(rows), sections)
+    header = _provenance(rows) + ([("claims: multiple comparisons", METHOD)] if not table.empty else [])
+    doc = _Doc(suite_name, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), header, len(rows), sections)
     atomic_write_text(out / "index.html", _html(doc))
     return atomic_write_text(out / "index.md", _markdown(doc))

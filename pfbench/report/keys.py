@@ -188,3 +188,40 @@ def assert_distinct(labels: Sequence[tuple[str, ...]], what: str) -> None:
             raise PfbenchError(f"{what}: two result groups would both be shown as {' | '.join(lab)!r}; "
                                "a distinguishing key column is not shown (a pfbench report bug, please report it)")
         seen[lab] = i
+
+
+# A model's recipe: its name and training config as the rows record them; its instances are its model ids (weights).
+RECIPE_KEYS: tuple[str, ...] = ("model", "train_timesteps", "decoder")
+
+
+def recipe_ids(rows: pd.DataFrame) -> dict[tuple[str, ...], list[str]]:
+    """Recipe (``RECIPE_KEYS`` values as text, ``""`` for missing) -> its model ids, sorted; rows without an id are
+    left out."""
+    if "model_id" not in rows or rows.empty:
+        return {}
+    known = rows.dropna(subset=["model_id"])
+    cols = [known[k].astype("string").fillna("") if k in known else pd.Series("", index=known.index)
+            for k in RECIPE_KEYS]
+    keys = list(zip(*cols, strict=True))
+    frame = pd.DataFrame({"recipe": keys, "id": known["model_id"].astype(str).to_numpy()}, index=known.index)
+    return {tuple(r): sorted(g["id"].unique()) for r, g in frame.groupby("recipe")}
+
+
+def instances(rows: pd.DataFrame) -> dict[str, list[str]]:
+    """Model name -> its model ids (sorted), for the models with several ids for one recipe in ``rows``: two
+    instances of one model (a rerun that trained other weights bits, written into the folder of the first run)."""
+    out: dict[str, list[str]] = {}
+    for recipe, ids in recipe_ids(rows).items():
+        if len(ids) > 1:
+            out[recipe[0]] = sorted({*out.get(recipe[0], []), *ids})
+    return out
+
+
+def instance_warning(rows: pd.DataFrame, where: str) -> str | None:
+    """One line saying which models ``where`` holds several instances of, and how reports show them; None if none."""
+    multi = instances(rows)
+    if not multi:
+        return None
+    what = "; ".join(f"{m}: {', '.join(i[:12] for i in ids)}" for m, ids in sorted(multi.items()))
+    return (f"{where} holds several instances (model ids) of {len(multi)} model(s) ({what}): they are shown as "
+            "separate labelled instances (model id column; claims per instance), never pooled")

@@ -1,6 +1,6 @@
 """Uncertainty over seeds: mean, std (ddof=1), n and a bootstrap confidence interval of the mean per group.
 
-Pure numpy/pandas (reports never import torch). The bootstrap is seeded per group from the group's key, so a
+numpy/pandas/scipy (reports never import torch). The bootstrap is seeded per group from the group's key, so a
 group's interval does not change when other groups are added to or removed from the results.
 """
 
@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import bootstrap, sem, ttest_rel
 from scipy.stats import t as student
 
 from pfbench import PfbenchError
 from pfbench.report.keys import GROUP_KEYS, normalize
 
-__all__ = ["GROUP_KEYS", "METRIC_RANGES", "bootstrap_ci", "clip_interval", "metric_range", "pooled_std",
+__all__ = ["GROUP_KEYS", "METRIC_RANGES", "bootstrap_ci", "clip_interval", "metric_range", "paired", "pooled_std",
            "shown_interval", "summarize", "t_interval"]
 # Compute columns averaged over the seeds of a group (shown next to the metric, never tested for uncertainty).
 COST_COLUMNS: tuple[str, ...] = ("nfe_used", "forwards", "gflops", "wall_s")
@@ -52,7 +53,8 @@ METRIC_RANGES: dict[str, tuple[float, float]] = {
 def bootstrap_ci(
     values: np.ndarray, n_boot: int = N_BOOT, level: float = LEVEL, rng: np.random.Generator | None = None,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (1-D); ``(nan, nan)`` with fewer than 2 values.
+    """Percentile bootstrap interval of the mean of ``values`` (1-D, ``scipy.stats.bootstrap``); ``(nan, nan)``
+    with fewer than 2 values, ``(v, v)`` when every value is ``v`` (nothing to resample).
 
     Note: with very few seeds (n < 10) the percentile interval is known to be too narrow (its width scales
     like ``sqrt((n-1)/n)`` times a normal quantile instead of a t quantile); it is reported as measured.
@@ -61,12 +63,11 @@ def bootstrap_ci(
     x = x[np.isfinite(x)]
     if x.size < 2:
         return float("nan"), float("nan")
-    rng = rng if rng is not None else np.random.default_rng(0)
-    idx = rng.integers(0, x.size, size=(n_boot, x.size))  # (n_boot, n)
-    means = x[idx].mean(axis=1)  # (n_boot,)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
+    if np.ptp(x) == 0:
+        return float(x[0]), float(x[0])
+    res = bootstrap((x,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile",
+                    rng=rng if rng is not None else np.random.default_rng(0))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def t_interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
@@ -79,8 +80,32 @@ def t_interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
     x = x[np.isfinite(x)]
     if x.size < 2:
         return float("nan"), float("nan")
-    half = float(student.ppf(0.5 + level / 2.0, x.size - 1)) * float(x.std(ddof=1)) / np.sqrt(x.size)
-    return float(x.mean() - half), float(x.mean() + half)
+    if np.ptp(x) == 0:  # no spread: the interval is the value (scipy's t.interval gives NaN at scale 0)
+        return float(x[0]), float(x[0])
+    lo, hi = student.interval(level, x.size - 1, loc=x.mean(), scale=sem(x))
+    return float(lo), float(hi)
+
+
+def paired(better: np.ndarray, worse: np.ndarray) -> dict[str, float]:
+    """Paired comparison of per-replicate values oriented so that ``better - worse > 0`` supports the claim.
+
+    Returns the mean difference, its 95% interval (``ttest_rel``'s Student-t interval below ``SMALL_N`` pairs,
+    percentile bootstrap from there) and the two-sided ``scipy.stats.ttest_rel`` p; no interval and no p below 2
+    pairs or when every difference is equal (nothing to test).
+    """
+    a, b = np.asarray(better, dtype=np.float64), np.asarray(worse, dtype=np.float64)
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    d = a - b
+    n = int(d.size)
+    out = {"n": float(n), "diff": float(d.mean()) if n else math.nan, "lo": math.nan, "hi": math.nan, "p": math.nan}
+    if n < 2 or np.ptp(d) == 0:  # e.g. a class accuracy over few samples moving by the same step twice: no spread
+        return out  # to test, so no interval (inconclusive), rather than a zero-width "significant" one
+    res = ttest_rel(a, b)
+    ci = res.confidence_interval(LEVEL)
+    out["lo"], out["hi"] = (float(ci.low), float(ci.high)) if n < SMALL_N else bootstrap_ci(d, rng=np.random.default_rng(0))
+    out["p"] = float(res.pvalue)
+    return out
 
 
 def metric_range(metric: object) -> tuple[float, float]:

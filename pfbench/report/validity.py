@@ -16,14 +16,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import t as student
 
-from pfbench.report.claims import FAILS, HOLDS, UNSURE, evaluate_claims, replicates, with_groups
+from pfbench.report.claim_tables import detail_table, summary_table, trend_table
+from pfbench.report.claims import evaluate_claims, replicates, with_groups
 from pfbench.report.figures import Figure
 from pfbench.report.images import save_figure
 from pfbench.report.mpl import plt
-from pfbench.report.stats import metric_range
-from pfbench.report.tables import TextTable
+from pfbench.report.stats import clip_interval, t_interval
 
 METRICS = ("fd_embedded", "class_acc")
 # Training-sampler bars in the paper's order (best first), with the paper's FID-10K (B/2) where it gives one.
@@ -42,9 +41,8 @@ def _mean_band(values: np.ndarray, metric: str = "") -> tuple[float, float, floa
         return math.nan, math.nan, math.nan
     if v.size < 2:
         return float(v.mean()), math.nan, math.nan
-    half = float(student.ppf(0.975, v.size - 1)) * float(v.std(ddof=1)) / math.sqrt(v.size)
-    lo, hi = metric_range(metric)
-    return float(v.mean()), max(float(v.mean()) - half, lo), min(float(v.mean()) + half, hi)
+    lo, hi = clip_interval(metric, *t_interval(v))
+    return float(v.mean()), float(lo), float(hi)
 
 
 def _save(fig: Any, out: Path, name: str, title: str, caption: str) -> Figure:
@@ -188,39 +186,12 @@ def compute_curves(curves: pd.DataFrame, out: Path) -> Figure | None:
                  "modulation as executed) and logged training seconds; band over training seeds.")
 
 
-def _fmt(x: float, spec: str = ".3g") -> str:
-    return "—" if not math.isfinite(x) else format(x, spec)
+def validity_sections(rows: pd.DataFrame, out: Path, table: pd.DataFrame | None = None) -> list[tuple[str, list[Any]]]:
+    """Report sections ("Claims", "Validity figures") for a suite with the study's data; [] otherwise.
 
-
-def summary_table(table: pd.DataFrame, title: str) -> TextTable:
-    """One row per claim: verdicts over its equal-NFE / equal-GFLOPs / curve bases and the median effect."""
-    rows = []
-    for (family, claim), g in table.groupby(["family", "claim"], sort=False):
-        counts = {v: int((g["verdict"] == v).sum()) for v in (HOLDS, FAILS, UNSURE)}
-        overall = (HOLDS if counts[HOLDS] == len(g) else FAILS if counts[FAILS] and not counts[HOLDS]
-                   else "mixed" if counts[FAILS] else UNSURE)
-        rows.append((family, claim, str(g["paper"].iloc[0]), f"{counts[HOLDS]}/{counts[FAILS]}/{counts[UNSURE]}",
-                     f"{_fmt(float(g['pct'].median()), '+.1f')}%", overall))
-    return TextTable(title, ("family", "claim", "paper", "holds / not / inconclusive (bases)",
-                                            "median effect", "verdict"), tuple(rows),
-                     "A basis is one NFE budget, GFLOPs point or curve x. verdict: holds = at every basis; does not "
-                     "hold = significantly reversed somewhere and holding nowhere; mixed = both; else inconclusive. "
-                     "Effect: difference in % of the claimed-worse side (positive = claim direction).")
-
-
-def detail_table(table: pd.DataFrame, family: str) -> TextTable:
-    t = table[table["family"] == family]
-    rows = tuple((r.claim, r.metric, r.basis, f"{int(r.n)} {r.unit}s", _fmt(r.better_mean, ".4g"),
-                  _fmt(r.worse_mean, ".4g"), f"{_fmt(r.pct, '+.1f')}% [{_fmt(r.pct_lo, '+.1f')}, {_fmt(r.pct_hi, '+.1f')}]",
-                  _fmt(r.p, ".2g"), r.verdict) for r in t.itertuples())
-    return TextTable(f"{family}: every basis", ("claim", "metric", "basis", "pairs", "better", "worse",
-                                                "effect [95% CI]", "p", "verdict"), rows,
-                     "Paired over replicates; interval: Student t below 10 pairs, else bootstrap; p: paired t-test.")
-
-
-def validity_sections(rows: pd.DataFrame, out: Path) -> list[tuple[str, list[Any]]]:
-    """Report sections ("Claims", "Validity figures") for a suite with the study's data; [] otherwise."""
-    table = evaluate_claims(rows)
+    ``table``: the suite's claim table (``evaluate_claims``, with its declared trends); computed when omitted.
+    """
+    table = evaluate_claims(rows) if table is None else table
     if table.empty:
         return []
     g = with_groups(rows)
@@ -234,5 +205,6 @@ def validity_sections(rows: pd.DataFrame, out: Path) -> list[tuple[str, list[Any
                          for m in METRICS if (~diag & (table["metric"] == m)).any()]
     if diag.any():
         tables.append(summary_table(table[diag], "Claims (difficulty diagnostics, per model)"))
-    tables += [detail_table(table, f) for f in table["family"].unique()]
+    trends = trend_table(table)
+    tables += ([trends] if trends is not None else []) + [detail_table(table, f) for f in table["family"].unique()]
     return [("Claims", tables), ("Validity figures", [f for f in figs if f is not None])]

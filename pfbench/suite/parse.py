@@ -21,6 +21,7 @@ from pfbench import PfbenchError
 from pfbench.config import Builder
 from pfbench.data import DATASETS
 from pfbench.registry import ADAPTERS, METRICS, SAMPLERS
+from pfbench.report.claims import PAPER_CLAIMS
 from pfbench.suite.spec import SEED_SEP, ModelSpec, SamplerSpec, SuiteSpec
 
 
@@ -147,6 +148,12 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> SuiteSpe
                 SAMPLERS.get(sampler.name)
             except PfbenchError as err:
                 raise PfbenchError(f"grid[{gi}].samplers[{si}]: {err}") from None
+    cell_claims = [c.name for c in PAPER_CLAIMS if c.kind == "cell"]
+    for ti, name in enumerate(spec.claims.trends):
+        if name not in cell_claims:
+            close = difflib.get_close_matches(name, cell_claims, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (cell claims: {', '.join(cell_claims)})"
+            raise PfbenchError(f"claims.trends[{ti}]: {name!r} is not a cell claim of pfbench.report.claims{hint}")
     for mi, metric in enumerate(spec.metrics):
         try:
             METRICS.get(metric)

@@ -228,7 +228,8 @@ class Runner:
                 time.sleep(1.0)
         self.figures(models)
         self.write_skip_notes()
-        index = report(self.spec.name, results_root=self.results.parent, reports_root=self.reports.parent)
+        index = report(self.spec.name, results_root=self.results.parent, reports_root=self.reports.parent,
+                       trends=tuple(self.spec.claims.trends))
         self.print_table(time.perf_counter() - t0)
         console.print(f"report: {index} (and index.html)")
 

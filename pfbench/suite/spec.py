@@ -185,6 +185,16 @@ class LauncherSpec:
 
 
 @dataclass(frozen=True)
+class ClaimsSpec:
+    """What the report tests beyond the paper's claims (``pfbench.report.claims``); read by ``pfbench report``,
+    never by the runner, so it changes no cell."""
+
+    # Cell claims (by name, e.g. "look_ahead < dual_loop") whose effect is also tested for a trend with log2(NFE):
+    # per replicate slope of the paired difference, t test of the slopes (pfbench.report.trends).
+    trends: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class SuiteSpec:
     name: str
     grid: list[GridSpec]
@@ -199,6 +209,7 @@ class SuiteSpec:
     # shapes as labels); else a prompt file (COCO-style prompts.txt, one per line, or JSONL). Sample i of every
     # cell gets prompt i mod len (``pfbench.sample.generate.Prompts``).
     prompts: str | None = None
+    claims: ClaimsSpec = field(default_factory=ClaimsSpec)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,71 @@
+"""The claims a validity report tests, declared in families (the unit of Holm's correction, ``correction``).
+
+A claim says that one side beats another: a (model, sampler) pair of cells (``cell``), a model's learning curve
+(``curve``) or one diagnostic of a model against another (``diagnostic``). Model names are those of
+``suites/validity.yaml`` (``pf`` = LTG, ``sit`` = the global-t baseline, ...). Tested by ``claims.evaluate_claims``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a claim: a model (suite name, training seeds stripped) with a sampler and sampler variant
+    (``""`` = defaults); for a diagnostic claim, ``sampler`` is the diagnostic's metric name."""
+
+    model: str
+    sampler: str
+    variant: str = ""
+
+    def text(self) -> str:
+        return f"{self.model} · {self.sampler}" + (f" {self.variant}" if self.variant else "")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """``better`` beats ``worse``. ``kind``: ``cell`` (equal NFE and equal GFLOPs), ``curve`` (learning curves at
+    equal training steps, FLOPs and wall-clock) or ``diagnostic`` (two diagnostic rows of one model)."""
+
+    family: str
+    name: str
+    better: Side
+    worse: Side
+    paper: str = ""
+    kind: str = "cell"
+
+
+def _c(family: str, name: str, better: tuple[str, str], worse: tuple[str, str], paper: str = "",
+       kind: str = "cell") -> Claim:
+    return Claim(family, name, Side(*better), Side(*worse), paper, kind)
+
+
+# The declared families: Holm's correction runs within each (pfbench.report.correction).
+TRAIN, INFER, PF_SIT, DIAG = "training sampler", "inference sampler", "PF vs SiT", "difficulty"
+PF, SIT = ("pf", "euler_pf"), ("sit", "euler")
+# The paper's orderings (ImageNet B/2, FID-10K, read from its figures), adjacent pairs of each chain.
+PAPER_CLAIMS: tuple[Claim, ...] = (
+    _c(TRAIN, "LTG < truncated Gaussian", PF, ("pf_tgauss", "euler_pf"), "31.4 < 34.7"),
+    _c(TRAIN, "truncated Gaussian < SRM s=10", ("pf_tgauss", "euler_pf"), ("pf_srm10", "euler_pf"), "34.7 < 39.0"),
+    _c(TRAIN, "SRM s=10 < SiT", ("pf_srm10", "euler_pf"), SIT, "39.0 < 41.1"),
+    _c(TRAIN, "SiT < SRM s=1", SIT, ("pf_srm1", "euler_pf"), "41.1 < 42.0"),
+    _c(TRAIN, "LTG < naive per-patch uniform", PF, ("pf_patch", "euler_pf"), "per-patch uniform hurts"),
+    _c(INFER, "look_ahead < dual_loop", ("pf", "look_ahead"), ("pf", "dual_loop"), "27.7 < 29.3"),
+    _c(INFER, "dual_loop < euler_pf", ("pf", "dual_loop"), PF, "29.3 < 31.4"),
+    _c(INFER, "euler_pf < look_ahead_random", PF, ("pf", "look_ahead_random"), "31.4 < 33.2"),
+    _c(INFER, "euler_pf < dual_loop_random", PF, ("pf", "dual_loop_random"), "31.4 < random"),
+    _c(INFER, "look_ahead < look_ahead_random", ("pf", "look_ahead"), ("pf", "look_ahead_random"), "27.7 < 33.2"),
+    _c(INFER, "dual_loop < dual_loop_random", ("pf", "dual_loop"), ("pf", "dual_loop_random"), "29.3 < random"),
+    _c(PF_SIT, "LTG < SiT (equal steps)", PF, SIT, "31.4 < 41.1"),
+    _c(PF_SIT, "look_ahead_random < SiT euler", ("pf", "look_ahead_random"), SIT, "33.2 < SiT"),
+    _c(PF_SIT, "look_ahead < SiT heun", ("pf", "look_ahead"), ("sit", "heun"), "best PF < best SiT"),
+    _c(PF_SIT, "LTG < SiT trained for PF's FLOPs", PF, ("sit_flops", "euler"), "equal training FLOPs"),
+    _c(PF_SIT, "LTG < SiT (learning curves)", PF, ("sit_flops", "euler"), "", kind="curve"),
+    _c(DIAG, "corr(var, err) at t=0.6 > at t=0.2", ("*", "difficulty_pearson_patch_t0.6"),
+       ("*", "difficulty_pearson_patch_t0.2"), "R = 0.52 > 0.11", kind="diagnostic"),
+    # Context at 0.65 (the middle of the grid 0.3 … 1): a gap LTG trains on; a clean context (t = 1) is rare under
+    # LTG (t_max near 1 and a 0.7 fold below it), the figure shows the whole curve.
+    _c(DIAG, "context helps: hard-patch loss, context at 0.65 < none", ("*", "context_loss_hard_t0.3_ctx0.65"),
+       ("*", "context_loss_hard_t0.3_ctx0.3"), "context helps", kind="diagnostic"),
+)
