@@ -215,11 +215,11 @@ class CellJob(_Job):
                 time.sleep(pause)
 
         out = runner.results / SHARDS / part
-        print(f"cell {cell.model} {cell.sampler.name} nfe={cell.nfe} seed={cell.seed} -> {out}", flush=True)
+        print(f"cell {cell.model} {cell.sampler.name} {cell.axis()} seed={cell.seed} -> {out}", flush=True)
         with runner.numerics():  # bf16 autocast / compiled blocks as a local run samples (``Runner.generate``)
             manifest = write_shards_distributed(
                 out, runner.guided(runner.prepared(lm).adapter(), cell.cfg_scale, cell.cfg_interval),
-                runner.make_sampler(cell.sampler, cell.nfe), n=cell.num_samples, seed=cell.seed,
+                runner.make_sampler(cell), n=cell.num_samples, seed=cell.seed,
                 batch_size=ev.batch_size, shard_size=self.shard_size, config={"part": part}, decode=lm.decode,
                 device=ev.device, on_shard=on_shard)
         if resumed:

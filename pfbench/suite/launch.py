@@ -194,7 +194,7 @@ class Launcher:
             key = f"cell-{cell.key(self._model_ref(cell.model, model_id) + self.spec.eval.numerics())}"
             if seen(key) in ACTIVE:
                 continue
-            label = f"{cell.model} {cell.sampler.name} nfe={cell.nfe} cfg={cell.cfg_scale:g} seed={cell.seed}"
+            label = f"{cell.model} {cell.sampler.name} {cell.axis()} cfg={cell.cfg_scale:g} seed={cell.seed}"
             dep = training.get(cell.model)
             groups.setdefault(None if dep is None else dep.job_id, []).append((key, label, cell))
         ls = self.ls

@@ -111,10 +111,16 @@ def suite_kind(path: str | Path) -> str | None:
     return None if kind is None else str(kind)
 
 
+# Keys a suite file may leave out that an override may still set: ``sweep.steps=[100]`` on a suite whose sweep gives
+# only ``nfe`` (and the reverse) works without hydra's ``+``.
+_SETTABLE = ("launcher.", "launcher=", "sweep.steps=", "sweep.nfe=")
+
+
 def launcher_overrides(overrides: list[str] | None) -> list[str]:
-    """``launcher.KEY=VALUE`` becomes hydra's ``++launcher.KEY=VALUE`` (set, or add when absent), so a suite file
-    without a ``launcher:`` block, or without that key, takes a launcher from the command line all the same."""
-    return [f"++{o}" if o.startswith("launcher.") or o.startswith("launcher=") else o for o in overrides or []]
+    """``launcher.KEY=VALUE`` (and ``sweep.steps=`` / ``sweep.nfe=``) becomes hydra's ``++KEY=VALUE`` (set, or add
+    when absent), so a suite file without a ``launcher:`` block, or without that key, takes a launcher from the
+    command line all the same."""
+    return [f"++{o}" if o.startswith(_SETTABLE) else o for o in overrides or []]
 
 
 def load_suite(path: str | Path, overrides: list[str] | None = None) -> SuiteSpec:
