@@ -42,7 +42,13 @@ def sample(
     checkpoint: Annotated[str, typer.Argument(help="training checkpoint (.pt) or asset:NAME")],
     out: Annotated[Path, typer.Argument(help="folder for the shards and manifest.json (a rerun resumes)")],
     sampler: Annotated[str, typer.Option(help="registered sampler name")] = "look_ahead",
-    nfe: Annotated[int, typer.Option(help="NFE budget; the sampler takes the largest step count that fits")] = 32,
+    nfe: Annotated[int | None, typer.Option(help="NFE budget; the sampler takes the largest step count that fits "
+                                                 "(default 32 unless --steps is given)")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", "--num-sampling-steps",
+                                              help="fixed outer step count N (t_k = k/N, the reference scripts' "
+                                                   "convention; dual_loop then makes N*n_inner calls)")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="sampler parameter KEY=VALUE (repeatable), e.g. p=0.4, "
+                                                         "r=1.4; the reference's names too (context_t_ratio=1.4)")] = None,
     num_samples: Annotated[int, typer.Option(help="number of samples")] = 1000,
     seed: Annotated[int, typer.Option(help="run seed: sample i depends only on (seed, i)")] = 0,
     batch_size: Annotated[int, typer.Option(help="samples per sampler call")] = 64,
@@ -53,6 +59,8 @@ def sample(
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
     npz: Annotated[Path | None, typer.Option(help="also export an ADM-style .npz (arr_0 NHWC uint8, arr_1 labels)")] = None,
     vae: Annotated[str | None, typer.Option(help="latent model: VAE decoder (sd-vae-ft-ema, folder or file)")] = None,
+    latents: Annotated[bool, typer.Option(help="latent model without --vae: write the latents themselves (uint8 of "
+                                               "clamp(z, -1, 1), not images)")] = False,
     layout: Annotated[str | None, typer.Option(help="external checkpoint layout: pf (reference PatchForcingDiT) or sit")] = None,
     preset: Annotated[str | None, typer.Option(help="external checkpoint size, e.g. XL/2 (default: from the file)")] = None,
     override: Annotated[list[str] | None, typer.Option(help="external checkpoint DiTConfig field KEY=VALUE, as a "
@@ -63,10 +71,15 @@ def sample(
 
     from pfbench.registry import ADAPTERS, SAMPLERS
     from pfbench.sample.distributed import write_shards_distributed
+    from pfbench.sample.params import parse_params
     from pfbench.suite.models import resolve_checkpoint
     from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint
 
     set_threads(threads)
+    if nfe is not None and steps is not None:
+        raise PfbenchError("sample: give --nfe (a budget of model calls) or --steps (a fixed outer step count), not both")
+    if latents and vae is not None:
+        raise PfbenchError("sample: --latents writes undecoded latents; it does not go with --vae")
     rank = int(os.environ.get("RANK", "0"))
     where = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if device == "cuda" else device)
     path, sha = resolve_checkpoint(checkpoint)
@@ -81,10 +94,19 @@ def sample(
         model.net.to(where)
     else:
         model = ADAPTERS.get("dit")(build_model_from_checkpoint(load_checkpoint(path), use_ema=ema).to(where))
+    channels = model.input_shape[0]
+    if channels != 3 and vae is None and not latents:
+        raise PfbenchError(f"sample: {checkpoint} is a latent model ({channels}-channel output, not RGB images); give "
+                           "--vae (e.g. sd-vae-ft-ema) to decode them, or --latents to write the latents as they are")
     guided = model if cfg_scale == 1.0 else ADAPTERS.get("cfg")(model, cfg_scale)
-    chosen = SAMPLERS.get(sampler).from_budget({}, nfe)
+    cls = SAMPLERS.get(sampler)
+    params = parse_params(cls, param or [], model.patch_size)
+    chosen = cls.from_steps(params, steps) if steps is not None else cls.from_budget(params, 32 if nfe is None else nfe)
     config = {"checkpoint_sha256": sha, "ema": ema, "cfg_scale": cfg_scale, "device": where.type,
-              "layout": layout, "preset": preset}
+              "layout": layout, "preset": preset, "sampler_params": params, "steps": chosen.steps,
+              "nfe_budget": None if steps is not None else (32 if nfe is None else nfe)}
+    if latents:
+        config["output"] = f"latents: {channels}-channel model output as uint8 of clamp(z, -1, 1), not images"
     if sizes:
         config["overrides"] = sizes
     decode = None
