@@ -233,6 +233,45 @@ def test_a_latent_checkpoint_needs_a_decoder_or_latents(tmp_path: Path, capsys: 
     assert m["config"]["output"].startswith("latents: 4-channel") and m["shards"][0]["image_shape"] == [4, 8, 8]
 
 
+def test_sample_a_text_to_image_checkpoint_from_prompts(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--prompt` (repeatable) and `--prompts FILE` give the images `generate` makes with those prompts; the manifest
+    records them; a text-to-image checkpoint without prompts, or prompts for a class model, is one line."""
+    import json
+
+    import torch
+    from _text_stub import install_stub, t2i_checkpoint  # pytest puts tests/ on sys.path
+
+    from pfbench.registry import ADAPTERS, SAMPLERS
+    from pfbench.sample.generate import Prompts, generate
+    from pfbench.sample.shards import load_shards
+    from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint
+
+    enc = install_stub(monkeypatch)
+    ckpt = t2i_checkpoint(tmp_path / "t2i.pt")
+    texts = ["a red circle", "two blue squares", "a green triangle"]
+    common = ["--sampler", "euler_pf", "--steps", "3", "--num-samples", "5", "--batch-size", "5", "--shard-size", "5"]
+    res = runner.invoke(app, ["sample", str(ckpt), str(tmp_path / "a"), *common,
+                              *[x for t in texts for x in ("--prompt", t)]])
+    assert res.exit_code == 0, res.output
+    (tmp_path / "p.txt").write_text("\n".join(texts) + "\n")
+    res = runner.invoke(app, ["sample", str(ckpt), str(tmp_path / "b"), *common, "--prompts", str(tmp_path / "p.txt")])
+    assert res.exit_code == 0, res.output
+    model = ADAPTERS.get("t2i")(build_model_from_checkpoint(load_checkpoint(ckpt)), enc)
+    want = generate(model, SAMPLERS.get("euler_pf")(steps=3), n=5, seed=0, batch_size=5, prompts=Prompts(tuple(texts)))
+    for name in ("a", "b"):
+        assert torch.equal(torch.as_tensor(load_shards(tmp_path / name)[0]), want.images)
+    a = json.loads((tmp_path / "a" / "manifest.json").read_text())["config"]
+    b = json.loads((tmp_path / "b" / "manifest.json").read_text())["config"]
+    assert a["prompt_texts"] == texts and b["prompt_file"] == str(tmp_path / "p.txt")
+    assert a["prompts"] == b["prompts"] == Prompts(tuple(texts)).id()
+    code, err = main_cli(capsys, monkeypatch, "sample", str(ckpt), str(tmp_path / "c"), *common)
+    assert code == 1 and "is a text-to-image model; give --prompt TEXT (repeatable) or --prompts FILE" in err
+    code, err = main_cli(capsys, monkeypatch, "sample", "asset:embedded_pf_r16.pt", str(tmp_path / "d"), *common,
+                         "--prompt", "a red circle")
+    assert code == 1 and "is a class-conditional model; --prompt/--prompts are for text-to-image" in err
+
+
 # ---------------------------------------------------------------- up-front checks of plan/run (issue 9)
 
 CI_SUITE = Path(__file__).resolve().parents[1] / "suites" / "ci.yaml"
