@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import functools
 import io
+import json
 import os
 import platform
 import subprocess
@@ -32,7 +33,7 @@ from rich.console import Console
 from pfbench import PfbenchError, __version__
 from pfbench.io import atomic_path
 
-SCHEMA_VERSION = 2  # 2: + decoder
+SCHEMA_VERSION = 3  # 2: + decoder; 3: + steps
 Kind = Literal["cell", "curve", "diagnostic", "reference"]
 
 
@@ -63,7 +64,8 @@ class Row:
     sampler: str | None = _col("string")
     sampler_args: str | None = _col("string")  # JSON
     variant: str | None = _col("string")  # JSON of the suite-level sampler params and CFG interval that distinguish this cell ("" = defaults)
-    nfe_budget: int | None = _col("Int64")
+    nfe_budget: int | None = _col("Int64")  # NA for a cell run at a fixed step count (steps set by the suite)
+    steps: int | None = _col("Int64")  # outer sampling steps actually run (set, or the most the NFE budget allows)
     nfe_used: int | None = _col("Int64")
     forwards: int | None = _col("Int64")
     gflops: float | None = _col("Float64")  # per sample, summed over calls
@@ -156,7 +158,21 @@ def _coerce(df: pd.DataFrame) -> pd.DataFrame:
         if col not in df:
             df[col] = pd.NA
         df[col] = df[col].astype(dtype)  # type: ignore[call-overload]
+    if df["steps"].isna().any() and df["sampler_args"].notna().any():  # rows written before schema 3
+        df["steps"] = df["steps"].fillna(pd.Series([_steps_arg(a) for a in df["sampler_args"]], index=df.index,
+                                                   dtype="Int64"))
     return df[list(COLUMNS) + [c for c in df.columns if c not in COLUMNS]]
+
+
+def _steps_arg(args: Any) -> int | None:
+    """``steps`` of a ``sampler_args`` JSON text (every pfbench sampler records it), or None."""
+    if not isinstance(args, str):
+        return None
+    try:
+        steps = json.loads(args).get("steps")
+    except (ValueError, AttributeError):
+        return None
+    return steps if isinstance(steps, int) and not isinstance(steps, bool) else None
 
 
 def write_rows(path: Path, rows: Iterable[Row | Mapping[str, Any]]) -> Path:

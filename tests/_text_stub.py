@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 import torch
@@ -52,3 +53,19 @@ def install_stub(monkeypatch: pytest.MonkeyPatch) -> StubTextEncoder:
     monkeypatch.setattr(text_mod, "load_text_encoder", lambda name, device="cpu", weights=None: enc)
     text_shape.cache_clear()
     return enc
+
+
+def t2i_checkpoint(path: Path, kind: str = "pf_t2i") -> Path:
+    """A random tiny text-to-image network (16x16 RGB, the stub's text shape) saved as a pfbench checkpoint whose
+    training config names the ``stub`` text encoder (``install_stub`` makes every name load the stub)."""
+    import dataclasses
+
+    from pfbench.nets import T2INet
+    from pfbench.nets.presets import t2i_config
+    from pfbench.train.checkpoints import save_checkpoint
+
+    cfg = t2i_config("cpu-xs", kind, depth=1, width=32, heads=2, text_dim=8, text_len=6, in_channels=3,
+                     input_size=16)
+    state = T2INet(cfg).state_dict()
+    return save_checkpoint(path, step=0, config={"text": {"encoder": "stub"}}, net_config=dataclasses.asdict(cfg),
+                           model=state, ema=state, optimizer=None)

@@ -158,6 +158,119 @@ def test_ctrl_c_in_train_says_what_is_kept(tmp_path: Path) -> None:
     assert f"step {step} is kept in {out / 'last.pt'}" in line, (line, step)
 
 
+def latent_checkpoint(tmp_path: Path) -> Path:
+    """A tiny random latent-space model (4 input channels, as SD-VAE latents) saved as a pfbench checkpoint."""
+    import dataclasses
+
+    from pfbench.nets import build_net
+    from pfbench.nets.presets import net_config
+    from pfbench.train.checkpoints import save_checkpoint
+
+    cfg = net_config("cpu-xs", "pf", depth=1, width=32, heads=2, in_channels=4, input_size=8)
+    state = build_net(cfg).state_dict()
+    return save_checkpoint(tmp_path / "latent.pt", step=0, config={}, net_config=dataclasses.asdict(cfg), model=state,
+                           ema=state, optimizer=None)
+
+
+def test_sample_at_fixed_steps_with_sampler_params(tmp_path: Path) -> None:
+    """`--steps 8 --param p=0.6` with dual_loop: 8 outer steps x n_inner 4 = 32 calls; the manifest says so."""
+    import json
+
+    out = tmp_path / "s"
+    res = runner.invoke(app, ["sample", "asset:embedded_pf_r16.pt", str(out), "--sampler", "dual_loop", "--steps", "8",
+                              "--param", "p=0.6", "--num-samples", "4", "--batch-size", "4", "--shard-size", "4"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["totals"]["nfe"] == 32 and m["sampler"]["steps"] == 8 and m["sampler"]["p"] == 0.6
+    assert m["config"]["steps"] == 8 and m["config"]["sampler_params"] == {"p": 0.6}
+    assert m["config"]["nfe_budget"] is None
+    # the reference's parameter names: context_t_ratio is look-ahead's r; patch_size must agree with the model's
+    out = tmp_path / "la"
+    res = runner.invoke(app, ["sample", "asset:embedded_pf_r16.pt", str(out), "--sampler", "look_ahead", "--steps", "4",
+                              "--param", "context_t_ratio=1.2", "--param", "patch_size=2", "--param", "mode=mean",
+                              "--num-samples", "2", "--batch-size", "2", "--shard-size", "2"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["sampler"]["r"] == 1.2 and m["config"]["sampler_params"] == {"r": 1.2} and m["sampler"]["steps"] == 4
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--nfe", "8", "--steps", "8"], "sample: give --nfe (a budget of model calls) or --steps"),
+    (["--param", "pp=0.6"], "--param pp: unknown parameter of sampler 'dual_loop'; did you mean 'p'?"),
+    (["--param", "xyz=1"], "--param xyz: unknown parameter of sampler 'dual_loop' (valid: n_inner, p, shift)"),
+    (["--param", "n_iner=2"], "did you mean 'n_inner'?"),
+    (["--sampler", "look_ahead", "--param", "context_ratio=1.2"], "did you mean 'context_t_ratio'?"),
+    (["--param", "p=high"], "--param p: expected float"),
+    (["--param", "mode=max"], "--param mode=max: pfbench pools the patch difficulty by the mean only"),
+    (["--param", "patch_size=4"], "--param patch_size=4: the sampler uses the model's patch size (2)"),
+    (["--param", "steps=8"], "--param steps: give the step count with --steps N"),
+    (["--param", "p"], "--param 'p': expected KEY=VALUE"),
+])
+def test_sample_refuses_bad_steps_and_params_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch, args: list[str],
+                                                        needle: str) -> None:
+    argv = ["sample", "asset:embedded_pf_r16.pt", str(tmp_path / "o"), "--sampler", "dual_loop", "--num-samples", "2"]
+    code, err = main_cli(capsys, monkeypatch, *argv, *args)
+    assert code == 1 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o" / "manifest.json").exists()
+
+
+def test_a_latent_checkpoint_needs_a_decoder_or_latents(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    ckpt = latent_checkpoint(tmp_path)
+    code, err = main_cli(capsys, monkeypatch, "sample", str(ckpt), str(tmp_path / "o"), "--sampler", "euler_pf",
+                         "--nfe", "2", "--num-samples", "2")
+    assert code == 1 and "is a latent model (4-channel output, not RGB images); give --vae" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+    out = tmp_path / "lat"
+    res = runner.invoke(app, ["sample", str(ckpt), str(out), "--sampler", "euler_pf", "--nfe", "2", "--latents",
+                              "--num-samples", "2", "--batch-size", "2", "--shard-size", "2"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["config"]["output"].startswith("latents: 4-channel") and m["shards"][0]["image_shape"] == [4, 8, 8]
+
+
+def test_sample_a_text_to_image_checkpoint_from_prompts(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--prompt` (repeatable) and `--prompts FILE` give the images `generate` makes with those prompts; the manifest
+    records them; a text-to-image checkpoint without prompts, or prompts for a class model, is one line."""
+    import json
+
+    import torch
+    from _text_stub import install_stub, t2i_checkpoint  # pytest puts tests/ on sys.path
+
+    from pfbench.registry import ADAPTERS, SAMPLERS
+    from pfbench.sample.generate import Prompts, generate
+    from pfbench.sample.shards import load_shards
+    from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint
+
+    enc = install_stub(monkeypatch)
+    ckpt = t2i_checkpoint(tmp_path / "t2i.pt")
+    texts = ["a red circle", "two blue squares", "a green triangle"]
+    common = ["--sampler", "euler_pf", "--steps", "3", "--num-samples", "5", "--batch-size", "5", "--shard-size", "5"]
+    res = runner.invoke(app, ["sample", str(ckpt), str(tmp_path / "a"), *common,
+                              *[x for t in texts for x in ("--prompt", t)]])
+    assert res.exit_code == 0, res.output
+    (tmp_path / "p.txt").write_text("\n".join(texts) + "\n")
+    res = runner.invoke(app, ["sample", str(ckpt), str(tmp_path / "b"), *common, "--prompts", str(tmp_path / "p.txt")])
+    assert res.exit_code == 0, res.output
+    model = ADAPTERS.get("t2i")(build_model_from_checkpoint(load_checkpoint(ckpt)), enc)
+    want = generate(model, SAMPLERS.get("euler_pf")(steps=3), n=5, seed=0, batch_size=5, prompts=Prompts(tuple(texts)))
+    for name in ("a", "b"):
+        assert torch.equal(torch.as_tensor(load_shards(tmp_path / name)[0]), want.images)
+    a = json.loads((tmp_path / "a" / "manifest.json").read_text())["config"]
+    b = json.loads((tmp_path / "b" / "manifest.json").read_text())["config"]
+    assert a["prompt_texts"] == texts and b["prompt_file"] == str(tmp_path / "p.txt")
+    assert a["prompts"] == b["prompts"] == Prompts(tuple(texts)).id()
+    code, err = main_cli(capsys, monkeypatch, "sample", str(ckpt), str(tmp_path / "c"), *common)
+    assert code == 1 and "is a text-to-image model; give --prompt TEXT (repeatable) or --prompts FILE" in err
+    code, err = main_cli(capsys, monkeypatch, "sample", "asset:embedded_pf_r16.pt", str(tmp_path / "d"), *common,
+                         "--prompt", "a red circle")
+    assert code == 1 and "is a class-conditional model; --prompt/--prompts are for text-to-image" in err
+
+
 # ---------------------------------------------------------------- up-front checks of plan/run (issue 9)
 
 CI_SUITE = Path(__file__).resolve().parents[1] / "suites" / "ci.yaml"

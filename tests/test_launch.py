@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from pfbench import PfbenchError
 from pfbench.results import read_results
@@ -202,3 +203,49 @@ def test_launcher_from_the_command_line_and_bad_values(tiny_suite: TinySuite) ->
             validate(load_suite(suite, [override]))
     with pytest.raises(PfbenchError, match="unknown key 'launcher.partiton'"):
         load_suite(suite, ["launcher.partiton=gpu"])
+
+
+T2I = """
+name: t2i_jobs
+data: {name: embedded, resolution: 16, seed: 0, test_size: 12}
+models:
+  t: {checkpoint: CKPT}
+grid:
+  - {models: [t], samplers: [euler_pf]}
+sweep: {nfe: [2], seeds: [3], num_samples: 10, cfg_scale: [2.0]}
+metrics: [class_acc]
+eval: {batch_size: 4, learning_curve: false}
+launcher: {name: submitit, executor: local}
+"""
+
+
+def test_a_text_to_image_cell_through_the_sharded_path_matches_the_plain_path(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cluster cell job's shards (``CellJob.sample`` -> ``write_shards_distributed``) of a text-to-image model carry
+    the suite's prompts: the same images, labels and prompts as the local runner's ``generate``."""
+    from _text_stub import install_stub, t2i_checkpoint  # pytest puts tests/ on sys.path
+
+    from pfbench.sample.shards import read_manifest
+    from pfbench.suite.jobs import SHARDS, CellJob, Roots
+    from pfbench.suite.launch import Launcher
+    from pfbench.suite.prompts import suite_prompts
+    from pfbench.suite.runner import Runner
+    from pfbench.suite.spec import plan
+
+    install_stub(monkeypatch)
+    path = tmp_path / "t2i.yaml"
+    path.write_text(T2I.replace("CKPT", str(t2i_checkpoint(tmp_path / "t2i.pt"))))
+    spec = load_suite(path)
+    runner = Runner(spec, tmp_path / "results", tmp_path / "reports", tmp_path / "runs", progress=False)
+    Launcher(runner)  # text-to-image models are no longer refused
+    lm = runner.load_model("t", spec.models["t"])
+    (cell,) = plan(spec)
+    plain = runner.generate(lm, runner.make_sampler(cell), cell.num_samples, cell.seed, cell.cfg_scale)
+    part = runner.cell_part(cell, lm.key_id)
+    roots = Roots(str(tmp_path / "results"), str(tmp_path / "reports"), str(tmp_path / "runs"))
+    sharded = CellJob(spec, roots, None, (), cell, shard_size=4, keep_shards=True).sample(runner, lm, part, 0)
+    assert sharded is not None and plain.prompts is not None and len(set(plain.prompts)) > 1
+    assert sharded.prompts == plain.prompts and torch.equal(sharded.labels, plain.labels)
+    assert torch.equal(sharded.images, plain.images) and sharded.nfe == plain.nfe
+    manifest = read_manifest(runner.results / SHARDS / part)
+    assert manifest["config"]["prompts"] == suite_prompts(spec).id() and len(manifest["shards"]) == 3

@@ -22,7 +22,8 @@ class DiTAdapter:
     def __init__(self, net: DiT, dedup: bool = True) -> None:
         if isinstance(net, T2INet):
             raise PfbenchError("this checkpoint is a text-to-image network: it samples from prompts through the "
-                               "'t2i' adapter; run it in a suite (see suites/t2i_smoke.yaml, `prompts:`)")
+                               "'t2i' adapter; sample it with `pfbench sample CKPT OUT --prompt TEXT` or in a suite "
+                               "(see suites/t2i_smoke.yaml, `prompts:`)")
         self.net = net.eval()
         self.dedup = dedup
         self.patch_size = net.cfg.patch

@@ -42,7 +42,13 @@ def sample(
     checkpoint: Annotated[str, typer.Argument(help="training checkpoint (.pt) or asset:NAME")],
     out: Annotated[Path, typer.Argument(help="folder for the shards and manifest.json (a rerun resumes)")],
     sampler: Annotated[str, typer.Option(help="registered sampler name")] = "look_ahead",
-    nfe: Annotated[int, typer.Option(help="NFE budget; the sampler takes the largest step count that fits")] = 32,
+    nfe: Annotated[int | None, typer.Option(help="NFE budget; the sampler takes the largest step count that fits "
+                                                 "(default 32 unless --steps is given)")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", "--num-sampling-steps",
+                                              help="fixed outer step count N (t_k = k/N, the reference scripts' "
+                                                   "convention; dual_loop then makes N*n_inner calls)")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="sampler parameter KEY=VALUE (repeatable), e.g. p=0.4, "
+                                                         "r=1.4; the reference's names too (context_t_ratio=1.4)")] = None,
     num_samples: Annotated[int, typer.Option(help="number of samples")] = 1000,
     seed: Annotated[int, typer.Option(help="run seed: sample i depends only on (seed, i)")] = 0,
     batch_size: Annotated[int, typer.Option(help="samples per sampler call")] = 64,
@@ -53,25 +59,40 @@ def sample(
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
     npz: Annotated[Path | None, typer.Option(help="also export an ADM-style .npz (arr_0 NHWC uint8, arr_1 labels)")] = None,
     vae: Annotated[str | None, typer.Option(help="latent model: VAE decoder (sd-vae-ft-ema, folder or file)")] = None,
+    latents: Annotated[bool, typer.Option(help="latent model without --vae: write the latents themselves (uint8 of "
+                                               "clamp(z, -1, 1), not images)")] = False,
     layout: Annotated[str | None, typer.Option(help="external checkpoint layout: pf (reference PatchForcingDiT) or sit")] = None,
     preset: Annotated[str | None, typer.Option(help="external checkpoint size, e.g. XL/2 (default: from the file)")] = None,
     override: Annotated[list[str] | None, typer.Option(help="external checkpoint DiTConfig field KEY=VALUE, as a "
                                                            "suite's overrides: (repeatable), e.g. num_classes=10")] = None,
+    prompt: Annotated[list[str] | None, typer.Option(help="text-to-image checkpoint: a prompt (repeatable); sample i "
+                                                          "gets prompt i mod the number of prompts")] = None,
+    prompts: Annotated[Path | None, typer.Option(help="text-to-image checkpoint: a prompt file (prompts.txt, one per "
+                                                      "line, or JSONL)")] = None,
 ) -> None:
-    """Sample a checkpoint into uint8 shards; the same images on 1 or N processes (torchrun --nproc_per_node N)."""
+    """Sample a checkpoint into uint8 shards; the same images on 1 or N processes (torchrun --nproc_per_node N).
+
+    A text-to-image checkpoint samples from --prompt/--prompts (its text encoder is the one it was trained with)."""
     import torch
 
     from pfbench.registry import ADAPTERS, SAMPLERS
     from pfbench.sample.distributed import write_shards_distributed
+    from pfbench.sample.params import parse_params
     from pfbench.suite.models import resolve_checkpoint
-    from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint
 
     set_threads(threads)
+    if nfe is not None and steps is not None:
+        raise PfbenchError("sample: give --nfe (a budget of model calls) or --steps (a fixed outer step count), not both")
+    if latents and vae is not None:
+        raise PfbenchError("sample: --latents writes undecoded latents; it does not go with --vae")
     rank = int(os.environ.get("RANK", "0"))
     where = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if device == "cuda" else device)
     path, sha = resolve_checkpoint(checkpoint)
     if layout is None and (preset is not None or override):
         raise PfbenchError("sample: --preset/--override describe an external checkpoint and need --layout (pf or sit)")
+    texts = _prompts(prompt, prompts)
+    if layout is not None and texts is not None:
+        raise PfbenchError("sample: --prompt/--prompts are for pfbench text-to-image checkpoints, not --layout files")
     sizes: dict[str, Any] = {}
     if layout is not None:
         from pfbench.adapters.external_config import parse_overrides
@@ -80,13 +101,24 @@ def sample(
         model = ADAPTERS.get("external")(path, layout, preset, **sizes)
         model.net.to(where)
     else:
-        model = ADAPTERS.get("dit")(build_model_from_checkpoint(load_checkpoint(path), use_ema=ema).to(where))
+        model = _checkpoint_adapter(path, ema, where, texts is not None, checkpoint)
+    channels = model.input_shape[0]
+    if channels != 3 and vae is None and not latents:
+        raise PfbenchError(f"sample: {checkpoint} is a latent model ({channels}-channel output, not RGB images); give "
+                           "--vae (e.g. sd-vae-ft-ema) to decode them, or --latents to write the latents as they are")
     guided = model if cfg_scale == 1.0 else ADAPTERS.get("cfg")(model, cfg_scale)
-    chosen = SAMPLERS.get(sampler).from_budget({}, nfe)
+    cls = SAMPLERS.get(sampler)
+    params = parse_params(cls, param or [], model.patch_size)
+    chosen = cls.from_steps(params, steps) if steps is not None else cls.from_budget(params, 32 if nfe is None else nfe)
     config = {"checkpoint_sha256": sha, "ema": ema, "cfg_scale": cfg_scale, "device": where.type,
-              "layout": layout, "preset": preset}
+              "layout": layout, "preset": preset, "sampler_params": params, "steps": chosen.steps,
+              "nfe_budget": None if steps is not None else (32 if nfe is None else nfe)}
+    if latents:
+        config["output"] = f"latents: {channels}-channel model output as uint8 of clamp(z, -1, 1), not images"
     if sizes:
         config["overrides"] = sizes
+    if texts is not None:  # their hash joins the run's identity in write_shards_distributed (config.prompts)
+        config |= {"prompt_file": str(prompts)} if prompts is not None else {"prompt_texts": list(texts.texts)}
     decode = None
     if vae is not None:
         from pfbench.data.vae import load_vae
@@ -99,13 +131,49 @@ def sample(
     with kept_on_ctrl_c(kept):
         manifest = write_shards_distributed(out, guided, chosen, n=num_samples, seed=seed, batch_size=batch_size,
                                             shard_size=shard_size, config=config, decode=decode, device=where,
-                                            progress=rank == 0)
+                                            progress=rank == 0, prompts=texts)
     if rank == 0:
         console.print(f"[green]done[/]: {manifest['totals']} -> {out}")
         if npz is not None:
             from pfbench.sample.shards import export_adm_npz
 
             console.print(f"wrote {export_adm_npz(out, npz)}")
+
+
+def _prompts(prompt: list[str] | None, prompts: Path | None) -> Any:
+    """The ``Prompts`` of ``--prompt``/``--prompts`` (read by ``pfbench.data.prompts``), or None."""
+    from pfbench.data.prompts import read_prompts
+    from pfbench.sample.generate import Prompts
+
+    if prompt and prompts is not None:
+        raise PfbenchError("sample: give --prompt (repeatable) or --prompts FILE, not both")
+    if prompts is not None:
+        return Prompts(tuple(read_prompts(prompts)))
+    return Prompts(tuple(prompt)) if prompt else None
+
+
+def _checkpoint_adapter(path: Path, ema: bool, where: Any, prompted: bool, name: str) -> Any:
+    """A pfbench checkpoint as samplers see it: the ``dit`` adapter, or for a text-to-image network the ``t2i``
+    adapter with the text encoder of its training config (then prompts are required)."""
+    from pfbench.encoders.text import load_text_encoder
+    from pfbench.nets import T2INet
+    from pfbench.registry import ADAPTERS
+    from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    net = build_model_from_checkpoint(ckpt, use_ema=ema).to(where)
+    if not isinstance(net, T2INet):
+        if prompted:
+            raise PfbenchError(f"sample: {name} is a class-conditional model; --prompt/--prompts are for "
+                               "text-to-image checkpoints")
+        return ADAPTERS.get("dit")(net)
+    if not prompted:
+        raise PfbenchError(f"sample: {name} is a text-to-image model; give --prompt TEXT (repeatable) or --prompts "
+                           "FILE (prompts.txt, one per line, or JSONL)")
+    text = ckpt.config.get("text")
+    if not isinstance(text, dict) or not text.get("encoder"):
+        raise PfbenchError(f"sample: {name}: a text-to-image network without a text encoder in its config")
+    return ADAPTERS.get("t2i")(net, load_text_encoder(str(text["encoder"]), where, text.get("weights")))
 
 
 def bench(

@@ -17,7 +17,8 @@ from pfbench.cli.common import console, kept_on_ctrl_c, set_threads
 
 def run(
     suite: Annotated[Path, typer.Argument(help="suite YAML, e.g. suites/smoke.yaml")],
-    overrides: Annotated[list[str] | None, typer.Argument(help="hydra overrides, e.g. sweep.nfe=[8,16]")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="hydra overrides, e.g. sweep.nfe=[8,16] or "
+                                                                         "sweep.steps=[100]")] = None,
     results: Annotated[Path, typer.Option(help="results root")] = Path("results"),
     reports: Annotated[Path, typer.Option(help="reports root")] = Path("reports"),
     runs: Annotated[Path, typer.Option(help="training runs / checkpoints root")] = Path("runs"),
@@ -96,7 +97,8 @@ def plan(
     runner = Runner(spec, results_root=results, runs_root=runs, progress=False)
     spec = runner.spec  # the models the grid uses, without the cells of skipped optional models
     table = Table(title=f"suite {spec.name}")
-    for col in ("model", "sampler", "nfe", "cfg", "seed", "samples", "forwards/img", "≈FLOPs total", "cached"):
+    for col in ("model", "sampler", "nfe | steps", "cfg", "seed", "samples", "calls/img", "forwards/img",
+                "≈FLOPs total", "cached"):
         table.add_column(col)
     cells = make_plan(spec)
     ids = {n: runner.known_model_id(n) for n in spec.models}  # once per model: each reads (and hashes) weights
@@ -111,8 +113,10 @@ def plan(
         total += 0.0 if done or gflops != gflops else gflops
         label = cell.sampler.name + (f" {cell.sampler.params}" if cell.sampler.params else "")
         cfg = f"{cell.cfg_scale:g}" + (f" in {list(cell.cfg_interval)}" if cell.cfg_interval else "")
-        table.add_row(cell.model, label, str(cell.nfe), cfg, str(cell.seed), str(cell.num_samples),
-                      "?" if forwards < 0 else str(forwards), "?" if forwards < 0 else flops_text(gflops),
+        sampler = cell.build_sampler()
+        length = f"{cell.nfe} NFE" if cell.steps is None else f"{cell.steps} steps"  # a budget, or a fixed count
+        table.add_row(cell.model, label, length, cfg, str(cell.seed), str(cell.num_samples),
+                      str(sampler.cost(sampler.steps)), "?" if forwards < 0 else str(forwards), "?" if forwards < 0 else flops_text(gflops),
                       "yes" if done else "")
     console.print(table)
     console.print(f"estimated compute still to run: ≈{flops_text(total)} of network forwards (sampling only, VAE "

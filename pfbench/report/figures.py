@@ -26,19 +26,47 @@ FigureFn = Callable[[pd.DataFrame, Path], "Figure | None"]
 
 
 def _cells(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per-cell statistics with one series ``label`` per cell setting (every varying key but the NFE budget)."""
+    """Per-cell statistics with one series ``label`` per cell setting (every varying key but the cell's length:
+    its NFE budget or fixed step count) and ``nfe``: the budget, or the calls a fixed-step cell made (``nfe_used``).
+
+    Where a suite has both kinds of cell, each label says which it is ("NFE budget" or "fixed steps"), so a sampler
+    at equal NFE and the same sampler at the reference's step counts are two lines.
+    """
     cells = normalize(rows[rows["kind"] == "cell"])
     if cells.empty:
-        return cells.assign(label=pd.Series(dtype="string"))
-    return labelled(summarize(cells, GROUP_KEYS), omit=("nfe_budget",))
+        return cells.assign(label=pd.Series(dtype="string"), nfe=pd.Series(dtype="Float64"))
+    s = labelled(summarize(cells, GROUP_KEYS), omit=("nfe_budget", "fixed_steps"))
+    fixed = s["fixed_steps"].notna()
+    if fixed.any() and not fixed.all():
+        s["label"] = [f"{lab} · {'fixed steps' if f else 'NFE budget'}" for lab, f in zip(s["label"], fixed, strict=True)]
+    used = s["nfe_used"] if "nfe_used" in s else pd.Series(pd.NA, index=s.index)
+    return s.assign(nfe=s["nfe_budget"].astype("Float64").fillna(used.astype("Float64")))
 
 
 def metric_vs_nfe(rows: pd.DataFrame, out_dir: Path) -> Figure | None:
-    """Metric against the NFE budget, one line per cell setting: the equal-NFE comparison."""
-    return line_panels(rows, _cells(rows), "nfe_budget", "NFE budget", out_dir, f"{PREFIX}nfe",
-                        "Quality vs NFE budget",
-                        "Each sampler runs the largest step count whose cost fits the budget; dashed: reference rows.",
-                        logx=True, references=True)
+    """Metric against the NFE budget, one line per cell setting: the equal-NFE comparison. Cells run at a fixed
+    step count are drawn at the calls they made."""
+    s = _cells(rows)
+    if not s["fixed_steps"].notna().any():
+        return line_panels(rows, s, "nfe", "NFE budget", out_dir, f"{PREFIX}nfe", "Quality vs NFE budget",
+                           "Each sampler runs the largest step count whose cost fits the budget; dashed: reference "
+                           "rows.", logx=True, references=True)
+    return line_panels(rows, s, "nfe", "NFE (budget, or calls made at fixed steps)", out_dir, f"{PREFIX}nfe",
+                       "Quality vs NFE", "NFE-budget cells run the largest step count whose cost fits the budget; "
+                       "fixed-step cells are drawn at the model calls they made; dashed: reference rows.",
+                       logx=True, references=True)
+
+
+def metric_vs_steps(rows: pd.DataFrame, out_dir: Path) -> Figure | None:
+    """Metric against the outer step count of the cells run at fixed steps (None when there are none)."""
+    s = _cells(rows)
+    s = s[s["fixed_steps"].notna()]
+    if s.empty:
+        return None
+    return line_panels(rows, s, "fixed_steps", "outer steps", out_dir, f"{PREFIX}steps", "Quality vs outer steps",
+                       "Cells run at a fixed outer step count N (t_k = k/N, the reference scripts' convention): "
+                       "dual-loop makes N·n_inner model calls, look-ahead about 2N; dashed: reference rows.",
+                       logx=True, references=True)
 
 
 def metric_vs_gflops(rows: pd.DataFrame, out_dir: Path) -> Figure | None:
@@ -112,6 +140,7 @@ def _arg_figure(key: str) -> FigureFn:
 
 FIGURES: dict[str, FigureFn] = {
     "nfe": metric_vs_nfe,
+    "steps": metric_vs_steps,
     "gflops": metric_vs_gflops,
     "curve": learning_curve,
     **{f"arg_{k}": _arg_figure(k) for k in SWEEP_ARGS},

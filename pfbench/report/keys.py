@@ -6,7 +6,10 @@ silently pooled with another (``pfbench report thresholds`` once showed 2 rows f
 
 Two tiers:
     * ``CELL_KEYS``: settings of a cell (model, training timestep sampler, train step, decoder, sampler,
-      variant, CFG scale and interval, NFE budget); shown whenever they take more than one value.
+      variant, CFG scale and interval, NFE budget or fixed step count); shown whenever they take more than one
+      value. A cell runs either at an NFE budget (``nfe_budget`` set; its ``steps`` follow from the budget and are
+      no key) or at a fixed outer step count (``nfe_budget`` missing; its ``steps`` are the key ``fixed_steps``),
+      so the two kinds of cell are never pooled, and each is labelled by its own axis.
     * ``CONTEXT_KEYS``: identity columns that normally follow from the model or the suite (checkpoint hash,
       sample count, reference set, metric settings); grouped by, shown only when they split otherwise equal cells
       (a retrained checkpoint next to the old one, a rerun with more samples).
@@ -24,7 +27,7 @@ import pandas as pd
 from pfbench import PfbenchError
 
 CELL_KEYS: tuple[str, ...] = ("model", "train_timesteps", "train_step", "decoder", "sampler", "variant",
-                              "cfg_scale", "cfg_interval", "nfe_budget")
+                              "cfg_scale", "cfg_interval", "nfe_budget", "fixed_steps")
 CONTEXT_KEYS: tuple[str, ...] = ("model_id", "num_samples", "ref_id", "metric_args")
 # One group of result rows = the observations (seeds) of one metric of one cell (or one diagnostic/reference).
 GROUP_KEYS: tuple[str, ...] = ("kind", *CELL_KEYS, *CONTEXT_KEYS, "metric")
@@ -33,7 +36,7 @@ CORE_KEYS: tuple[str, ...] = ("model", "sampler", "cfg_scale", "nfe_budget")
 HEADERS: dict[str, str] = {
     "model": "model", "train_timesteps": "train t-sampler", "train_step": "train step", "decoder": "decoder",
     "sampler": "sampler", "variant": "variant", "cfg_scale": "cfg", "cfg_interval": "CFG interval",
-    "nfe_budget": "NFE budget", "model_id": "model id", "num_samples": "samples", "ref_id": "reference",
+    "nfe_budget": "NFE budget", "fixed_steps": "steps", "model_id": "model id", "num_samples": "samples", "ref_id": "reference",
     "metric_args": "metric args",
 }
 # sampler_args entries that follow from the NFE budget rather than being a setting of the sampler.
@@ -68,15 +71,20 @@ def _canonical(text: Any) -> Any:
 def normalize(rows: pd.DataFrame) -> pd.DataFrame:
     """Rows with their key columns made comparable: absent keys as NA, JSON canonical, ``variant`` filled.
 
+    ``fixed_steps`` (a derived key, not a column): ``steps`` of the cells run at a fixed step count (cell rows
+    without an NFE budget), missing for every other row.
+
     ``variant`` (the suite-level sampler parameters and CFG interval, written by the runner) is derived from
     ``sampler_args`` where missing (rows written before it existed, hand-made frames): the entries, budget-derived
     ``steps`` aside, whose value differs between rows of one sampler. ``cfg_interval`` is taken from the variant
     where only the variant records it.
     """
     out = rows.copy()
-    for k in GROUP_KEYS:
+    for k in (*GROUP_KEYS, "steps"):
         if k not in out:
             out[k] = pd.NA
+    fixed = (out["kind"] == "cell").fillna(False) & out["nfe_budget"].isna()
+    out["fixed_steps"] = out["steps"].astype("Int64").where(fixed.astype(bool), pd.NA)
     for k in ("variant", "cfg_interval"):
         out[k] = pd.Series([_canonical(v) for v in out[k]], index=out.index, dtype="string")
     if "sampler_args" in out and (out["variant"].isna() & out["sampler_args"].notna()).any():
@@ -109,7 +117,8 @@ def _distinct(frame: pd.DataFrame, keys: Sequence[str]) -> int:
 def shown_keys(frame: pd.DataFrame, always: Iterable[str] = CORE_KEYS, omit: Iterable[str] = ()) -> list[str]:
     """The key columns a table of ``frame`` (rows or summary rows) must show, in ``CELL_KEYS`` order.
 
-    ``always`` keys, every ``CELL_KEYS`` column with more than one value (NA counts as a value), and every
+    ``always`` keys, ``fixed_steps`` wherever a cell has one, every ``CELL_KEYS`` column with more than one value
+    (NA counts as a value), and every
     ``CONTEXT_KEYS`` column that splits rows equal in all other keys; ``omit`` keys are left out (a figure's x).
     """
     omit = set(omit)
@@ -122,7 +131,8 @@ def shown_keys(frame: pd.DataFrame, always: Iterable[str] = CORE_KEYS, omit: Ite
             continue
         values = frame[k].astype("string").fillna("\x00").nunique()
         needed = _distinct(frame, [c for c in cols if c != k]) < total
-        if k in always or (k in CELL_KEYS and values > 1) or (k in CONTEXT_KEYS and needed):
+        fixed = k == "fixed_steps" and bool(frame[k].notna().any())  # as the NFE budget: shown once present
+        if k in always or fixed or (k in CELL_KEYS and values > 1) or (k in CONTEXT_KEYS and needed):
             shown.append(k)
     return shown
 
@@ -165,7 +175,7 @@ def key_text(key: str, value: Any) -> str:
 
 # Prefixes that make a key readable inside a one-line series label (figures, the paper's row labels).
 _LABEL_PREFIX = {"train_timesteps": "train ", "train_step": "step ", "cfg_scale": "cfg ", "cfg_interval": "cfg in ",
-                 "nfe_budget": "NFE ", "model_id": "ckpt ", "num_samples": "n=", "ref_id": "ref ", "decoder": "vae "}
+                 "nfe_budget": "NFE ", "fixed_steps": "steps ", "model_id": "ckpt ", "num_samples": "n=", "ref_id": "ref ", "decoder": "vae "}
 
 
 def series_label(row: pd.Series, keys: Sequence[str], omit_args: Iterable[str] = ()) -> str:
@@ -174,8 +184,8 @@ def series_label(row: pd.Series, keys: Sequence[str], omit_args: Iterable[str] =
     parts = []
     for k in keys:
         text = variant_text(row[k], omit_args) if k == "variant" else key_text(k, row[k])
-        if k == "variant" and text == MISSING:
-            continue
+        if k in ("variant", "nfe_budget", "fixed_steps") and text == MISSING:
+            continue  # defaults; a fixed-step cell has no budget and a budget cell no fixed steps
         parts.append(_LABEL_PREFIX.get(k, "") + text)
     return " · ".join(parts)
 

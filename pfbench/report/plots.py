@@ -25,7 +25,7 @@ from pfbench.report.tables import arrow, is_na
 BAND = ("95% interval of the mean over seeds (Student t below 10 seeds, else bootstrap), clipped to the metric's "
         "valid range")
 # Integer-valued x axes: ticks at the values themselves, never 15.2, 15.4, ...
-INTEGER_X = ("nfe_budget", "train_step")
+INTEGER_X = ("nfe_budget", "nfe", "fixed_steps", "train_step")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from pfbench import PfbenchError
 from pfbench.adapters.base import Adapter
 from pfbench.io import atomic_write_bytes, content_hash, sha256_file
-from pfbench.sample.generate import Decode, Generated, generate
+from pfbench.sample.generate import Decode, Generated, Prompts, generate
 from pfbench.sample.shards import (
     MANIFEST,
     open_run,
@@ -102,6 +102,7 @@ def write_shards_distributed(
     device: torch.device | str = "cpu",
     progress: bool = False,
     on_shard: Callable[[int, int, bool], None] | None = None,
+    prompts: Prompts | None = None,
 ) -> dict[str, Any]:
     """``write_shards`` for one or many processes: the same shards, byte for byte, on any world size.
 
@@ -122,10 +123,15 @@ def write_shards_distributed(
         progress: show progress bars (rank 0 only).
         on_shard: called as ``on_shard(j, count, resumed)`` after this rank has found shard j of ``count`` finished
             (``resumed``: by an earlier run) or written it (cluster jobs log their progress with it).
+        prompts: text-to-image prompts (sample i gets prompt i mod len, ``generate``); their content hash
+            (``Prompts.id``) joins the run's identity as ``config.prompts``, so shards of other prompts are never
+            resumed.
 
     Returns:
         The final manifest (every rank returns it).
     """
+    if prompts is not None:
+        config = {**(config or {}), "prompts": prompts.id()}
     identity = run_identity(sampler, config, seed=seed, n=n, shard_size=shard_size)
     rank, world, created = _join_process_group()
     try:
@@ -137,7 +143,7 @@ def write_shards_distributed(
             write_manifest(out, {**identity, "shards": [], "complete": False})  # claims the folder
         sample = functools.partial(
             generate, model, sampler, seed=seed, batch_size=batch_size, progress=progress and rank == 0,
-            decode=decode, shape=shape, device=device,
+            decode=decode, shape=shape, device=device, prompts=prompts,
         )
         count = -(-n // shard_size)
         for j in range(rank, count, world):

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from pfbench import PfbenchError
 from pfbench.adapters.base import Adapter, gflops_once
+from pfbench.io import content_hash
 from pfbench.samplers.base import Sampler
 from pfbench.samplers.masks import mix_seed, sample_generator
 from pfbench.types import Cond, quantize
@@ -115,6 +116,11 @@ class Prompts:
             raise PfbenchError("text-to-image sampling needs at least one prompt")
         if self.labels is not None and self.labels.shape != (len(self.texts),):
             raise PfbenchError(f"{len(self.texts)} prompts but labels of shape {tuple(self.labels.shape)}")
+
+    def id(self) -> str:
+        """Content hash of the prompt list and labels (16 hex digits): part of a text-to-image run's identity."""
+        labels = None if self.labels is None else self.labels.tolist()
+        return content_hash([list(self.texts), labels])[:16]
 
     def take(self, indices: Tensor) -> tuple[tuple[str, ...], Tensor | None]:
         """Prompts (and labels, or None) of sample indices (N,): depend on the index only."""

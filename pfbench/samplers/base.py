@@ -14,7 +14,8 @@ Accounting conventions:
 Samplers see the model only through the ``Adapter`` protocol (``pfbench.adapters.base``).
 
 A sampler is built from its parameters and an NFE budget in one step, ``Sampler.from_budget(params, nfe)``
-(the suite calls it once per sampler and budget).
+(the suite calls it once per sampler and budget), or at a fixed outer step count, ``Sampler.from_steps(params,
+steps)`` (the reference scripts' convention: t_k = k/N, and dual-loop then makes N·n_inner calls).
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ class Sampler(Protocol):
     @classmethod
     def from_budget(cls, params: Mapping[str, Any], nfe: int) -> Sampler:
         """Builds the sampler from its parameters at the largest step count whose cost fits ``nfe``."""
+        ...
+
+    @classmethod
+    def from_steps(cls, params: Mapping[str, Any], steps: int) -> Sampler:
+        """Builds the sampler from its parameters at ``steps`` outer steps (it then makes ``cost(steps)`` calls)."""
         ...
 
     def __call__(self, model: Adapter, noise: Tensor, cond: Cond, keys: Tensor | None = None) -> SampleOut:
@@ -175,6 +181,23 @@ class StepSampler:
         except TypeError as err:
             raise PfbenchError(f"sampler {cls.name!r}: bad parameters {dict(params)}: {err}") from None
         return base.with_budget(nfe)
+
+    @classmethod
+    def from_steps(cls: type[S], params: Mapping[str, Any], steps: int) -> S:
+        """The sampler with ``params`` (every field but ``steps``) at ``steps`` outer steps.
+
+        Raises:
+            PfbenchError: unknown or bad parameters, ``steps`` given twice, or fewer steps than ``min_steps``.
+        """
+        if "steps" in params:
+            raise PfbenchError(f"sampler {cls.name!r}: steps is given separately; do not pass it in the parameters")
+        try:
+            sampler = cls(steps=steps, **params)
+        except TypeError as err:
+            raise PfbenchError(f"sampler {cls.name!r}: bad parameters {dict(params)}: {err}") from None
+        if steps < cls.min_steps:
+            raise PfbenchError(f"sampler {cls.name!r} needs steps >= {cls.min_steps}, got {steps}")
+        return sampler
 
     def with_budget(self: S, nfe: int) -> S:
         """The largest step count whose cost ≤ ``nfe``; raises if not even ``min_steps`` fits."""

@@ -215,13 +215,14 @@ class CellJob(_Job):
                 time.sleep(pause)
 
         out = runner.results / SHARDS / part
-        print(f"cell {cell.model} {cell.sampler.name} nfe={cell.nfe} seed={cell.seed} -> {out}", flush=True)
+        prompts = runner.prompts(lm)  # text-to-image: the suite's prompts, as a local run samples them
+        print(f"cell {cell.model} {cell.sampler.name} {cell.axis()} seed={cell.seed} -> {out}", flush=True)
         with runner.numerics():  # bf16 autocast / compiled blocks as a local run samples (``Runner.generate``)
             manifest = write_shards_distributed(
                 out, runner.guided(runner.prepared(lm).adapter(), cell.cfg_scale, cell.cfg_interval),
-                runner.make_sampler(cell.sampler, cell.nfe), n=cell.num_samples, seed=cell.seed,
+                runner.make_sampler(cell), n=cell.num_samples, seed=cell.seed,
                 batch_size=ev.batch_size, shard_size=self.shard_size, config={"part": part}, decode=lm.decode,
-                device=ev.device, on_shard=on_shard)
+                device=ev.device, on_shard=on_shard, prompts=prompts)
         if resumed:
             print(f"rank {rank}: resumed from {len(resumed)} shard(s) of an earlier attempt", flush=True)
         sys.stdout.flush()
@@ -229,8 +230,10 @@ class CellJob(_Job):
             return None
         images, labels = load_shards(out)
         t = manifest["totals"]
-        return Generated(torch.from_numpy(images), torch.from_numpy(labels), torch.arange(cell.num_samples),
-                         int(t["nfe"]), float(t["forwards"]), float(t["gflops"]), float(t["seconds"]))
+        indices = torch.arange(cell.num_samples)
+        texts = None if prompts is None else prompts.take(indices)[0]  # sample i's prompt depends on i only
+        return Generated(torch.from_numpy(images), torch.from_numpy(labels), indices,
+                         int(t["nfe"]), float(t["forwards"]), float(t["gflops"]), float(t["seconds"]), texts)
 
 
 class FinishJob(_Job):

@@ -26,7 +26,6 @@ from rich.table import Table
 from pfbench import PfbenchError
 from pfbench.io import atomic_write_text, content_hash
 from pfbench.locks import hold_lock, lock_path
-from pfbench.nets import T2IConfig
 from pfbench.results import has_part
 from pfbench.suite.jobs import ACTIVE, CellJob, FinishJob, JobRef, Roots, TrainJob, job_state
 from pfbench.suite.runner import Runner
@@ -71,10 +70,6 @@ class Launcher:
         self.folder = Path(self.ls.folder) if self.ls.folder else runner.results / ".submitit"
         self.roots = Roots(*(str(Path(p).resolve().parent) for p in (runner.results, runner.reports, runner.runs)))
         self.threads = threads
-        t2i = [n for n in self.spec.models if isinstance(runner.suite_models.net_config(n), T2IConfig)]
-        if t2i:  # cluster jobs sample through write_shards_distributed, which takes no prompts yet
-            raise PfbenchError(f"launcher.name=submitit: text-to-image models ({', '.join(t2i)}) run with "
-                               "launcher.name=local for now")
 
     # ------------------------------------------------------------------ registry
     def load(self) -> dict[str, Entry]:
@@ -194,7 +189,7 @@ class Launcher:
             key = f"cell-{cell.key(self._model_ref(cell.model, model_id) + self.spec.eval.numerics())}"
             if seen(key) in ACTIVE:
                 continue
-            label = f"{cell.model} {cell.sampler.name} nfe={cell.nfe} cfg={cell.cfg_scale:g} seed={cell.seed}"
+            label = f"{cell.model} {cell.sampler.name} {cell.axis()} cfg={cell.cfg_scale:g} seed={cell.seed}"
             dep = training.get(cell.model)
             groups.setdefault(None if dep is None else dep.job_id, []).append((key, label, cell))
         ls = self.ls

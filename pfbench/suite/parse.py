@@ -112,16 +112,17 @@ def suite_kind(path: str | Path) -> str | None:
     return None if kind is None else str(kind)
 
 
-# Sections whose every key has a default in its dataclass (LauncherSpec, EvalSpec): ``KEY=VALUE`` overrides them
-# whether or not the suite file writes the key (a typo is still refused, by the dataclass builder).
-DEFAULTED = ("launcher", "eval")
+# Keys a suite file may leave out that an override may still set without hydra's ``+``: every key of the sections
+# whose every key has a default in its dataclass (LauncherSpec, EvalSpec; a typo is still refused by the dataclass
+# builder), and the two budget axes (``sweep.steps=[100]`` on a suite whose sweep gives only ``nfe``, and the reverse).
+DEFAULTED = ("launcher.", "launcher=", "eval.", "eval=", "sweep.steps=", "sweep.nfe=")
 
 
 def defaulted_overrides(overrides: list[str] | None) -> list[str]:
-    """``launcher.KEY=VALUE`` / ``eval.KEY=VALUE`` become hydra's ``++…`` (set, or add when absent), so a suite file
-    without a ``launcher:`` block, or without that key (e.g. ``eval.verify_weights``), takes it from the command
-    line all the same; the dataclass defaults fill in the rest."""
-    return [f"++{o}" if any(o.startswith((f"{s}.", f"{s}=")) for s in DEFAULTED) else o for o in overrides or []]
+    """``launcher.KEY=VALUE``, ``eval.KEY=VALUE``, ``sweep.steps=`` and ``sweep.nfe=`` become hydra's ``++…`` (set, or
+    add when absent), so a suite file without that key (e.g. ``eval.verify_weights``) takes it from the command line
+    all the same; the dataclass defaults fill in the rest."""
+    return [f"++{o}" if o.startswith(DEFAULTED) else o for o in overrides or []]
 
 
 def load_suite(path: str | Path, overrides: list[str] | None = None) -> SuiteSpec:

@@ -21,7 +21,6 @@ from torch import Tensor, nn
 from pfbench import PfbenchError
 from pfbench.data.embedded import EmbeddedSpec
 from pfbench.data.embedded import generate as embedded_images
-from pfbench.io import content_hash
 from pfbench.nets import T2INet
 from pfbench.registry import METRICS
 from pfbench.sample.generate import Prompts
@@ -56,9 +55,8 @@ def suite_prompts(spec: SuiteSpec) -> Prompts:
 
 
 def prompts_id(prompts: Prompts) -> str:
-    """Content hash of the prompt list (and labels): part of a text-to-image cell's key."""
-    labels = None if prompts.labels is None else prompts.labels.tolist()
-    return content_hash([list(prompts.texts), labels])[:16]
+    """Content hash of the prompt list (and labels): part of a text-to-image cell's key (``Prompts.id``)."""
+    return prompts.id()
 
 
 def cond_metrics(metrics: Sequence[str]) -> list[str]:

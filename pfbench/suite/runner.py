@@ -39,7 +39,7 @@ from pfbench.suite.inputs import runnable, skip_notes, skipped_models
 from pfbench.suite.models import LoadedModel, SuiteModels, resolve_checkpoint
 from pfbench.suite.prompts import suite_prompts
 from pfbench.suite.scoring import Scorer
-from pfbench.suite.spec import ModelSpec, RunSpec, SamplerSpec, SuiteSpec, plan, split_model
+from pfbench.suite.spec import ModelSpec, RunSpec, SuiteSpec, plan, split_model
 from pfbench.suite.units import ModelUnits
 from pfbench.suite.validate import check_inputs, check_writable, validate
 
@@ -88,7 +88,7 @@ class Runner:
         model = self.guided(self._cost_models[cell.model], cell.cfg_scale)
         _, h, w = model.input_shape
         t = torch.zeros(1, (h // model.patch_size) * (w // model.patch_size))  # (1, T): one sample, one time
-        sampler = self.make_sampler(cell.sampler, cell.nfe)
+        sampler = self.make_sampler(cell)
         calls = sampler.cost(sampler.steps)  # model calls per image; a text encoder runs once per image
         return calls * model.forwards_per_call(t), (calls * model.gflops(t) + gflops_once(model)) * cell.num_samples
 
@@ -105,9 +105,9 @@ class Runner:
         return self.suite_models.load_model(name, model)
 
     # ------------------------------------------------------------------ sampling + scoring
-    def make_sampler(self, spec: SamplerSpec, nfe: int) -> Any:
-        """The sampler of a cell (``SamplerSpec.build``: built once per name, params and budget)."""
-        return spec.build(nfe)
+    def make_sampler(self, cell: RunSpec) -> Any:
+        """The sampler of a cell (``SamplerSpec.build``: built once per name, params and budget or step count)."""
+        return cell.build_sampler()
 
     @staticmethod
     def guided(model: Adapter, cfg_scale: float, cfg_interval: tuple[float, float] | None = None) -> Adapter:
@@ -148,7 +148,7 @@ class Runner:
         ``gen``: the cell's images already sampled (``pfbench.sample.generate.Generated``, e.g. read back from the
         shards of a cluster job, ``pfbench.suite.jobs``); None samples them here.
         """
-        sampler = self.make_sampler(cell.sampler, cell.nfe)
+        sampler = self.make_sampler(cell)
         if gen is None:
             gen = self.generate(lm, sampler, cell.num_samples, cell.seed, cell.cfg_scale, cell.cfg_interval)
         base = {
@@ -156,7 +156,7 @@ class Runner:
             "kind": "cell", "model": cell.model, "model_id": lm.model_id, "decoder": lm.decoder,
             "sampler": cell.sampler.name,
             "sampler_args": json.dumps(dataclasses.asdict(sampler), sort_keys=True, default=str),
-            "nfe_budget": cell.nfe, "nfe_used": gen.nfe, "forwards": round(gen.forwards), "gflops": gen.gflops,
+            "nfe_budget": cell.nfe, "steps": sampler.steps, "nfe_used": gen.nfe, "forwards": round(gen.forwards), "gflops": gen.gflops,
             "wall_s": gen.seconds, "seed": cell.seed, "num_samples": cell.num_samples, "cfg_scale": cell.cfg_scale,
             "cfg_interval": None if cell.cfg_interval is None else json.dumps(list(cell.cfg_interval)),
             "variant": cell_variant(cell), "train_timesteps": lm.train_timesteps,
@@ -214,7 +214,7 @@ class Runner:
                         if self.progress:
                             eta = f", ≈{_duration((time.perf_counter() - began) / spent * left)} left" if spent else ""
                             console.print(f"[bold]cell {i + 1}/{len(cells)}[/] {cell.model} {cell.sampler.name} "
-                                          f"nfe={cell.nfe} cfg={cell.cfg_scale:g} seed={cell.seed} "
+                                          f"{cell.axis()} cfg={cell.cfg_scale:g} seed={cell.seed} "
                                           f"[dim]({n} of {len(cost)} to run{eta})")
                         write_rows(self.results / f"{part}.parquet", self.run_cell(cell, models[cell.model], part))
                         spent += cost[i]
@@ -264,8 +264,8 @@ class Runner:
                 cells = [c for c in plan(self.spec) if c.model == name]
                 if not cells:
                     continue
-                cell = max(cells, key=lambda c: c.nfe)
-                gen = self.generate(lm, self.make_sampler(cell.sampler, cell.nfe), 40, cell.seed, cell.cfg_scale)
+                cell = max(cells, key=lambda c: (s := self.make_sampler(c)).cost(s.steps))  # the longest run
+                gen = self.generate(lm, self.make_sampler(cell), 40, cell.seed, cell.cfg_scale)
                 self._last_samples[name] = (gen.images, gen.labels)
             images, labels = self._last_samples[name]
             rows.append((name, np.asarray(images).transpose(0, 2, 3, 1), np.asarray(labels)))
@@ -283,13 +283,13 @@ class Runner:
             if not _first_seed(cell.model, models):
                 continue  # traces of one training seed per suite model
             done.add((cell.model, cell.sampler.name))
-            sampler = self.make_sampler(cell.sampler, cell.nfe)
+            sampler = self.make_sampler(cell)
             tr = trace(adapter, sampler, n=6, seed=cell.seed, decode=models[cell.model].decode,
                        device=self.spec.eval.device, prompts=self.prompts(models[cell.model]))
             if tr.times.shape[0] and not bool((tr.times == tr.times[:, :, :1]).all()):
                 schedule_figure(self.reports / f"schedule_{cell.model}_{cell.sampler.name}.png", tr.times[:, 0],
                                 tr.images[0], tr.difficulty[0],
-                                f"{cell.model} {cell.sampler.name} (NFE {cell.nfe}): per-patch time at each call")
+                                f"{cell.model} {cell.sampler.name} ({cell.axis()}): per-patch time at each call")
             if (cell.model, "difficulty") not in done and np.isfinite(tr.difficulty).all():
                 done.add((cell.model, "difficulty"))
                 sample_difficulty_figure(self.reports / f"sample_difficulty_{cell.model}.png", tr.images,

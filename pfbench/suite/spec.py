@@ -66,25 +66,32 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """A registered sampler and its parameters (every field but ``steps``, which follows from the NFE budget)."""
+    """A registered sampler and its parameters (every field but ``steps``, which follows from the cell's NFE
+    budget or is the cell's fixed step count)."""
 
     name: str
     params: dict[str, Any] = field(default_factory=dict)
 
-    def build(self, nfe: int) -> Any:
-        """The sampler at the largest step count whose cost fits ``nfe`` (``Sampler.from_budget``).
+    def build(self, nfe: int | None = None, *, steps: int | None = None) -> Any:
+        """The sampler at the largest step count whose cost fits ``nfe`` (``Sampler.from_budget``), or at ``steps``
+        outer steps (``Sampler.from_steps``); give exactly one.
 
         Every suite path (validate, plan, run, figures) builds samplers here. Samplers are frozen dataclasses,
-        so each (name, params, nfe) is built once per process and shared.
+        so each (name, params, budget or steps) is built once per process and shared.
         """
-        key = (self.name, json.dumps(self.params, sort_keys=True, default=str), nfe)
+        if (nfe is None) == (steps is None):
+            raise ValueError("SamplerSpec.build: give exactly one of nfe or steps")
+        mode, n = ("nfe", nfe) if steps is None else ("steps", steps)
+        key = (self.name, json.dumps(self.params, sort_keys=True, default=str), mode, int(n))  # type: ignore[arg-type]
         if key not in _SAMPLERS_BUILT:
-            _SAMPLERS_BUILT[key] = SAMPLERS.get(self.name).from_budget(self.params, nfe)
+            cls = SAMPLERS.get(self.name)
+            _SAMPLERS_BUILT[key] = cls.from_budget(self.params, nfe) if steps is None else cls.from_steps(self.params, steps)
         return _SAMPLERS_BUILT[key]
 
 
-# (name, params as JSON, nfe) -> built sampler: a memo of immutable values, so sharing it changes nothing.
-_SAMPLERS_BUILT: dict[tuple[str, str, int], Any] = {}
+# (name, params as JSON, "nfe" | "steps", value) -> built sampler: a memo of immutable values, so sharing it changes
+# nothing.
+_SAMPLERS_BUILT: dict[tuple[str, str, str, int], Any] = {}
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,8 @@ class GridSpec:
 
     models: list[str]
     samplers: list[SamplerSpec]
-    nfe: list[int] | None = None  # this block's NFE budgets instead of ``sweep.nfe`` (e.g. a sweep at one budget)
+    nfe: list[int] | None = None  # this block's NFE budgets instead of the sweep's (e.g. a sweep at one budget)
+    steps: list[int] | None = None  # or this block's fixed outer step counts (the reference scripts' convention)
 
 
 @dataclass(frozen=True)
@@ -102,11 +110,17 @@ class SweepSpec:
 
     A list-valued sampler parameter in a grid (``{name: dual_loop, params: {p: [0.2, 0.4]}}``) is an axis too.
     ``cfg_interval`` entries are ``null`` (guide everywhere) or ``[t_lo, t_hi]``; they apply to guided cells only.
-    ``exclude`` drops every cell matching all keys of a rule (model, sampler, nfe, cfg_scale, seed, or a
+    ``exclude`` drops every cell matching all keys of a rule (model, sampler, nfe, steps, cfg_scale, seed, or a
     sampler parameter such as p).
+
+    Two conventions fix how long a sampler runs. ``nfe`` (pfbench's equal-compute view): each sampler runs the
+    largest step count whose cost fits the budget of model calls. ``steps`` (the reference scripts'): N outer steps,
+    t_k = k/N, whatever they cost (dual-loop N·n_inner calls, look-ahead about 2N). Blocks without their own
+    ``nfe``/``steps`` run both lists; ``nfe`` defaults to [16] only when neither is given.
     """
 
-    nfe: list[int] = field(default_factory=lambda: [16])
+    nfe: list[int] | None = None  # None: [16], or none at all when ``steps`` is given
+    steps: list[int] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
     num_samples: int = 1000
     cfg_scale: list[float] = field(default_factory=lambda: [1.0])
@@ -214,16 +228,25 @@ class SuiteSpec:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One cell: everything that changes its pixels (plus the sample count and seed)."""
+    """One cell: everything that changes its pixels (plus the sample count and seed).
+
+    A cell runs either at an NFE budget (``nfe``; the sampler takes the largest step count that fits) or at a
+    fixed outer step count (``steps``); exactly one of the two is set.
+    """
 
     suite: str
     model: str
     sampler: SamplerSpec
-    nfe: int
+    nfe: int | None
     seed: int
     num_samples: int
     cfg_scale: float
     cfg_interval: tuple[float, float] | None = None
+    steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.nfe is None) == (self.steps is None):
+            raise ValueError(f"RunSpec: give exactly one of nfe or steps (nfe={self.nfe}, steps={self.steps})")
 
     def key(self, model_id: str) -> str:
         """Content hash of the cell; ``model_id`` identifies the weights (checkpoint sha256 or recipe hash)."""
@@ -231,19 +254,48 @@ class RunSpec:
         payload.pop("suite")
         if payload["cfg_interval"] is None:  # keeps keys of unguided-interval cells stable
             payload.pop("cfg_interval")
+        # NFE cells hash as they did before steps existed (their results stay found); a steps cell has no "nfe"
+        payload.pop("steps" if self.steps is None else "nfe")
         revision = getattr(SAMPLERS.get(self.sampler.name), "revision", 1)
         if revision != 1:  # a fixed sampler: cells computed before the fix are not reused
             payload["sampler_revision"] = revision
         return content_hash(payload)
 
+    def build_sampler(self) -> Any:
+        """The cell's sampler (``SamplerSpec.build`` at its budget or step count)."""
+        return self.sampler.build(self.nfe) if self.steps is None else self.sampler.build(steps=self.steps)
+
+    def axis(self) -> str:
+        """``nfe=16`` or ``steps=100``: how long the cell's sampler runs, for progress lines and titles."""
+        return f"nfe={self.nfe}" if self.steps is None else f"steps={self.steps}"
+
     def fields(self) -> dict[str, Any]:
-        """Flat view for ``exclude`` rules: model, sampler, nfe, cfg_scale, seed and sampler parameters.
+        """Flat view for ``exclude`` rules: model, sampler, nfe, steps, cfg_scale, seed and sampler parameters.
 
         A model trained per seed is matched by its suite name (``pf``) and ``train_seed``.
         """
         model, train_seed = split_model(self.model)
-        return {"model": model, "sampler": self.sampler.name, "nfe": self.nfe, "cfg_scale": self.cfg_scale,
-                "seed": self.seed, **self.sampler.params} | ({} if train_seed is None else {"train_seed": train_seed})
+        return {"model": model, "sampler": self.sampler.name, "nfe": self.nfe, "steps": self.steps,
+                "cfg_scale": self.cfg_scale, "seed": self.seed, **self.sampler.params} | (
+                    {} if train_seed is None else {"train_seed": train_seed})
+
+
+def block_axes(grid: GridSpec, sweep: SweepSpec, gi: int) -> list[tuple[str, list[int]]]:
+    """The length axes of grid block ``gi``: ``[(key path, values)]``, e.g. ``[("sweep.nfe", [8, 16]),
+    ("sweep.steps", [100])]`` or ``[("grid[1].steps", [100])]``; the path ends in ``.nfe`` or ``.steps``.
+
+    Raises:
+        PfbenchError: the block gives both ``nfe`` and ``steps``.
+    """
+    if grid.nfe is not None and grid.steps is not None:
+        raise PfbenchError(f"grid[{gi}]: give nfe (NFE budgets) or steps (fixed outer step counts), not both; "
+                           "use two blocks for both")
+    if grid.nfe is not None:
+        return [(f"grid[{gi}].nfe", grid.nfe)]
+    if grid.steps is not None:
+        return [(f"grid[{gi}].steps", grid.steps)]
+    nfe = sweep.nfe if sweep.nfe is not None else ([] if sweep.steps else [16])
+    return [(path, values) for path, values in (("sweep.nfe", nfe), ("sweep.steps", sweep.steps)) if values]
 
 
 SEED_SEP = "@s"  # "pf@s1": suite model "pf" trained with seed 1 (``ModelSpec.train_seeds``)
@@ -275,13 +327,14 @@ def plan(spec: SuiteSpec) -> list[RunSpec]:
     """Expands the suite into cells, in a stable order (grid blocks × samplers × axes), minus exclusions."""
     cells = []
     sw = spec.sweep
-    valid = {"model", "sampler", "nfe", "cfg_scale", "seed", "train_seed"}
-    for grid in spec.grid:
+    valid = {"model", "sampler", "nfe", "steps", "cfg_scale", "seed", "train_seed"}
+    for gi, grid in enumerate(spec.grid):
         samplers = [x for s in grid.samplers for x in expand_sampler(s)]
         for sampler in samplers:
             valid |= set(sampler.params)
-        for model, sampler, nfe, scale, interval, seed in itertools.product(
-            grid.models, samplers, grid.nfe or sw.nfe, sw.cfg_scale, sw.cfg_interval, sw.seeds
+        lengths = [(path.endswith(".steps"), n) for path, values in block_axes(grid, sw, gi) for n in values]
+        for model, sampler, (fixed, n), scale, interval, seed in itertools.product(
+            grid.models, samplers, lengths, sw.cfg_scale, sw.cfg_interval, sw.seeds
         ):
             if interval is not None and scale == 1.0:
                 continue  # an interval changes nothing without guidance
@@ -290,7 +343,8 @@ def plan(spec: SuiteSpec) -> list[RunSpec]:
             if interval is not None and (len(interval) != 2 or not 0 <= interval[0] <= interval[1] <= 1):
                 raise PfbenchError(f"sweep.cfg_interval: {interval} must be [t_lo, t_hi] with 0 <= t_lo <= t_hi <= 1")
             iv = None if interval is None else (float(interval[0]), float(interval[1]))
-            cells.append(RunSpec(spec.name, model, sampler, nfe, seed, sw.num_samples, scale, iv))
+            nfe, steps = (None, n) if fixed else (n, None)
+            cells.append(RunSpec(spec.name, model, sampler, nfe, seed, sw.num_samples, scale, iv, steps))
     for i, rule in enumerate(sw.exclude):
         for key in rule:
             if key not in valid:

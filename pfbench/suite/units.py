@@ -140,7 +140,7 @@ class ModelUnits:
                 gen = self.sample(dataclasses.replace(lm, net=net, checkpoints=[]), sampler, ev.curve_samples, 0, 1.0)
                 base = {"suite": self.spec.name, "part": part, "kind": "curve", "model": lm.name,
                         "model_id": lm.model_id, "train_step": step, **self.train_cost(lm.name, step),
-                        "sampler": sampler_spec.name, "nfe_budget": ev.curve_nfe, "nfe_used": gen.nfe,
+                        "sampler": sampler_spec.name, "nfe_budget": ev.curve_nfe, "steps": sampler.steps, "nfe_used": gen.nfe,
                         "num_samples": ev.curve_samples, "seed": 0}
                 return metric_rows(base | self.scorer.context(), self.scorer.score(gen.images, gen.labels,
                                                                                     gen.prompts))

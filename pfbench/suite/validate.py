@@ -30,6 +30,7 @@ from pfbench.suite.spec import (
     RunSpec,
     SamplerSpec,
     SuiteSpec,
+    block_axes,
     excluded,
     expand_sampler,
     plan,
@@ -40,6 +41,8 @@ from pfbench.train.spec import spec_from_dict
 # Largest NFE budget a suite may ask for. Far above any protocol (the paper's samplers use <= 250 steps; SiT's
 # SDE 250, DDPM 1000), so a larger value is a typo; it also bounds ``from_budget``'s search over step counts.
 MAX_NFE = 4096
+# Largest fixed outer step count (``steps``): the reference samples with 100, SiT's SDE with 250, DDPM 1000.
+MAX_STEPS = 1024
 
 _TYPES = Builder()  # typed checks of sampler parameters against the sampler dataclass's annotations
 
@@ -53,17 +56,18 @@ def validate(spec: SuiteSpec) -> None:
     _check_axes(spec)
     _check_eval(spec)
     _check_launcher(spec.launcher)
-    built: dict[str, Any] = {}  # "name|params|nfe" -> done, so 144 cells build a handful of samplers
+    built: dict[str, Any] = {}  # "name|params|axis|n" -> done, so 144 cells build a handful of samplers
     for gi, grid in enumerate(spec.grid):
         for si, sampler in enumerate(grid.samplers):
             where = f"grid[{gi}].samplers[{si}]"
             for one in _build_sampler(sampler, where):
-                axis = "sweep.nfe" if grid.nfe is None else f"grid[{gi}].nfe"  # a block may have its own budgets
-                for k, nfe in enumerate(grid.nfe or spec.sweep.nfe):
-                    key = f"{one.name}|{json.dumps(one.params, sort_keys=True, default=str)}|{nfe}"
-                    if key in built or _all_excluded(spec, grid.models, one, nfe):
-                        continue
-                    built[key] = _fit(one, nfe, where, f"{axis}[{k}]")
+                for axis, values in block_axes(grid, spec.sweep, gi):  # a block may have its own budgets or steps
+                    fixed = axis.endswith(".steps")
+                    for k, n in enumerate(values):
+                        key = f"{one.name}|{json.dumps(one.params, sort_keys=True, default=str)}|{fixed}|{n}"
+                        if key in built or _all_excluded(spec, grid.models, one, n, fixed):
+                            continue
+                        built[key] = _fit(one, n, where, f"{axis}[{k}]", fixed)
     ev = spec.eval
     if ev.learning_curve and ev.curve_sampler is not None and any(m.train for m in spec.models.values()):
         for one in _build_sampler(ev.curve_sampler, "eval.curve_sampler"):
@@ -87,17 +91,27 @@ def _check_axes(spec: SuiteSpec) -> None:
             if not getattr(grid, key):
                 raise PfbenchError(f"grid[{gi}].{key}: empty list; name at least one (a block without {key} has no cells)")
     sw = spec.sweep
-    own = [(f"grid[{gi}].nfe", g.nfe) for gi, g in enumerate(spec.grid) if g.nfe is not None]  # a block's budgets
-    axes = ["seeds", "cfg_scale", "cfg_interval"] + (["nfe"] if len(own) < len(spec.grid) else [])
-    for key in axes:
+    own = []  # a block's own budgets or step counts
+    for gi, g in enumerate(spec.grid):
+        block_axes(g, sw, gi)  # a block with both nfe and steps is an error
+        own += [(f"grid[{gi}].{key}", getattr(g, key)) for key in ("nfe", "steps") if getattr(g, key) is not None]
+    for key in ("seeds", "cfg_scale", "cfg_interval"):
         if not getattr(sw, key):
             raise PfbenchError(f"sweep.{key}: empty list; give at least one value (an empty axis leaves no cells)")
-    for path, budgets in [("sweep.nfe", sw.nfe), *own]:
-        if not budgets and path != "sweep.nfe":
-            raise PfbenchError(f"{path}: empty list; give at least one budget, or drop the key to use sweep.nfe")
-        for k, nfe in enumerate(budgets):
-            if not 1 <= nfe <= MAX_NFE:
-                raise PfbenchError(f"{path}[{k}] = {nfe}: must be in [1, {MAX_NFE}] (model calls per sample)")
+    if any(g.nfe is None and g.steps is None for g in spec.grid) and sw.nfe == [] and not sw.steps:
+        raise PfbenchError("sweep.nfe: empty list; give at least one value (an empty axis leaves no cells), or "
+                           "fixed step counts in sweep.steps")
+    for path, values in [("sweep.nfe", sw.nfe or []), ("sweep.steps", sw.steps), *own]:
+        steps = path.endswith(".steps")
+        if not values and path.startswith("grid"):
+            what = "step count" if steps else "budget"
+            raise PfbenchError(f"{path}: empty list; give at least one {what}, or drop the key to use the sweep's")
+        top, unit = (MAX_STEPS, "outer sampling steps") if steps else (MAX_NFE, "model calls per sample")
+        for k, n in enumerate(values):
+            if isinstance(n, bool) or not isinstance(n, int):
+                raise PfbenchError(f"{path}[{k}] = {n!r}: must be an integer ({unit})")
+            if not 1 <= n <= top:
+                raise PfbenchError(f"{path}[{k}] = {n}: must be in [1, {top}] ({unit})")
     if sw.num_samples < 1:
         raise PfbenchError(f"sweep.num_samples = {sw.num_samples}: must be >= 1 (images per cell)")
     for k, scale in enumerate(sw.cfg_scale):
@@ -183,7 +197,8 @@ def _build_sampler(spec: SamplerSpec, where: str) -> list[SamplerSpec]:
     except PfbenchError as err:
         raise PfbenchError(f"{where}: {err}") from None
     if "steps" in spec.params:
-        raise PfbenchError(f"{where}.params.steps: the step count follows from the NFE budget (sweep.nfe); remove it")
+        raise PfbenchError(f"{where}.params.steps: the step count follows from the NFE budget (nfe) or is the cell's "
+                           "fixed step count (sweep.steps, or steps: in the grid block); remove it")
     if dataclasses.is_dataclass(cls):
         valid = [f.name for f in dataclasses.fields(cls) if f.name != "steps"]
         hints = typing.get_type_hints(cls)
@@ -235,21 +250,23 @@ def _reason(err: Exception | None, name: str, key: str, value: Any) -> str:
     return text
 
 
-def _all_excluded(spec: SuiteSpec, models: list[str], sampler: SamplerSpec, nfe: int) -> bool:
-    """True when ``sweep.exclude`` drops every cell of this sampler at this budget (its budget is then moot)."""
+def _all_excluded(spec: SuiteSpec, models: list[str], sampler: SamplerSpec, n: int, fixed: bool) -> bool:
+    """True when ``sweep.exclude`` drops every cell of this sampler at this budget, or at this step count when
+    ``fixed`` (its value is then moot)."""
     sw = spec.sweep
-    return all(excluded(RunSpec(spec.name, m, sampler, nfe, seed, sw.num_samples, scale), sw.exclude)
+    nfe, steps = (None, n) if fixed else (n, None)
+    return all(excluded(RunSpec(spec.name, m, sampler, nfe, seed, sw.num_samples, scale, None, steps), sw.exclude)
                for m in models for seed in sw.seeds for scale in sw.cfg_scale
                if not sw.pair_seeds or split_model(m)[1] in (None, seed))  # as ``plan`` pairs them
 
 
-def _fit(spec: SamplerSpec, nfe: int, where: str, nfe_path: str) -> Any:
-    """The sampler with the largest step count fitting ``nfe`` (``SamplerSpec.build``, the one the run then reuses);
-    a budget below one step names both keys."""
+def _fit(spec: SamplerSpec, n: int, where: str, path: str, fixed: bool = False) -> Any:
+    """The sampler with the largest step count fitting budget ``n``, or at ``n`` steps when ``fixed``
+    (``SamplerSpec.build``, the one the run then reuses); a value below one run names both keys."""
     try:
-        return spec.build(nfe)
+        return spec.build(steps=n) if fixed else spec.build(n)
     except PfbenchError as err:
-        raise PfbenchError(f"{nfe_path} = {nfe}: too small for {where} ({spec.name}): {err}") from None
+        raise PfbenchError(f"{path} = {n}: too small for {where} ({spec.name}): {err}") from None
 
 
 def check_writable(folders: list[Path]) -> None:
@@ -271,4 +288,4 @@ def check_writable(folders: list[Path]) -> None:
                                "choose writable --results/--reports/--runs folders") from None
 
 
-__all__ = ["MAX_NFE", "check_inputs", "check_writable", "validate"]
+__all__ = ["MAX_NFE", "MAX_STEPS", "check_inputs", "check_writable", "validate"]
