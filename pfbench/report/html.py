@@ -18,6 +18,7 @@ import pandas as pd
 from pfbench import PfbenchError
 from pfbench.io import atomic_write_text
 from pfbench.report.figures import PREFIX, Figure, make_figures
+from pfbench.report.paper import published_table, read_expected
 from pfbench.report.stats import summarize
 from pfbench.report.tables import TextTable, long_table, results_table
 from pfbench.report.validity import validity_sections
@@ -144,6 +145,9 @@ def report(suite_name: str, results_root: Path = Path("results"), reports_root: 
     summary = summarize(rows[rows["kind"] != "curve"])  # curves are per step: figure only
     figures = make_figures(rows, out)
     sections: list[tuple[str, list[TextTable | Figure | Image]]] = []
+    expected = read_expected(src)  # the suite's published numbers (``expected:``), stored by ``pfbench run``
+    if expected:
+        sections.append(("Published vs measured", [published_table(rows, expected)]))
     if (summary["kind"] == "cell").any():
         sections.append(("Results", [results_table(summary, title="")]))
     sections += validity_sections(rows, out)  # the paper's claims, paired over seeds (none without their models)
