@@ -53,9 +53,9 @@ def _random_(net: torch.nn.Module, seed: int) -> torch.nn.Module:
     return net.eval()
 
 
-@pytest.fixture(scope="module")
-def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """$PFBENCH_CHECKPOINTS, $PFBENCH_DATA, $PFBENCH_WEIGHTS and $PFBENCH_CACHE folders with the stand-in files."""
+def make_stand_ins(root: Path) -> dict[str, Path]:
+    """$PFBENCH_CHECKPOINTS, $PFBENCH_DATA, $PFBENCH_WEIGHTS and $PFBENCH_CACHE folders under ``root`` holding the
+    stand-in files (also used by benchmarks/rehearsal.py, the same rehearsal on a GPU)."""
     import diffusers
     from test_adapters_external import write_release  # pytest puts tests/ on sys.path
 
@@ -63,13 +63,12 @@ def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from pfbench.data.vae import SD_VAE_CONFIG
     from pfbench.weights import KNOWN_WEIGHTS
 
-    root = tmp_path_factory.mktemp("imagenet")
     dirs = {k: root / k for k in ("checkpoints", "data", "weights", "cache")}
     for d in dirs.values():
-        d.mkdir()
+        d.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     write_release(dirs["checkpoints"] / "pft-b_step400k_ema.ckpt", _random_(DiT(net_config("B/2", "pf")), 0))
-    vae = diffusers.AutoencoderKL(**{k: v for k, v in SD_VAE_CONFIG.items()})  # sd-vae-ft-ema's config
+    vae = diffusers.AutoencoderKL(**SD_VAE_CONFIG)  # sd-vae-ft-ema's config, random weights
     vae.save_pretrained(dirs["weights"] / KNOWN_WEIGHTS["sd-vae-ft-ema"].subdir, safe_serialization=True)
     random_inception(dirs["weights"] / KNOWN_WEIGHTS["inception-v3-compat"].filename)
     rng = np.random.default_rng(0)
@@ -81,28 +80,35 @@ def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return dirs
 
 
-def _steps_of(sampler: str) -> int:
+@pytest.fixture(scope="module")
+def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_stand_ins(tmp_path_factory.mktemp("imagenet"))
+
+
+def _steps_of(sampler: str, steps: int = STEPS, nfe: int = NFE) -> int:
     """Outer steps of a steps-block cell (without the step axis: the steps its NFE budget buys)."""
     if STEP_AXIS:
-        return STEPS
+        return steps
     raw = yaml.safe_load(SUITE.read_text())["grid"][1]["samplers"]
     spec = next(SamplerSpec(s, {}) if isinstance(s, str) else SamplerSpec(s["name"], s.get("params", {}))
                 for s in raw if (s if isinstance(s, str) else s["name"]) == sampler)
-    return int(spec.build(NFE).steps)
+    return int(spec.build(nfe).steps)
 
 
-def overrides() -> list[str]:
-    """The suite as shipped, shrunk: 10 samples, B/2 only, CPU fp32, the random Inception accepted, the paper's
-    B/2 rows compared at the steps run here."""
-    out = [f"sweep.num_samples={SAMPLES}", "eval.device=cpu", "eval.precision=fp32", f"eval.batch_size={SAMPLES}",
-           "eval.verify_weights=false", "~models.pf_xl2", "grid.1.models=[pf_b2]", "grid.2.models=[pf_b2]",
-           f"grid.2.nfe=[{NFE}]"]
+def overrides(samples: int = SAMPLES, batch: int = SAMPLES, device: str = "cpu", precision: str = "fp32",
+              steps: int = STEPS, nfe: int = NFE) -> list[str]:
+    """The suite as shipped, shrunk: ``samples`` per cell, B/2 only, the steps block at ``steps`` and the
+    equal-NFE block at ``nfe``, the random Inception accepted, the paper's B/2 rows compared at the steps run."""
+    out = [f"sweep.num_samples={samples}", f"eval.device={device}", f"eval.precision={precision}",
+           f"eval.batch_size={batch}", "eval.verify_weights=false", "~models.pf_xl2", "grid.1.models=[pf_b2]",
+           "grid.2.models=[pf_b2]", f"grid.2.nfe=[{nfe}]"]
     entries = yaml.safe_load(SUITE.read_text())["expected"]
-    out += [f"expected.{i}.steps={_steps_of(e['sampler'])}" for i, e in enumerate(entries) if e["model"] == "pf_b2"]
+    out += [f"expected.{i}.steps={_steps_of(e['sampler'], steps, nfe)}" for i, e in enumerate(entries)
+            if e["model"] == "pf_b2"]
     if STEP_AXIS:
-        out += [f"grid.1.steps=[{STEPS}]"]
+        out += [f"grid.1.steps=[{steps}]"]
     else:  # TODO(step axis merged): gone; the steps block runs at an NFE budget meanwhile
-        out += ["~grid.0.steps", "+grid.0.nfe=[100]", "~grid.1.steps", f"+grid.1.nfe=[{NFE}]"]
+        out += ["~grid.0.steps", "+grid.0.nfe=[100]", "~grid.1.steps", f"+grid.1.nfe=[{nfe}]"]
     if not OPTIONAL:  # TODO(optional models merged): gone; the absent SiT files then skip their cells
         out += ["~models.sit_b2", "~models.sit_xl2", "grid.0.models=[]"]
     return out
