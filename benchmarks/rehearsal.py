@@ -78,7 +78,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         dirs = make_stand_ins(Path(tmp) / "files")
         env = os.environ | {f"PFBENCH_{k.upper()}": str(v) for k, v in dirs.items()} | {"HF_HUB_OFFLINE": "1"}
-        extra = ["metrics=[fid]", "grid.1.samplers=[euler_pf]", "grid.2.models=[]"] if args.smoke else []
+        extra = ["metrics=[fid]", "grid.1.samplers=[euler_pf]", "grid.2.samplers=[euler_pf]"] if args.smoke else []
         cmd = [sys.executable, "-m", "pfbench.cli", "run", str(SUITE),
                *overrides(args.samples, args.batch, args.device, args.precision, args.steps, args.nfe), *extra,
                "--results", f"{tmp}/results", "--reports", f"{tmp}/reports", "--runs", f"{tmp}/runs", "--quiet"]

@@ -106,11 +106,12 @@ def overrides(samples: int = SAMPLES, batch: int = SAMPLES, device: str = "cpu",
     out += [f"expected.{i}.steps={_steps_of(e['sampler'], steps, nfe)}" for i, e in enumerate(entries)
             if e["model"] == "pf_b2"]
     if STEP_AXIS:
-        out += [f"grid.1.steps=[{steps}]"]
-    else:  # TODO(step axis merged): gone; the steps block runs at an NFE budget meanwhile
-        out += ["~grid.0.steps", "+grid.0.nfe=[100]", "~grid.1.steps", f"+grid.1.nfe=[{nfe}]"]
-    if not OPTIONAL:  # TODO(optional models merged): gone; the absent SiT files then skip their cells
-        out += ["~models.sit_b2", "~models.sit_xl2", "grid.0.models=[]"]
+        out += [f"grid.0.steps=[{steps}]", f"grid.1.steps=[{steps}]"]
+    else:  # TODO(step axis merged): gone; the steps blocks run at an NFE budget meanwhile
+        out += ["~grid.0.steps", f"+grid.0.nfe=[{nfe}]", "~grid.1.steps", f"+grid.1.nfe=[{nfe}]"]
+    if not OPTIONAL:  # TODO(optional models merged): gone; the absent SiT files then skip their cells. Meanwhile
+        # the SiT models are dropped and their block repeats block 1's euler_pf cell (the same cell: run once)
+        out += ["~models.sit_b2", "~models.sit_xl2", "grid.0.models=[pf_b2]", "grid.0.samplers=[euler_pf]"]
     return out
 
 

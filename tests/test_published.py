@@ -79,7 +79,8 @@ def test_report_shows_published_beside_measured(tmp_path: Path) -> None:
              _cell("pf", "euler_pf", 100, 100, 0, 9.0, cfg=4.0),  # guided: not the unguided paper number
              _cell("pf", "dual_loop", 100, 400, 0, 25.0, args={"p": 0.4}),  # 100 steps = 400 calls
              _cell("pf", "dual_loop", 25, 100, 0, 27.5, args={"p": 0.4}),  # the same budget
-             _cell("pf", "look_ahead", 51, 100, 0, 26.0, n=4)]
+             _cell("pf", "look_ahead", 51, 100, 0, 26.0, n=4),
+             [r | {"cfg_scale": None, "part": "cell-old"} for r in _cell("pf", "look_ahead", 51, 100, 1, 1.0)]]
     for rows in cells:
         write_rows(res / f"{rows[0]['part']}.parquet", rows)
     entries = [{"model": "pf", "sampler": "euler_pf", "steps": 100, "metric": "fid", "value": 27.9, "source": "T1"},

@@ -96,12 +96,15 @@ def _matches(cells: pd.DataFrame, e: dict[str, Any]) -> pd.DataFrame:
     """The cell rows of published entry ``e``: same model, sampler, metric and guidance scale, and the same outer
     step count (the ``steps`` column, else the ``steps`` of ``sampler_args``) or NFE budget."""
     m = cells[(cells["model"] == e["model"]) & (cells["sampler"] == e["sampler"]) & (cells["metric"] == e["metric"])]
-    m = m[m["cfg_scale"].astype("Float64") == float(e.get("cfg_scale") or 1.0)]
+    def equal(col: pd.Series, value: float) -> pd.Series:  # missing values match nothing
+        return (col.astype("Float64") == value).fillna(False).astype(bool)
+
+    m = m[equal(m["cfg_scale"], float(e.get("cfg_scale") or 1.0))]
     if e.get("steps") is not None:
         steps = m["steps"].astype("Float64") if "steps" in m else pd.Series(pd.NA, index=m.index, dtype="Float64")
         steps = steps.fillna(sampler_arg(m, "steps")) if len(m) else steps
-        return m[steps == float(e["steps"])]
-    return m[m["nfe_budget"].astype("Float64") == float(e["nfe"])]
+        return m[equal(steps, float(e["steps"]))]
+    return m[equal(m["nfe_budget"], float(e["nfe"]))]
 
 
 def published_table(rows: pd.DataFrame, entries: Sequence[dict[str, Any]]) -> TextTable:
