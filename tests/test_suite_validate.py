@@ -133,7 +133,7 @@ def test_check_inputs_finds_missing_files_without_loading(tmp_path: Path, monkey
     [
         (["+eval.precision=bf16"], "eval.precision = 'bf16': needs eval.device=cuda (on CPU pfbench samples in fp32"),
         (["+eval.compile=true"], "eval.compile = True: needs eval.device=cuda"),
-        (["+eval.precision=fp16", "+eval.device=cuda"], "eval.precision = 'fp16': must be fp32 or bf16"),
+        (["+eval.precision=fp16", "+eval.device=cuda"], "eval.precision = 'fp16': must be fp32, tf32 or bf16"),
     ],
 )
 def test_gpu_sampling_switches_are_checked(tmp_path: Path, overrides: list[str], message: str) -> None:
