@@ -127,3 +127,14 @@ def test_tf32_is_a_cuda_setting_in_the_cell_key(tmp_path: Path) -> None:
         assert not torch.backends.cuda.matmul.allow_tf32  # restored
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def test_sample_grid_with_fewer_images_than_columns(tmp_path: Path) -> None:
+    """A few-sample run of a 1000-class suite (the rehearsal) draws what it has instead of failing."""
+    import numpy as np
+
+    from pfbench.report.images import sample_grid
+
+    images = np.zeros((2, 8, 8, 3), np.uint8)
+    out = sample_grid(tmp_path / "g.png", [("pf_b2", images, np.array([3, 917]))], [f"c{i}" for i in range(1000)])
+    assert out.is_file() and out.stat().st_size > 0
