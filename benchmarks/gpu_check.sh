@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# One prepared GPU check of pfbench (<= 8 minutes on one H100/H200): installs what the GPU image lacks from
-# carried wheels, runs `pytest -m gpu` and the three benchmarks of issue 12, and writes ONE JSON:
+# One prepared GPU check of pfbench (<= 12 minutes on one H100/H200; ONLY="..." runs some steps, e.g. in two
+# device calls of <= 10 minutes: ONLY="pytest_gpu sampling training training_checkpointing fid_cell", then
+# ONLY="rehearsal_tf32 rehearsal_bf16"): installs what the GPU image lacks from carried wheels, runs
+# `pytest -m gpu`, the three benchmarks of issue 12 and the ImageNet rehearsal, and writes ONE JSON:
 #   sampling  PF euler_pf (dedup) vs SiT euler img/s at equal NFE, B/2 and XL/2, batch 256 (target >= 0.97x)
 #   training  PF/SiT training img/s, MFU, peak memory at the paper's 32 samples per GPU, bf16, compiled
 #             (target >= 1.3x the reference's 1,843 / 397 img/s; MFU >= 45 % for XL/2), plus XL/2 with
 #             activation checkpointing (memory)
 #   fid_cell  a FID cell's time vs its forward-pass lower bound (sampling + VAE decode + Inception; <= 1.15x)
+#   rehearsal_tf32, rehearsal_bf16  suites/imagenet.yaml itself through `pfbench run` (benchmarks/rehearsal.py:
+#             stand-in files at real shapes, B/2, all three PF samplers, 2,048 samples, FID/sFID/IS/P/R, the
+#             report), fp32 + TF32 at the reference's batch 64 and bf16 at batch 256: img/s of sampling (per cell
+#             and per call), SD-VAE decoding and Inception, and the projected minutes of one FID-50K cell at
+#             the authors' 100 steps for each sampler
 #
 # Usage (repository root):  benchmarks/gpu_check.sh [OUT_DIR]      -> OUT_DIR/gpu_check.json (default: $OUT or
 #                                                                      reports/gpu_check)
@@ -32,15 +39,21 @@ if [[ "${SMOKE:-0}" == 1 ]]; then  # CPU, tiny sizes, fp32, uncompiled: proves t
   TRAIN=(train-throughput presets=cpu-xs batch=4 steps=2 compile=false device=cpu)
   TRAIN_CKPT=(train-throughput presets=cpu-xs kinds=pf batch=4 steps=2 compile=false checkpointing=true device=cpu)
   CELL=(fid-cell preset=cpu-xs vae=false n=16 batch=8 nfe=2 precision=fp32 device=cpu)
+  # real shapes even here (the suite's B/2 and SD-VAE): 2 samples, FID only, euler_pf at 1 step; no bf16 on CPU
+  REHEARSAL_TF32=(--device cpu --precision fp32 --samples 2 --batch 2 --steps 1 --nfe 4 --smoke)
+  REHEARSAL_BF16=()
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 else
   SAMPLING=(gpu-throughput presets=B/2,XL/2 batch=256 nfe=8 compile=true repeats=3)
   TRAIN=(train-throughput presets=B/2,XL/2 batch=32 steps=10 compile=true)
   TRAIN_CKPT=(train-throughput presets=XL/2 kinds=pf batch=32 steps=3 compile=false checkpointing=true)
   CELL=(fid-cell preset=XL/2 sampler=euler_pf nfe=50 n=1024 batch=256 precision=bf16 compile=true)
+  REHEARSAL_TF32=(--precision tf32 --samples 2048 --batch 64 --steps 4 --nfe 8)
+  REHEARSAL_BF16=(--precision bf16 --samples 2048 --batch 256 --steps 4 --nfe 8)
 fi
 step() {  # name, time limit in seconds, command...: runs it, keeps its exit status and log tail
   local name=$1 limit=$2; shift 2
+  if [[ -n "${ONLY:-}" && " $ONLY " != *" $name "* ]]; then return; fi
   local began=$SECONDS
   timeout "$limit" "$@" >"$P/$name.log" 2>&1
   echo "{\"rc\": $?, \"seconds\": $((SECONDS - began))}" >"$P/$name.status"
@@ -51,12 +64,16 @@ step sampling 120 python3 benchmarks/run.py "${SAMPLING[@]}" --json "$P/sampling
 step training 150 python3 benchmarks/run.py "${TRAIN[@]}" --json "$P/training.json"
 step training_checkpointing 60 python3 benchmarks/run.py "${TRAIN_CKPT[@]}" --json "$P/training_checkpointing.json"
 step fid_cell 90 python3 benchmarks/run.py "${CELL[@]}" --json "$P/fid_cell.json"
+step rehearsal_tf32 150 python3 benchmarks/rehearsal.py "${REHEARSAL_TF32[@]}" --json "$P/rehearsal_tf32.json"
+if [[ ${#REHEARSAL_BF16[@]} -gt 0 ]]; then
+  step rehearsal_bf16 120 python3 benchmarks/rehearsal.py "${REHEARSAL_BF16[@]}" --json "$P/rehearsal_bf16.json"
+fi
 python3 - "$OUT_DIR" "${SMOKE:-0}" <<'EOF'
 import json, subprocess, sys, time
 from pathlib import Path
 out, smoke = Path(sys.argv[1]), sys.argv[2] == "1"
 parts = out / "parts"
-names = ["pytest_gpu", "sampling", "training", "training_checkpointing", "fid_cell"]
+names = ["pytest_gpu", "sampling", "training", "training_checkpointing", "fid_cell", "rehearsal_tf32", "rehearsal_bf16"]
 result = {"what": "pfbench GPU check (issue 12)", "plumbing_check_only": smoke,
           "note": "SMOKE=1: CPU at tiny sizes; proves the script's plumbing, NOT a GPU figure" if smoke else "",
           "written": time.strftime("%Y-%m-%d %H:%M:%S")}

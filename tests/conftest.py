@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
+from _release import to_external as _to_external  # pytest puts tests/ on sys.path
 
 # ------------------------------------------------------------------ tiny suite
 
@@ -141,38 +142,6 @@ def _random_net(kind: str, seed: int = 0) -> Any:
         for prm in net.parameters():
             prm.copy_(torch.randn_like(prm) * 0.1)
     return net.eval()
-
-
-def _to_external(net: Any, sigma: bool, pos: Any = None) -> dict[str, Any]:
-    """Inverse of the adapter, written independently from the DiT/SiT/PatchForcingDiT key names."""
-    import torch
-
-    cfg = net.cfg
-    sd = net.state_dict()
-    ext: dict[str, Any] = {
-        "x_embedder.proj.weight": sd["patch_embed.weight"],
-        "x_embedder.proj.bias": sd["patch_embed.bias"],
-        "pos_embed": net.get_buffer("pos").clone() if pos is None else pos,
-        "y_embedder.embedding_table.weight": sd["cond.y_table.weight"],
-    }
-    for i in (0, 2):
-        for leaf in ("weight", "bias"):
-            ext[f"t_embedder.mlp.{i}.{leaf}"] = sd[f"cond.t_mlp.{i}.{leaf}"]
-    names = {"qkv": "attn.qkv", "proj": "attn.proj", "mlp.0": "mlp.fc1", "mlp.2": "mlp.fc2", "ada.1": "adaLN_modulation.1"}
-    for b in range(cfg.depth):
-        for ours, theirs in names.items():
-            for leaf in ("weight", "bias"):
-                ext[f"blocks.{b}.{theirs}.{leaf}"] = sd[f"blocks.{b}.{ours}.{leaf}"]
-    for leaf in ("weight", "bias"):
-        ext[f"final_layer.adaLN_modulation.1.{leaf}"] = sd[f"final.ada.1.{leaf}"]
-        w = sd[f"final.linear.{leaf}"]
-        if sigma:  # learn_sigma: per patch position, C mean channels then C sigma channels
-            pp, c = cfg.patch**2, cfg.in_channels
-            rest = w.shape[1:]
-            both = torch.cat([w.reshape(pp, c, *rest), torch.randn(pp, c, *rest)], dim=1)
-            w = both.reshape(pp * 2 * c, *rest)
-        ext[f"final_layer.linear.{leaf}"] = w
-    return ext
 
 
 @pytest.fixture

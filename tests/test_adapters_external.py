@@ -6,9 +6,11 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+import _release  # pytest puts tests/ on sys.path
 import numpy as np
 import pytest
 import torch
+from _release import PF_TARGET, release_params
 from torch import Tensor
 
 from pfbench import PfbenchError
@@ -198,39 +200,10 @@ def test_external_adapter(tmp_path: Path, random_net: RandomNet, to_external: To
 
 # ---- release files as downloaded (the reference's convert_ckpt.py format) ----------------------------------
 
-PF_TARGET = "patch_flow.models.pf_transformer.PatchForcingDiT"
-
-
-def release_params(net: DiT) -> dict[str, object]:
-    """The reference model config's params for ``net``, under the reference's argument names."""
-    cfg = net.cfg
-    return {"in_channels": cfg.in_channels, "input_size": cfg.input_size, "depth": cfg.depth,
-            "hidden_size": cfg.width, "patch_size": cfg.patch, "num_heads": cfg.heads,
-            "num_classes": cfg.num_classes, "compile": True, "predict_uncertainty": True}
-
-
 @pytest.fixture
-def write_release(to_external: ToExternal) -> WriteRelease:
-    """``write_release(path, net, target=PF_TARGET, config=None)``: writes ``{"state_dict", "config"}`` exactly as the
-    reference's scripts/convert_ckpt.py does.
-
-    Its ``config`` is ``ckpt["hyper_parameters"]["model"]``: the ``model`` node of the trainer's OmegaConf
-    params, so ``torch.save`` pickles a ``DictConfig`` together with the parent tree it hangs off.
-    """
-
-    def write(path: Path, net: DiT, target: str = PF_TARGET, config: object = None) -> Path:
-        from omegaconf import OmegaConf
-
-        if config is None:
-            hparams = OmegaConf.create({"model": {"target": target, "params": release_params(net)}, "lr": 1e-4,
-                                        "ema_rate": 0.9999, "lr_scheduler_cfg": None, "tags": [],
-                                        "flow": {"target": "patch_flow.flow_pf.PatchFlowForcing",
-                                                 "params": {"patch_size": 2}}})
-            config = hparams.model
-        torch.save({"state_dict": to_external(net, sigma=False), "config": config}, path)
-        return path
-
-    return write
+def write_release() -> WriteRelease:
+    """``write_release(path, net, target=PF_TARGET, config=None)``: a released-format file (``_release``)."""
+    return _release.write_release
 
 
 def test_release_file_loads_with_exactly_the_omegaconf_globals(tmp_path: Path, random_net: RandomNet,

@@ -215,7 +215,7 @@ def test_suite_runs_a_latent_model_with_its_decoder(vae_dir: Path, folder: Path,
         load_suite(path)
 
 
-@pytest.mark.parametrize("recipe", ["imagenet_pf_b2", "imagenet_sit_b2"])
+@pytest.mark.parametrize("recipe", ["imagenet_pf_b2", "imagenet_sit_b2", "imagenet_pf_xl2", "imagenet_sit_xl2"])
 def test_imagenet_recipes_have_the_paper_defaults(recipe: str, vae_dir: Path, folder: Path, tmp_path: Path) -> None:
     from pfbench.data.latents import encode_folder
     from pfbench.data.vae import load_vae
@@ -226,7 +226,7 @@ def test_imagenet_recipes_have_the_paper_defaults(recipe: str, vae_dir: Path, fo
     path = Path(__file__).resolve().parents[1] / "suites" / "recipes" / f"{recipe}.yaml"
     spec = spec_from_dict(compose_yaml(path, [f"data.path={store}"]))
     assert (spec.model, spec.steps, spec.batch_size, spec.lr, spec.warmup, spec.ema_decay, spec.grad_clip) == (
-        "B/2", 400_000, 256, 1e-4, 1000, 0.9999, 1.0)
+        "XL/2" if recipe.endswith("xl2") else "B/2", 400_000, 256, 1e-4, 1000, 0.9999, 1.0)
     assert spec.timesteps is not None
     assert (spec.kind, spec.timesteps.name) == (("pf", "ltg") if "pf" in recipe else ("sit", "global_uniform"))
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from pfbench import PfbenchError
 from pfbench.suite.parse import build, compose_yaml, load_suite
-from pfbench.suite.spec import RunSpec, SamplerSpec, SweepSpec, plan
+from pfbench.suite.spec import GridSpec, ModelSpec, RunSpec, SamplerSpec, SweepSpec, plan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,17 +46,45 @@ def test_every_shipped_suite_loads_and_plans() -> None:
         assert plan(load_suite(path)), path
 
 
-def test_imagenet_suites_match_the_paper_protocol() -> None:
-    spec = load_suite(ROOT / "suites" / "imagenet.yaml")
-    cells = plan(spec)
-    assert {spec.models[c.model].preset for c in cells} == {"B/2", "XL/2"}
-    assert {(spec.models[c.model].layout, c.sampler.name) for c in cells} == {
-        ("sit", "euler"), ("pf", "euler_pf"), ("pf", "dual_loop"), ("pf", "look_ahead")}
-    assert {c.num_samples for c in cells} == {50_000} and len({c.nfe for c in cells}) == 1  # matched NFE
-    assert all(m.vae == "sd-vae-ft-ema" for m in spec.models.values())
-    assert spec.data.name == "imagenet" and str(spec.data.reference).endswith("VIRTUAL_imagenet256_labeled.npz")
+def test_imagenet_suite_is_the_authors_protocol() -> None:
+    """The reference's sample_ddp.py defaults and sampler configs, the released file names, the paper's numbers."""
+    data = compose_yaml(ROOT / "suites" / "imagenet.yaml")
+    steps, nfe = data["grid"][:2], data["grid"][2]
+    assert [g["steps"] for g in steps] == [[100], [100]] and "nfe" not in steps[0] and nfe["nfe"] == [100]
+    params = {s["name"] if isinstance(s, dict) else s: (s.get("params", {}) if isinstance(s, dict) else {})
+              for s in steps[1]["samplers"]}
+    assert params == {"euler_pf": {}, "dual_loop": {"p": 0.4, "n_inner": 4},
+                      "look_ahead": {"p": 0.4, "r": 1.4, "t_warm": 0.05}}
+    assert steps[0]["samplers"] == ["euler"] and set(steps[0]["models"]) == {"sit_b2", "sit_xl2"}
+    assert data["sweep"]["cfg_scale"] == [1.0] and data["sweep"]["num_samples"] == 50_000
+    assert (data["eval"]["precision"], data["eval"]["resize"]) == ("tf32", "tf1x")
+    assert set(data["metrics"]) == {"fid", "sfid", "is", "pr"}
+    assert str(data["data"]["reference"]).endswith("VIRTUAL_imagenet256_labeled.npz")
+    models = data["models"]
+    assert {Path(m["checkpoint"]).name for n, m in models.items() if n.startswith("pf")} == {
+        "pft-b_step400k_ema.ckpt", "pft-xl_step400k_ema.ckpt"}
+    assert all(m["layout"] == "pf" for n, m in models.items() if n.startswith("pf"))
+    assert all(m.get("optional") is True for n, m in models.items() if n.startswith("sit"))
+    assert all(m["vae"] == "sd-vae-ft-ema" for m in models.values())
+    fid = {(e["model"], e["sampler"]): e["value"] for e in data["expected"] if e["steps"] == 100}
+    assert fid == {("sit_b2", "euler"): 33.0, ("pf_b2", "euler_pf"): 27.9, ("pf_b2", "dual_loop"): 26.0,
+                   ("pf_b2", "look_ahead"): 24.2, ("sit_xl2", "euler"): 17.2, ("pf_xl2", "euler_pf"): 12.9,
+                   ("pf_xl2", "dual_loop"): 11.5, ("pf_xl2", "look_ahead"): 9.8}
     repa = plan(load_suite(ROOT / "suites" / "repa_cfg.yaml"))
     assert {(c.cfg_scale, c.cfg_interval) for c in repa} == {(1.0, None), (1.8, None), (1.8, (0.3, 1.0))}
+
+
+@pytest.mark.skipif(not {"steps"} <= {f.name for f in dataclasses.fields(GridSpec)}
+                    or "optional" not in {f.name for f in dataclasses.fields(ModelSpec)},
+                    reason="needs the step axis (grid `steps:`) and optional models: merge")
+def test_imagenet_suite_plans_the_authors_cells() -> None:
+    spec = load_suite(ROOT / "suites" / "imagenet.yaml")
+    cells = plan(spec)
+    assert {c.num_samples for c in cells} == {50_000} and {c.cfg_scale for c in cells} == {1.0}
+    assert {(c.model, c.sampler.name) for c in cells} == {
+        (m, s) for m in ("sit_b2", "sit_xl2") for s in ("euler",)} | {
+        (m, s) for m in ("pf_b2", "pf_xl2") for s in ("euler_pf", "dual_loop", "look_ahead")}
+    assert spec.eval.numerics() == "+tf32" and len(spec.expected) == 8
 
 
 def test_overrides_change_the_plan(tmp_path: Path) -> None:

@@ -209,7 +209,7 @@ def test_every_eval_key_takes_a_plain_override(tmp_path: Path) -> None:
     [
         (["+eval.precision=bf16"], "eval.precision = 'bf16': needs eval.device=cuda (on CPU pfbench samples in fp32"),
         (["+eval.compile=true"], "eval.compile = True: needs eval.device=cuda"),
-        (["+eval.precision=fp16", "+eval.device=cuda"], "eval.precision = 'fp16': must be fp32 or bf16"),
+        (["+eval.precision=fp16", "+eval.device=cuda"], "eval.precision = 'fp16': must be fp32, tf32 or bf16"),
     ],
 )
 def test_gpu_sampling_switches_are_checked(tmp_path: Path, overrides: list[str], message: str) -> None:

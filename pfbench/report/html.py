@@ -24,6 +24,7 @@ from pfbench.report.claims import evaluate_claims
 from pfbench.report.correction import METHOD
 from pfbench.report.figures import PREFIX, Figure, make_figures
 from pfbench.report.keys import instance_warning
+from pfbench.report.paper import published_table, read_expected
 from pfbench.report.stats import summarize
 from pfbench.report.tables import TextTable, long_table, results_table
 from pfbench.report.validity import validity_sections
@@ -174,6 +175,9 @@ def report(suite_name: str, results_root: Path = Path("results"), reports_root: 
     sections: list[tuple[str, list[TextTable | Figure | Image]]] = []
     if warning:
         sections.append(("Warning", [TextTable("", ("warning",), ((warning,),))]))
+    expected = read_expected(src)  # the suite's published numbers (``expected:``), stored by ``pfbench run``
+    if expected:
+        sections.append(("Published vs measured", [published_table(rows, expected)]))
     if (summary["kind"] == "cell").any():
         sections.append(("Results", [results_table(summary, title="")]))
     sections.append(("Skipped cells", _skipped(src)))

@@ -35,6 +35,9 @@ def sample_grid(
             picks.append(int(hits[len(picks) // len(class_names)]) if len(hits) else len(picks))
         for c, i in enumerate(picks):
             ax = axes[r, c]
+            if i >= len(images):  # fewer images than columns (e.g. a few-sample rehearsal of 1000 classes)
+                ax.axis("off")
+                continue
             ax.imshow(images[i], interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])

@@ -15,6 +15,7 @@ one raise an error.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import seaborn as sns
 
 from pfbench import PfbenchError
 from pfbench.io import atomic_write_text
+from pfbench.report.figures import sampler_arg
 from pfbench.report.keys import (
     HEADERS,
     assert_distinct,
@@ -36,7 +38,7 @@ from pfbench.report.keys import (
 )
 from pfbench.report.plots import labelled, line_panels, panel_metrics, panels, save_panels
 from pfbench.report.stats import GROUP_KEYS, clip_interval, summarize
-from pfbench.report.tables import arrow, fmt_num, is_na
+from pfbench.report.tables import TextTable, arrow, fmt_num, is_na, nonstandard_mark
 from pfbench.results import read_path
 
 # Bar order of the sampler ablation: PF samplers, their random-mask ablations, then global-t (SiT) samplers.
@@ -58,6 +60,76 @@ def _summary(rows: pd.DataFrame, extra: Sequence[str] = ()) -> pd.DataFrame:
     """Per-cell statistics (every key, seeds aggregated) with ``label``: the varying keys but the NFE budget."""
     cells = normalize(rows[rows["kind"] == "cell"].reset_index(drop=True))
     return labelled(summarize(cells, (*GROUP_KEYS, *extra)), omit=("nfe_budget",))
+
+
+# ------------------------------------------------------------------ published numbers vs measured
+EXPECTED_FILE = "expected.json"  # results/<suite>/expected.json: the suite's ``expected:`` entries, for the report
+EXPECTED_FIELDS = ("model", "sampler", "metric", "value", "source", "steps", "nfe", "cfg_scale")
+
+
+def write_expected(results: Path, entries: Sequence[dict[str, Any]]) -> Path | None:
+    """Stores a suite's published numbers next to its Parquet parts (``pfbench run`` does, before the report);
+    with none, removes a stale file. Returns the file written, or None."""
+    path = Path(results) / EXPECTED_FILE
+    if not entries:
+        path.unlink(missing_ok=True)
+        return None
+    return atomic_write_text(path, json.dumps([{k: e.get(k) for k in EXPECTED_FIELDS} for e in entries], indent=1))
+
+
+def read_expected(results: Path) -> list[dict[str, Any]]:
+    """The published numbers stored by ``write_expected`` in a results folder ([] when there are none)."""
+    path = Path(results) / EXPECTED_FILE
+    if not path.is_file():
+        return []
+    try:
+        entries = json.loads(path.read_text())
+    except ValueError as err:
+        raise PfbenchError(f"{path}: not valid JSON ({err}); rerun `pfbench run` to rewrite it") from None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and {"model", "sampler", "metric", "value"}
+                                                <= set(e) for e in entries):
+        raise PfbenchError(f"{path}: expected a list of {{model, sampler, metric, value, ...}} entries")
+    return entries
+
+
+def _matches(cells: pd.DataFrame, e: dict[str, Any]) -> pd.DataFrame:
+    """The cell rows of published entry ``e``: same model, sampler, metric and guidance scale, and the same outer
+    step count (the ``steps`` column, else the ``steps`` of ``sampler_args``) or NFE budget."""
+    m = cells[(cells["model"] == e["model"]) & (cells["sampler"] == e["sampler"]) & (cells["metric"] == e["metric"])]
+    def equal(col: pd.Series, value: float) -> pd.Series:  # missing values match nothing
+        return (col.astype("Float64") == value).fillna(False).astype(bool)
+
+    m = m[equal(m["cfg_scale"], float(e.get("cfg_scale") or 1.0))]
+    if e.get("steps") is not None:
+        steps = m["steps"].astype("Float64") if "steps" in m else pd.Series(pd.NA, index=m.index, dtype="Float64")
+        steps = steps.fillna(sampler_arg(m, "steps")) if len(m) else steps
+        return m[equal(steps, float(e["steps"]))]
+    return m[equal(m["nfe_budget"], float(e["nfe"]))]
+
+
+def published_table(rows: pd.DataFrame, entries: Sequence[dict[str, Any]]) -> TextTable:
+    """Published vs measured, one row per ``expected:`` entry: the paper's value, the mean measured over the
+    matching cells (seeds), their difference (measured − published), and the sample count behind the measurement
+    (the paper's numbers are FID-50K: fewer samples bias FID upwards)."""
+    cells = rows[rows["kind"] == "cell"] if "kind" in rows else rows.iloc[0:0]
+    out = []
+    for e in entries:
+        m = _matches(cells, e)
+        vals = m["value"].astype("Float64").dropna()
+        at = f"{e['steps']} steps" if e.get("steps") is not None else f"NFE {e['nfe']}"
+        if vals.empty:
+            measured, diff, n = "not measured", "—", "—"
+        else:
+            mark = nonstandard_mark(m.iloc[0])
+            measured, diff = fmt_num(vals.mean()) + mark, f"{vals.mean() - float(e['value']):+.4g}"
+            counts = sorted({int(x) for x in m["num_samples"].dropna()})
+            n = f"{'/'.join(map(str, counts)) or '?'} × {len(vals)} cell{'s' if len(vals) > 1 else ''}"
+        out.append((key_text("model", e["model"]), key_text("sampler", e["sampler"]), at, str(e["metric"]),
+                    fmt_num(e["value"]), measured, diff, n, str(e.get("source") or "")))
+    note = ("Δ = measured − published. A measurement from fewer samples than the publication's (FID-50K) is not "
+            "comparable; † marks values computed with a non-official Inception file.")
+    return TextTable("", ("model", "sampler", "at", "metric", "published", "measured", "Δ", "samples × cells",
+                          "source"), tuple(out), note)
 
 
 # ------------------------------------------------------------------ (a) main table

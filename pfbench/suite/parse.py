@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from pfbench.config import Builder
 from pfbench.data import DATASETS
 from pfbench.registry import ADAPTERS, METRICS, SAMPLERS
 from pfbench.report.claims import PAPER_CLAIMS
-from pfbench.suite.spec import SEED_SEP, ModelSpec, SamplerSpec, SuiteSpec
+from pfbench.suite.spec import SEED_SEP, ExpectedSpec, ModelSpec, SamplerSpec, SuiteSpec
 
 
 def expand_train_seeds(spec: SuiteSpec) -> SuiteSpec:
@@ -166,6 +167,8 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> SuiteSpe
         raise PfbenchError(f"data.name: unknown dataset {spec.data.name!r}{hint}")
     if spec.data.name != "embedded" and spec.data.reference is None:
         raise PfbenchError(f"data.reference: dataset {spec.data.name!r} needs reference images or an ADM .npz")
+    for ei, entry in enumerate(spec.expected):
+        _check_expected(f"expected[{ei}]", entry, spec)
     for name, model in spec.models.items():
         if "@" in name:
             raise PfbenchError(f"models.{name}: '@' is reserved for training-seed instances (train_seeds); rename it")
@@ -182,6 +185,35 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> SuiteSpe
         if model.layout is not None and model.checkpoint is None:
             raise PfbenchError(f"models.{name}: 'layout' needs 'checkpoint' (an external checkpoint file)")
     return expand_train_seeds(spec)
+
+
+def _check_expected(where: str, entry: ExpectedSpec, spec: SuiteSpec) -> None:
+    """A published number of ``expected:``: a registered sampler, a metric value the suite's metrics produce,
+    exactly one of ``steps``/``nfe`` (>= 1), a finite value and where it is published. The model may be one the
+    run leaves out (``~models.pf_xl2`` for a B/2-only run): the report shows it as not measured."""
+    if not entry.model.strip():
+        raise PfbenchError(f"{where}.model: name the suite model the number is for")
+    try:
+        SAMPLERS.get(entry.sampler)
+    except PfbenchError as err:
+        raise PfbenchError(f"{where}.sampler: {err}") from None
+    produced: list[str] = []
+    for name in spec.metrics:
+        cls = METRICS.get(name)
+        produced += [k for k in getattr(cls, "directions", None) or {name: True} if not k.endswith("_std")]
+    if entry.metric not in produced:
+        close = difflib.get_close_matches(entry.metric, produced, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f" (the suite's metrics give: {', '.join(produced)})"
+        raise PfbenchError(f"{where}.metric: {entry.metric!r} is not a value of the suite's metrics{hint}")
+    if (entry.steps is None) == (entry.nfe is None):
+        raise PfbenchError(f"{where}: give exactly one of 'steps' (outer sampling steps) or 'nfe' (an NFE budget)")
+    axis, n = ("steps", entry.steps) if entry.steps is not None else ("nfe", entry.nfe)
+    if n is None or n < 1:
+        raise PfbenchError(f"{where}.{axis} = {n}: must be >= 1")
+    if not math.isfinite(entry.value):
+        raise PfbenchError(f"{where}.value = {entry.value}: must be a finite number")
+    if not entry.source.strip():
+        raise PfbenchError(f"{where}.source: say where the number is published (e.g. 'paper Table 2')")
 
 
 def _check_plugin_model(name: str, model: ModelSpec, adapters: Any) -> None:

@@ -12,9 +12,11 @@ finds a cell locked does the others first, then takes over the cells whose holde
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from pfbench.nets import DiT
 from pfbench.registry import ADAPTERS
 from pfbench.report.html import SKIPPED_FILE, report
 from pfbench.report.images import sample_difficulty_figure, sample_grid, schedule_figure
+from pfbench.report.paper import write_expected
 from pfbench.report.tables import print_run_summary
 from pfbench.results import Row, has_part, metric_rows, read_results, write_rows
 from pfbench.sample.generate import Prompts
@@ -129,10 +132,20 @@ class Runner:
         """The suite's prompts for a text-to-image model (``pfbench.suite.prompts``), else None."""
         return suite_prompts(self.spec) if lm.t2i else None
 
-    def numerics(self) -> torch.autocast:
-        """Where suite sampling runs: under bf16 autocast with ``eval.precision: bf16`` (CUDA), else as is."""
+    @contextlib.contextmanager
+    def numerics(self) -> Iterator[None]:
+        """Where suite sampling and decoding run: under bf16 autocast with ``eval.precision: bf16``, with TF32
+        matmuls and convolutions with ``tf32`` (CUDA; the flags are restored after), else as is."""
         ev = self.spec.eval
-        return torch.autocast(torch.device(ev.device).type, dtype=torch.bfloat16, enabled=ev.precision == "bf16")
+        tf32 = ev.precision == "tf32"
+        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        try:
+            if tf32:
+                torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+            with torch.autocast(torch.device(ev.device).type, dtype=torch.bfloat16, enabled=ev.precision == "bf16"):
+                yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
     def prepared(self, lm: LoadedModel) -> LoadedModel:
         """``lm`` with its network's blocks compiled once when ``eval.compile`` is set (``DiT.compile_blocks``)."""
@@ -228,6 +241,7 @@ class Runner:
                 time.sleep(1.0)
         self.figures(models)
         self.write_skip_notes()
+        write_expected(self.results, [dataclasses.asdict(e) for e in self.spec.expected])
         index = report(self.spec.name, results_root=self.results.parent, reports_root=self.reports.parent,
                        trends=tuple(self.spec.claims.trends))
         self.print_table(time.perf_counter() - t0)

@@ -155,14 +155,36 @@ class EvalSpec:
     kid_subset_size: int = 1000
     is_order: str = "file"
     # GPU sampling speed (CUDA only; on CPU pfbench samples in fp32, uncompiled): bf16 autocast of the network,
-    # and torch.compile of its blocks. Both change the pixels slightly, so they enter every cell's key.
-    precision: str = "fp32"  # fp32 | bf16
+    # TF32 matmuls and convolutions (fp32 tensors, TF32 tensor-core arithmetic: what the reference's
+    # ``sample_ddp.py`` does by default), and torch.compile of its blocks. Each changes the pixels slightly, so
+    # it enters every cell's key.
+    precision: str = "fp32"  # fp32 | tf32 | bf16
     compile: bool = False
 
     def numerics(self) -> str:
         """What the sampling numerics add to cell keys: "" for fp32 uncompiled (keys made before these options
-        existed stay valid), else e.g. ``"+bf16+compile"``."""
-        return "".join(s for s, on in (("+bf16", self.precision == "bf16"), ("+compile", self.compile)) if on)
+        existed stay valid), else e.g. ``"+bf16+compile"`` or ``"+tf32"``."""
+        flags = (("+bf16", self.precision == "bf16"), ("+tf32", self.precision == "tf32"), ("+compile", self.compile))
+        return "".join(s for s, on in flags if on)
+
+
+@dataclass(frozen=True)
+class ExpectedSpec:
+    """A published number the suite should reproduce (``expected:``): the report shows it beside the measured value.
+
+    A cell matches when its model, sampler, metric, guidance scale and outer step count agree (``steps``; or
+    ``nfe``, the NFE budget, for a number published at a budget). An entry no cell matches (e.g. of a model the
+    run leaves out) is shown as not measured.
+    """
+
+    model: str
+    sampler: str
+    metric: str
+    value: float
+    source: str  # where the number is published, e.g. "paper Table 2"
+    steps: int | None = None
+    nfe: int | None = None
+    cfg_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -224,6 +246,7 @@ class SuiteSpec:
     # cell gets prompt i mod len (``pfbench.sample.generate.Prompts``).
     prompts: str | None = None
     claims: ClaimsSpec = field(default_factory=ClaimsSpec)
+    expected: list[ExpectedSpec] = field(default_factory=list)  # published numbers, shown beside the measured ones
 
 
 @dataclass(frozen=True)

@@ -164,9 +164,9 @@ def _check_eval(spec: SuiteSpec) -> None:
         device = torch.device(ev.device)
     except (RuntimeError, TypeError):
         raise PfbenchError(f"eval.device = {ev.device!r}: not a torch device; use cpu, cuda or cuda:N") from None
-    if ev.precision not in ("fp32", "bf16"):
-        raise PfbenchError(f"eval.precision = {ev.precision!r}: must be fp32 or bf16")
-    for key, on in (("precision", ev.precision == "bf16"), ("compile", ev.compile)):
+    if ev.precision not in ("fp32", "tf32", "bf16"):
+        raise PfbenchError(f"eval.precision = {ev.precision!r}: must be fp32, tf32 or bf16")
+    for key, on in (("precision", ev.precision != "fp32"), ("compile", ev.compile)):
         if on and device.type != "cuda":
             raise PfbenchError(f"eval.{key} = {getattr(ev, key)!r}: needs eval.device=cuda (on CPU pfbench samples "
                                "in fp32, uncompiled)")
