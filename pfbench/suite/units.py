@@ -66,7 +66,7 @@ class ModelUnits:
     def _unit(self, part: str, rows: Callable[[], list[Row]], done: Callable[[], bool] = lambda: True) -> None:
         """Computes ``rows()`` and writes them as ``part``, under its lock, unless the part (and ``done()``) exists."""
         with self.lock(part):
-            if not (has_part(self.results, part, damaged="move") and done()):
+            if not (has_part(self.results, part, suite=self.spec.name, damaged="move") and done()):
                 write_rows(self.results / f"{part}.parquet", rows())
 
     def reference_data(self) -> Any:
