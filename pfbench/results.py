@@ -230,7 +230,7 @@ def _claimed_suite(loaded: _Loaded) -> str | None:
     return str(next(iter(suites))) if len(suites) == 1 else None
 
 
-def identity(path: Path, loaded: _Loaded, suite: str | None, strict: bool = True) -> tuple[str, str] | None:
+def identity(path: Path, loaded: _Loaded, suite: str | None) -> tuple[str, str] | None:
     """Why a readable part's content does not match its name, its suite or the schema, or None when it does.
 
     Returns ``(what, suffix)``: the reason in words and the suffix a runner moves it aside with (``.foreign`` for
@@ -238,9 +238,8 @@ def identity(path: Path, loaded: _Loaded, suite: str | None, strict: bool = True
 
     Args:
         path: the part's file (its stem is the part name). loaded: its rows and metadata.
-        suite: the suite it must belong to (None: any, e.g. a loose file).
-        strict: also require every row's ``part`` to be the file's stem (a runner's part; off for folders whose
-            suite is inferred, which may hold a merged file of several parts).
+        suite: the suite it must belong to (None: any, e.g. a loose file); every row's ``part`` must then be
+            the file's stem.
     """
     rows, meta = loaded.rows, loaded.meta
     missing = [c for c in REQUIRED if c not in rows]
@@ -265,7 +264,7 @@ def identity(path: Path, loaded: _Loaded, suite: str | None, strict: bool = True
         version = meta.get("schema_version", "")
         if not version.isdigit() or int(version) > SCHEMA_VERSION:
             return f"has schema version {version!r} (this pfbench reads up to {SCHEMA_VERSION})", ".corrupt"
-    if strict and suite is not None and (rows["part"].isna().any() or set(rows["part"].dropna()) - {path.stem}):
+    if suite is not None and (rows["part"].isna().any() or set(rows["part"].dropna()) - {path.stem}):
         return f"holds rows of part(s) {', '.join(sorted(map(str, set(rows['part'].dropna()))))}, not {path.stem}", ".corrupt"
     return None
 
@@ -317,7 +316,7 @@ def read_results(folder: Path, suite: str | None = None) -> pd.DataFrame:
         if suite is None and f.parent not in suites:
             suites[f.parent] = _folder_suite(f.parent, loaded)
         expected = suite if suite is not None else suites[f.parent]
-        problem = identity(f, got, expected, strict=suite is not None)
+        problem = identity(f, got, expected)
         if problem is not None:
             _warn(f, f"{problem[0]}: skipped; `pfbench run` moves it aside and recomputes it")
         else:
