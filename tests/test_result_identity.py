@@ -137,3 +137,19 @@ def test_wrong_column_and_foreign_parts_end_to_end(tmp_path: Path, capsys: pytes
     warned_by_plan_report_compare("belongs to another suite (other, not mine)")
     mine.run()
     assert (folder / f"{cell.name}.foreign").is_file() and _cells(folder, "mine") == before
+
+
+@pytest.mark.slow
+def test_reference_rows_follow_the_eval_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``eval.resize`` changed and rerun into the same folder: new reference rows, scored as the new cells are."""
+    first = _run(tmp_path, "mine", "embedded_pf_r16.pt")
+    again = Runner(load_suite(tmp_path / "mine.yaml", ["++eval.resize=clean"]), tmp_path / "results",
+                   tmp_path / "reports", tmp_path / "runs", progress=False)
+    again.run()
+    assert first.scorer.key() != again.scorer.key()
+    assert len(list(first.results.glob("reference-*.parquet"))) == 2  # recomputed under a new key, old one kept
+    rows = read_results(first.results, "mine")
+    cells, refs = rows[rows["kind"] == "cell"], rows[rows["kind"] == "reference"]
+    assert set(cells["metric_args"]) == {'{"resize": "tf1x"}', '{"resize": "clean"}'}
+    for args in set(cells["metric_args"]):  # every cell has the real / trivial baselines scored its way
+        assert set(refs.loc[refs["metric_args"] == args, "model"]) == {"real_train", "trivial_class_mean"}, args
