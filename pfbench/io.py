@@ -8,12 +8,15 @@ Every content hash goes through the helpers below, so a cache key means the same
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from pfbench import PfbenchError
 
 __all__ = [
     "atomic_path",
@@ -40,17 +43,24 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     For writers that want a file name (``DataFrame.to_parquet``, ``fig.savefig``). On an exception
     the temp file is removed and ``path`` is left as it was.
+
+    Raises:
+        PfbenchError: the disk (or quota) is full: one line naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # keep the real suffix last: some writers (savefig, np.savez) pick the format from it
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, _shared_mode())
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(err):  # pyarrow: no errno
+            raise PfbenchError(f"no space left on device writing {path}: free some space and run again") from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

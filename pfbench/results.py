@@ -10,6 +10,12 @@ as finished work and never crash a reader. Each one is reported in one line on s
   * ``pfbench plan`` shows the unit as not computed and leaves the file alone (a dry run writes nothing);
   * ``report`` / ``compare`` / ``baseline`` / ``figures`` skip it (``read_results``); one explicitly named
     Parquet file that is damaged (e.g. a committed baseline) is a one-line error instead (``read_path``).
+
+A readable part whose content does not match its name, its suite or the schema is damaged too (``identity``):
+every part carries its identity in the file's key-value metadata (``pfbench.suite``, ``pfbench.kind``,
+``pfbench.part``, ``pfbench.schema_version``), and its rows say the same in their ``suite`` and ``part``
+columns (parts written before the metadata existed are checked on their rows alone). A part of another suite
+is moved aside to ``<name>.foreign`` instead of ``.corrupt``; nothing from another suite is read as this one's.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from rich.console import Console
 
 from pfbench import PfbenchError, __version__
@@ -176,21 +184,43 @@ def _steps_arg(args: Any) -> int | None:
 
 
 def write_rows(path: Path, rows: Iterable[Row | Mapping[str, Any]]) -> Path:
-    """Writes rows (``Row``s; mappings of column -> value are checked) to ``path`` atomically.
+    """Writes rows (``Row``s; mappings of column -> value are checked) to ``path`` atomically, as result part
+    ``path.stem``: rows without a ``part`` get it, and the file's metadata records its identity (``identity``).
 
     Raises:
         PfbenchError: a mapping row has a key that is not a column.
     """
-    return write_frame(path, to_frame(rows))
+    path = Path(path)
+    df = to_frame(rows)
+    df["part"] = df["part"].fillna(path.stem)
+    suites, kinds = sorted(set(df["suite"].dropna())), sorted(set(df["kind"].dropna()))
+    meta = {"suite": ",".join(suites), "kind": ",".join(kinds), "part": path.stem,
+            "schema_version": str(SCHEMA_VERSION)}
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    table = table.replace_schema_metadata((table.schema.metadata or {})
+                                          | {f"{_META}{k}".encode(): v.encode() for k, v in meta.items()})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
 
 
 _MAGIC = b"PAR1"  # first and last 4 bytes of every Parquet file
+_META = "pfbench."  # prefix of the identity keys in a part's Parquet key-value metadata
+REQUIRED: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Row) if f.default is dataclasses.MISSING)
 _stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 _warned: set[tuple[Path, str]] = set()  # one warning per file and action per process (readers run repeatedly)
 
 
-def _load(path: Path) -> pd.DataFrame | str:
-    """The rows of one Parquet file with the documented columns, or why the file is damaged.
+@dataclass(frozen=True)
+class _Loaded:
+    """One readable Parquet file: its rows (as stored), its identity metadata (empty for a legacy part)."""
+
+    rows: pd.DataFrame
+    meta: dict[str, str]
+
+
+def _load(path: Path) -> _Loaded | str:
+    """The rows of one Parquet file, or why the file is damaged.
 
     Raises:
         OSError: the file cannot be read at all (permissions, I/O error): not damage, so it is not moved aside.
@@ -201,9 +231,59 @@ def _load(path: Path) -> pd.DataFrame | str:
     if len(data) < 12 or data[:4] != _MAGIC or data[-4:] != _MAGIC:
         return f"truncated or not a Parquet file ({len(data)} bytes, no PAR1 header/footer)"
     try:
-        return _coerce(pd.read_parquet(io.BytesIO(data)))
+        table = pq.read_table(pa.BufferReader(data))
+        meta = {k.decode()[len(_META):]: v.decode() for k, v in (table.schema.metadata or {}).items()
+                if k.startswith(_META.encode())}
+        return _Loaded(table.to_pandas(), meta)
     except Exception as err:  # whatever pyarrow/pandas raise on these bytes (ArrowInvalid, OSError, ...) is damage
         return "unreadable: " + (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+
+
+def _claimed_suite(loaded: _Loaded) -> str | None:
+    """The suite a part says it belongs to (metadata, else its rows' one ``suite``), or None."""
+    if loaded.meta.get("suite"):
+        return loaded.meta["suite"]
+    suites = set(loaded.rows["suite"].dropna()) if "suite" in loaded.rows else set()
+    return str(next(iter(suites))) if len(suites) == 1 else None
+
+
+def identity(path: Path, loaded: _Loaded, suite: str | None) -> tuple[str, str] | None:
+    """Why a readable part's content does not match its name, its suite or the schema, or None when it does.
+
+    Returns ``(what, suffix)``: the reason in words and the suffix a runner moves it aside with (``.foreign`` for
+    a part of another suite, else ``.corrupt``).
+
+    Args:
+        path: the part's file (its stem is the part name). loaded: its rows and metadata.
+        suite: the suite it must belong to (None: any, e.g. a loose file); every row's ``part`` must then be
+            the file's stem.
+    """
+    rows, meta = loaded.rows, loaded.meta
+    missing = [c for c in REQUIRED if c not in rows]
+    other = [c for c in rows if c not in COLUMNS]
+    if missing or other:
+        what = "; ".join(x for x in (missing and f"missing column(s) {', '.join(map(str, missing))}",
+                                     other and f"column(s) not in the schema: {', '.join(map(str, other[:5]))}") if x)
+        return f"does not match the result schema ({what})", ".corrupt"
+    row_suites = {str(x) for x in rows["suite"].dropna()}
+    if suite is not None and (rows["suite"].isna().any() or row_suites - {suite}
+                              or meta.get("suite", suite) != suite):
+        theirs = meta.get("suite") or ",".join(sorted(row_suites)) or "no suite"
+        return f"belongs to another suite ({theirs}, not {suite})", ".foreign"
+    if meta:
+        if meta.get("part") != path.stem:
+            return f"is part {meta.get('part')!r} by its metadata, not {path.stem!r} (renamed or copied)", ".corrupt"
+        if meta.get("suite") and row_suites - {meta["suite"]}:
+            return f"rows of suite(s) {', '.join(sorted(row_suites))} in a part of suite {meta['suite']}", ".corrupt"
+        kinds = {str(x) for x in rows["kind"].dropna()}
+        if kinds - set(meta.get("kind", "").split(",")):
+            return f"rows of kind {', '.join(sorted(kinds))} in a part of kind {meta.get('kind')!r}", ".corrupt"
+        version = meta.get("schema_version", "")
+        if not version.isdigit() or int(version) > SCHEMA_VERSION:
+            return f"has schema version {version!r} (this pfbench reads up to {SCHEMA_VERSION})", ".corrupt"
+    if suite is not None and (rows["part"].isna().any() or set(rows["part"].dropna()) - {path.stem}):
+        return f"holds rows of part(s) {', '.join(sorted(map(str, set(rows['part'].dropna()))))}, not {path.stem}", ".corrupt"
+    return None
 
 
 def _warn(path: Path, what: str) -> None:
@@ -212,15 +292,15 @@ def _warn(path: Path, what: str) -> None:
         _stderr.print(f"[yellow]warning:[/] {path} {what}")
 
 
-def move_aside(path: Path) -> Path | None:
-    """Renames a damaged part to ``<name>.corrupt`` (``.corrupt.1``, ... if taken), keeping it for inspection.
+def move_aside(path: Path, suffix: str = ".corrupt") -> Path | None:
+    """Renames a damaged part to ``<name><suffix>`` (``<suffix>.1``, ... if taken), keeping it for inspection.
 
     Returns None when the file is already gone (another runner moved it first).
     """
-    dst, n = path.with_name(path.name + ".corrupt"), 0
+    dst, n = path.with_name(path.name + suffix), 0
     while dst.exists():
         n += 1
-        dst = path.with_name(f"{path.name}.corrupt.{n}")
+        dst = path.with_name(f"{path.name}{suffix}.{n}")
     try:
         os.replace(path, dst)
     except FileNotFoundError:
@@ -228,30 +308,58 @@ def move_aside(path: Path) -> Path | None:
     return dst
 
 
-def read_results(folder: Path) -> pd.DataFrame:
+def read_results(folder: Path, suite: str | None = None) -> pd.DataFrame:
     """All rows under ``folder`` (recursively), old files upgraded to the current columns.
 
-    Damaged files are skipped with a one-line warning each (see the module docstring).
+    Damaged files, and parts whose content does not match their name, suite or the schema (``identity``), are
+    skipped with a one-line warning each (see the module docstring).
+
+    Args:
+        folder: a results folder (``results/<suite>``) or a folder of them.
+        suite: the suite every part must belong to. None: each folder's suite is inferred, as its own name when
+            one of its parts claims it, else the suite most of its parts claim.
     """
     files = sorted(p for p in Path(folder).rglob("*.parquet") if not p.name.startswith("."))
-    frames = []
+    loaded: dict[Path, _Loaded] = {}
     for f in files:
-        df = _load(f)
-        if isinstance(df, str):
-            _warn(f, f"is damaged ({df}): skipped; `pfbench run` moves it aside and recomputes it")
+        got = _load(f)
+        if isinstance(got, str):
+            _warn(f, f"is damaged ({got}): skipped; `pfbench run` moves it aside and recomputes it")
         else:
-            frames.append(df)
+            loaded[f] = got
+    frames: list[pd.DataFrame] = []
+    suites: dict[Path, str | None] = {}
+    for f, got in loaded.items():
+        if suite is None and f.parent not in suites:
+            suites[f.parent] = _folder_suite(f.parent, loaded)
+        expected = suite if suite is not None else suites[f.parent]
+        problem = identity(f, got, expected)
+        if problem is not None:
+            _warn(f, f"{problem[0]}: skipped; `pfbench run` moves it aside and recomputes it")
+        else:
+            frames.append(_coerce(got.rows))
     if not frames:
         return to_frame([]).iloc[0:0]
     return _coerce(pd.concat(frames, ignore_index=True))
 
 
-def has_part(folder: Path, part: str, *, damaged: Literal["warn", "move", "quiet"] = "warn") -> bool:
-    """Whether ``folder/<part>.parquet`` holds a finished, readable unit of work.
+def _folder_suite(folder: Path, loaded: Mapping[Path, _Loaded]) -> str | None:
+    """The suite of a results folder whose suite is not given: its name when one of its parts claims it, else
+    the suite most of its parts claim (None when none does)."""
+    claims = [c for f, got in loaded.items() if f.parent == folder and (c := _claimed_suite(got)) is not None]
+    if folder.name in claims or not claims:
+        return folder.name if claims else None
+    return max(sorted(set(claims)), key=claims.count)
+
+
+def has_part(folder: Path, part: str, *, suite: str | None = None,
+             damaged: Literal["warn", "move", "quiet"] = "warn") -> bool:
+    """Whether ``folder/<part>.parquet`` holds a finished, readable unit of work of ``suite`` (``identity``).
 
     Args:
         folder: a results folder (``results/<suite>``).
         part: the unit's name (file stem).
+        suite: the suite the part must belong to (None: not checked).
         damaged: what to do with a damaged file (it counts as not finished in every case): ``"warn"`` one
             line on stderr; ``"move"`` also move it aside to ``<name>.corrupt`` (only the folder's runner, while
             holding the part's lock, so it never moves a file another runner has just rewritten); ``"quiet"``
@@ -260,15 +368,20 @@ def has_part(folder: Path, part: str, *, damaged: Literal["warn", "move", "quiet
     path = Path(folder) / f"{part}.parquet"
     if not path.is_file():
         return False
-    reason = _load(path)
-    if not isinstance(reason, str):
-        return True
+    got, suffix = _load(path), ".corrupt"
+    if isinstance(got, str):
+        reason = f"is damaged ({got})"
+    else:
+        problem = identity(path, got, suite)
+        if problem is None:
+            return True
+        reason, suffix = problem
     if damaged == "move":
-        dst = move_aside(path)
+        dst = move_aside(path, suffix)
         if dst is not None:
-            _warn(path, f"is damaged ({reason}): moved to {dst.name}; recomputing it")
+            _warn(path, f"{reason}: moved to {dst.name}; recomputing it")
     elif damaged == "warn":
-        _warn(path, f"is damaged ({reason}): counted as not computed; `pfbench run` moves it aside and recomputes it")
+        _warn(path, f"{reason}: counted as not computed; `pfbench run` moves it aside and recomputes it")
     return False
 
 
@@ -281,10 +394,10 @@ def read_path(path: Path) -> pd.DataFrame:
     path = Path(path)
     if path.is_dir():
         return read_results(path)
-    df = _load(path)
-    if isinstance(df, str):
-        raise PfbenchError(f"{path} is damaged ({df}): restore it, or regenerate it (e.g. `pfbench baseline`)")
-    return df
+    got = _load(path)
+    if isinstance(got, str):
+        raise PfbenchError(f"{path} is damaged ({got}): restore it, or regenerate it (e.g. `pfbench baseline`)")
+    return _coerce(got.rows)
 
 
 def write_frame(path: Path, df: pd.DataFrame) -> Path:

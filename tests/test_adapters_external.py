@@ -371,3 +371,17 @@ def test_suite_model_with_layout_needs_no_preset(tmp_path: Path, random_net: Ran
     spec = load_suite(suite)
     assert spec.models["pf"].preset is None
     assert SuiteModels(spec, tmp_path / "runs", False, None).net_config("pf") == net.cfg  # type: ignore[arg-type]
+
+
+def test_wrong_shape_safetensors_say_what_is_wrong(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    ext = {k: v.contiguous() for k, v in to_external(random_net("sit"), sigma=False).items()}
+    flat = {**ext, "x_embedder.proj.weight": ext["x_embedder.proj.weight"].flatten(1)}  # 2-D: not a patch embedding
+    save_file(flat, tmp_path / "flat.safetensors")
+    with pytest.raises(PfbenchError, match=r"flat\.safetensors: x_embedder\.proj\.weight has shape \(64, 12\); a "
+                                           r"patch embedding is \(width, channels, patch, patch\)"):
+        load_external(tmp_path / "flat.safetensors", "sit")
+    save_file({k: v for k, v in ext.items() if not k.startswith("x_embedder")}, tmp_path / "headless.safetensors")
+    with pytest.raises(PfbenchError, match=r"headless\.safetensors: no network width: .*no patch embedding"):
+        load_external(tmp_path / "headless.safetensors", "sit")

@@ -22,7 +22,7 @@ from pfbench.data.embedded import EmbeddedSpec, generate
 from pfbench.encoders.base import FeatureContext
 from pfbench.encoders.embedded import EmbeddedFeatures, load_feature_net
 from pfbench.evaluate.metric_pass import evaluate
-from pfbench.evaluate.sources import images_from_tensor, open_images
+from pfbench.evaluate.sources import images_from_tensor, iter_images, open_images
 from pfbench.metrics.base import NEEDS, Metric, higher_is_better, result_keys
 from pfbench.metrics.clipscore import CLIPEmbedded
 from pfbench.metrics.embedded import ClassAccuracy, FDEmbedded, ISEmbedded, PREmbedded
@@ -353,3 +353,16 @@ def test_a_metric_on_plain_images_runs_through_evaluate(formats: dict[str, Path]
     got = evaluate(formats["folder"], None, ["mean_red", "class_acc"], batch_size=16)
     assert got["mean_red"] == pytest.approx(float(data["images"][:, 0].astype(np.float64).mean()), rel=1e-12)
     assert got["class_acc"] > 0.8 and not higher_is_better([MeanRed], "mean_red")
+
+
+def test_grayscale_images_get_a_one_line_note(tmp_path: Path, data: dict[str, Any],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _write_folder(tmp_path / "gray", data["images"][:6], None)
+    for p in sorted(folder.glob("*.png"))[:2]:
+        Image.open(p).convert("L").save(p)  # two of six images saved as grayscale
+    batches = list(iter_images(open_images(folder, "samples"), 4))
+    assert [b.shape[0] for b in batches] == [4, 2] and all(b.shape[1] == 3 for b in batches)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "2 of 6 images are grayscale (mode L)" in err[0], err
+    list(iter_images(open_images(_write_folder(tmp_path / "rgb", data["images"][:6], None), "samples"), 4))
+    assert capsys.readouterr().err == ""  # colour images: no note

@@ -45,18 +45,25 @@ def test_unknown_columns_are_refused(tmp_path: Path) -> None:
 
 
 def test_old_files_without_new_columns_still_read(tmp_path: Path) -> None:
-    pd.DataFrame({"suite": ["old"], "metric": ["fd"], "value": [2.0]}).to_parquet(tmp_path / "old.parquet")
+    """A part written before optional columns (and the identity metadata) existed: its rows are checked instead."""
+    old = {"suite": ["old"], "part": ["old"], "kind": ["cell"], "model": ["pf"], "metric": ["fd"], "value": [2.0],
+           "higher_is_better": [False]}
+    pd.DataFrame(old).to_parquet(tmp_path / "old.parquet")
     df = read_results(tmp_path)
     assert df["value"].iloc[0] == 2.0 and pd.isna(df["gflops"].iloc[0])
+    assert has_part(tmp_path, "old", suite="old") and not has_part(tmp_path, "old", suite="new", damaged="quiet")
 
 
 def test_failed_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(self: pd.DataFrame, *a: object, **k: object) -> None:
-        Path(a[0]).write_bytes(b"partial")  # type: ignore[arg-type]
+    """A full disk: one line naming the file, and nothing partial left behind."""
+    import pyarrow.parquet as pq
+
+    def boom(table: object, where: object, *a: object, **k: object) -> None:
+        Path(where).write_bytes(b"partial")  # type: ignore[arg-type]
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", boom)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(pq, "write_table", boom)
+    with pytest.raises(PfbenchError, match=r"^no space left on device writing .*x\.parquet: free some space"):
         write_rows(tmp_path / "x.parquet", [{"metric": "fd", "value": 1.0}])
     assert list(tmp_path.iterdir()) == []
 

@@ -55,6 +55,7 @@ def suite(tmp_path: Path, text: str = BASE, overrides: list[str] | None = None) 
         (BASE, ["grid.0.models=[]"], "grid[0].models: empty list"),
         (BASE, ["grid.1.samplers=[]"], "grid[1].samplers: empty list"),
         (BASE, ["sweep.seeds=[]"], "sweep.seeds: empty list"),
+        (BASE, ["sweep.seeds=[0,-1]"], "sweep.seeds[1] = -1: must be >= 0"),
         (BASE, ["sweep.nfe=[]"], "sweep.nfe: empty list"),
         (BASE, ["+sweep.cfg_scale=[]"], "sweep.cfg_scale: empty list"),
         (BASE, ["+metrics=[]"], "metrics: empty list"),

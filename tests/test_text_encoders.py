@@ -241,3 +241,24 @@ def test_training_is_deterministic_from_its_seed() -> None:
 def test_rebuild_is_bit_identical_to_shipped(tmp_path: Path) -> None:
     # Holds on the same torch/oneDNN build and CPU ISA as the machine that produced the file.
     assert tt.build_tiny_text(tmp_path, 0) == {tt.ASSET: assets.CHECKSUMS[tt.ASSET]}
+
+
+def test_truncated_prompts_are_said_once_and_counted(tiny: TextEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from pfbench.encoders import text
+    from pfbench.encoders.tiny_clip import _make_model, model_config
+
+    monkeypatch.setattr(text, "TRUNCATED", {})
+    long = "a red disk " * 3400  # a 10,000-character prompt
+    tiny.encode(["a red disk", long, long[:60]])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tiny_text: 1 of 3 prompts are longer than 24 tokens and were truncated to 24" in err[0]
+    tiny.encode([long])
+    assert capsys.readouterr().err == "" and text.TRUNCATED == {"tiny_text": 2}  # said once, counted every time
+    torch.manual_seed(0)
+    clip = tx.OpenCLIPText("clip_test", _make_model(model_config(16, 49408)), SimpleTokenizer(context_length=24), "cpu",
+                           {"weights": "random"})
+    clip.encode([long, "a red disk"])
+    assert "clip_test: 1 of 2 prompts are longer than 24 tokens" in capsys.readouterr().err

@@ -247,7 +247,10 @@ def external_config(path: str | Path, layout: str, preset: str | None = None, st
     if config is not None:
         found, from_file = config_fields(config, layout, path), True
     else:
-        found, from_file = infer_fields({_strip(k): v for k, v in state.items()}), False
+        try:
+            found, from_file = infer_fields({_strip(k): v for k, v in state.items()}), False
+        except PfbenchError as err:
+            raise PfbenchError(f"{path}: {err}") from None
     return resolve_config(path, layout, found, from_file, preset or None, overrides)
 
 

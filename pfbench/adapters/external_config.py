@@ -136,7 +136,10 @@ def infer_fields(state: dict[str, Tensor]) -> dict[str, Any]:
     """
     fields: dict[str, Any] = {}
     embed = state.get("x_embedder.proj.weight")  # (D, C, p, p)
-    if embed is not None and embed.ndim == 4:
+    if embed is not None and (embed.ndim != 4 or embed.shape[2] != embed.shape[3]):
+        raise PfbenchError(f"x_embedder.proj.weight has shape {tuple(embed.shape)}; a patch embedding is "
+                           "(width, channels, patch, patch): the file is damaged or of another network")
+    if embed is not None:
         fields.update(width=embed.shape[0], in_channels=embed.shape[1], patch=embed.shape[2])
         pos = state.get("pos_embed")  # (1, T, D)
         tokens = pos.shape[1] if pos is not None and pos.ndim == 3 else 0
@@ -199,6 +202,9 @@ def resolve_config(path: Path, layout: str, found: dict[str, Any], from_file: bo
         raise PfbenchError(f"{given} contradicts {path}'s {source}: {', '.join(clash)} (given vs file){hint}; "
                            "drop --preset/overrides to use the file's size")
     fields = {**wanted, **found, **{k: v for k, v in overrides.items() if k not in found}}
+    if "width" not in fields:
+        raise PfbenchError(f"{path}: no network width: its weights have no patch embedding (x_embedder.proj.weight) "
+                           f"and none was given; is it a {layout} checkpoint? (or give --preset)")
     if "heads" not in fields:
         heads = _heads_for(fields.get("width", 0))
         if heads is None:

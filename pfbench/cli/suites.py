@@ -105,7 +105,7 @@ def plan(
     total = 0.0
     for cell in cells:
         model_id = ids[cell.model]
-        done = model_id is not None and has_part(runner.results, runner.cell_part(cell, model_id))
+        done = model_id is not None and has_part(runner.results, runner.cell_part(cell, model_id), suite=spec.name)
         try:
             forwards, gflops = runner.estimate(cell)
         except PfbenchError:  # a checkpoint not in place yet whose size only the file tells: listed below

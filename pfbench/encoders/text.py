@@ -13,7 +13,8 @@
 - ``t5`` / ``qwen`` / ``hf``: a Hugging Face encoder (T5 encoder, Qwen or any ``AutoModel``) from a local
   folder or the Hugging Face cache, never downloaded.
 
-Every encoder pads each prompt to ``max_len`` tokens (longer prompts are truncated) and runs prompts in chunks of
+Every encoder pads each prompt to ``max_len`` tokens (longer prompts are truncated: said once per encoder and
+process in one line on stderr, and counted in ``TRUNCATED``) and runs prompts in chunks of
 a fixed size, so a prompt's token states do not depend on which other prompts share its batch (samples must
 not change with the batch size). The empty prompt ``""`` encodes to at least one valid token: it is the
 unconditional input of classifier-free guidance.
@@ -25,9 +26,13 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
+from rich.console import Console
 from torch import Tensor
 
 from pfbench import PfbenchError
+
+# Encoder name -> prompts it has truncated in this process (every encode call counted; the warning is said once).
+TRUNCATED: dict[str, int] = {}
 
 
 @runtime_checkable
@@ -67,15 +72,32 @@ def check_prompts(prompts: Sequence[str], where: str) -> list[str]:
     return list(prompts)
 
 
+def note_truncated(where: str, lengths: Sequence[int], max_len: int) -> int:
+    """Counts the prompts longer than ``max_len`` tokens (``lengths``: each prompt's untruncated token count) in
+    ``TRUNCATED[where]``; the first time an encoder truncates, one line on stderr says how many and to what."""
+    n = sum(int(k) > max_len for k in lengths)
+    if n:
+        if where not in TRUNCATED:
+            Console(stderr=True, highlight=False, soft_wrap=True).print(
+                f"[yellow]warning:[/] {where}: {n} of {len(lengths)} prompts are longer than {max_len} tokens and "
+                f"were truncated to {max_len} tokens (later truncations are counted, not repeated)")
+        TRUNCATED[where] = TRUNCATED.get(where, 0) + n
+    return n
+
+
 def encode_in_chunks(forward: Callable[[list[str]], tuple[Tensor, Tensor]], prompts: Sequence[str], chunk: int,
-                     where: str) -> tuple[Tensor, Tensor]:  # fmt: skip
+                     where: str, lengths: Callable[[list[str]], list[int]] | None = None,
+                     max_len: int = 0) -> tuple[Tensor, Tensor]:  # fmt: skip
     """Runs ``forward`` on fixed-size chunks of prompts (the last padded with ``""``) and concatenates.
 
     Every call has the same shape whatever the caller's batch size, so a prompt's states are the same in any
     batch. ``forward`` returns (B, L, D) float32 states and a (B, L) bool mask; padded rows are dropped and
-    states at masked-out positions zeroed.
+    states at masked-out positions zeroed. ``lengths`` (each prompt's token count before truncation to
+    ``max_len``) makes truncated prompts known (``note_truncated``).
     """
     texts = check_prompts(prompts, where)
+    if lengths is not None and texts:
+        note_truncated(where, lengths(texts), max_len)
     states: list[Tensor] = []
     masks: list[Tensor] = []
     for lo in range(0, len(texts), chunk):

@@ -70,7 +70,9 @@ class OpenCLIPText:
 
     def encode(self, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
         """Prompts → (states (B, 77, D) float32, mask (B, 77) bool; ``""`` keeps its start/end tokens)."""
-        return encode_in_chunks(self._forward, prompts, _CHUNK, self.name)
+        bpe = getattr(self.tokenizer, "encode", None)  # open_clip's SimpleTokenizer: BPE ids without start/end
+        lengths = (lambda ps: [len(bpe(p)) + 2 for p in ps]) if callable(bpe) else None
+        return encode_in_chunks(self._forward, prompts, _CHUNK, self.name, lengths, self.max_len)
 
 
 def _clip(name: str, arch: str, key: str, device: str | torch.device, weights: str | None) -> OpenCLIPText:
@@ -186,7 +188,10 @@ class HFText:
 
     def encode(self, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
         """Prompts → (states (B, max_len, dim) float32, mask (B, max_len) bool)."""
-        return encode_in_chunks(self._forward, prompts, _CHUNK, self.name)
+        return encode_in_chunks(self._forward, prompts, _CHUNK, self.name, self._lengths, self.max_len)
+
+    def _lengths(self, prompts: list[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(prompts, truncation=False)["input_ids"]]
 
 
 def t5(device: str | torch.device = "cpu", weights: str | None = None) -> HFText:

@@ -260,7 +260,11 @@ class TinyTextEncoder:
 
     def encode(self, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
         """Prompts → (states (B, 24, 64) float32, mask (B, 24) bool) on the encoder's device."""
-        return encode_in_chunks(self._forward, prompts, _CHUNK, NAME)
+        return encode_in_chunks(self._forward, prompts, _CHUNK, NAME, self._lengths, self.max_len)
+
+    @staticmethod
+    def _lengths(prompts: list[str]) -> list[int]:
+        return [1 + len(words(p)) for p in prompts]  # <cls> + one token per word
 
 
 def load(device: str | torch.device = "cpu", weights: str | None = None) -> TinyTextEncoder:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from rich.console import Console
 from torch import Tensor
 
 from pfbench import PfbenchError
@@ -37,6 +38,7 @@ from pfbench.types import quantize
 from pfbench.weights import file_sha256
 
 _IMAGE_EXT = {".png", ".jpg", ".jpeg"}
+_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}  # PIL modes of single-channel (gray) images
 EMBEDDED_REF = "embedded"
 
 
@@ -209,10 +211,13 @@ def iter_images(src: Images, batch_size: int) -> Iterator[Tensor]:
         for lo in range(0, src.n, batch_size):
             yield quantize(generate(src.spec, lo, min(lo + batch_size, src.n)).images)
     elif src.kind == "folder":
+        gray: list[str] = []
         for lo in range(0, src.n, batch_size):
             arrs = []
             for p in src.files[lo : lo + batch_size]:
                 with Image.open(p) as im:
+                    if im.mode in _GRAY_MODES:
+                        gray.append(im.mode)
                     arr = np.asarray(im.convert("RGB"))  # (H, W, 3)
                 if arr.shape[:2] != src.shape:
                     raise PfbenchError(
@@ -220,6 +225,10 @@ def iter_images(src: Images, batch_size: int) -> Iterator[Tensor]:
                     )
                 arrs.append(arr)
             yield torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()
+        if gray:
+            Console(stderr=True, highlight=False, soft_wrap=True).print(
+                f"[yellow]note:[/] {src.where}: {len(gray)} of {src.n} images are grayscale (mode "
+                f"{', '.join(sorted(set(gray)))}); they were scored as RGB with the gray value in all three channels")
     else:  # shards: re-cut into batch_size pieces so batches are the same whatever the shard size
         buf: list[Tensor] = []
         for f in src.files:

@@ -162,7 +162,7 @@ def report(suite_name: str, results_root: Path = Path("results"), reports_root: 
         Path of ``index.md``; ``index.html`` is written next to it.
     """
     src = Path(results_root) / suite_name
-    rows = read_results(src) if src.is_dir() else pd.DataFrame()
+    rows = read_results(src, suite_name) if src.is_dir() else pd.DataFrame()
     if rows.empty:
         raise PfbenchError(f"no result rows in {src}: run `pfbench run suites/{suite_name}.yaml` first "
                            f"(or pass --results to where the results are)")

@@ -246,12 +246,14 @@ def print_run_summary(df: pd.DataFrame, title: str, console: Console) -> None:
         side.add_row("curve", series_label(g.iloc[0], ckeys), str(g["metric"].iloc[0]), points)
     if other.shape[0] or curve.shape[0]:
         console.print(side)
-    trivial = df[(df["kind"] == "reference") & (df["model"] == "trivial_class_mean")]
-    base = trivial[trivial["metric"] == "fd_embedded"]["value"]
+    trivial = df[(df["kind"] == "reference") & (df["model"] == "trivial_class_mean") & (df["metric"] == "fd_embedded")]
     got = summary[summary["metric"] == "fd_embedded"]
-    if base.empty or got.empty:
-        return
     for model, g in got.groupby("model"):
-        best = float(g["mean"].astype(float).min())  # the best cell's mean over seeds
-        console.print(f"{model}: best fd_embedded {best:.4g} = {100 * best / float(base.iloc[0]):.1f}% of the "
-                      f"trivial class-mean baseline ({float(base.iloc[0]):.4g})")
+        best = g.loc[g["mean"].astype(float).idxmin()]  # the best cell's mean over seeds
+        # the baseline scored as this cell was (same reference set and metric settings), never another's
+        same = trivial[(trivial["metric_args"].astype(str) == str(best["metric_args"]))
+                       & (trivial["ref_id"].astype(str) == str(best["ref_id"]))]["value"]
+        if not same.empty:
+            console.print(f"{model}: best fd_embedded {float(best['mean']):.4g} = "
+                          f"{100 * float(best['mean']) / float(same.iloc[-1]):.1f}% of the trivial class-mean "
+                          f"baseline ({float(same.iloc[-1]):.4g})")

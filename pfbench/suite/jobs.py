@@ -183,7 +183,8 @@ class CellJob(_Job):
         try:
             lock = try_lock(lock_path(runner.results, part)) if rank == 0 else nullcontext(True)
             with lock as mine:
-                todo = [bool(mine) and (rank != 0 or not has_part(runner.results, part, damaged="move"))]
+                todo = [bool(mine) and (rank != 0 or not has_part(runner.results, part, suite=runner.spec.name,
+                                                                    damaged="move"))]
                 if world > 1:
                     dist.broadcast_object_list(todo, src=0)  # rank 0 decides for the job
                 if not todo[0]:

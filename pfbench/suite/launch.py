@@ -183,7 +183,7 @@ class Launcher:
             model_id = known[cell.model]
             if model_id is not None:
                 parts.append(self.runner.cell_part(cell, model_id))
-                if has_part(self.runner.results, parts[-1], damaged="quiet"):
+                if has_part(self.runner.results, parts[-1], suite=self.runner.spec.name, damaged="quiet"):
                     out.cells_done += 1
                     continue
             key = f"cell-{cell.key(self._model_ref(cell.model, model_id) + self.spec.eval.numerics())}"

@@ -24,6 +24,7 @@ from pfbench.data import DATASETS
 from pfbench.registry import ADAPTERS, METRICS, SAMPLERS
 from pfbench.report.claims import PAPER_CLAIMS
 from pfbench.suite.spec import SEED_SEP, ExpectedSpec, ModelSpec, SamplerSpec, SuiteSpec
+from pfbench.suite.yaml_guard import check_suite_files
 
 
 def expand_train_seeds(spec: SuiteSpec) -> SuiteSpec:
@@ -66,6 +67,7 @@ def compose_yaml(path: str | Path, overrides: list[str] | None = None) -> dict[s
     path = Path(path)
     if not path.is_file():
         raise PfbenchError(f"suite file not found: {path}")
+    check_suite_files(path)  # size, depth, alias expansion and include cycles, before OmegaConf expands anything
     try:
         with initialize_config_dir(config_dir=str(path.parent.resolve()), version_base=None):
             cfg = compose(config_name=path.stem, overrides=list(overrides or []))

@@ -211,7 +211,7 @@ class Runner:
         parts = [self.cell_part(cell, models[cell.model].key_id) for cell in cells]
         self._parts = parts  # for ``kept`` (the Ctrl-C message)
         # A damaged part counts as pending; it is reported and moved aside below, under its lock.
-        todo = [i for i, part in enumerate(parts) if not has_part(self.results, part, damaged="quiet")]
+        todo = [i for i, part in enumerate(parts) if not has_part(self.results, part, suite=self.spec.name, damaged="quiet")]
         cost = {i: self.estimate(cells[i])[1] for i in todo}  # GFLOPs per cell: the ETA's yardstick
         left, spent, began, n, said = sum(cost.values()), 0.0, time.perf_counter(), 0, False
         while todo:
@@ -222,7 +222,7 @@ class Runner:
                     if not mine:
                         busy.append(i)
                         continue
-                    if not has_part(self.results, part, damaged="move"):  # else another runner just wrote it
+                    if not has_part(self.results, part, suite=self.spec.name, damaged="move"):  # else another runner just wrote it
                         n += 1
                         if self.progress:
                             eta = f", ≈{_duration((time.perf_counter() - began) / spent * left)} left" if spent else ""
@@ -264,7 +264,7 @@ class Runner:
         """What an interrupted ``run`` has saved, in words (for the Ctrl-C message)."""
         parts: list[str] | None = getattr(self, "_parts", None)
         if parts is not None:
-            done = sum(has_part(self.results, p, damaged="quiet") for p in parts)
+            done = sum(has_part(self.results, p, suite=self.spec.name, damaged="quiet") for p in parts)
             return f"{done} of {len(parts)} cells are saved in {self.results}"
         trains = any(m.train is not None for m in self.spec.models.values())
         return "no cell was computed yet" + (f"; training checkpoints are kept in {self.runs}" if trains else "")
@@ -312,7 +312,7 @@ class Runner:
                                          f"(call at t ≈ {tr.difficulty_t:.2f})")
 
     def print_table(self, wall: float) -> None:
-        print_run_summary(read_results(self.results), f"suite {self.spec.name}: {self.results} (this run {wall:.0f} s)",
+        print_run_summary(read_results(self.results, self.spec.name), f"suite {self.spec.name}: {self.results} (this run {wall:.0f} s)",
                           console)
 
 

@@ -67,7 +67,7 @@ class ModelUnits:
     def _unit(self, part: str, rows: Callable[[], list[Row]], done: Callable[[], bool] = lambda: True) -> None:
         """Computes ``rows()`` and writes them as ``part``, under its lock, unless the part (and ``done()``) exists."""
         with self.lock(part):
-            if not (has_part(self.results, part, damaged="move") and done()):
+            if not (has_part(self.results, part, suite=self.spec.name, damaged="move") and done()):
                 write_rows(self.results / f"{part}.parquet", rows())
 
     def reference_data(self) -> Any:
@@ -87,8 +87,10 @@ class ModelUnits:
         if self.spec.data.name != "embedded":
             return  # these reference rows are the embedded dataset's; a given reference set has its own scale
         d, n = self.spec.data, self.spec.sweep.num_samples
-        keyed: list[object] = [dataclasses.asdict(d), self.spec.metrics, n] + (["captions"] if captions else [])
-        part = f"reference-{content_hash(keyed)}"
+        # Keyed like a cell's scores (``Scorer.key``: metrics, data, reference set, resize, weights, metric options),
+        # so a change of any of them makes a new reference part rather than scaling cells by stale baselines.
+        keyed: list[object] = [dataclasses.asdict(d), self.spec.metrics, n, self.scorer.key()]
+        part = f"reference-{content_hash(keyed + (['captions'] if captions else []))}"
 
         def rows() -> list[Row]:
             train = embedded_images(EmbeddedSpec(resolution=d.resolution, split="train", size=max(n, 10_000),
@@ -164,7 +166,10 @@ class ModelUnits:
         """Held-out difficulty map vs the generator's hard pixels and the realised error (rows + a figure)."""
         if not self._pf_on_embedded(lm):
             return
-        part, fig = f"difficulty-{lm.model_id[:16]}", self.reports / f"difficulty_{lm.name}.png"
+        # The weights, the held-out data and the time: everything that changes the numbers.
+        ev, data = self.spec.eval, dataclasses.asdict(self.spec.data)
+        part = f"difficulty-{lm.model_id[:16]}-{content_hash([data, ev.difficulty_t])[:8]}"
+        fig = self.reports / f"difficulty_{lm.name}.png"
 
         def rows() -> list[Row]:
             ref = self.reference_data()

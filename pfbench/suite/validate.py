@@ -114,6 +114,9 @@ def _check_axes(spec: SuiteSpec) -> None:
                 raise PfbenchError(f"{path}[{k}] = {n}: must be in [1, {top}] ({unit})")
     if sw.num_samples < 1:
         raise PfbenchError(f"sweep.num_samples = {sw.num_samples}: must be >= 1 (images per cell)")
+    for k, seed in enumerate(sw.seeds):
+        if seed < 0:
+            raise PfbenchError(f"sweep.seeds[{k}] = {seed}: must be >= 0 (a sampling seed)")
     for k, scale in enumerate(sw.cfg_scale):
         if not math.isfinite(scale):
             raise PfbenchError(f"sweep.cfg_scale[{k}] = {scale}: must be a finite number (1 = no guidance)")
