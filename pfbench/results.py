@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import io
 import json
 import os
 import platform

@@ -373,7 +373,8 @@ def test_suite_model_with_layout_needs_no_preset(tmp_path: Path, random_net: Ran
     assert SuiteModels(spec, tmp_path / "runs", False, None).net_config("pf") == net.cfg  # type: ignore[arg-type]
 
 
-def test_wrong_shape_safetensors_say_what_is_wrong(tmp_path: Path) -> None:
+def test_wrong_shape_safetensors_say_what_is_wrong(tmp_path: Path, random_net: RandomNet,
+                                                   to_external: ToExternal) -> None:
     from safetensors.torch import save_file
 
     ext = {k: v.contiguous() for k, v in to_external(random_net("sit"), sigma=False).items()}
