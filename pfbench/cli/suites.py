@@ -1,4 +1,4 @@
-"""``pfbench run|plan|report|compare|baseline|figures|parity``: suites and their results.
+"""``pfbench run|plan|report|compare|baseline|figures|pareto|tune|parity``: suites and their results.
 
 Heavy imports stay inside the commands, so ``pfbench --help`` and each command's start stay fast.
 """
@@ -210,6 +210,20 @@ def figures(
 
     for path in paper_figures(list(results), out):
         console.print(f"wrote {path}")
+
+
+def pareto(
+    results: Annotated[list[Path], typer.Argument(help="results folders (results/SUITE); rows are pooled")],
+    metric: Annotated[str, typer.Option(help="quality metric")] = "fd_embedded",
+    cost: Annotated[str, typer.Option(help="cost axis: nfe | gflops | wall (| steps where rows have it)")] = "nfe",
+    out: Annotated[Path, typer.Option(help="output folder (Markdown + figure)")] = Path("reports/pareto"),
+) -> None:
+    """Which configuration at which budget: the quality-vs-cost Pareto front (dominated only where significant)."""
+    from pfbench.report.pareto_report import write_pareto
+
+    md = write_pareto(list(results), out, metric, cost)
+    console.print(md.read_text(), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"wrote {md} (and its figure)")
 
 
 def parity(

@@ -18,6 +18,7 @@ import pandas as pd
 from pfbench import PfbenchError
 from pfbench.io import atomic_write_text
 from pfbench.report.figures import PREFIX, Figure, make_figures
+from pfbench.report.pareto_report import pareto_section
 from pfbench.report.stats import summarize
 from pfbench.report.tables import TextTable, long_table, results_table
 from pfbench.report.validity import validity_sections
@@ -146,6 +147,7 @@ def report(suite_name: str, results_root: Path = Path("results"), reports_root: 
     sections: list[tuple[str, list[TextTable | Figure | Image]]] = []
     if (summary["kind"] == "cell").any():
         sections.append(("Results", [results_table(summary, title="")]))
+        sections.append(("Which configuration at which budget (Pareto front)", pareto_section(rows, out)))
     sections += validity_sections(rows, out)  # the paper's claims, paired over seeds (none without their models)
     if (summary["kind"] == "reference").any():
         sections.append(("Reference values", [long_table(
