@@ -37,6 +37,7 @@ data_app.command("encode")(stages.data_encode)
 assets_app.command("build")(stages.assets_build)
 app.command()(suites.figures)
 app.command()(suites.pareto)
+app.command()(suites.tune)
 app.command()(suites.parity)
 assets_app.command("export")(stages.assets_export)
 

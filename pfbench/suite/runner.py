@@ -188,6 +188,19 @@ class Runner:
             self.units.model(lm)
         parts = [self.cell_part(cell, models[cell.model].key_id) for cell in cells]
         self._parts = parts  # for ``kept`` (the Ctrl-C message)
+        self.compute(cells, parts, models)
+        self.figures(models)
+        index = report(self.spec.name, results_root=self.results.parent, reports_root=self.reports.parent)
+        self.print_table(time.perf_counter() - t0)
+        console.print(f"report: {index} (and index.html)")
+
+    def compute(self, cells: list[RunSpec], parts: list[str], models: dict[str, LoadedModel]) -> None:
+        """Computes and writes every cell whose result part is not on disk yet (``cells[i]`` as part ``parts[i]``).
+
+        Each cell is computed under its part's lock, so runners sharing the results folder split the cells; cells
+        another runner holds are waited for (and taken over if it dies). Also the cell computation of
+        ``pfbench tune`` (``pfbench.suite.tune``): its trials are ordinary cells.
+        """
         # A damaged part counts as pending; it is reported and moved aside below, under its lock.
         todo = [i for i, part in enumerate(parts) if not has_part(self.results, part, damaged="quiet")]
         cost = {i: self.estimate(cells[i])[1] for i in todo}  # GFLOPs per cell: the ETA's yardstick
@@ -217,10 +230,6 @@ class Runner:
             todo = busy
             if todo:
                 time.sleep(1.0)
-        self.figures(models)
-        index = report(self.spec.name, results_root=self.results.parent, reports_root=self.reports.parent)
-        self.print_table(time.perf_counter() - t0)
-        console.print(f"report: {index} (and index.html)")
 
     def cell_part(self, cell: RunSpec, key_id: str) -> str:
         """The result part (file stem) of a cell whose model has ``LoadedModel.key_id`` ``key_id``."""
