@@ -140,3 +140,33 @@ def test_two_tuners_share_one_study(tmp_path: Path) -> None:
     # each stops once the study holds `trials` finished trials; a trial in flight at that moment may add one more
     # (a tuner that starts late on a loaded machine may find the study done: it then evaluates nothing)
     assert trials <= finished <= trials + 1 and sum(counts) == finished, (counts, finished)
+
+
+TINY = """
+name: tiny_tune
+data: {name: embedded, resolution: 16, seed: 0, test_size: 300}
+models: {pf: {checkpoint: "asset:embedded_pf_r16.pt"}}
+grid: [{models: [pf], samplers: [look_ahead, euler_pf]}]
+sweep: {nfe: [4], seeds: [0], num_samples: 40}
+metrics: [fd_embedded]
+eval: {batch_size: 40, learning_curve: false}
+tune: {samplers: [look_ahead], trials: 2, tuning_seeds: [5], heldout_seeds: [0, 1]}
+"""
+
+
+@pytest.mark.slow  # real cells: the shipped checkpoint samples and the embedded network scores
+def test_tune_cli_computes_ordinary_cached_cells(tmp_path: Path) -> None:
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    cmd = [sys.executable, "-m", "pfbench.cli", "tune", str(tmp_path / "tiny.yaml"), "--results",
+           str(tmp_path / "results"), "--reports", str(tmp_path / "reports"), "--threads", "1", "--quiet"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PFBENCH_CACHE": str(tmp_path / "cache")}
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    parts = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results" / "tiny_tune").glob("cell-*.parquet")}
+    rows = pd.concat([pd.read_parquet(tmp_path / "results" / "tiny_tune" / p) for p in parts])
+    assert set(rows["kind"]) == {"cell"} and set(rows["seed"]) == {0, 1, 5}  # tuning seed 5, held-out 0 and 1
+    assert (tmp_path / "reports" / "tiny_tune" / "tune.md").read_text().count("| pf | look_ahead | 4 |") == 1
+    assert "look_ahead" in (tmp_path / "reports" / "tiny_tune" / "tuned.yaml").read_text()
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)  # everything cached
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "results" / "tiny_tune").glob("cell-*.parquet")} == parts

@@ -105,6 +105,10 @@ class Outcome:
     study: str
 
 
+def _mean(values: dict[int, float]) -> float:
+    return float(np.mean(list(values.values())))
+
+
 def _canonical(name: str, params: dict[str, Any]) -> dict[str, Any]:
     """``params`` rounded (grid values such as 0.30000000000000004) and without entries equal to the sampler's
     default, so the default configuration is the very cell a suite computes."""
@@ -252,8 +256,12 @@ class Tuner:
             study = optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=True)
             done = len(study.get_trials(deepcopy=False, states=FINISHED))
             default = self.default_params(target)
-            if default is not None:
-                study.enqueue_trial(default, skip_if_exists=True)
+            # the default first, unless a trial already has it (not counting one a killed tuner left running:
+            # optuna's own skip_if_exists would, and the default would then never be scored)
+            if default is not None and not any(
+                    t.system_attrs.get("fixed_params", t.params) == default
+                    for t in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.WAITING))):
+                study.enqueue_trial(default)
         # seeded by how far the study got, so a resumed tuner does not retrace the killed one's random start
         study.sampler = optuna.samplers.TPESampler(
             seed=int(content_hash([name, done])[:8], 16), n_startup_trials=max(2, min(10, self.tune.trials // 3)))
@@ -288,7 +296,8 @@ class Tuner:
             the per-seed values of the default and the tuned configuration on the tuning and held-out seeds.
         """
         storage = self.storage()
-        outcomes = []
+        outcomes, scores = [], []
+        sign = 1.0 if self.higher_is_better() else -1.0
         for target in self.targets():
             t0 = time.perf_counter()
             study = self.search(target, storage)
@@ -296,17 +305,17 @@ class Tuner:
             if not completed:
                 raise PfbenchError(f"tune: study {study.study_name} has no completed trial (every configuration "
                                    "failed); see its trials in the optuna database")
-            tuned = self.config(target, study.best_trial.params)
-            outcomes.append(Outcome(target, self.default(target), tuned, len(completed), study.study_name))
+            default, best = self.default(target), self.config(target, study.best_trial.params)
+            entry: dict[str, Any] = {f"{w}_tuning": self.tuning_values(target, c)
+                                     for w, c in (("default", default), ("tuned", best))}
+            if sign * _mean(entry["default_tuning"]) >= sign * _mean(entry["tuned_tuning"]):
+                best, entry["tuned_tuning"] = default, entry["default_tuning"]  # the default wins on the tuning seeds
+            outcome = Outcome(target, default, best, len(completed), study.study_name)
+            outcomes.append(outcome)
+            scores.append(entry | {"outcome": outcome})
             if self.progress:
-                print(f"tuned {target.label()}: {tuned.text()} ({len(completed)} trials, "
+                print(f"tuned {target.label()}: {best.text()} ({len(completed)} trials, "
                       f"{time.perf_counter() - t0:.0f} s)", flush=True)
-        scores: list[dict[str, Any]] = [{"outcome": o} for o in outcomes]
-        for entry, o in zip(scores, outcomes, strict=True):  # cached cells: the search computed them
-            for which, config in (("default", o.default), ("tuned", o.tuned)):
-                cells = config.cells(self.spec, o.target.model, o.target.nfe, self.tune.tuning_seeds)
-                entry[f"{which}_tuning"] = {c.seed: self.value(r)
-                                            for c, r in zip(cells, self.score("tuning", cells), strict=True)}
         rows, by_key = self.heldout(outcomes)  # the held-out seeds, after every search has ended
         for entry, o in zip(scores, outcomes, strict=True):
             for which, config in (("default", o.default), ("tuned", o.tuned)):
@@ -314,9 +323,15 @@ class Tuner:
                 entry[f"{which}_heldout"] = {c.seed: self.value(by_key[c.key("")]) for c in cells}
         return outcomes, rows, scores
 
+    def tuning_values(self, target: Target, config: Config) -> dict[int, float]:
+        """``config``'s metric per tuning seed (cells the search computed are read back from the cache)."""
+        cells = config.cells(self.spec, target.model, target.nfe, self.tune.tuning_seeds)
+        return {c.seed: self.value(r) for c, r in zip(cells, self.score("tuning", cells), strict=True)}
+
     def heldout(self, outcomes: Sequence[Outcome]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
         """Rows on the held-out seeds: the suite's own cells (every sampler at its defaults) and each tuned
-        configuration (columns ``tuned``, and ``before``: a default configuration's), and the rows of each cell by its key (``RunSpec.key("")``)."""
+        configuration (columns ``tuned``, and ``before``: a default configuration's), and the rows of each cell by
+        its key (``RunSpec.key("")``)."""
         seeds = self.tune.heldout_seeds
         suite_cells = plan(dataclasses.replace(self.spec, sweep=dataclasses.replace(self.spec.sweep, seeds=seeds)))
         tuned = {c.key(""): c for o in outcomes for c in o.tuned.cells(self.spec, o.target.model, o.target.nfe, seeds)}
