@@ -6,7 +6,7 @@ Heavy imports stay inside the commands, so ``pfbench --help`` and each command's
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -251,7 +251,7 @@ def tune(
 
     set_threads(threads)
     spec = load_suite(suite, overrides)
-    given = {"trials": trials, "tuning_seeds": _seeds(tuning_seeds, "--tuning-seeds"),
+    given: dict[str, Any] = {"trials": trials, "tuning_seeds": _seeds(tuning_seeds, "--tuning-seeds"),
              "heldout_seeds": _seeds(heldout_seeds, "--heldout-seeds"), "metric": metric}
     spec = dataclasses.replace(spec, tune=dataclasses.replace(spec.tune, **{k: v for k, v in given.items()
                                                                             if v is not None}))

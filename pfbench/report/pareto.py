@@ -143,18 +143,16 @@ def pareto(rows: pd.DataFrame, metric: str = "fd_embedded", cost: str = "nfe") -
     front = configurations(rows, metric, cost_axis(cost))
     pts = front.points
     sign = 1.0 if front.higher else -1.0
-    status, by, pvals = [], [], []
+    marks: list[tuple[str, str, float]] = []  # (status, by, p) per point
     for _, b in pts.iterrows():
         better = pts[(pts["cost"] <= b["cost"] * (1 + 1e-9)) & (sign * (pts["mean"] - b["mean"]) > 0)]
         tests = [(difference(front.values[a], front.values[b["label"]], front.higher)[1], a) for a in better["label"]]
-        sig = sorted((p, a) for p, a in tests if significant(p))
-        if sig:
-            status.append(DOMINATED), by.append(sig[0][1]), pvals.append(sig[0][0])
-        elif tests:
-            p, a = min(tests, key=lambda t: (-t[0] if np.isfinite(t[0]) else -2.0))  # the closest call
-            status.append(TIED), by.append(a), pvals.append(p)
-        else:
-            status.append(FRONT), by.append(""), pvals.append(math.nan)
+        if not tests:
+            marks.append((FRONT, "", math.nan))
+            continue
+        p, a = min(tests, key=lambda t: t[0] if np.isfinite(t[0]) else math.inf)  # the closest call
+        marks.append((DOMINATED if significant(p) else TIED, a, p))
+    status, by, pvals = (list(x) for x in zip(*marks, strict=True))
     points = pts.assign(status=status, by=by, p=pvals).sort_values(["cost", "mean"], ascending=[True, not front.higher])
     points = points.reset_index(drop=True)
     kept = points["status"] != DOMINATED

@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import optuna
@@ -251,7 +251,7 @@ class Tuner:
     def search(self, target: Target, storage: optuna.storages.BaseStorage) -> optuna.Study:
         """Runs (or resumes) the target's study until it holds ``tune.trials`` finished trials."""
         name = self.study_name(target)
-        direction = "maximize" if self.higher_is_better() else "minimize"
+        direction: Literal["minimize", "maximize"] = "maximize" if self.higher_is_better() else "minimize"
         with hold_lock(lock_path(self.results, "tune-optuna-db")):
             study = optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=True)
             done = len(study.get_trials(deepcopy=False, states=FINISHED))
