@@ -3,6 +3,7 @@ resumes without repeating finished trials, and trials are ordinary cached suite 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -88,6 +89,22 @@ def test_heldout_seeds_never_enter_the_search(tmp_path: Path) -> None:
     for summary in optuna.get_all_study_summaries(storage):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         assert all(t.user_attrs["seeds"] == [100, 101] for t in study.get_trials(states=FINISHED))
+
+
+def test_guided_suites_also_search_the_cfg_scale_and_interval(tmp_path: Path) -> None:
+    spec = tiny_spec(4, samplers=["dual_loop"])
+    spec = dataclasses.replace(spec, sweep=dataclasses.replace(spec.sweep, cfg_scale=[1.0, 2.0]))
+    tuner = Tuner(spec, tmp_path, tmp_path / "reports", evaluate=analytic_rows, progress=False)
+    (target,) = tuner.targets()
+    assert target.cfg == 2.0 and {"cfg_scale", "cfg_lo", "cfg_hi"} <= set(tuner.space(target))
+    assert tuner.space(target)["n_inner"].high == 8  # fits NFE 16
+    config = tuner.config(target, {"p": 0.4, "n_inner": 4, "cfg_scale": 3.0, "cfg_lo": 0.1, "cfg_hi": 0.9})
+    assert config.sampler.params == {} and config.cfg_scale == 3.0 and config.cfg_interval == (0.1, 0.9)
+    assert tuner.config(target, {"p": 0.4, "n_inner": 4, "cfg_scale": 1.0, "cfg_lo": 0.1, "cfg_hi": 0.9}).cfg_interval \
+        is None  # an interval means nothing without guidance
+    outcomes, _, _ = tuner.run()
+    cells = [c for phase, c in tuner.evaluated if phase == "search"]
+    assert len({(c.cfg_scale, c.cfg_interval) for c in cells}) > 1  # the search moved the guidance
 
 
 def test_overlapping_seeds_are_refused(tmp_path: Path) -> None:

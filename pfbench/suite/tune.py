@@ -199,8 +199,8 @@ class Tuner:
                                                                {**target.sampler.params, **sampler_params}))
         if "cfg_scale" not in params:
             return Config(sampler)
-        iv = (round(params["cfg_lo"], 6), round(params["cfg_hi"], 6))
-        return Config(sampler, round(params["cfg_scale"], 6), None if iv == (0.0, 1.0) else iv)
+        scale, iv = round(params["cfg_scale"], 6), (round(params["cfg_lo"], 6), round(params["cfg_hi"], 6))
+        return Config(sampler, scale, None if iv == (0.0, 1.0) or scale == 1.0 else iv)  # no guidance: no interval
 
     def default_params(self, target: Target) -> dict[str, Any] | None:
         """The default configuration as trial parameters (enqueued first), None where it lies outside the space."""
