@@ -165,6 +165,7 @@ def test_report_writes_markdown_figures_and_tables(built: Path) -> None:
     assert "difficulty_pearson ↑ | 0.4321 ± NA" in md and "real_train" in md
     assert "](samples.png)" in md and "](difficulty_pf.png)" in md
     assert md.index("](samples.png)") < md.index("](difficulty_pf.png)")
+    assert "](fig_pareto_fd_embedded.png)" in md and "### Best configuration per budget" in md
 
 
 def test_html_is_self_contained(built: Path) -> None:
@@ -173,7 +174,8 @@ def test_html_is_self_contained(built: Path) -> None:
     assert refs and all(r.startswith("data:image/png;base64,") for r in refs), [r[:40] for r in refs]
     assert "url(" not in html and "@import" not in html
     # 3 figures + samples + difficulty map + the claims section's NFE and GFLOPs figures (pf vs sit, report.validity)
-    assert len(re.findall(r"<img ", html)) == 7 and "<h2>Claims</h2>" in html
+    # + the Pareto front (the suite sweeps three samplers)
+    assert len(re.findall(r"<img ", html)) == 8 and "<h2>Claims</h2>" in html
 
 
 def test_report_without_results_is_a_user_error(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""``pfbench run|plan|report|compare|baseline|figures|parity``: suites and their results.
+"""``pfbench run|plan|report|compare|baseline|figures|pareto|tune|parity``: suites and their results.
 
 Heavy imports stay inside the commands, so ``pfbench --help`` and each command's start stay fast.
 """
@@ -258,6 +258,67 @@ def figures(
 
     for path in paper_figures(list(results), out):
         console.print(f"wrote {path}")
+
+
+def pareto(
+    results: Annotated[list[Path], typer.Argument(help="results folders (results/SUITE); rows are pooled")],
+    metric: Annotated[str, typer.Option(help="quality metric")] = "fd_embedded",
+    cost: Annotated[str, typer.Option(help="cost axis: nfe | gflops | wall (| steps where rows have it)")] = "nfe",
+    out: Annotated[Path, typer.Option(help="output folder (Markdown + figure)")] = Path("reports/pareto"),
+) -> None:
+    """Which configuration at which budget: the quality-vs-cost Pareto front (dominated only where significant)."""
+    from pfbench.report.pareto_report import write_pareto
+
+    md = write_pareto(list(results), out, metric, cost)
+    console.print(md.read_text(), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"wrote {md} (and its figure)")
+
+
+def tune(
+    suite: Annotated[Path, typer.Argument(help="suite YAML (its tune: section says what to search)")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="hydra overrides, e.g. tune.trials=30")] = None,
+    trials: Annotated[int | None, typer.Option(help="finished trials per study (default: tune.trials)")] = None,
+    tuning_seeds: Annotated[str | None, typer.Option(help="seeds the search scores on, e.g. 100,101")] = None,
+    heldout_seeds: Annotated[str | None, typer.Option(help="seeds the best configurations are scored on")] = None,
+    metric: Annotated[str | None, typer.Option(help="objective (default: the suite's first metric)")] = None,
+    results: Annotated[Path, typer.Option(help="results root")] = Path("results"),
+    reports: Annotated[Path, typer.Option(help="reports root")] = Path("reports"),
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
+) -> None:
+    """Tune the adaptive samplers per budget on tuning seeds (Optuna), score the winners on held-out seeds.
+
+    Resumable (studies persist in RESULTS/SUITE/tune/optuna.db; finished trials are not rerun) and safe to run
+    twice at once on one results folder. Writes REPORTS/SUITE/tune.md and tuned.yaml (a suite snippet).
+    """
+    import dataclasses
+    import time
+
+    from pfbench.suite.parse import load_suite
+    from pfbench.suite.tune import Tuner, write_report
+
+    set_threads(threads)
+    spec = load_suite(suite, overrides)
+    given: dict[str, Any] = {"trials": trials, "tuning_seeds": _seeds(tuning_seeds, "--tuning-seeds"),
+             "heldout_seeds": _seeds(heldout_seeds, "--heldout-seeds"), "metric": metric}
+    spec = dataclasses.replace(spec, tune=dataclasses.replace(spec.tune, **{k: v for k, v in given.items()
+                                                                            if v is not None}))
+    tuner = Tuner(spec, results, reports, progress=not quiet)
+    t0, c0 = time.perf_counter(), time.process_time()
+    with kept_on_ctrl_c(lambda: f"finished trials are saved in {tuner.results / 'tune' / 'optuna.db'}"):
+        outcomes, heldout, scores = tuner.run()
+    md, snippet = write_report(tuner, outcomes, heldout, scores, time.perf_counter() - t0, time.process_time() - c0)
+    console.print(md.read_text(), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"wrote {md} and {snippet}")
+
+
+def _seeds(text: str | None, option: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(s) for s in text.replace(" ", "").split(",") if s]
+    except ValueError:
+        raise PfbenchError(f"{option} {text!r}: give comma-separated integers, e.g. 100,101") from None
 
 
 def parity(

@@ -25,6 +25,7 @@ from pfbench.report.correction import METHOD
 from pfbench.report.figures import PREFIX, Figure, make_figures
 from pfbench.report.keys import instance_warning
 from pfbench.report.paper import published_table, read_expected
+from pfbench.report.pareto_report import pareto_section
 from pfbench.report.stats import summarize
 from pfbench.report.tables import TextTable, long_table, results_table
 from pfbench.report.validity import validity_sections
@@ -180,6 +181,7 @@ def report(suite_name: str, results_root: Path = Path("results"), reports_root: 
         sections.append(("Published vs measured", [published_table(rows, expected)]))
     if (summary["kind"] == "cell").any():
         sections.append(("Results", [results_table(summary, title="")]))
+        sections.append(("Which configuration at which budget (Pareto front)", pareto_section(rows, out)))
     sections.append(("Skipped cells", _skipped(src)))
     table = evaluate_claims(rows, trends=trends)
     sections += validity_sections(rows, out, table)  # the paper's claims, paired over seeds (none without their models)

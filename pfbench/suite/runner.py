@@ -210,6 +210,22 @@ class Runner:
             self.units.model(lm)
         parts = [self.cell_part(cell, models[cell.model].key_id) for cell in cells]
         self._parts = parts  # for ``kept`` (the Ctrl-C message)
+        self.compute(cells, parts, models)
+        self.figures(models)
+        self.write_skip_notes()
+        write_expected(self.results, [dataclasses.asdict(e) for e in self.spec.expected])
+        index = report(self.spec.name, results_root=self.results.parent, reports_root=self.reports.parent,
+                       trends=tuple(self.spec.claims.trends))
+        self.print_table(time.perf_counter() - t0)
+        console.print(f"report: {index} (and index.html)")
+
+    def compute(self, cells: list[RunSpec], parts: list[str], models: dict[str, LoadedModel]) -> None:
+        """Computes and writes every cell whose result part is not on disk yet (``cells[i]`` as part ``parts[i]``).
+
+        Each cell is computed under its part's lock, so runners sharing the results folder split the cells; cells
+        another runner holds are waited for (and taken over if it dies). Also the cell computation of
+        ``pfbench tune`` (``pfbench.suite.tune``): its trials are ordinary cells.
+        """
         # A damaged part counts as pending; it is reported and moved aside below, under its lock.
         todo = [i for i, part in enumerate(parts) if not has_part(self.results, part, suite=self.spec.name, damaged="quiet")]
         cost = {i: self.estimate(cells[i])[1] for i in todo}  # GFLOPs per cell: the ETA's yardstick
@@ -239,13 +255,6 @@ class Runner:
             todo = busy
             if todo:
                 time.sleep(1.0)
-        self.figures(models)
-        self.write_skip_notes()
-        write_expected(self.results, [dataclasses.asdict(e) for e in self.spec.expected])
-        index = report(self.spec.name, results_root=self.results.parent, reports_root=self.reports.parent,
-                       trends=tuple(self.spec.claims.trends))
-        self.print_table(time.perf_counter() - t0)
-        console.print(f"report: {index} (and index.html)")
 
     def write_skip_notes(self) -> None:
         """``<results>/skipped.json``: the optional models skipped by this run and why (read by the report); removed

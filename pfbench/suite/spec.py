@@ -231,6 +231,23 @@ class ClaimsSpec:
 
 
 @dataclass(frozen=True)
+class TuneSpec:
+    """``pfbench tune``: search the adaptive samplers' parameters per budget (``pfbench.suite.tune``).
+
+    Trials are scored on ``tuning_seeds`` only; the best configuration of each study is then scored on
+    ``heldout_seeds``, which the search never sees (the two must not overlap). ``space`` overrides a sampler's
+    search range: ``{look_ahead: {r: [1.0, 2.5, 0.1]}}`` (low, high, step; integers for integer parameters).
+    """
+
+    samplers: list[str] = field(default_factory=lambda: ["dual_loop", "look_ahead"])
+    trials: int = 20
+    tuning_seeds: list[int] = field(default_factory=lambda: [100, 101])
+    heldout_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    metric: str | None = None  # the objective; default: the suite's first metric
+    space: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class SuiteSpec:
     name: str
     grid: list[GridSpec]
@@ -247,6 +264,7 @@ class SuiteSpec:
     prompts: str | None = None
     claims: ClaimsSpec = field(default_factory=ClaimsSpec)
     expected: list[ExpectedSpec] = field(default_factory=list)  # published numbers, shown beside the measured ones
+    tune: TuneSpec = field(default_factory=TuneSpec)
 
 
 @dataclass(frozen=True)
