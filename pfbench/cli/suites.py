@@ -12,7 +12,10 @@ import typer
 from rich.markup import escape
 
 from pfbench import PfbenchError
-from pfbench.cli.common import console, kept_on_ctrl_c, set_threads
+from pfbench.cli.common import console, kept_on_ctrl_c, set_lock_policy, set_threads
+
+STALE_HELP = ("a lock whose holder has not heart-beaten for this many seconds is stale (default "
+              "$PFBENCH_LOCK_STALE_S, else 600)")
 
 
 def run(
@@ -25,6 +28,10 @@ def run(
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
     wait: Annotated[bool, typer.Option(help="launcher.name=submitit: wait for the jobs (resubmitting failed ones "
                                              "once) until the report is written")] = False,
+    stale_after: Annotated[float | None, typer.Option(help=STALE_HELP + "; a waiting runner takes it over once it "
+                                                           "has seen no heartbeat for that long")] = None,
+    steal_stale: Annotated[bool, typer.Option(help="take over at once the locks whose recorded last heartbeat is "
+                                                   "already stale (see `pfbench plan`)")] = False,
 ) -> None:
     """Run every cell of a suite (resumable: finished cells are skipped); a parity suite runs `pfbench parity`.
 
@@ -36,6 +43,7 @@ def run(
     from pfbench.suite.runner import Runner
 
     set_threads(threads)
+    set_lock_policy(stale_after, steal_stale)
     if suite_kind(suite) == "adm_parity":
         _no_overrides(suite, overrides)
         parity(suite, device=None)
@@ -52,7 +60,7 @@ def run(
         return
     if wait:
         raise PfbenchError("--wait: only for launcher.name=submitit (a local run always waits)")
-    with kept_on_ctrl_c(runner.kept):
+    with kept_on_ctrl_c(runner.kept, at_once=True):  # training workers are stopped by then (suite.workers)
         runner.run()
 
 
@@ -61,8 +69,10 @@ def plan(
     overrides: Annotated[list[str] | None, typer.Argument(help="hydra overrides")] = None,
     results: Annotated[Path, typer.Option(help="results root")] = Path("results"),
     runs: Annotated[Path, typer.Option(help="training runs / checkpoints root")] = Path("runs"),
+    stale_after: Annotated[float | None, typer.Option(help=STALE_HELP)] = None,
 ) -> None:
-    """Print the cells of a suite and which are already computed (a parity suite: its inputs and numbers)."""
+    """Print the cells of a suite, which are already computed, and who holds the locks of the others (a parity
+    suite: its inputs and numbers)."""
     from rich.table import Table
 
     from pfbench.results import has_part
@@ -75,6 +85,7 @@ def plan(
         _no_overrides(suite, overrides)
         _plan_parity(suite)
         return
+    set_lock_policy(stale_after)
     spec = load_suite(suite, overrides)
     validate(spec)
     runner = Runner(spec, results_root=results, runs_root=runs, progress=False)
@@ -106,10 +117,26 @@ def plan(
     missing = [n for n in unknown if spec.models[n].train is None]
     console.print(f"{len(cells)} cells; models to train: {', '.join(train) or 'none'}; models whose checkpoint or "
                   f"decoder is not found: {', '.join(missing) or 'none'}")
+    _plan_locks([runner.results, runner.runs])
     try:
         check_inputs(spec)
     except PfbenchError as err:  # what `run` would refuse to start without
         console.print(f"[yellow]run would stop[/]: {escape(str(err))}", highlight=False)
+
+
+def _plan_locks(folders: list[Path]) -> None:
+    """``pfbench plan``: who holds which unit's lock now (``pfbench.locks``), and which holders are stale."""
+    from pfbench.locks import StalePolicy, held_locks
+
+    held = [(folder, unit, holder) for folder in folders for unit, holder in held_locks(folder)]
+    if not held:
+        console.print("locks: none held")
+        return
+    after = StalePolicy.from_env().after_s
+    console.print(f"locks held ({len(held)}; stale after {after:g} s without a heartbeat, taken over by a waiting "
+                  "`pfbench run`, at once with --steal-stale):", highlight=False, soft_wrap=True)
+    for folder, unit, holder in held:
+        console.print(f"  {unit} in {folder}: held by {holder.describe(after)}", highlight=False, soft_wrap=True)
 
 
 def _no_overrides(suite: Path, overrides: list[str] | None) -> None:
