@@ -105,8 +105,13 @@ class Lock:
             return True
 
     def taken_by(self) -> str:
-        """Who holds the lock now, in words (after ``lost``)."""
-        return describe_holder(self.path)
+        """Who took the lock over, in words (after ``lost``): its holder now, or that it has released it since."""
+        return describe_holder(self.path) if holder_of(self.path) is not None else "a runner that has released it since"
+
+    def lost_note(self, unit: str) -> str:
+        """The line saying that this process lost ``unit`` and drops its result (after ``lost``)."""
+        return (f"lost the lock of {unit} (taken over while this process was stopped, by {self.taken_by()}): its "
+                "result here is discarded")
 
     def _write(self) -> None:
         data = json.dumps(asdict(self.holder)).encode()

@@ -136,7 +136,7 @@ def _plan_locks(folders: list[Path]) -> None:
     console.print(f"locks held ({len(held)}; stale after {after:g} s without a heartbeat, taken over by a waiting "
                   "`pfbench run`, at once with --steal-stale):", highlight=False, soft_wrap=True)
     for folder, unit, holder in held:
-        console.print(f"  {unit} in {folder}: held by {holder.describe(after)}", highlight=False, soft_wrap=True)
+        console.print(f"  {unit} in {folder}: held by {escape(holder.describe(after))}", highlight=False, soft_wrap=True)
 
 
 def _no_overrides(suite: Path, overrides: list[str] | None) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from pfbench import PfbenchError
@@ -322,10 +323,10 @@ def _train_job(spec: dict[str, Any], out: str, threads: int, progress: bool, par
     run = Path(out)
 
     def say(holder: str) -> None:
-        Console(stderr=True).print(f"[dim]waiting for another runner training {run} ({holder})", soft_wrap=True)
+        Console(stderr=True).print(f"[dim]waiting for another runner training {run} ({escape(holder)})", soft_wrap=True)
 
     def took(holder: str) -> None:
-        Console(stderr=True).print(f"[yellow]taking over[/] the training in {run} from {holder}", soft_wrap=True)
+        Console(stderr=True).print(f"[yellow]taking over[/] the training in {run} from {escape(holder)}", soft_wrap=True)
 
     with hold_lock(lock_path(run.parent, run.name), say, on_take_over=took) as lock:
         result = train(spec_from_dict(spec), run, resume=True, progress=progress, abort=lambda: _abort(lock, parent))

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from pfbench.adapters.base import Adapter, gflops_once
 from pfbench.data import class_names
@@ -210,8 +211,7 @@ class Runner:
                                           f"[dim]({n} of {len(cost)} to run{eta})")
                         rows = self.run_cell(cell, models[cell.model], part)
                         if lock.lost():  # stopped for longer than the stale timeout: the cell is another's now
-                            console.print(f"[yellow]lost the lock[/] of {part} to {lock.taken_by()}: this runner's "
-                                          "result is discarded", highlight=False, soft_wrap=True)
+                            console.print(f"[yellow]warning:[/] {escape(lock.lost_note(part))}", highlight=False, soft_wrap=True)
                             busy.append(i)
                             continue
                         write_rows(self.results / f"{part}.parquet", rows)
@@ -221,7 +221,7 @@ class Runner:
                 said = True
                 holders = sorted({describe_holder(lock_path(self.results, parts[i])) for i in busy})
                 console.print(f"[dim]{len(busy)} cell(s) are being computed by another runner on {self.results} "
-                              f"({'; '.join(holders)}); waiting for them (cells of a runner that dies or stops "
+                              f"({escape('; '.join(holders))}); waiting for them (cells of a runner that dies or stops "
                               "heart-beating are taken over)", highlight=False, soft_wrap=True)
             todo = busy
             if todo:
@@ -249,7 +249,7 @@ class Runner:
 
     def _took(self, part: str) -> Any:
         """Says that this runner takes ``part`` over from a holder that stopped heart-beating."""
-        return lambda holder: console.print(f"[yellow]taking over[/] {part} from {holder}", highlight=False,
+        return lambda holder: console.print(f"[yellow]taking over[/] {part} from {escape(holder)}", highlight=False,
                                             soft_wrap=True)
 
     def figures(self, models: dict[str, LoadedModel]) -> None:

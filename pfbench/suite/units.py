@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from torch import Tensor
 
 from pfbench.data.embedded import EmbeddedSpec
@@ -60,12 +61,12 @@ class ModelUnits:
 
         def say(holder: str) -> None:
             if self.console is not None:
-                self.console.print(f"[dim]waiting for another runner computing {part} on {self.results} ({holder})",
+                self.console.print(f"[dim]waiting for another runner computing {part} on {self.results} ({escape(holder)})",
                                    highlight=False, soft_wrap=True)
 
         def took(holder: str) -> None:
             if self.console is not None:
-                self.console.print(f"[yellow]taking over[/] {part} from {holder}", highlight=False, soft_wrap=True)
+                self.console.print(f"[yellow]taking over[/] {part} from {escape(holder)}", highlight=False, soft_wrap=True)
         return hold_lock(lock_path(self.results, part), say, on_take_over=took)
 
     def _unit(self, part: str, rows: Callable[[], list[Row]], done: Callable[[], bool] = lambda: True) -> None:
@@ -80,8 +81,7 @@ class ModelUnits:
                     write_rows(self.results / f"{part}.parquet", out)
                     return
             if self.console is not None:
-                self.console.print(f"[yellow]lost the lock[/] of {part} to {lock.taken_by()}: this runner's result "
-                                   "is discarded", highlight=False, soft_wrap=True)
+                self.console.print(f"[yellow]warning:[/] {escape(lock.lost_note(part))}", highlight=False, soft_wrap=True)
 
     def reference_data(self) -> Any:
         """Held-out test split of the embedded dataset (metric reference + diagnostics)."""

@@ -80,8 +80,11 @@ def _child(parent: int, fn: Callable[..., Any], args: tuple[Any, ...], conn: Con
         outcome = (False, err)
     try:
         conn.send(outcome)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the parent is gone
     except Exception:  # noqa: BLE001 - an exception that does not pickle: its text
-        conn.send((False, RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]}")))
+        with contextlib.suppress(OSError):
+            conn.send((False, RuntimeError(f"{type(outcome[1]).__name__}: {outcome[1]}")))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # the outcome is sent and every file is written: no interpreter teardown (seconds with torch loaded)
