@@ -251,7 +251,7 @@ class SuiteModels:
                 try:
                     speeds[n] = _train_job(s.to_dict(), str(out), threads, self.progress)
                 except KeyboardInterrupt as err:
-                    raise _Interrupted({n: str(err)}) from None
+                    raise _Interrupted({n: str(err) or "stopped before its training began"}) from None
             return speeds
         calls = {n: (_train_job, (s.to_dict(), str(out), threads, False, os.getpid())) for n, (s, out) in jobs.items()}
         watch = _TrainingBars({n: (s.steps, out) for n, (s, out) in jobs.items()}, self.console) if self.progress \
