@@ -169,3 +169,27 @@ def test_ctrl_c_during_training_stops_within_seconds_keeping_checkpoints_and_the
         assert step >= 10 and [r for r in after if r["step"] <= step] == [r for r in rows if r["step"] <= step]
         assert after[-1]["step"] == 200 and [r["step"] for r in after] == list(range(5, 201, 5))
     assert len([p for p in _parts(tmp_path, "run") if p.startswith("train-")]) == 2, _parts(tmp_path, "run")
+
+
+def test_a_model_trained_to_the_end_by_an_earlier_run_still_gets_its_training_speed_row(tmp_path: Path) -> None:
+    """A rerun that finds training finished (by a run killed before it wrote its rows) writes the train-* part,
+    with the speed from the run's log."""
+    from pfbench.results import read_results
+    from pfbench.suite.parse import load_suite
+    from pfbench.suite.runner import Runner
+
+    suite = tmp_path / "one.yaml"
+    suite.write_text(TRAIN2.replace("steps: 200", "steps: 10").replace("name: two", "name: one")
+                     .replace("learning_curve: false}", "learning_curve: false, parallel_train: false}"))
+    spec = load_suite(suite)
+    roots = {"results_root": tmp_path / "results", "runs_root": tmp_path / "runs", "progress": False}
+    Runner(spec, **roots).train_all()  # the earlier run: trained, then killed before any result part
+    rerun = Runner(spec, **roots)
+    speeds = rerun.train_all()
+    for name in ("pf", "sit"):
+        log = next((tmp_path / "runs" / "one").glob(f"{name}-*/log.jsonl")).read_text().splitlines()
+        last = json.loads(log[-1])
+        assert speeds[name] == pytest.approx(10 * 16 / last["wall_s"])
+        rerun.units.model(rerun.load_model(name, spec.models[name]))
+    rows = read_results(tmp_path / "results" / "one").query("metric == 'train_img_per_s'")
+    assert sorted(rows["model"]) == ["pf", "sit"] and (rows["value"] > 0).all()
