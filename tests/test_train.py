@@ -263,7 +263,10 @@ def test_resume_refuses_a_different_run(tmp_path: Path, tiny: Tiny) -> None:
     assert more.steps == 4  # steps / ckpt cadence may change on resume
     assert load_checkpoint(tmp_path / "step_000004.pt").step == 4
     again = train(spec_from_dict(tiny(steps=4)), tmp_path, progress=False)
-    assert again.steps == 4 and again.img_per_s == 0.0 and "loss" in again.losses  # nothing left to do
+    assert again.steps == 4 and "loss" in again.losses  # nothing left to do ...
+    last = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])
+    batch = spec_from_dict(tiny(steps=4)).batch_size  # ... and its speed is the whole run's, from the log
+    assert last["step"] == 4 and again.img_per_s == pytest.approx(4 * batch / last["wall_s"]) and again.img_per_s > 0
 
 
 def test_checkpoint_written_before_new_config_fields_still_resumes(tmp_path: Path, tiny: Tiny) -> None:

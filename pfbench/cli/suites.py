@@ -12,7 +12,10 @@ import typer
 from rich.markup import escape
 
 from pfbench import PfbenchError
-from pfbench.cli.common import console, kept_on_ctrl_c, set_threads
+from pfbench.cli.common import console, kept_on_ctrl_c, set_lock_policy, set_threads
+
+STALE_HELP = ("a lock whose holder has not heart-beaten for this many seconds is stale (default "
+              "$PFBENCH_LOCK_STALE_S, else 600)")
 
 
 def run(
@@ -26,6 +29,10 @@ def run(
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
     wait: Annotated[bool, typer.Option(help="launcher.name=submitit: wait for the jobs (resubmitting failed ones "
                                              "once) until the report is written")] = False,
+    stale_after: Annotated[float | None, typer.Option(help=STALE_HELP + "; a waiting runner takes it over once it "
+                                                           "has seen no heartbeat for that long")] = None,
+    steal_stale: Annotated[bool, typer.Option(help="take over at once the locks whose recorded last heartbeat is "
+                                                   "already stale (see `pfbench plan`)")] = False,
 ) -> None:
     """Run every cell of a suite (resumable: finished cells are skipped); a parity suite runs `pfbench parity`.
 
@@ -37,6 +44,7 @@ def run(
     from pfbench.suite.runner import Runner
 
     set_threads(threads)
+    set_lock_policy(stale_after, steal_stale)
     if suite_kind(suite) == "adm_parity":
         _no_overrides(suite, overrides)
         parity(suite, device=None)
@@ -56,7 +64,7 @@ def run(
     if wait:
         raise PfbenchError("--wait: only for launcher.name=submitit (a local run always waits)")
     _stop_on_missing(runner.spec)
-    with kept_on_ctrl_c(runner.kept):
+    with kept_on_ctrl_c(runner.kept, at_once=True):  # training workers are stopped by then (suite.workers)
         runner.run()
 
 
@@ -77,8 +85,10 @@ def plan(
     overrides: Annotated[list[str] | None, typer.Argument(help="hydra overrides")] = None,
     results: Annotated[Path, typer.Option(help="results root")] = Path("results"),
     runs: Annotated[Path, typer.Option(help="training runs / checkpoints root")] = Path("runs"),
+    stale_after: Annotated[float | None, typer.Option(help=STALE_HELP)] = None,
 ) -> None:
-    """Print the cells of a suite and which are already computed (a parity suite: its inputs and numbers)."""
+    """Print the cells of a suite, which are already computed, and who holds the locks of the others (a parity
+    suite: its inputs and numbers)."""
     from rich.table import Table
 
     from pfbench.results import has_part
@@ -92,6 +102,7 @@ def plan(
         _no_overrides(suite, overrides)
         _plan_parity(suite)
         return
+    set_lock_policy(stale_after)
     spec = load_suite(suite, overrides)
     validate(spec)
     runner = Runner(spec, results_root=results, runs_root=runs, progress=False)
@@ -130,6 +141,7 @@ def plan(
     for note, lacks in zip(runner.skip_notes, runner.skipped.values(), strict=True):
         console.print(f"[yellow]skipped[/]: {note['cells']} cells of {note['model']} (optional): "
                       f"{escape(skip_reason(lacks))}", highlight=False)
+    _plan_locks([runner.results, runner.runs])
     inputs = find_inputs(spec)
     if inputs.missing:  # what `run` would refuse to start without, all of it
         show_missing(inputs.missing)
@@ -148,6 +160,21 @@ def show_missing(missing: tuple[Any, ...]) -> None:
         table.add_row(escape(m.key), escape(m.path), escape(m.problem),
                       escape(m.remedy))
     console.print(table)
+
+
+def _plan_locks(folders: list[Path]) -> None:
+    """``pfbench plan``: who holds which unit's lock now (``pfbench.locks``), and which holders are stale."""
+    from pfbench.locks import StalePolicy, held_locks
+
+    held = [(folder, unit, holder) for folder in folders for unit, holder in held_locks(folder)]
+    if not held:
+        console.print("locks: none held")
+        return
+    after = StalePolicy.from_env().after_s
+    console.print(f"locks held ({len(held)}; stale after {after:g} s without a heartbeat, taken over by a waiting "
+                  "`pfbench run`, at once with --steal-stale):", highlight=False, soft_wrap=True)
+    for folder, unit, holder in held:
+        console.print(f"  {unit} in {folder}: held by {escape(holder.describe(after))}", highlight=False, soft_wrap=True)
 
 
 def _no_overrides(suite: Path, overrides: list[str] | None) -> None:

@@ -31,7 +31,7 @@ import torch.distributed as dist
 from submitit.helpers import Checkpointable
 
 from pfbench import PfbenchError
-from pfbench.locks import hold_lock, lock_path, try_lock
+from pfbench.locks import Lock, hold_lock, lock_path, try_lock
 from pfbench.results import has_part, write_rows
 from pfbench.sample.distributed import write_shards_distributed
 from pfbench.sample.generate import Generated
@@ -191,7 +191,9 @@ class CellJob(_Job):
                     return f"{part}: computed by another runner"
                 gen = self.sample(runner, lm, part, rank)
                 if rank == 0:
-                    write_rows(runner.results / f"{part}.parquet", runner.run_cell(self.cell, lm, part, gen))
+                    rows = runner.run_cell(self.cell, lm, part, gen)
+                    if not (isinstance(mine, Lock) and mine.lost()):  # else taken over meanwhile: the new holder's
+                        write_rows(runner.results / f"{part}.parquet", rows)
                     if not self.keep_shards:
                         shutil.rmtree(runner.results / SHARDS / part, ignore_errors=True)
                 if world > 1:

@@ -9,15 +9,14 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import multiprocessing as mp
-import time
-from concurrent.futures import ProcessPoolExecutor
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from pfbench import PfbenchError
@@ -26,10 +25,11 @@ from pfbench.adapters.external import external_config, load_external
 from pfbench.assets import CHECKSUMS, asset_path
 from pfbench.data.vae import load_vae, vae_weights_file
 from pfbench.io import content_hash, sha256_file
-from pfbench.locks import hold_lock, lock_path
+from pfbench.locks import Lock, hold_lock, lock_path
 from pfbench.nets import DiT, T2INet, build_net, config_from_dict, net_config
 from pfbench.registry import ADAPTERS
 from pfbench.suite.spec import ModelSpec, SuiteSpec
+from pfbench.suite.workers import Worker, parent_alive, run_workers
 from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint, weights_sha256
 from pfbench.train.loop import train
 from pfbench.train.spec import spec_from_dict
@@ -113,6 +113,7 @@ class SuiteModels:
         self.progress = progress
         self.console = console
         self.speeds: dict[str, float] = {}  # training img/s per model, from the last ``train_all``
+        self.stopped: dict[str, str] = {}  # model -> what its interrupted training kept (Ctrl-C during train_all)
 
     def train_dir(self, name: str, model: ModelSpec) -> Path:
         assert model.train is not None
@@ -221,9 +222,15 @@ class SuiteModels:
         """Trains every suite model that needs it, concurrently (one process per model, threads split).
 
         Small networks scale badly over threads on few cores, so separate processes make better use of the
-        machine than one process after another. Returns training img/s per model (also kept in ``speeds``).
+        machine than one process after another; they die with this process and stop within seconds on Ctrl-C
+        (``pfbench.suite.workers``), keeping their last checkpoint (said in ``stopped``). Returns training img/s
+        per model (also kept in ``speeds``); a model trained to the end earlier gets the speed in its log.
         """
-        self.speeds = self._train_all()
+        try:
+            self.speeds = self._train_all()
+        except KeyboardInterrupt as err:
+            self.stopped = dict(getattr(err, "stopped", {}))
+            raise
         return self.speeds
 
     def _train_all(self) -> dict[str, float]:
@@ -241,14 +248,19 @@ class SuiteModels:
         speeds: dict[str, float] = {}
         if workers == 1:
             for n, (s, out) in jobs.items():
-                speeds[n] = _train_job(s.to_dict(), str(out), threads, self.progress)
+                try:
+                    speeds[n] = _train_job(s.to_dict(), str(out), threads, self.progress)
+                except KeyboardInterrupt as err:
+                    raise _Interrupted({n: str(err) or "stopped before its training began"}) from None
             return speeds
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = {n: pool.submit(_train_job, s.to_dict(), str(out), threads, False) for n, (s, out) in jobs.items()}
-            _watch_training({n: (s.steps, out) for n, (s, out) in jobs.items()}, futures, self.progress, self.console)
-            for n, fut in futures.items():
-                speeds[n] = fut.result()
-        return speeds
+        calls = {n: (_train_job, (s.to_dict(), str(out), threads, False, os.getpid())) for n, (s, out) in jobs.items()}
+        watch = _TrainingBars({n: (s.steps, out) for n, (s, out) in jobs.items()}, self.console) if self.progress \
+            else None
+        try:
+            return {n: float(v) for n, v in run_workers(calls, watch).items()}  # type: ignore[arg-type]
+        finally:
+            if watch is not None:
+                watch.close()
 
     def decoder_id(self, model: ModelSpec) -> str | None:
         """``"<vae>@<sha256[:16]>"`` of a latent model's decoder (hashes the file, does not load it)."""
@@ -298,47 +310,76 @@ def _timesteps_name(config: dict[str, Any]) -> str | None:
     return ts.get("name") if isinstance(ts, dict) else (ts if isinstance(ts, str) else None)
 
 
-def _train_job(spec: dict[str, Any], out: str, threads: int, progress: bool) -> float:
-    """Process entry point: trains (or resumes / finds finished) one model; returns its img/s.
+def _train_job(spec: dict[str, Any], out: str, threads: int, progress: bool, parent: int | None = None) -> float:
+    """Trains (or resumes / finds finished) one model, in this process or a worker whose parent is ``parent``;
+    returns its img/s.
 
     Under the run folder's lock: a second runner on the same suite waits for the first one's training (then
-    finds it finished) instead of training the model again; if the first runner dies, it resumes its run.
+    finds it finished) instead of training the model again; if the first runner dies, it resumes its run. Training
+    stops at once if the lock is taken over (this process was stopped for longer than the stale timeout,
+    ``pfbench.locks``) or the runner that started this worker is gone.
     """
     torch.set_num_threads(threads)
     run = Path(out)
 
-    def say() -> None:
-        Console(stderr=True).print(f"[dim]waiting for another runner training {run}", soft_wrap=True)
+    def say(holder: str) -> None:
+        Console(stderr=True).print(f"[dim]waiting for another runner training {run} ({escape(holder)})", soft_wrap=True)
 
-    with hold_lock(lock_path(run.parent, run.name), say):
-        result = train(spec_from_dict(spec), run, resume=True, progress=progress)
+    def took(holder: str) -> None:
+        Console(stderr=True).print(f"[yellow]taking over[/] the training in {run} from {escape(holder)}", soft_wrap=True)
+
+    with hold_lock(lock_path(run.parent, run.name), say, on_take_over=took) as lock:
+        result = train(spec_from_dict(spec), run, resume=True, progress=progress, abort=lambda: _abort(lock, parent))
     return float(result.img_per_s)
 
 
-def _watch_training(jobs: dict[str, tuple[int, Path]], futures: dict[str, Any], progress: bool,
-                    console: Console) -> None:
-    """Shows one rich progress bar per training process, read from each run's log.jsonl."""
-    if not progress:
-        return
-    cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*cols, console=console) as bar:
-        tasks = {n: bar.add_task(f"train {n}", total=steps, info="") for n, (steps, _) in jobs.items()}
-        while True:
-            for n, (_, out) in jobs.items():
-                log = out / "log.jsonl"
-                if log.is_file():
-                    lines = log.read_text().strip().splitlines()
-                    if lines:
-                        try:
-                            last = json.loads(lines[-1])
-                        except json.JSONDecodeError:
-                            continue
-                        info = f"loss {last.get('loss', float('nan')):.4f} {last.get('img_per_s', 0):.0f} img/s"
-                        bar.update(tasks[n], completed=int(last.get("step", 0)), info=info)
-            if all(f.done() for f in futures.values()):
-                for n, (steps, _) in jobs.items():
-                    if futures[n].exception() is None:
-                        bar.update(tasks[n], completed=steps)
-                break
-            time.sleep(1.0)
+def _abort(lock: Lock, parent: int | None) -> str | None:
+    """Why a training must stop now, if it must (see ``_train_job``)."""
+    if parent is not None and not parent_alive(parent):
+        return "the runner that started it is gone"
+    if lock.lost():
+        return f"another runner took its run folder over ({lock.taken_by()})"
+    return None
+
+
+class _Interrupted(KeyboardInterrupt):
+    """Ctrl-C during in-process training: ``stopped`` maps the model to what it kept."""
+
+    def __init__(self, stopped: dict[str, str]) -> None:
+        super().__init__("; ".join(stopped.values()))
+        self.stopped = stopped
+
+
+class _TrainingBars:
+    """One rich progress bar per training worker, read from each run's log.jsonl (``run_workers``' ``tick``)."""
+
+    def __init__(self, jobs: dict[str, tuple[int, Path]], console: Console) -> None:
+        self.jobs = jobs
+        cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
+        self.bar = Progress(*cols, console=console)
+        self.bar.__enter__()
+        self.tasks = {n: self.bar.add_task(f"train {n}", total=steps, info="") for n, (steps, _) in jobs.items()}
+
+    def __call__(self, workers: dict[str, Worker]) -> None:
+        for n, (steps, out) in self.jobs.items():
+            done = workers[n].outcome
+            if done is not None:
+                if done[0]:
+                    self.bar.update(self.tasks[n], completed=steps)
+                continue
+            last = _last_log_row(out / "log.jsonl")
+            if last is not None:
+                info = f"loss {last.get('loss', float('nan')):.4f} {last.get('img_per_s', 0):.0f} img/s"
+                self.bar.update(self.tasks[n], completed=int(last.get("step", 0)), info=info)
+
+    def close(self) -> None:
+        self.bar.__exit__(None, None, None)
+
+
+def _last_log_row(log: Path) -> dict[str, Any] | None:
+    lines = log.read_text().strip().splitlines() if log.is_file() else []
+    try:
+        return json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:  # a line being written
+        return None

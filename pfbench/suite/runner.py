@@ -7,7 +7,8 @@ Every finished unit (a trained model, a cell, a diagnostic) is written atomicall
 skipped on the next run, so a killed run resumes where it stopped without recomputing or losing rows.
 Several runners may share one results folder (two terminals, cluster jobs): each unit is computed under a
 per-unit file lock (``pfbench.locks``), so they split the cells and never compute one twice; a runner that
-finds a cell locked does the others first, then takes over the cells whose holder died.
+finds a cell locked does the others first, then takes over the cells whose holder died or stopped heart-beating
+(a stopped or hung runner), and a runner whose lock was taken over discards its cell instead of writing it.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from pfbench.adapters.base import Adapter, gflops_once
 from pfbench.data import class_names
 from pfbench.io import atomic_write_text
-from pfbench.locks import lock_path, try_lock
+from pfbench.locks import describe_holder, lock_path, try_lock
 from pfbench.nets import DiT
 from pfbench.registry import ADAPTERS
 from pfbench.report.html import SKIPPED_FILE, report
@@ -231,11 +233,11 @@ class Runner:
         cost = {i: self.estimate(cells[i])[1] for i in todo}  # GFLOPs per cell: the ETA's yardstick
         left, spent, began, n, said = sum(cost.values()), 0.0, time.perf_counter(), 0, False
         while todo:
-            busy = []  # cells whose lock another runner holds: retried until it finishes them or dies
+            busy = []  # cells whose lock another runner holds: retried until it finishes them, dies or stalls
             for i in todo:
                 cell, part = cells[i], parts[i]
-                with try_lock(lock_path(self.results, part)) as mine:
-                    if not mine:
+                with try_lock(lock_path(self.results, part), on_take_over=self._took(part)) as lock:
+                    if lock is None:
                         busy.append(i)
                         continue
                     if not has_part(self.results, part, suite=self.spec.name, damaged="move"):  # else another runner just wrote it
@@ -245,13 +247,20 @@ class Runner:
                             console.print(f"[bold]cell {i + 1}/{len(cells)}[/] {cell.model} {cell.sampler.name} "
                                           f"{cell.axis()} cfg={cell.cfg_scale:g} seed={cell.seed} "
                                           f"[dim]({n} of {len(cost)} to run{eta})")
-                        write_rows(self.results / f"{part}.parquet", self.run_cell(cell, models[cell.model], part))
+                        rows = self.run_cell(cell, models[cell.model], part)
+                        if lock.lost():  # stopped for longer than the stale timeout: the cell is another's now
+                            console.print(f"[yellow]warning:[/] {escape(lock.lost_note(part))}", highlight=False, soft_wrap=True)
+                            busy.append(i)
+                            continue
+                        write_rows(self.results / f"{part}.parquet", rows)
                         spent += cost[i]
                     left -= cost[i]
             if busy and not said:
                 said = True
-                console.print(f"[dim]{len(busy)} cell(s) are being computed by another runner on {self.results}; "
-                              "waiting for them (cells of a runner that dies are taken over)")
+                holders = sorted({describe_holder(lock_path(self.results, parts[i])) for i in busy})
+                console.print(f"[dim]{len(busy)} cell(s) are being computed by another runner on {self.results} "
+                              f"({escape('; '.join(holders))}); waiting for them (cells of a runner that dies or stops "
+                              "heart-beating are taken over)", highlight=False, soft_wrap=True)
             todo = busy
             if todo:
                 time.sleep(1.0)
@@ -275,8 +284,16 @@ class Runner:
         if parts is not None:
             done = sum(has_part(self.results, p, suite=self.spec.name, damaged="quiet") for p in parts)
             return f"{done} of {len(parts)} cells are saved in {self.results}"
+        stopped = self.suite_models.stopped
+        if stopped:  # training was interrupted: each stopped model's last checkpoint
+            return "no cell was computed yet; training stopped: " + "; ".join(f"{n}: {w}" for n, w in stopped.items())
         trains = any(m.train is not None for m in self.spec.models.values())
         return "no cell was computed yet" + (f"; training checkpoints are kept in {self.runs}" if trains else "")
+
+    def _took(self, part: str) -> Any:
+        """Says that this runner takes ``part`` over from a holder that stopped heart-beating."""
+        return lambda holder: console.print(f"[yellow]taking over[/] {part} from {escape(holder)}", highlight=False,
+                                            soft_wrap=True)
 
     def figures(self, models: dict[str, LoadedModel]) -> None:
         rows = []

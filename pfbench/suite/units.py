@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from torch import Tensor
 
 from pfbench.data.embedded import EmbeddedSpec
@@ -23,7 +24,7 @@ from pfbench.data.embedded import generate as embedded_images
 from pfbench.evaluate.baseline import trivial_baseline_images
 from pfbench.evaluate.diagnostics import context_curve, context_grid, difficulty_report, patch_correlations
 from pfbench.io import content_hash
-from pfbench.locks import hold_lock, lock_path
+from pfbench.locks import Lock, hold_lock, lock_path
 from pfbench.nets import DiT, T2INet
 from pfbench.nets.flops import train_flops
 from pfbench.report.images import difficulty_figure
@@ -56,19 +57,32 @@ class ModelUnits:
         self.scorer, self.models, self.sample, self.console = scorer, models, sample, console
         self._reference: Any = None
 
-    def lock(self, part: str) -> AbstractContextManager[None]:
-        """Holds ``part``'s lock, waiting (and saying so) while another runner computes it."""
+    def lock(self, part: str) -> AbstractContextManager[Lock]:
+        """Holds ``part``'s lock, waiting (and saying for whom) while another runner computes it."""
 
-        def say() -> None:
+        def say(holder: str) -> None:
             if self.console is not None:
-                self.console.print(f"[dim]waiting for another runner computing {part} on {self.results}")
-        return hold_lock(lock_path(self.results, part), say)
+                self.console.print(f"[dim]waiting for another runner computing {part} on {self.results} ({escape(holder)})",
+                                   highlight=False, soft_wrap=True)
+
+        def took(holder: str) -> None:
+            if self.console is not None:
+                self.console.print(f"[yellow]taking over[/] {part} from {escape(holder)}", highlight=False, soft_wrap=True)
+        return hold_lock(lock_path(self.results, part), say, on_take_over=took)
 
     def _unit(self, part: str, rows: Callable[[], list[Row]], done: Callable[[], bool] = lambda: True) -> None:
-        """Computes ``rows()`` and writes them as ``part``, under its lock, unless the part (and ``done()``) exists."""
-        with self.lock(part):
-            if not (has_part(self.results, part, suite=self.spec.name, damaged="move") and done()):
-                write_rows(self.results / f"{part}.parquet", rows())
+        """Computes ``rows()`` and writes them as ``part``, under its lock, unless the part (and ``done()``) exists;
+        a result whose lock was taken over meanwhile (``Lock.lost``) is the new holder's to write, and is dropped."""
+        while True:
+            with self.lock(part) as lock:
+                if has_part(self.results, part, suite=self.spec.name, damaged="move") and done():
+                    return
+                out = rows()
+                if not lock.lost():
+                    write_rows(self.results / f"{part}.parquet", out)
+                    return
+            if self.console is not None:
+                self.console.print(f"[yellow]warning:[/] {escape(lock.lost_note(part))}", highlight=False, soft_wrap=True)
 
     def reference_data(self) -> Any:
         """Held-out test split of the embedded dataset (metric reference + diagnostics)."""

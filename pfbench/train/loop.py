@@ -13,6 +13,7 @@ live in ``pfbench.train.runlog``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,8 @@ class TrainResult:
 
     Attributes:
         checkpoint: path of ``last.pt``. steps: optimiser steps done in total.
-        img_per_s: global images per second over this call's steps (checkpoint writes excluded).
+        img_per_s: global images per second over this call's steps (checkpoint writes excluded); of a run
+            finished before this call, over its whole training (``wall_s`` of ``log.jsonl``).
         losses: mean losses over the last log interval (``loss``, ``fm``, for pf ``nll``, with REPA ``repa``).
         diverged: some log interval of this run folder had a loss far above its lowest value (see
             ``runlog.Divergence``; marked ``"diverged": true`` in ``log.jsonl``): the checkpoint is likely useless.
@@ -47,9 +49,10 @@ class TrainResult:
     diverged: bool = False
 
 
-def run_steps(tr: Trainer, resume: bool, progress: bool, stop_after: int | None) -> TrainResult:
+def run_steps(tr: Trainer, resume: bool, progress: bool, stop_after: int | None,
+              abort: Callable[[], str | None] | None = None) -> TrainResult:
     """Runs the trainer's steps from its last checkpoint (or 0) to ``spec.steps`` (or ``stop_after``), logging
-    and checkpointing on schedule."""
+    and checkpointing on schedule; ``abort`` (see ``train``) is asked before every step."""
     spec, ctx, dev = tr.spec, tr.ctx, tr.ctx.device
     last, log = tr.out / LAST, tr.out / LOG
     resumed = resume and last.exists()  # decided before any rank writes, so all ranks agree
@@ -74,6 +77,10 @@ def run_steps(tr: Trainer, resume: bool, progress: bool, stop_after: int | None)
     gflops_step = train_flops(tr.cfg) * spec.batch_size / 1e9
     with ProgressBar(progress and ctx.rank == 0, spec, start, end) as (bar, task):
         for k in range(start, end):
+            why = None if abort is None else abort()
+            if why is not None:
+                kept = f"the checkpoint of step {tr.saved} is kept in {last}" if tr.saved is not None else "no checkpoint"
+                raise PfbenchError(f"training in {tr.out} stopped at step {k}: {why}; {kept}")
             try:
                 acc += tr.step(k)
             except NonFinite:
@@ -114,7 +121,10 @@ def run_steps(tr: Trainer, resume: bool, progress: bool, stop_after: int | None)
     if not resumed and end == start:
         tr.save(start)  # e.g. stop_after=0 on a fresh run: an untrained checkpoint
     elapsed = time.perf_counter() - t_begin - ckpt_s
-    ips = (end - start) * spec.batch_size / elapsed if end > start else 0.0
+    if end > start:
+        ips = (end - start) * spec.batch_size / elapsed
+    else:  # finished before this call (e.g. by a run that was killed before it recorded its speed): from the log
+        ips = end * spec.batch_size / runlog.wall_s if runlog.wall_s > 0 else 0.0
     return TrainResult(checkpoint=last, steps=end, img_per_s=ips, losses=losses, diverged=runlog.watch.seen)
 
 
@@ -126,6 +136,7 @@ def train(
     resume: bool = True,
     progress: bool = True,
     stop_after: int | None = None,
+    abort: Callable[[], str | None] | None = None,
 ) -> TrainResult:
     """Trains a PF or SiT network and writes checkpoints to ``out_dir`` (``last.pt``, ``log.jsonl``).
 
@@ -138,6 +149,9 @@ def train(
         resume: continue from ``out_dir/last.pt`` if it exists (bit-identical to an uninterrupted run on CPU).
         progress: show a rich progress bar on rank 0.
         stop_after: stop (and checkpoint) once this many steps are done in total; None = ``spec.steps``.
+        abort: asked before every step; a reason (e.g. the run folder's lock was taken over, the runner that
+            started this process died) stops training at once with a ``PfbenchError`` naming it, keeping the
+            last checkpoint written.
 
     Raises:
         PfbenchError: bad config, unreadable/incompatible checkpoint, or a non-finite loss (the optimiser
@@ -149,7 +163,7 @@ def train(
     ok, trainer = False, None
     try:
         trainer = Trainer(spec, Path(out_dir), ctx)
-        result = run_steps(trainer, resume, progress, stop_after)
+        result = run_steps(trainer, resume, progress, stop_after, abort)
         ok = True
         return result
     except KeyboardInterrupt:  # Ctrl-C: say what is kept (the CLI prints it); checkpoint writes are atomic
