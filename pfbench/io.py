@@ -1,4 +1,4 @@
-"""The one home for atomic file writes and content hashing (STYLE.md rule 5).
+"""The one home for atomic file writes and content hashing (ARCHITECTURE.md house rule 5).
 
 Every file pfbench writes goes through :func:`atomic_write`: a temp file in the destination folder,
 flushed and fsynced, then ``os.replace``: a reader (or a run killed half-way) never sees half a file.

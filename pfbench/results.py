@@ -64,7 +64,7 @@ class Row:
     model: str = _col("string", required=True)
     model_id: str | None = _col("string")  # sha256 of a given checkpoint file, or of the weights of one trained in the suite
     decoder: str | None = _col("string")  # latent models: "<vae name>@<sha256[:16]>" of the decoder; None for pixel models
-    train_timesteps: str | None = _col("string")  # training timestep sampler of the model (SPEC §3), when known
+    train_timesteps: str | None = _col("string")  # training timestep sampler of the model (docs/protocol.md §4), when known
     train_step: int | None = _col("Int64")
     train_gflops: float | None = _col("Float64")  # curve rows: analytic training GFLOPs up to train_step (nets.flops.train_flops)
     train_wall_s: float | None = _col("Float64")  # curve rows: training seconds up to train_step (from the run's log.jsonl)

@@ -1,4 +1,4 @@
-"""Offline resolution of pretrained metric weights (SPEC §6 "Offline").
+"""Offline resolution of pretrained metric weights (docs/protocol.md §9 "Offline").
 
 Every pretrained file a metric needs (Inception for FID/sFID/IS, DINOv2, CLIP) is looked up, in
 this order, and never downloaded:

@@ -113,7 +113,7 @@ def _write_suite(
 
 def test_shipped_suite_holds_spec_golden_numbers() -> None:
     suite = load_parity_suite(SUITE)
-    assert suite.expect == ADM_GOLDEN  # SPEC §7, as adm_parity's docs quote it
+    assert suite.expect == ADM_GOLDEN  # docs/protocol.md §10, as adm_parity's docs quote it
     assert set(suite.tolerance) == set(ADM_GOLDEN) and all(t > 0 for t in suite.tolerance.values())
     assert suite.samples == "admnet_guided_upsampled_imagenet256.npz"
     assert suite.ref == "VIRTUAL_imagenet256_labeled.npz" and suite.sources["ref"].endswith(suite.ref)

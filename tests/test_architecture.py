@@ -1,4 +1,4 @@
-"""Import direction (STYLE.md): every pfbench module imports only its own stage or stages below it.
+"""Import direction (ARCHITECTURE.md): every pfbench module imports only its own stage or stages below it.
 
 The stage order is the data flow of ARCHITECTURE.md. The test parses every module's imports with ``ast``
 (top-level and inside functions alike) and fails on an upward edge or an import cycle between modules.
@@ -31,8 +31,8 @@ STAGES: dict[str, int] = {
     "pfbench.bench": 12,
     "pfbench.cli": 13,
 }
-# Stages that see a narrower interface than their rank allows (STYLE.md "samplers see only the adapter
-# protocol; metrics see only uint8 images; reports see only Parquet").
+# Stages that see a narrower interface than their rank allows (ARCHITECTURE.md, "The import rule":
+# samplers see only the Adapter protocol, reports only Parquet).
 ONLY: dict[str, set[str]] = {
     "pfbench.samplers": {"pfbench", "pfbench.types", "pfbench.adapters.base", "pfbench.samplers"},
     "pfbench.report": {"pfbench", "pfbench.io", "pfbench.results", "pfbench.report"},  # io: atomic writes (stdlib only)

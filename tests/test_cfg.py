@@ -1,4 +1,4 @@
-"""Classifier-free guidance wrapper (SPEC §5): exactness at scale 1, all channels, interval, accounting."""
+"""Classifier-free guidance wrapper (docs/protocol.md §6): exactness at scale 1, all channels, interval, accounting."""
 
 from __future__ import annotations
 

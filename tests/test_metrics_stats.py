@@ -1,4 +1,4 @@
-"""Feature statistics, Fréchet distance, IS formula and precision/recall (SPEC §6)."""
+"""Feature statistics, Fréchet distance, IS formula and precision/recall (docs/protocol.md §9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Text-to-image network (SPEC §2b): shapes, zero-initialised difficulty head, dedup == naive modulation,
+"""Text-to-image network (docs/protocol.md §3): shapes, zero-initialised difficulty head, dedup == naive modulation,
 text conditioning and its padding mask, analytic FLOPs == counted FLOPs."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""REPA (SPEC §4): the loss, token resampling, target encoders, and training PF / SiT with REPA on CPU."""
+"""REPA (docs/protocol.md §5): the loss, token resampling, target encoders, and training PF / SiT with REPA on CPU."""
 
 from __future__ import annotations
 
@@ -169,7 +169,7 @@ def test_projector_width_comes_from_repa_hidden(tiny: Tiny) -> None:
     assert net.projector is not None
     assert [m.weight.shape for m in net.projector if isinstance(m, torch.nn.Linear)] == [
         (96, 32), (96, 96), (128, 96)]
-    assert spec_from_dict(tiny()).net_config().repa_hidden == 2048  # SPEC default
+    assert spec_from_dict(tiny()).net_config().repa_hidden == 2048  # default of docs/protocol.md §5
     with pytest.raises(PfbenchError, match="repa.hidden=0 must be >= 1"):
         spec_from_dict(tiny(repa={"encoder": "embedded", "depth": 1, "hidden": 0}))
 

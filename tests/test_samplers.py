@@ -1,4 +1,4 @@
-"""Samplers (SPEC §5): invariants, convergence on an analytic flow, NFE/FLOPs accounting, contracts."""
+"""Samplers (docs/protocol.md §6): invariants, convergence on an analytic flow, NFE/FLOPs accounting, contracts."""
 
 from __future__ import annotations
 

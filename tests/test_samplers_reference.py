@@ -1,4 +1,4 @@
-"""Adaptive samplers against the reference's semantics (SPEC §5, issue 9): easy-mask size, warm-up, updates.
+"""Adaptive samplers against the reference's semantics (docs/protocol.md §6, issue 9): easy-mask size, warm-up, updates.
 
 The reference integrators (github.com/CompVis/patch-forcing, ``patch_flow/integrators.py``) are
 re-implemented here from their description, independently of pfbench's code: a float32 schedule

@@ -243,7 +243,7 @@ def test_cells_of_a_fixed_sampler_get_new_keys() -> None:
     for name in ("euler", "euler_pf", "heun"):  # unchanged samplers keep their keys (and committed results)
         cell = RunSpec("s", "m", SamplerSpec(name), 8, 0, 100, 1.0)
         assert SAMPLERS.get(name).revision == 1 and cell.key("w") == old_key(cell)
-    for name in ("dual_loop", "look_ahead", "dual_loop_random", "look_ahead_random"):  # SPEC §5 fix
+    for name in ("dual_loop", "look_ahead", "dual_loop_random", "look_ahead_random"):  # docs/protocol.md §6 fix
         cell = RunSpec("s", "m", SamplerSpec(name), 8, 0, 100, 1.0)
         assert SAMPLERS.get(name).revision == 2 and cell.key("w") != old_key(cell)
 

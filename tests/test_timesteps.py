@@ -1,7 +1,7 @@
 """Tests for pfbench.train.timesteps: contract over every registered sampler, then per-sampler laws.
 
 Distribution checks use large batches and tolerances of ~5 standard errors (estimated from i.i.d.
-rows), and compare against reference values computed here with scipy as well as the SPEC numbers.
+rows), and compare against reference values computed here with scipy as well as the numbers of docs/protocol.md §4.
 Some tests recover a sampler's per-sample centre by replaying the generator: samplers draw their
 per-sample quantity (t, t̄, m, ε0) first, as a (B, 1) tensor.
 """
@@ -144,7 +144,7 @@ def test_patch_uniform_iid() -> None:
 
 
 def srm_reference(tokens: int, sharpness: float, mean: float, rng: np.random.Generator) -> np.ndarray:
-    """Plain per-sample recursion, read straight from SPEC §3 (no vectorisation)."""
+    """Plain per-sample recursion, read straight from docs/protocol.md §4 (no vectorisation)."""
 
     def split(d: int, budget: float) -> list[float]:
         if d == 1:
@@ -174,7 +174,7 @@ def test_srm_matches_reference_recursion(tokens: int, sharpness: float) -> None:
     ref = np.stack([srm_reference(tokens, sharpness, rng.uniform(), rng) for _ in range(n)])
     for name in ("max", "min", "std"):
         p = stats.ks_2samp(getattr(ours, name)(axis=1), getattr(ref, name)(axis=1)).pvalue
-        assert p > P_MIN, f"row {name} differs from the SPEC recursion (p={p:.2g})"
+        assert p > P_MIN, f"row {name} differs from the recursion of docs/protocol.md §4 (p={p:.2g})"
     # a (randomly placed) cell's deviation from its row mean
     p = stats.ks_2samp(ours[:, 0] - ours.mean(1), ref[:, 0] - ref.mean(1)).pvalue
     assert p > P_MIN
@@ -283,7 +283,7 @@ def test_ltg_reference_agrees_with_spec_numbers() -> None:
     ref = ltg_reference()
     spec = {"E_tmax": 0.642, "median": 0.667, "E_t": 0.406, "p09": 0.0034, "redraw": 0.0455}
     for key, value in spec.items():
-        assert abs(ref[key] - value) <= 0.0015, (key, ref[key], value)  # SPEC rounds to ~3 digits
+        assert abs(ref[key] - value) <= 0.0015, (key, ref[key], value)  # docs/protocol.md §4 rounds to ~3 digits
 
 
 def test_ltg_distribution() -> None:
@@ -294,12 +294,12 @@ def test_ltg_distribution() -> None:
     assert torch.equal(draw.t, LTG()(b, n_tok, gen(40)))  # same stream as __call__
     assert bool((t <= t_max[:, None]).all()) and bool((t >= 0).all())
     assert_close_se(t_max.numpy(), ref["E_tmax"], "E[t_max]")
-    assert_close_se(t_max.numpy(), 0.642, "E[t_max] (SPEC)", extra=0.0015)
+    assert_close_se(t_max.numpy(), 0.642, "E[t_max] (docs/protocol.md §4)", extra=0.0015)
     below = (t_max <= ref["median"]).double().numpy()
     assert_close_se(below, 0.5, "P(t_max <= sigmoid(m))")
     assert abs(t_max.median().item() - 0.667) < 0.003
     assert_close_se(t.mean(1).numpy(), ref["E_t"], "E[t_i]")
-    assert_close_se(t.mean(1).numpy(), 0.406, "E[t_i] (SPEC)", extra=0.0015)
+    assert_close_se(t.mean(1).numpy(), 0.406, "E[t_i] (docs/protocol.md §4)", extra=0.0015)
     assert_close_se((t > 0.9).double().mean(1).numpy(), ref["p09"], "P(t_i > 0.9)")
     assert_close_se(red.double().mean(1).numpy(), ref["redraw"], "redraw rate")
     # redrawn tokens are U(0, t_max); kept ones are t_max(1 − |ε|/2) with |ε| ≤ 2

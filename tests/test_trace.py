@@ -1,4 +1,4 @@
-"""Sampler traces: the recorded per-patch schedule is the one SPEC §5 prescribes."""
+"""Sampler traces: the recorded per-patch schedule is the one docs/protocol.md §6 prescribes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Text-to-image training (SPEC §2b): text dropout to the empty prompt, LTG with m = 0.5, the frozen encoder run on
+"""Text-to-image training (docs/protocol.md §3): text dropout to the empty prompt, LTG with m = 0.5, the frozen encoder run on
 each batch's captions, checkpoints that load back into the text-to-image network."""
 
 from __future__ import annotations

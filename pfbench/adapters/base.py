@@ -1,4 +1,4 @@
-"""What every model looks like to a sampler (STYLE.md contract).
+"""What every model looks like to a sampler (ARCHITECTURE.md contract).
 
 Samplers, the sample stage and the cost estimates see a model only through this protocol: no sampler
 imports a concrete adapter, and nothing digs into a wrapped network for its shape or cost. A third-party

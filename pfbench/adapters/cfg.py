@@ -1,4 +1,4 @@
-"""Classifier-free guidance as an adapter wrapper (SPEC §5), never inside the network.
+"""Classifier-free guidance as an adapter wrapper (docs/protocol.md §6), never inside the network.
 
 One call runs the wrapped model once on the doubled batch (conditional rows first, then the same rows
 with the null class) and returns ``v = v_u + w·(v_c − v_u)`` on **all** channels, with the logvar

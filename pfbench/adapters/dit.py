@@ -16,7 +16,7 @@ class DiTAdapter:
 
     Args:
         net: the network (put in eval mode by the caller or here).
-        dedup: compute each sample's modulation once per distinct timestep (exact; SPEC §2).
+        dedup: compute each sample's modulation once per distinct timestep (exact; docs/protocol.md §2).
     """
 
     def __init__(self, net: DiT, dedup: bool = True) -> None:

@@ -1,4 +1,4 @@
-"""Loads externally trained DiT / SiT / Patch Forcing checkpoints into pfbench's ``DiT`` (SPEC §7).
+"""Loads externally trained DiT / SiT / Patch Forcing checkpoints into pfbench's ``DiT`` (docs/protocol.md §10).
 
 Three source layouts share one key scheme (DiT's ``models.py``; SiT and the reference ``PatchForcingDiT``
 subclass it), so the mapping below is one table:

@@ -1,4 +1,4 @@
-"""What network an external checkpoint holds: safe reading of release files and their size (SPEC §7).
+"""What network an external checkpoint holds: safe reading of release files and their size (docs/protocol.md §10).
 
 The reference repository releases ``pft-{b,xl}_step400k_ema.ckpt`` as written by its
 ``scripts/convert_ckpt.py``: ``{"state_dict": sd, "config": cfg}`` where ``cfg`` is the model entry of the

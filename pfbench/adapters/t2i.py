@@ -1,4 +1,4 @@
-"""Adapter for pfbench's text-to-image networks (SPEC §2b): prompts in ``Cond.text``, per-token t, logvar.
+"""Adapter for pfbench's text-to-image networks (docs/protocol.md §3): prompts in ``Cond.text``, per-token t, logvar.
 
 Every PF sampler runs on it unchanged: a sampler passes ``cond`` to every call, the adapter turns its prompts
 into text context. The text encoder is frozen and the network's text refiner depends on the prompt only, so each
@@ -67,7 +67,7 @@ class T2IAdapter:
     Args:
         net: the network (put in eval mode here).
         encoder: the frozen text encoder the network was trained with (same ``dim`` and ``max_len``).
-        dedup: compute each sample's modulation once per distinct timestep (exact; SPEC §2).
+        dedup: compute each sample's modulation once per distinct timestep (exact; docs/protocol.md §2).
     """
 
     def __init__(self, net: T2INet, encoder: TextEncoder, dedup: bool = True) -> None:

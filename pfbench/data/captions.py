@@ -1,4 +1,4 @@
-"""What an embedded-dataset caption asks for: the attributes a text-to-image judge checks (SPEC §6, embedded).
+"""What an embedded-dataset caption asks for: the attributes a text-to-image judge checks (docs/protocol.md §9, embedded).
 
 The embedded captions (``pfbench.data.embedded``) follow one grammar::
 

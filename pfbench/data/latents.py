@@ -1,4 +1,4 @@
-"""Pre-encoded VAE latents for training latent models (ImageNet-256: 4×32×32 per image, SPEC §1).
+"""Pre-encoded VAE latents for training latent models (ImageNet-256: 4×32×32 per image, docs/protocol.md §1).
 
 ``encode_folder`` runs every image of a class folder once through the VAE encoder and stores the posterior
 **moments** (mean and std, unscaled, float16), so training draws a fresh posterior sample per step exactly as

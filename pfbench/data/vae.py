@@ -1,4 +1,4 @@
-"""SD-VAE latent space of ImageNet-256 models (SPEC §1): pixels ↔ latents through diffusers' AutoencoderKL.
+"""SD-VAE latent space of ImageNet-256 models (docs/protocol.md §1): pixels ↔ latents through diffusers' AutoencoderKL.
 
 The weights resolve offline (``pfbench.weights``): a known name (``sd-vae-ft-ema``, ``sd-vae-ft-mse``) is
 looked up in an explicit path, ``$PFBENCH_WEIGHTS/<name>/`` and the Hugging Face hub cache; a path may also

@@ -1,4 +1,4 @@
-"""CLIP image and text towers for the CLIP score (SPEC §6): any open_clip model behind one face.
+"""CLIP image and text towers for the CLIP score (docs/protocol.md §9): any open_clip model behind one face.
 
 ``CLIPNetwork`` wraps an open_clip model object with its tokenizer and image preprocessing, so the same
 metric code scores with a pretrained CLIP loaded from a local file (``load_openclip``, offline; the "clip"

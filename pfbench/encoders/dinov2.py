@@ -1,4 +1,4 @@
-"""DINOv2 ViT features (FD-DINOv2, SPEC §6 extra; REPA targets, SPEC §4), without torch hub code.
+"""DINOv2 ViT features (FD-DINOv2, docs/protocol.md §9 extra; REPA targets, docs/protocol.md §5), without torch hub code.
 
 The network is timm's ``vit_large_patch14_dinov2`` built at 224×224 with random init, then loaded
 from the original ``dinov2_vitl14_pretrain.pth`` (facebookresearch key layout) found offline by

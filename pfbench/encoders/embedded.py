@@ -1,4 +1,4 @@
-"""The embedded feature network (SPEC §6): a small CNN trained by pfbench on the embedded dataset.
+"""The embedded feature network (docs/protocol.md §9): a small CNN trained by pfbench on the embedded dataset.
 
 No downloads: the network's weights ship in ``pfbench/assets`` (``embedded_net_r16.safetensors``,
 checksummed) and can be rebuilt on CPU with ``build_assets`` (`pfbench assets build`), bit-identically

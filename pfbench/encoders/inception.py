@@ -1,4 +1,4 @@
-"""Inception-v3 features for the ImageNet metrics (SPEC §6), through torch-fidelity.
+"""Inception-v3 features for the ImageNet metrics (docs/protocol.md §9), through torch-fidelity.
 
 The network is torch-fidelity's ``inception-v3-compat`` (the TF-2015 FID graph, ported). One
 forward pass yields the three feature sets the ADM evaluator uses:
@@ -10,7 +10,7 @@ forward pass yields the three feature sets the ADM evaluator uses:
   first 7 channels, flattened in TF's NHWC order, (B, 7·17·17 = 2023) — sFID. The NHWC order
   matters only for compatibility with ADM's precomputed ``mu_s``/``sigma_s``.
 
-Resize modes: ``"tf1x"`` (default, SPEC) feeds uint8 images to the network, which resizes them to
+Resize modes: ``"tf1x"`` (default, docs/protocol.md §9) feeds uint8 images to the network, which resizes them to
 299 with TensorFlow-1.x-exact bilinear interpolation (ADM/TTUR-comparable numbers). ``"clean"``
 resizes with clean-fid's PIL bicubic float resizer first (clean-fid's "clean" mode) and feeds the
 float image to the same network.
@@ -65,7 +65,7 @@ class InceptionV3:
     Args:
         weights: explicit weights file or folder; ``None`` searches ``$PFBENCH_WEIGHTS`` then the
             torch hub cache. torch-fidelity is always handed this local path, so it never downloads.
-        resize: ``"tf1x"`` (SPEC default) or ``"clean"``.
+        resize: ``"tf1x"`` (default of docs/protocol.md §9) or ``"clean"``.
         device: where the network runs; features come back on the CPU.
         max_batch: images per forward pass (memory bound only; results do not depend on it beyond
             float rounding of the convolution kernels).

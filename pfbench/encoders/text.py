@@ -1,4 +1,4 @@
-"""Text encoders for text-to-image models (SPEC §2b): prompts in, token states and a mask out, behind one face.
+"""Text encoders for text-to-image models (docs/protocol.md §3): prompts in, token states and a mask out, behind one face.
 
 ``load_text_encoder(name, device, weights)`` builds an encoder registered in ``pfbench.registry.TEXT_ENCODERS``
 (built-ins in ``pfbench.plugins``; third-party packages add names through the entry-point group

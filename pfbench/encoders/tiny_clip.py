@@ -1,4 +1,4 @@
-"""Tiny CLIP for the embedded default's CLIP score (SPEC §6): open_clip, trained by pfbench, no downloads.
+"""Tiny CLIP for the embedded default's CLIP score (docs/protocol.md §9): open_clip, trained by pfbench, no downloads.
 
 The model is open_clip's own ``CLIP`` class built from a custom config: a ModifiedResNet image
 tower (``layers=(1, 1, 1, 1)``, width 8, attention pooling; input side ``max(32, resolution)``, so

@@ -1,4 +1,4 @@
-"""Evaluate stage (SPEC §6): score generated images from any codebase against a reference, in one pass.
+"""Evaluate stage (docs/protocol.md §9): score generated images from any codebase against a reference, in one pass.
 
 Example::
 
@@ -138,7 +138,7 @@ def evaluate(
         ref_size: embedded test-split images for ``ref="embedded"``.
         cache_dir: cache root for reference statistics (default ``$PFBENCH_CACHE`` or ``~/.cache/pfbench``).
         extractor: replaces the Inception network (tests, other feature extractors).
-        resize: Inception input resize, ``"tf1x"`` (torch-fidelity, TF-compatible; SPEC) or ``"clean"`` (clean-fid).
+        resize: Inception input resize, ``"tf1x"`` (torch-fidelity, TF-compatible; docs/protocol.md §9) or ``"clean"`` (clean-fid).
         dinov2_weights: DINOv2 ViT-L/14 weights file or folder for ``fd_dinov2`` (offline resolution).
         clip_weights: OpenAI CLIP ViT-L/14 file for ``clip_score`` (offline resolution).
         class_names: label → name, for ``clip_score``'s prompts when samples carry labels but no captions.

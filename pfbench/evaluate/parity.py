@@ -1,4 +1,4 @@
-"""ADM evaluator parity (SPEC §7): score the golden pair and compare with the published numbers.
+"""ADM evaluator parity (docs/protocol.md §10): score the golden pair and compare with the published numbers.
 
 A parity suite is a small standalone YAML (``suites/adm_parity.yaml``; not a runner suite)::
 
@@ -35,7 +35,7 @@ KIND = "adm_parity"
 DATA_VAR = "PFBENCH_DATA"  # relative samples/ref paths are files in this folder, as suites/imagenet.yaml's reference
 ENV = {"samples": "PFBENCH_ADM_SAMPLES", "ref": "PFBENCH_ADM_REF", "weights": "PFBENCH_ADM_WEIGHTS"}
 METRIC_KEYS = ("fid", "sfid", "is", "precision", "recall")  # what adm_parity measures
-# ADM evaluator golden pair (SPEC §7): admnet_guided_upsampled_imagenet256.npz vs VIRTUAL_imagenet256_labeled.npz.
+# ADM evaluator golden pair (docs/protocol.md §10): admnet_guided_upsampled_imagenet256.npz vs VIRTUAL_imagenet256_labeled.npz.
 ADM_GOLDEN: dict[str, float] = {"fid": 3.9426, "sfid": 6.1404, "is": 215.84, "precision": 0.8265, "recall": 0.5309}
 
 

@@ -1,4 +1,4 @@
-"""Image sources (SPEC §6): open samples or a reference and stream its uint8 images in batches.
+"""Image sources (docs/protocol.md §9): open samples or a reference and stream its uint8 images in batches.
 
 A source is one of
 - a pfbench shard folder (``manifest.json``, written by ``pfbench.sample.shards.write_shards``);

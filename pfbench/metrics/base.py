@@ -1,4 +1,4 @@
-"""The Metric protocol (STYLE.md): what a metric declares, how evaluate builds and feeds it, result directions.
+"""The Metric protocol (ARCHITECTURE.md): what a metric declares, how evaluate builds and feeds it, result directions.
 
 A metric names the feature network it reads (``features``, a ``pfbench.registry.FEATURES`` name; "images"
 means the uint8 batch as is), what it needs besides the samples (``needs``), and whether larger values are

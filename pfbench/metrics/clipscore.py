@@ -1,4 +1,4 @@
-"""CLIP score (SPEC §6): ``100·max(cos(E_image, E_text), 0)`` averaged over the samples.
+"""CLIP score (docs/protocol.md §9): ``100·max(cos(E_image, E_text), 0)`` averaged over the samples.
 
 Two metrics, one formula: ``clip_score`` on the OpenAI CLIP ViT-L/14 (the "clip" network, a local file)
 and ``clip_embedded`` on the tiny CLIP pfbench trains on the embedded dataset's captions (the "tiny_clip"

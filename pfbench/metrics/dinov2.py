@@ -1,4 +1,4 @@
-"""FD-DINOv2 (SPEC §6 extra; Stein et al. 2023): Fréchet distance in DINOv2 ViT-L/14 CLS features.
+"""FD-DINOv2 (docs/protocol.md §9 extra; Stein et al. 2023): Fréchet distance in DINOv2 ViT-L/14 CLS features.
 
 The network and its offline weights are ``pfbench.encoders.dinov2`` (the "dinov2" feature network); the
 reference statistics are computed from the reference images with the same network (an ADM ``.npz``

@@ -1,4 +1,4 @@
-"""Embedded-default metrics (SPEC §6) on the "embedded" feature network (``pfbench.encoders.embedded``).
+"""Embedded-default metrics (docs/protocol.md §9) on the "embedded" feature network (``pfbench.encoders.embedded``).
 
 Its pooled features give ``fd_embedded`` (a Fréchet distance — never call it FID) and precision/recall
 (``pr_embedded``); its softmax gives ``is_embedded`` (the Inception-Score formula) and ``class_acc``.

@@ -1,8 +1,8 @@
-"""Fréchet distance between two Gaussians, real by construction and numerically checked (SPEC §6, §8).
+"""Fréchet distance between two Gaussians, real by construction and numerically checked (docs/protocol.md §9, §11).
 
 ``frechet_distance`` gets tr(sqrt(Σ1 Σ2)) from the eigenvalues of a symmetric similar matrix
 (``Fᵀ·Σ2·F`` with ``F·Fᵀ = Σ1``) in float64, checks it, and never returns a complex number (the classic
-``scipy.linalg.sqrtm(Σ1 Σ2)`` route can blow up into imaginary parts: SPEC §8).
+``scipy.linalg.sqrtm(Σ1 Σ2)`` route can blow up into imaginary parts: docs/protocol.md §11).
 
 Cost at D = 2048 on one core: a Cholesky (D³/3 flops, ~0.15 s), two ``dtrmm`` for Fᵀ·Σ2·F (~0.45 s,
 threaded like all of scipy's BLAS) and one ``eigvalsh`` without eigenvectors (~0.65 s, single-threaded

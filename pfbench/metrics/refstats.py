@@ -1,4 +1,4 @@
-"""Reference statistics (SPEC §6): ADM ``.npz`` files or cached computation, for any feature network.
+"""Reference statistics (docs/protocol.md §9): ADM ``.npz`` files or cached computation, for any feature network.
 
 ``RefStats`` holds the ADM fields: ``mu``/``sigma`` of the pooled features (``pool``), ``mu_s``/``sigma_s`` of
 Inception's spatial ones (sFID) and optionally the raw ``pool`` rows (precision/recall, KID). Two sources:

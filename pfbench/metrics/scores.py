@@ -1,4 +1,4 @@
-"""Scores computed from kept features (SPEC §6): the Inception-Score formula and k-NN precision/recall.
+"""Scores computed from kept features (docs/protocol.md §9): the Inception-Score formula and k-NN precision/recall.
 
 Both work in float64 on the CPU; ``pfbench.metrics.embedded`` and ``pfbench.metrics.standard`` feed them the
 rows their feature networks produced, in sample order.

@@ -1,4 +1,4 @@
-"""Standard ImageNet metrics (SPEC §6): FID, sFID, IS, precision/recall, KID on Inception features.
+"""Standard ImageNet metrics (docs/protocol.md §9): FID, sFID, IS, precision/recall, KID on Inception features.
 
 Every metric here reads the "inception" feature network (``pfbench.encoders.inception``: ``pool``,
 ``logits``, ``spatial``); ``pfbench.evaluate`` runs it once per batch for all of them. Statistics are
@@ -95,7 +95,7 @@ class InceptionScore:
 
     Args:
         is_order: ``"file"`` or ``"shuffle"`` (checked here, before any feature is computed).
-        splits: 10 (SPEC).
+        splits: 10 (docs/protocol.md §9).
         seed: permutation seed for ``is_order="shuffle"``.
     """
 

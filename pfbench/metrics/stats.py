@@ -1,4 +1,4 @@
-"""Streaming feature statistics (SPEC §6): mean and covariance merged in float64.
+"""Streaming feature statistics (docs/protocol.md §9): mean and covariance merged in float64.
 
 ``FeatureStats`` streams mean and covariance of (N, D) features. Rows are processed in fixed
 chunks counted from the first row ever seen; each chunk is centred on its own float64 mean, its Gram

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from pfbench import PfbenchError
 
-FREQ_DIM = 256  # sinusoidal timestep features (SPEC §2)
+FREQ_DIM = 256  # sinusoidal timestep features (docs/protocol.md §2)
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def build_modulation(
 
     ``y`` (B,) is whatever ``cond`` reads per sample besides t (class labels for the DiT, sample rows for the
     text-to-image net). A global-t network gets one row per sample; a per-token one gets one row per token
-    (``dedup=False``, training) or one per distinct (sample, t) pair (``dedup=True``, exact; SPEC §2).
+    (``dedup=False``, training) or one per distinct (sample, t) pair (``dedup=True``, exact; docs/protocol.md §2).
     """
     b, n = t.shape
     if not per_token_t:

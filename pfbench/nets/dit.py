@@ -1,4 +1,4 @@
-"""DiT/SiT transformer with per-token (Patch Forcing) or global timestep conditioning (SPEC §2).
+"""DiT/SiT transformer with per-token (Patch Forcing) or global timestep conditioning (docs/protocol.md §2).
 
 One network class serves both models:
 - ``per_token_t=True`` (PF): every token carries its own timestep; every adaLN modulation is per token,
@@ -41,7 +41,7 @@ class DiTConfig(PatchNetConfig):
 
     repa_depth: int | None = None
     repa_dim: int = 768
-    repa_hidden: int = 2048  # projector MLP width (SPEC §4: D→2048→2048→D_enc); narrower for CPU-sized nets
+    repa_hidden: int = 2048  # projector MLP width (docs/protocol.md §5: D→2048→2048→D_enc); narrower for CPU-sized nets
 
     def __post_init__(self) -> None:
         super().__post_init__()

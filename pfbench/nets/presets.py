@@ -1,4 +1,4 @@
-"""Named network sizes (SPEC §2) and the CPU-sized configs of the embedded default."""
+"""Named network sizes (docs/protocol.md §2) and the CPU-sized configs of the embedded default."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def net_config(preset: str, kind: str = "pf", **overrides: Any) -> DiTConfig:
     return dataclasses.replace(base, **overrides)
 
 
-T2I_KINDS = ("pf_t2i", "sit_t2i")  # text-to-image PF and its global-timestep baseline (SPEC §2b)
+T2I_KINDS = ("pf_t2i", "sit_t2i")  # text-to-image PF and its global-timestep baseline (docs/protocol.md §3)
 
 
 def t2i_config(preset: str, kind: str = "pf_t2i", **overrides: Any) -> T2IConfig:

@@ -1,4 +1,4 @@
-"""Text-to-image Patch Forcing network and its global-timestep baseline (SPEC §2b).
+"""Text-to-image Patch Forcing network and its global-timestep baseline (docs/protocol.md §3).
 
 The image path is the DiT of ``pfbench.nets.dit`` (patch embedding, fixed 2-D sin-cos positions, adaLN-Zero,
 per-token timesteps, difficulty head), with one more sub-layer per block: **cross-attention** from the image

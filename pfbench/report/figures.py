@@ -88,7 +88,7 @@ def learning_curve(rows: pd.DataFrame, out_dir: Path) -> Figure | None:
                         references=True)
 
 
-# Sampler parameters worth a sweep figure (SPEC §5): the easy fraction, inner steps, look-ahead ratio, warm-up.
+# Sampler parameters worth a sweep figure (docs/protocol.md §6): the easy fraction, inner steps, look-ahead ratio, warm-up.
 SWEEP_ARGS: tuple[str, ...] = ("p", "n_inner", "r", "t_warm")
 
 

@@ -44,7 +44,7 @@ from pfbench.results import read_path
 # Bar order of the sampler ablation: PF samplers, their random-mask ablations, then global-t (SiT) samplers.
 SAMPLER_ORDER: tuple[str, ...] = ("euler_pf", "dual_loop", "look_ahead", "dual_loop_random", "look_ahead_random",
                                   "euler", "heun", "euler_maruyama")
-# Optional extra column naming the training timestep sampler of a row's model (SPEC §3 names: "ltg", "srm", ...).
+# Optional extra column naming the training timestep sampler of a row's model (docs/protocol.md §4 names: "ltg", "srm", ...).
 TRAIN_COLUMN = "train_timesteps"
 def _load(results_folders: Sequence[Path]) -> pd.DataFrame:
     frames = [read_path(Path(f)) for f in results_folders]

@@ -1,4 +1,4 @@
-"""Sample stage (SPEC §5): seeds → noise → sampler → uint8 images (shards + manifest: ``pfbench.sample.shards``).
+"""Sample stage (docs/protocol.md §8): seeds → noise → sampler → uint8 images (shards + manifest: ``pfbench.sample.shards``).
 
 Sample i's label, noise and sampler randomness depend only on ``(seed, i)``: never on batch size,
 shard size, start offset, rank or device count. Writing samples to disk (atomic ``.npz`` shards, the

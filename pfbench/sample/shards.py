@@ -1,4 +1,4 @@
-"""Sample stage on disk (SPEC §5): generated images → uint8 shards + ``manifest.json``, resumable.
+"""Sample stage on disk (docs/protocol.md §8): generated images → uint8 shards + ``manifest.json``, resumable.
 
 Shards are ``.npz`` files of uint8 NCHW images from ``pfbench.sample.generate``, written atomically;
 ``manifest.json`` records the run's identity and a sha256 per finished shard, so a killed run resumes at

@@ -1,4 +1,4 @@
-"""Sampling algorithms (SPEC §5), one file per algorithm; shared helpers in ``base.py``.
+"""Sampling algorithms (docs/protocol.md §6), one file per algorithm; shared helpers in ``base.py``.
 
 Samplers are frozen dataclasses looked up by name through ``pfbench.registry.SAMPLERS``.
 """

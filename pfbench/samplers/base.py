@@ -1,4 +1,4 @@
-"""Shared sampler machinery (SPEC §5): time grids, budget → steps, call accounting,
+"""Shared sampler machinery (docs/protocol.md §6): time grids, budget → steps, call accounting,
 the masked-sampler bases (masks themselves: ``pfbench.samplers.masks``).
 
 Every sampler is a frozen dataclass with ``steps`` and is a pure function of
@@ -44,7 +44,7 @@ S = TypeVar("S", bound="StepSampler")
 
 @runtime_checkable
 class Sampler(Protocol):
-    """What the sample stage sees (STYLE.md contract); config = ``dataclasses.asdict(sampler)``."""
+    """What the sample stage sees (ARCHITECTURE.md contract); config = ``dataclasses.asdict(sampler)``."""
 
     @property
     def steps(self) -> int:
@@ -236,14 +236,14 @@ class MaskedSampler(StepSampler):
 
     Attributes:
         steps: outer steps N.
-        p: fraction of patches marked easy (the lowest-difficulty fraction p, SPEC §5).
+        p: fraction of patches marked easy (the lowest-difficulty fraction p, docs/protocol.md §6).
 
     The mask comes from ``easy_mask``; the random ablation (``RandomMask``) and tests override that one
     method.
     """
 
     p: float = 0.4
-    # 2: the easy-mask quantile is taken over the pixel-resolution map (SPEC §5), and look-ahead's
+    # 2: the easy-mask quantile is taken over the pixel-resolution map (docs/protocol.md §6), and look-ahead's
     # warm-up test is strict (t_k < t_warm).
     revision: ClassVar[int] = 2
 

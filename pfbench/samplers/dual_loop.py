@@ -1,4 +1,4 @@
-"""Dual-loop sampler (SPEC §5): easy patches take one big step, hard patches n small ones; cost N·n.
+"""Dual-loop sampler (docs/protocol.md §6): easy patches take one big step, hard patches n small ones; cost N·n.
 
 Per outer step k (Δ = t_{k+1} − t_k): one call at t_k gives v and the difficulty map, hence the easy
 mask M. Easy patches jump straight to t_{k+1} (``x += Δ·v``), hard patches move by Δ/n. Then n − 1
@@ -26,7 +26,7 @@ class DualLoop(MaskedSampler):
 
     Attributes:
         steps: outer steps N.
-        p: fraction of patches marked easy (the lowest-difficulty fraction p, SPEC §5).
+        p: fraction of patches marked easy (the lowest-difficulty fraction p, docs/protocol.md §6).
         n_inner: inner steps n per outer step for the hard patches.
         shift: SD3-style time shift of the outer grid (1 = uniform).
 

@@ -1,4 +1,4 @@
-"""Random-mask ablation of the dual-loop sampler (SPEC §5 ``random``): same fraction p, random patches."""
+"""Random-mask ablation of the dual-loop sampler (docs/protocol.md §6 ``random``): same fraction p, random patches."""
 
 from __future__ import annotations
 

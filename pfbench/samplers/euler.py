@@ -1,4 +1,4 @@
-"""Euler ODE sampler (SPEC §5): ``x += Δ·v`` on a (optionally time-shifted) grid; cost N."""
+"""Euler ODE sampler (docs/protocol.md §6): ``x += Δ·v`` on a (optionally time-shifted) grid; cost N."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Euler on a Patch Forcing model (SPEC §5 ``euler_pf``): t_k broadcast per token, difficulty unused.
+"""Euler on a Patch Forcing model (docs/protocol.md §6 ``euler_pf``): t_k broadcast per token, difficulty unused.
 
 The update is the global Euler step; the separate name keeps PF-Euler rows distinct in reports
 (the paper's "PF-Euler" column) and documents that the difficulty head is ignored. Cost N.

@@ -1,4 +1,4 @@
-"""Heun's second-order ODE sampler with an Euler last step (SPEC §5); cost 2N − 1."""
+"""Heun's second-order ODE sampler with an Euler last step (docs/protocol.md §6); cost 2N − 1."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Look-ahead sampler (SPEC §5): easy patches jump ahead to give cleaner context; cost 2N − #warm.
+"""Look-ahead sampler (docs/protocol.md §6): easy patches jump ahead to give cleaner context; cost 2N − #warm.
 
 Per step k (Δ = t_{k+1} − t_k), one call at t_k gives the guided v, the conditional v_c and the
 difficulty map, hence the easy mask M. During warm-up (t_k < t_warm) the step is ``x += Δ·v_c``.
@@ -9,7 +9,7 @@ real update is ``x += Δ·(v⊙M + v_ctx⊙(1 − M))``. The look-ahead state is
 The reference implementation jumps (and warms up) with the unguided v_c; ``guided_jump=True`` uses
 the guided v instead. Without CFG both are the same.
 
-Warm-up test (SPEC §5): strict ``t_k < t_warm`` on the float64 grid, so a step at exactly t_warm
+Warm-up test (docs/protocol.md §6): strict ``t_k < t_warm`` on the float64 grid, so a step at exactly t_warm
 (k = 1 of N = 20, k = 5 of N = 100) is a look-ahead step and N = 20 costs 39. The reference tests
 ``mean over tokens of t_k <= 0.05`` on its float32 schedule ``linspace(0, 1, N + 1)`` broadcast over
 the tokens (a stride-0 view on CPU). At an exact tie that float32 mean rounds above 0.05 on CPU, so its

@@ -1,4 +1,4 @@
-"""Per-sample randomness and easy masks shared by the masked samplers (SPEC §5).
+"""Per-sample randomness and easy masks shared by the masked samplers (docs/protocol.md §6).
 
 The easy mask M marks the lowest-difficulty fraction p of each sample's patches; the difficulty is
 ``exp(logvar)`` averaged over each patch, and the p-quantile is taken over the pixel-resolution map as
@@ -60,7 +60,7 @@ QUANTILE_MAX_ELEMENTS = 1 << 24
 
 
 def difficulty_mask(difficulty: Tensor, p: float, patch: int) -> Tensor:
-    """Easy mask M = d < quantile_p per sample, (B, T) bool (SPEC §5).
+    """Easy mask M = d < quantile_p per sample, (B, T) bool (docs/protocol.md §6).
 
     As in the reference, the quantile is taken over the pixel-resolution difficulty map: the T patch
     values of a row, each repeated patch² times (B, T·patch²), in float64 with linear interpolation;

@@ -66,7 +66,7 @@ class LoadedModel:
     net: DiT | T2INet | None  # pfbench's network; None for a model built by a plugin adapter (``plugin``)
     checkpoints: list[tuple[int, Path]]  # (step, path) of kept intermediate checkpoints, for learning curves
     train_img_per_s: float | None = None
-    train_timesteps: str | None = None  # training timestep sampler (SPEC §3), for training-sampler ablations
+    train_timesteps: str | None = None  # training timestep sampler (docs/protocol.md §4), for training-sampler ablations
     decode: Any = None  # latent models: latents -> [-1, 1] pixels (the VAE decoder)
     decoder: str | None = None  # "<vae>@<sha256[:16]>": part of every cell key, since it changes the pixels
     plugin: Adapter | None = None  # the model a registered adapter factory built (``ModelSpec.adapter``)

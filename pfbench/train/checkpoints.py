@@ -1,4 +1,4 @@
-"""The only checkpoint reader/writer (SPEC §4): atomic writes, safe (weights-only) reads.
+"""The only checkpoint reader/writer (docs/protocol.md §5): atomic writes, safe (weights-only) reads.
 
 A checkpoint is one ``torch.save`` file holding plain data only::
 

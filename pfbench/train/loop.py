@@ -1,4 +1,4 @@
-"""Training stage: ``TrainSpec`` → checkpoint (SPEC §4). The spec itself and its parsing live in
+"""Training stage: ``TrainSpec`` → checkpoint (docs/protocol.md §5). The spec itself and its parsing live in
 ``pfbench.train.spec`` (re-exported here).
 
 One loop serves Patch Forcing (per-token t + difficulty head) and the global-t SiT baseline, with the optional

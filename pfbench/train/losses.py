@@ -1,4 +1,4 @@
-"""Training losses (SPEC §4): flow matching, Patch Forcing's difficulty NLL and REPA alignment.
+"""Training losses (docs/protocol.md §5): flow matching, Patch Forcing's difficulty NLL and REPA alignment.
 
 All losses are computed in float32 even when the network ran under bf16 autocast.
 """
@@ -78,7 +78,7 @@ def pf_loss(
         logvar: (B, 1, H, W) difficulty head output, or None for a model without the head
             (then the total is ``L_fm`` and ``parts`` has only ``"fm"``).
         u: (B, C, H, W) target velocity.
-        nll_weight: λ (SPEC default 0.01).
+        nll_weight: λ (default 0.01, docs/protocol.md §5).
 
     Returns:
         ``(total, parts)``: the scalar loss to backpropagate and detached ``{"fm": …, "nll": …}``
@@ -94,7 +94,7 @@ def pf_loss(
 
 
 def repa_loss(proj: Tensor, z: Tensor) -> Tensor:
-    """REPA alignment loss ``mean over batch and tokens of −cos(proj, z)`` (SPEC §4).
+    """REPA alignment loss ``mean over batch and tokens of −cos(proj, z)`` (docs/protocol.md §5).
 
     A value of −1 means every projected token points the same way as its encoder token; the cosine makes
     the loss blind to the target's scale, so encoders need no feature normalisation.

@@ -1,4 +1,4 @@
-"""Frozen REPA target encoders (SPEC §4): clean pixels → patch tokens the DiT's projector is aligned to.
+"""Frozen REPA target encoders (docs/protocol.md §5): clean pixels → patch tokens the DiT's projector is aligned to.
 
 Every encoder has one face, ``RepaEncoder``: ``dim`` and ``encoder(pixels) -> (B, T_enc, D_enc)`` float32,
 pixels being clean images (B, 3, R, R) in [−1, 1]. Encoders are frozen (eval mode, no parameter wants a

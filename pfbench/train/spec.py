@@ -1,4 +1,4 @@
-"""Training configuration (SPEC §4): ``TrainSpec`` and its parts, strictly parsed from plain YAML data.
+"""Training configuration (docs/protocol.md §5): ``TrainSpec`` and its parts, strictly parsed from plain YAML data.
 
 What a run computes is fixed here; ``pfbench.train.loop`` runs it. ``spec_from_dict`` is the only way user input
 becomes a ``TrainSpec``: unknown keys name the nearest valid key, wrong types and values are one-line errors.
@@ -40,7 +40,7 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class TimestepSpec:
-    """A registered training timestep sampler (SPEC §3) and its parameters."""
+    """A registered training timestep sampler (docs/protocol.md §4) and its parameters."""
 
     name: str
     params: dict[str, Any] = field(default_factory=dict)
@@ -48,7 +48,7 @@ class TimestepSpec:
 
 @dataclass(frozen=True)
 class RepaSpec:
-    """REPA (SPEC §4): align a projection of the tokens after block ``depth`` with a frozen encoder's patch
+    """REPA (docs/protocol.md §5): align a projection of the tokens after block ``depth`` with a frozen encoder's patch
     tokens of the clean image; ``L += weight · mean(−cos)``.
 
     Attributes:
@@ -56,7 +56,7 @@ class RepaSpec:
         depth: 1-based block whose output is projected (8 for XL/2 in the paper).
         weight: loss weight (paper 0.5).
         weights: DINOv2 weights file or folder (None: ``$PFBENCH_WEIGHTS``, then the torch hub cache).
-        hidden: projector MLP width (SPEC and paper: 2048). A narrower one keeps REPA affordable on CPU-sized
+        hidden: projector MLP width (docs/protocol.md §5 and the paper: 2048). A narrower one keeps REPA affordable on CPU-sized
             networks, where the 2048-wide projector costs more than the blocks.
     """
 
@@ -69,14 +69,14 @@ class RepaSpec:
 
 @dataclass(frozen=True)
 class TextSpec:
-    """Text conditioning of a text-to-image run (kinds ``pf_t2i`` / ``sit_t2i``; SPEC §2b).
+    """Text conditioning of a text-to-image run (kinds ``pf_t2i`` / ``sit_t2i``; docs/protocol.md §3).
 
     Attributes:
         encoder: frozen text encoder (``pfbench.encoders.text.load_text_encoder`` name; ``tiny_text`` is the
             embedded default, shipped with pfbench).
         weights: local file or folder of an external encoder (None: resolved offline).
         dropout: probability that a caption is replaced by the empty prompt ``""``, the unconditional input of
-            classifier-free guidance (SPEC: 0.1).
+            classifier-free guidance (docs/protocol.md §3: 0.1).
     """
 
     encoder: str = "tiny_text"
@@ -95,7 +95,7 @@ def text_shape(encoder: str, weights: str | None) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """Everything that defines a training run (paper defaults, SPEC §4).
+    """Everything that defines a training run (paper defaults, docs/protocol.md §5).
 
     Attributes:
         model: network preset name (``pfbench.nets.PRESETS``).
@@ -104,7 +104,7 @@ class TrainSpec:
         kind: ``"pf"`` (per-token t, difficulty head) or ``"sit"`` (global t baseline); ``"pf_t2i"`` / ``"sit_t2i"``
             for their text-to-image versions (``pfbench.nets.t2i``; the data's captions are the condition).
         data: dataset spec.
-        timesteps: training timestep sampler; None → ``ltg`` for pf, ``ltg`` with m = 0.5 for pf_t2i (SPEC §3),
+        timesteps: training timestep sampler; None → ``ltg`` for pf, ``ltg`` with m = 0.5 for pf_t2i (docs/protocol.md §4),
             ``global_uniform`` for sit and sit_t2i.
         steps: optimiser steps in total. batch_size: the GLOBAL batch (split over DDP ranks).
         ema_warmup: cap the EMA decay at (1 + k) / (10 + k) at step k, so a short run's EMA is not dominated

@@ -1,9 +1,9 @@
-"""Training timestep samplers (SPEC §3): each draws a (B, T) float32 per-patch time in [0, 1].
+"""Training timestep samplers (docs/protocol.md §4): each draws a (B, T) float32 per-patch time in [0, 1].
 
 Every sampler is a frozen dataclass whose fields are its parameters; calling it with
 ``(batch, tokens, generator)`` returns a CPU tensor that depends only on the parameters and the
 generator state. Draws are always float32, also inside a bf16 autocast region (bf16 would
-quantise t to ~1/256, SPEC §1).
+quantise t to ~1/256, docs/protocol.md §1).
 """
 
 from __future__ import annotations
