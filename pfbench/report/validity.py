@@ -187,7 +187,7 @@ def compute_curves(curves: pd.DataFrame, out: Path) -> Figure | None:
 
 
 def validity_sections(rows: pd.DataFrame, out: Path, table: pd.DataFrame | None = None) -> list[tuple[str, list[Any]]]:
-    """Report sections ("Claims", "Validity figures") for a suite with the study's data; [] otherwise.
+    """Report sections ("Claims", "Validity figures", "Appendix: claims, every basis") for a suite with the study's data; [] otherwise.
 
     ``table``: the suite's claim table (``evaluate_claims``, with its declared trends); computed when omitted.
     """
@@ -206,5 +206,7 @@ def validity_sections(rows: pd.DataFrame, out: Path, table: pd.DataFrame | None 
     if diag.any():
         tables.append(summary_table(table[diag], "Claims (difficulty diagnostics, per model)"))
     trends = trend_table(table)
-    tables += ([trends] if trends is not None else []) + [detail_table(table, f) for f in table["family"].unique()]
-    return [("Claims", tables), ("Validity figures", [f for f in figs if f is not None])]
+    tables += [trends] if trends is not None else []
+    details = [detail_table(table, f) for f in table["family"].unique()]
+    return [("Claims", tables), ("Validity figures", [f for f in figs if f is not None]),
+            ("Appendix: claims, every basis", details)]

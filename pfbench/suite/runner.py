@@ -229,7 +229,7 @@ class Runner:
         self.figures(models)
         self.write_skip_notes()
         index = report(self.spec.name, results_root=self.results.parent, reports_root=self.reports.parent,
-                       trends=tuple(self.spec.claims.trends))
+                       trends=tuple(self.spec.claims.trends), headline=self.spec.headline())
         self.print_table(time.perf_counter() - t0)
         console.print(f"report: {index} (and index.html)")
 

@@ -209,6 +209,15 @@ class ClaimsSpec:
 
 
 @dataclass(frozen=True)
+class ReportSpec:
+    """How ``pfbench report`` presents the suite; read by the report, never by the runner, so it changes no cell."""
+
+    # The main results table's metric columns, in this order (e.g. [fd_embedded, class_acc]); empty: the suite's
+    # ``metrics:`` less breakdowns (``attr_acc_*``, ``*_shuffled``), which get a section of their own.
+    headline: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class SuiteSpec:
     name: str
     grid: list[GridSpec]
@@ -224,6 +233,11 @@ class SuiteSpec:
     # cell gets prompt i mod len (``pfbench.sample.generate.Prompts``).
     prompts: str | None = None
     claims: ClaimsSpec = field(default_factory=ClaimsSpec)
+    report: ReportSpec = field(default_factory=ReportSpec)
+
+    def headline(self) -> tuple[str, ...]:
+        """The report's headline metrics: ``report.headline``, else ``metrics``."""
+        return tuple(self.report.headline or self.metrics)
 
 
 @dataclass(frozen=True)
