@@ -24,6 +24,7 @@ from pfbench.report.claims import evaluate_claims
 from pfbench.report.correction import METHOD
 from pfbench.report.figures import PREFIX, Figure, make_figures
 from pfbench.report.keys import instance_warning
+from pfbench.report.pooling import pool_replicates
 from pfbench.report.results_view import APPENDIX, results_sections
 from pfbench.report.stats import summarize
 from pfbench.report.tables import TextTable, long_table
@@ -179,7 +180,8 @@ def report(suite_name: str, results_root: Path = Path("results"), reports_root: 
     if warning:
         sys.stderr.write(f"warning: {warning}\n")
     summary = summarize(rows[~rows["kind"].isin(["curve", "cell"])])  # curves are per step: figure only
-    figures = make_figures(rows, out)
+    replicated = rows["kind"].isin(["cell", "curve"])
+    figures = make_figures(pd.concat([rows[~replicated], pool_replicates(rows[replicated])[0]]), out)  # pooled
     table = evaluate_claims(rows, trends=trends)
     claims = validity_sections(rows, out, table)  # the paper's claims, paired over seeds (none without their models)
     if docs is not None and not table.empty:

@@ -45,7 +45,8 @@ def pool_replicates(rows: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[st
     keys = [k for k in (*GROUP_KEYS, "steps") if k in r and k != "fixed_steps"]
     agg: dict[str, tuple[str, str]] = {"value": ("value", "mean")}
     agg |= {c: (c, "mean") for c in COST_COLUMNS if c in r}
-    agg |= {c: (c, "first") for c in ("higher_is_better", *PROVENANCE_COLUMNS) if c in r}
+    skip = {*keys, "value", *COST_COLUMNS, "seed", TRAIN_SEED, "part"}
+    agg |= {c: (c, "first") for c in r.columns if c not in skip}  # higher_is_better, sampler_args, provenance, ...
     for c in ("value", *COST_COLUMNS):
         if c in r:
             r[c] = r[c].astype("Float64")
@@ -54,6 +55,3 @@ def pool_replicates(rows: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[st
     out = pd.concat([rows[~seeded], pooled], ignore_index=True)
     return out, {base: sorted(ms) for base, ms in sorted(names.items())}
 
-
-# Provenance columns kept on pooled rows (the report's header counts their values).
-PROVENANCE_COLUMNS: tuple[str, ...] = ("git_sha", "pfbench_version", "torch_version", "hardware")
