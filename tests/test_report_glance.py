@@ -154,3 +154,28 @@ def test_report_headline_is_parsed_strictly(tmp_path: Path) -> None:
         path.write_text(text + "\n" + bad)
         with pytest.raises(PfbenchError, match=match):
             load_suite(path)
+
+
+def test_sample_grid_names_its_cell_and_prompts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pfbench.report import images
+    from pfbench.suite.runner import grid_title
+    from pfbench.suite.spec import RunSpec, SamplerSpec
+
+    cell = RunSpec("s", "pf_t2i", SamplerSpec("look_ahead", {"r": 2.0}), 16, 0, 8, 4.0, cfg_interval=(0.1, 0.9))
+    title = grid_title(cell)
+    assert title.splitlines() == ["pf_t2i", "look_ahead r=2.0", "nfe=16, cfg 4 in [0.1, 0.9]"]
+    seen: dict[str, list[str]] = {}
+
+    def keep(fig: matplotlib.figure.Figure, path: Path, **_: object) -> Path:
+        seen["titles"] = [ax.get_title() for ax in fig.axes]
+        seen["rows"] = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+        return path
+
+    monkeypatch.setattr(images, "save_figure", keep)
+    imgs = np.zeros((10, 4, 4, 3), dtype=np.uint8)
+    prompts = [f"a red circle number {i}" for i in range(10)]
+    images.sample_grid(tmp_path / "g.png", [(title, imgs, np.arange(10)), ("sit\neuler\nnfe=8, cfg 1", imgs,
+                                                                           np.arange(10))],
+                       [str(i) for i in range(10)], prompts=[prompts, None])
+    assert seen["rows"] == [title, "sit\neuler\nnfe=8, cfg 1"]
+    assert seen["titles"][0].replace("\n", " ") == "a red circle number 0" and seen["titles"][10] == "0"

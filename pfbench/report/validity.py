@@ -101,7 +101,7 @@ def training_bars(cells: pd.DataFrame, out: Path) -> Figure | None:
     nfe = max(common)
     metrics = [m for m in METRICS if (sel["metric"] == m).any()]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4.0), squeeze=False)
-    labels = {g: f"{lab}\n(paper {p})" if p else lab for g, lab, p in TRAIN_BARS}
+    labels = {g: f"{lab}\n(paper FID-10K {p})" if p else lab for g, lab, p in TRAIN_BARS}
     for ax, m in zip(axes[0], metrics, strict=True):
         stats = [_mean_band(replicates(sel[(sel["group"] == g) & (sel["nfe_budget"] == nfe)
                                            & (sel["metric"] == m)])[0].to_numpy(), m) for g in groups]
@@ -187,7 +187,8 @@ def compute_curves(curves: pd.DataFrame, out: Path) -> Figure | None:
 
 
 def validity_sections(rows: pd.DataFrame, out: Path, table: pd.DataFrame | None = None) -> list[tuple[str, list[Any]]]:
-    """Report sections ("Claims", "Validity figures", "Appendix: claims, every basis") for a suite with the study's data; [] otherwise.
+    """Report sections ("Claims", "Validity figures", "Appendix: claims, every basis") for a suite with the
+    study's data; [] otherwise.
 
     ``table``: the suite's claim table (``evaluate_claims``, with its declared trends); computed when omitted.
     """
