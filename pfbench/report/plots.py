@@ -178,6 +178,11 @@ def line_panels(
     return save_panels(fig, out_dir, name, title, f"{caption}{facet} {note[0].upper()}{note[1:]}.")
 
 
+def palette(n: int) -> list[Any]:
+    """``n`` distinct colours: seaborn's colorblind palette (10 colours, it repeats beyond), else husl."""
+    return list(sns.color_palette("colorblind" if n <= 10 else "husl", n))
+
+
 def legend_chunks(labels: Sequence[str], most: int | None = None) -> list[list[str]]:
     """``labels`` in groups of at most ``most`` (``MAX_LEGEND``), a model's series kept together where they fit
     (the model is a label's first part, before `` · ``)."""
@@ -199,7 +204,7 @@ def legend_chunks(labels: Sequence[str], most: int | None = None) -> list[list[s
 def _lines(ax: Any, rows: pd.DataFrame, s: pd.DataFrame, labels: Sequence[str], metric: str, x: str, xlabel: str,
            logx: bool, references: bool) -> None:
     """One panel: a line (band, or whisker for one point) per label of ``labels`` for ``metric``."""
-    colors = dict(zip(labels, sns.color_palette("colorblind", len(labels)), strict=True))
+    colors = dict(zip(labels, palette(len(labels)), strict=True))
     sm = s[(s["metric"] == metric) & s["label"].isin(labels)]
     for label in labels:
         g = sm[sm["label"] == label].sort_values(x)
