@@ -23,7 +23,6 @@ from pfbench.report.html import report
 from pfbench.report.plots import MAX_LEGEND, legend_chunks
 from pfbench.report.pooling import pool_replicates
 from pfbench.report.results_view import headline_metrics, results_sections
-from pfbench.suite.parse import load_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ("embedded_quick", "thresholds", "repa_embedded", "t2i_smoke", "validity", "validity_r32",
@@ -43,6 +42,8 @@ def _render(name: str, out: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str,
         boxes = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)]
         legends[Path(str(fname)).name] = max((len(b.get_texts()) for b in boxes), default=0)
         return save(fig, fname, *args, **kwargs)
+
+    from pfbench.suite.parse import load_suite  # imports torch: only where needed
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", counting)
     spec = load_suite(ROOT / "suites" / f"{name}.yaml")
@@ -144,6 +145,8 @@ def test_legend_chunks_keep_models_together_and_cap_the_size() -> None:
 
 
 def test_report_headline_is_parsed_strictly(tmp_path: Path) -> None:
+    from pfbench.suite.parse import load_suite
+
     text = (ROOT / "suites" / "repa_embedded.yaml").read_text()  # no defaults: loads from anywhere
     good = tmp_path / "good.yaml"
     good.write_text(text + "\nreport:\n  headline: [class_acc]\n")
