@@ -227,7 +227,8 @@ def report(
 ) -> None:
     """Write reports/SUITE/index.md and a self-contained index.html from the suite's Parquet results.
 
-    The suite's ``claims:`` (trend tests) are read from its YAML: the file given, or suites/SUITE.yaml.
+    The suite's ``claims:`` (trend tests) and ``report.headline`` (the main table's metrics) are read from its
+    YAML: the file given, or suites/SUITE.yaml.
     """
     from pfbench.report.html import report as make_report
     from pfbench.suite.parse import load_suite
@@ -239,8 +240,10 @@ def report(
     if suite.endswith((".yaml", ".yml")):
         # The results folder is named after the suite's name:, which need not be the file's stem.
         name = spec.name if spec is not None else path.stem
-    trends = tuple(spec.claims.trends) if spec is not None and spec.name == name else ()
-    md = make_report(name, results_root=results, reports_root=reports, trends=trends, docs=docs)
+    own = spec is not None and spec.name == name
+    trends = tuple(spec.claims.trends) if own else ()
+    headline = spec.headline() if own else ()
+    md = make_report(name, results_root=results, reports_root=reports, trends=trends, docs=docs, headline=headline)
     console.print(f"wrote {md} and {md.with_name('index.html')}")
 
 

@@ -1,6 +1,6 @@
 """A floor for the embedded dataset's metrics: what any trained model should beat (reference rows of a suite).
 
-The runner scores these images next to real held-out images, so a table shows the scale of each number.
+The runner scores these images next to real train-split images (``real_train``), so a table shows the scale of each number.
 """
 
 from __future__ import annotations

@@ -36,15 +36,21 @@ class Claim:
     kind: str = "cell"
 
 
+# The metric of the paper's numbers: FID over 10K samples, ImageNet 256², B/2 models (read from its figures).
+PAPER_FID = "FID-10K (ImageNet B/2)"
+
+
 def _c(family: str, name: str, better: tuple[str, str], worse: tuple[str, str], paper: str = "",
-       kind: str = "cell") -> Claim:
-    return Claim(family, name, Side(*better), Side(*worse), paper, kind)
+       kind: str = "cell", metric: str = PAPER_FID) -> Claim:
+    """A claim; a ``paper`` text with numbers is prefixed by their ``metric`` (so a table names what they are)."""
+    text = f"{metric}: {paper}" if paper and any(ch.isdigit() for ch in paper) else paper
+    return Claim(family, name, Side(*better), Side(*worse), text, kind)
 
 
 # The declared families: Holm's correction runs within each (pfbench.report.correction).
 TRAIN, INFER, PF_SIT, DIAG = "training sampler", "inference sampler", "PF vs SiT", "difficulty"
 PF, SIT = ("pf", "euler_pf"), ("sit", "euler")
-# The paper's orderings (ImageNet B/2, FID-10K, read from its figures), adjacent pairs of each chain.
+# The paper's orderings (``PAPER_FID``), adjacent pairs of each chain.
 PAPER_CLAIMS: tuple[Claim, ...] = (
     _c(TRAIN, "LTG < truncated Gaussian", PF, ("pf_tgauss", "euler_pf"), "31.4 < 34.7"),
     _c(TRAIN, "truncated Gaussian < SRM s=10", ("pf_tgauss", "euler_pf"), ("pf_srm10", "euler_pf"), "34.7 < 39.0"),
@@ -63,7 +69,7 @@ PAPER_CLAIMS: tuple[Claim, ...] = (
     _c(PF_SIT, "LTG < SiT trained for PF's FLOPs", PF, ("sit_flops", "euler"), "equal training FLOPs"),
     _c(PF_SIT, "LTG < SiT (learning curves)", PF, ("sit_flops", "euler"), "", kind="curve"),
     _c(DIAG, "corr(var, err) at t=0.6 > at t=0.2", ("*", "difficulty_pearson_patch_t0.6"),
-       ("*", "difficulty_pearson_patch_t0.2"), "R = 0.52 > 0.11", kind="diagnostic"),
+       ("*", "difficulty_pearson_patch_t0.2"), "0.52 > 0.11", kind="diagnostic", metric="Pearson R (ImageNet)"),
     # Context at 0.65 (the middle of the grid 0.3 … 1): a gap LTG trains on; a clean context (t = 1) is rare under
     # LTG (t_max near 1 and a 0.7 fold below it), the figure shows the whole curve.
     _c(DIAG, "context helps: hard-patch loss, context at 0.65 < none", ("*", "context_loss_hard_t0.3_ctx0.65"),

@@ -114,7 +114,9 @@ def summary_table(table: pd.DataFrame, title: str) -> TextTable:
                      "as not compared. verdict: holds = at every counted basis; does not hold = significantly "
                      "reversed somewhere and holding nowhere; mixed = both; else inconclusive. Uncorrected verdict: "
                      "the same rule on raw 95% intervals over every tested basis (the report before correction). "
-                     "Effect: difference in % of the claimed-worse side (positive = claim direction).")
+                     "Effect: difference in % of the claimed-worse side (positive = claim direction). paper: the "
+                     "paper's numbers with their metric (FID-10K: ImageNet 256², B/2, read from its figures), not "
+                     "this table's metric.")
 
 
 def detail_table(table: pd.DataFrame, family: str) -> TextTable:

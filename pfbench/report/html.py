@@ -26,8 +26,10 @@ from pfbench.report.figures import PREFIX, Figure, make_figures
 from pfbench.report.keys import instance_warning
 from pfbench.report.paper import published_table, read_expected
 from pfbench.report.pareto_report import pareto_section
+from pfbench.report.pooling import pool_replicates
+from pfbench.report.results_view import APPENDIX, results_sections
 from pfbench.report.stats import summarize
-from pfbench.report.tables import TextTable, long_table, results_table
+from pfbench.report.tables import TextTable, long_table
 from pfbench.report.validity import validity_sections
 from pfbench.results import read_results
 
@@ -35,6 +37,12 @@ SKIPPED_FILE = "skipped.json"  # in the results folder: optional models a run sk
 PROVENANCE = ("git_sha", "pfbench_version", "torch_version", "hardware")
 # Runner images listed first, in this order (by file-name prefix); the rest follow alphabetically.
 IMAGE_ORDER = ("samples", "difficulty_")
+# What the reference rows are (pfbench.suite.units: real images of the embedded train split, a trivial baseline).
+REFERENCE_ROLES = {"real_train": "ceiling: real training-split images",
+                   "trivial_class_mean": "floor: per-class mean image"}
+REFERENCE_NOTE = ("The same metrics on real images of the embedded dataset's train split (the best a generator can "
+                  "reach; not held out) and on a trivial baseline (the per-class mean image): the scale of the numbers "
+                  "above.")
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1150px;color:#222;
 padding:0 1rem;line-height:1.4}
@@ -148,7 +156,7 @@ def _html(doc: _Doc) -> str:
 
 
 def report(suite_name: str, results_root: Path = Path("results"), reports_root: Path = Path("reports"),
-           trends: tuple[str, ...] = (), docs: Path | None = None) -> Path:
+           trends: tuple[str, ...] = (), docs: Path | None = None, headline: tuple[str, ...] = ()) -> Path:
     """Writes ``<reports_root>/<suite>/index.md`` and ``index.html`` (+ figure PNG/PDF) from the suite's Parquet.
 
     Args:
@@ -156,6 +164,8 @@ def report(suite_name: str, results_root: Path = Path("results"), reports_root: 
         results_root: root of ``<suite>/*.parquet`` result files.
         reports_root: root of report folders.
         trends: claims whose trend with NFE is tested (the suite's ``claims.trends``).
+        headline: the main table's metrics (the suite's ``report.headline``, else its ``metrics:``); empty: every
+            metric that is no breakdown of another (``results_view.headline_metrics``).
         docs: a folder of Markdown documents: the claims block between ``<!-- pfbench:claims SUITE -->``
             markers in any of them is rewritten from the results (``claim_tables.update_docs``).
 
@@ -171,32 +181,37 @@ def report(suite_name: str, results_root: Path = Path("results"), reports_root: 
     warning = instance_warning(rows, str(src))
     if warning:
         sys.stderr.write(f"warning: {warning}\n")
-    summary = summarize(rows[rows["kind"] != "curve"])  # curves are per step: figure only
-    figures = make_figures(rows, out)
+    summary = summarize(rows[~rows["kind"].isin(["curve", "cell"])])  # curves are per step: figure only
+    replicated = rows["kind"].isin(["cell", "curve"])
+    figures = make_figures(pd.concat([rows[~replicated], pool_replicates(rows[replicated])[0]]), out)  # pooled
+    table = evaluate_claims(rows, trends=trends)
+    claims = validity_sections(rows, out, table)  # the paper's claims, paired over seeds (none without their models)
+    if docs is not None and not table.empty:
+        update_docs(docs, suite_name, claims_block(table, suite_name, rows))
+    results = results_sections(rows[rows["kind"] == "cell"], headline)
+    appendix = [s for s in (*claims, *results) if s[0].startswith(APPENDIX)]
     sections: list[tuple[str, list[TextTable | Figure | Image]]] = []
     if warning:
         sections.append(("Warning", [TextTable("", ("warning",), ((warning,),))]))
     expected = read_expected(src)  # the suite's published numbers (``expected:``), stored by ``pfbench run``
     if expected:
         sections.append(("Published vs measured", [published_table(rows, expected)]))
-    if (summary["kind"] == "cell").any():
-        sections.append(("Results", [results_table(summary, title="")]))
+    sections += [s for s in claims if s[0] == "Claims"]  # claims first, where the suite has them
+    sections += [s for s in results if not s[0].startswith(APPENDIX)]
+    if (rows["kind"] == "cell").any():
         sections.append(("Which configuration at which budget (Pareto front)", pareto_section(rows, out)))
     sections.append(("Skipped cells", _skipped(src)))
-    table = evaluate_claims(rows, trends=trends)
-    sections += validity_sections(rows, out, table)  # the paper's claims, paired over seeds (none without their models)
-    if docs is not None and not table.empty:
-        update_docs(docs, suite_name, claims_block(table, suite_name, rows))
     if (summary["kind"] == "reference").any():
         sections.append(("Reference values", [long_table(
-            summary, "reference", "", "The same metrics on real held-out images and on a trivial baseline: "
-            "the scale of the numbers above.")]))
+            summary, "reference", "", REFERENCE_NOTE, roles=REFERENCE_ROLES)]))
+    sections += [s for s in claims if s[0] not in ("Claims", *(t for t, _ in appendix))]
     sections.append(("Figures", list(figures)))
     if (summary["kind"] == "diagnostic").any():
         sections.append(("Diagnostics", [long_table(summary, "diagnostic", "")]))
     images = _runner_images(out, figures)
     if images:
         sections.append(("Samples and difficulty maps", list(images)))
+    sections += appendix
     sections = [(t, items) for t, items in sections if items]
     header = _provenance(rows) + ([("claims: multiple comparisons", METHOD)] if not table.empty else [])
     doc = _Doc(suite_name, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), header, len(rows), sections)

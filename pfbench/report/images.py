@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,16 @@ def save_figure(fig: Any, path: Path, *, dpi: int = 150, tight: bool = True) -> 
 
 def sample_grid(
     path: Path, rows: Sequence[tuple[str, np.ndarray, np.ndarray]], class_names: Sequence[str], per_row: int = 10,
+    prompts: Sequence[Sequence[str] | None] = (),
 ) -> Path:
-    """One row per entry ``(title, images (N,H,W,3) uint8, labels (N,))``; one image per class when possible."""
-    fig, axes = plt.subplots(len(rows), per_row, figsize=(per_row * 1.0, len(rows) * 1.25 + 0.3), squeeze=False)
+    """One row per entry ``(title, images (N,H,W,3) uint8, labels (N,))``; one image per class when possible.
+
+    Each image is titled with its class, or with its prompt where ``prompts[row]`` gives the row's N prompts (a
+    text-to-image model); a row's title should name its cell (model, sampler, NFE or steps, CFG).
+    """
+    texts = list(prompts) + [None] * (len(rows) - len(prompts))
+    high = 1.25 + (0.45 if any(t is not None for t in texts) else 0.0)
+    fig, axes = plt.subplots(len(rows), per_row, figsize=(per_row * 1.0 + 0.8, len(rows) * high + 0.3), squeeze=False)
     for r, (title, images, labels) in enumerate(rows):
         picks: list[int] = []
         for c in range(per_row):  # first sample of each class, then fill
@@ -41,9 +49,13 @@ def sample_grid(
             ax.imshow(images[i], interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(class_names[int(labels[i])], fontsize=6)
+            row_prompts = texts[r]
+            if row_prompts is not None:
+                ax.set_title(textwrap.fill(str(row_prompts[i]), 22), fontsize=4)
+            else:
+                ax.set_title(class_names[int(labels[i])], fontsize=6)
             if c == 0:
-                ax.set_ylabel(title, fontsize=7, rotation=0, ha="right", va="center")
+                ax.set_ylabel(title, fontsize=6, rotation=0, ha="right", va="center")
     fig.tight_layout()
     out = save_figure(fig, path)
     plt.close(fig)

@@ -24,6 +24,7 @@ from pfbench.report.tables import arrow, is_na
 
 BAND = ("95% interval of the mean over seeds (Student t below 10 seeds, else bootstrap), clipped to the metric's "
         "valid range")
+MAX_LEGEND = 12  # series per legend; more are faceted into rows of panels (``legend_chunks``)
 # Integer-valued x axes: ticks at the values themselves, never 15.2, 15.4, ...
 INTEGER_X = ("nfe_budget", "nfe", "fixed_steps", "train_step")
 
@@ -60,6 +61,11 @@ def panels(n: int, width: float = 3.6, height: float = 2.8) -> tuple[Any, Any]:
 
 def save_panels(fig: Any, out_dir: Path, name: str, title: str, caption: str) -> Figure:
     """One legend for the whole figure, the title, then ``name``.png and .pdf written atomically; closes ``fig``."""
+    if any(ax.get_legend() is not None for ax in fig.axes) and fig.get_layout_engine() is not None:
+        fig.suptitle(title)  # faceted (``_facets``): a legend per row of panels, laid out already
+        png, pdf = (save_figure(fig, out_dir / f"{name}.{ext}") for ext in ("png", "pdf"))
+        plt.close(fig)
+        return Figure(name, title, caption, png, pdf)
     handles, labels = [], []
     for ax in fig.axes:  # one legend for the figure, merged over panels
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
@@ -158,32 +164,81 @@ def line_panels(
     if s.groupby("label")[x].nunique().max() == 1:  # nothing to join into a line
         return _dot_panels(rows, s, x, xlabel, out_dir, name, title, caption, references)
     labels = list(dict.fromkeys(s["label"]))  # summary order: numeric keys sort as numbers
-    colors = dict(zip(labels, sns.color_palette("colorblind", len(labels)), strict=True))
-    fig, axes = panels(len(metrics))
-    for ax, metric in zip(axes, metrics, strict=False):
-        sm = s[s["metric"] == metric]
-        for label in labels:
-            g = sm[sm["label"] == label].sort_values(x)
-            if g.empty:
-                continue
-            xs, ys = g[x].astype(float).to_numpy(), g["mean"].astype(float).to_numpy()
-            lo, hi = _interval(g)
-            ax.plot(xs, ys, marker="o", ms=3.5, lw=1.4, color=colors[label], label=label)
-            if len(xs) > 1 and np.isfinite(lo).any():
-                ax.fill_between(xs, lo, hi, color=colors[label], alpha=0.18, lw=0)
-            elif np.isfinite(lo).any():  # one point: a band has no width, so a whisker
-                ax.errorbar(xs, ys, yerr=[ys - lo, hi - ys], fmt="none", ecolor=colors[label], capsize=3, lw=1)
-        off = _reference_lines(ax, rows, metric) if references else ""
-        _panel_title(ax, sm, metric, off)
-        ax.set_xlabel(xlabel)
-        values = sorted(sm[x].astype(float).unique())
-        if logx and values[-1] > 2 * values[0] > 0:
-            _log_axis(ax, [int(v) for v in values] if x in INTEGER_X else None)
-        elif x in INTEGER_X:
-            _integer_axis(ax, values)
+    chunks = legend_chunks(labels)
+    if len(chunks) > 1:
+        fig = _facets(rows, s, chunks, metrics, x, xlabel, logx, references)
+    else:
+        fig, axes = panels(len(metrics))
+        for ax, metric in zip(axes, metrics, strict=False):
+            _lines(ax, rows, s, labels, metric, x, xlabel, logx, references)
     single = s.groupby("label")[x].nunique().eq(1).any()
     note = interval_note(s) + ("; a whisker where a series has one point" if single else "")
-    return save_panels(fig, out_dir, name, title, f"{caption} {note[0].upper()}{note[1:]}.")
+    facet = f" One row of panels per group of models ({len(labels)} series, at most {MAX_LEGEND} per legend)." \
+        if len(chunks) > 1 else ""
+    return save_panels(fig, out_dir, name, title, f"{caption}{facet} {note[0].upper()}{note[1:]}.")
+
+
+def palette(n: int) -> list[Any]:
+    """``n`` distinct colours: seaborn's colorblind palette (10 colours, it repeats beyond), else husl."""
+    return list(sns.color_palette("colorblind" if n <= 10 else "husl", n))
+
+
+def legend_chunks(labels: Sequence[str], most: int | None = None) -> list[list[str]]:
+    """``labels`` in groups of at most ``most`` (``MAX_LEGEND``), a model's series kept together where they fit
+    (the model is a label's first part, before `` · ``)."""
+    most = MAX_LEGEND if most is None else most
+    by_model: dict[str, list[str]] = {}
+    for lab in labels:
+        by_model.setdefault(str(lab).split(" · ")[0], []).append(lab)
+    chunks: list[list[str]] = []
+    for group in by_model.values():
+        for i in range(0, len(group), most):
+            part = group[i:i + most]
+            if chunks and len(chunks[-1]) + len(part) <= most:
+                chunks[-1].extend(part)
+            else:
+                chunks.append(list(part))
+    return chunks
+
+
+def _lines(ax: Any, rows: pd.DataFrame, s: pd.DataFrame, labels: Sequence[str], metric: str, x: str, xlabel: str,
+           logx: bool, references: bool) -> None:
+    """One panel: a line (band, or whisker for one point) per label of ``labels`` for ``metric``."""
+    colors = dict(zip(labels, palette(len(labels)), strict=True))
+    sm = s[(s["metric"] == metric) & s["label"].isin(labels)]
+    for label in labels:
+        g = sm[sm["label"] == label].sort_values(x)
+        if g.empty:
+            continue
+        xs, ys = g[x].astype(float).to_numpy(), g["mean"].astype(float).to_numpy()
+        lo, hi = _interval(g)
+        ax.plot(xs, ys, marker="o", ms=3.5, lw=1.4, color=colors[label], label=label)
+        if len(xs) > 1 and np.isfinite(lo).any():
+            ax.fill_between(xs, lo, hi, color=colors[label], alpha=0.18, lw=0)
+        elif np.isfinite(lo).any():  # one point: a band has no width, so a whisker
+            ax.errorbar(xs, ys, yerr=[ys - lo, hi - ys], fmt="none", ecolor=colors[label], capsize=3, lw=1)
+    off = _reference_lines(ax, rows, metric) if references else ""
+    _panel_title(ax, sm, metric, off)
+    ax.set_xlabel(xlabel)
+    values = sorted(s[s["metric"] == metric][x].astype(float).unique())
+    if logx and values and values[-1] > 2 * values[0] > 0:
+        _log_axis(ax, [int(v) for v in values] if x in INTEGER_X else None)
+    elif x in INTEGER_X:
+        _integer_axis(ax, values)
+
+
+def _facets(rows: pd.DataFrame, s: pd.DataFrame, chunks: list[list[str]], metrics: Sequence[str], x: str,
+            xlabel: str, logx: bool, references: bool) -> Any:
+    """A row of panels (one per metric) per chunk of series, each row with its own legend on the right."""
+    _theme()
+    fig, axes = plt.subplots(len(chunks), len(metrics), figsize=(4.2 * len(metrics) + 3.2, 3.0 * len(chunks)),
+                             squeeze=False)
+    for i, chunk in enumerate(chunks):
+        for j, metric in enumerate(metrics):
+            _lines(axes[i][j], rows, s, chunk, metric, x, xlabel, logx, references)
+        axes[i][-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    fig.set_layout_engine("constrained")
+    return fig
 
 
 def _dot_panels(

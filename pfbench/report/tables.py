@@ -49,7 +49,8 @@ def fmt_key(x: Any) -> str:
 
 
 def mean_std(mean: Any, std: Any) -> str:
-    return f"{fmt_num(mean)} ± {fmt_num(std, '.2g')}"
+    """``mean ± std``; the plain mean when there is no spread to show (one seed)."""
+    return fmt_num(mean) if is_na(std) else f"{fmt_num(mean)} ± {fmt_num(std, '.2g')}"
 
 
 def ci_text(lo: Any, hi: Any, kind: str = "bootstrap") -> str:
@@ -77,8 +78,20 @@ def nonstandard_mark(row: Any) -> str:
     return NONSTANDARD if row.get("metric") in listed else ""
 
 
+FLOOR_SUFFIX = "_shuffled"  # a metric scored against shuffled prompts: the chance level, no better direction
+FLOOR = "(floor)"
+
+
+def is_floor(metric: str) -> bool:
+    """``*_shuffled`` rows (scored against shuffled prompts) are the chance level of their metric, not a goal."""
+    return str(metric).endswith(FLOOR_SUFFIX)
+
+
 def arrow(higher_is_better: Any, metric: str = "") -> str:
-    """``↑`` / ``↓`` for the better direction; empty when unknown or for a spread."""
+    """``↑`` / ``↓`` for the better direction; ``(floor)`` for a chance-level twin; empty when unknown or for a
+    spread."""
+    if is_floor(metric):
+        return FLOOR
     if is_na(higher_is_better) or is_spread(metric):
         return ""
     return "↑" if bool(higher_is_better) else "↓"
@@ -151,7 +164,14 @@ def _cell_groups(s: pd.DataFrame, keys: list[str], what: str) -> list[tuple[tupl
     return groups
 
 
-def results_table(summary: pd.DataFrame, kind: str = "cell", title: str = "Results") -> TextTable:
+def metric_header(metric: str, hib: pd.Series) -> str:
+    """``fd_embedded ↓``, ``clip_embedded_shuffled (floor)``: a metric column's header."""
+    return f"{metric} {arrow(hib.iloc[0] if len(hib) else pd.NA, metric)}".rstrip()
+
+
+def results_table(summary: pd.DataFrame, kind: str = "cell", title: str = "Results",
+                  metrics: Sequence[str] | None = None, costs: bool = True, replicates: str = "seeds",
+                  note: str = "", omit: Sequence[str] = ()) -> TextTable:
     """Wide table: one row per cell (every key of ``keys.CELL_KEYS``; seeds aggregated), one column per metric.
 
     The model, sampler, cfg and NFE budget columns are always there; any other key that varies (variant, CFG
@@ -160,13 +180,18 @@ def results_table(summary: pd.DataFrame, kind: str = "cell", title: str = "Resul
     Args:
         summary: ``stats.summarize`` output over ``GROUP_KEYS``.
         kind: which rows to show (``"cell"``).
+        metrics: the metric columns, in this order (default: every metric of the rows, sorted).
+        costs: show the NFE used, GFLOPs and wall-clock columns.
+        replicates: header of the replicate-count column (``seeds``, ``training seeds``).
+        note: prepended to the table's note.
+        omit: key columns left out (keys the model determines, named in ``note``).
     """
     s = summary[summary["kind"] == kind] if "kind" in summary else summary
-    metrics = sorted(s["metric"].dropna().unique().tolist())
-    hib = {m: s.loc[s["metric"] == m, "higher_is_better"].dropna() for m in metrics}
-    metric_cols = [f"{m} {arrow(h.iloc[0], m) if len(h) else ''}".rstrip() for m, h in hib.items()]
-    keys = shown_keys(s)
-    columns = (*[HEADERS[k] for k in keys], "NFE used", "GFLOPs/sample", "wall s", "seeds", *metric_cols)
+    metrics = sorted(s["metric"].dropna().unique().tolist()) if metrics is None else list(metrics)
+    metric_cols = [metric_header(m, s.loc[s["metric"] == m, "higher_is_better"].dropna()) for m in metrics]
+    keys = shown_keys(s, omit=omit)
+    cost_cols = ("NFE used", "GFLOPs/sample", "wall s") if costs else ()
+    columns = (*[HEADERS[k] for k in keys], *cost_cols, replicates, *metric_cols)
     rows = []
     for labels, g in _cell_groups(s, keys, f"results table ({kind})"):
         cells = []
@@ -179,20 +204,28 @@ def results_table(summary: pd.DataFrame, kind: str = "cell", title: str = "Resul
             ci = ci_text(*shown_interval(r))
             cells.append(mean_std(r["mean"], r["std"]) + nonstandard_mark(r) + ("" if ci == NA else f"\n{ci}"))
         cost = g.iloc[0]
-        rows.append((*labels, fmt_num(cost.get("nfe_used"), ".3g"), fmt_num(cost.get("gflops"), ".4g"),
-                     fmt_num(cost.get("wall_s"), ".3g"), _seed_count(g), *cells))
-    note = (f"mean ± std over seeds (ddof=1); below it the 95% interval of the mean: Student t (t[…]) with fewer "
-            f"than {SMALL_N} seeds, else the percentile bootstrap (2000 resamples), clipped to the metric's valid "
-            "range (accuracy, precision, recall in [0, 1]; distances ≥ 0); NA: one seed. ↑/↓: better direction."
+        spent = (fmt_num(cost.get("nfe_used"), ".3g"), fmt_num(cost.get("gflops"), ".4g"),
+                 fmt_num(cost.get("wall_s"), ".3g")) if costs else ()
+        rows.append((*labels, *spent, _seed_count(g), *cells))
+    text = (f"mean ± std over {replicates} (ddof=1); below it the 95% interval of the mean: Student t (t[…]) with "
+            f"fewer than {SMALL_N}, else the percentile bootstrap (2000 resamples), clipped to the metric's valid "
+            "range (accuracy, precision, recall in [0, 1]; distances ≥ 0); a plain value: one seed. ↑/↓: better "
+            f"direction; {FLOOR}: the metric against shuffled prompts (chance level, no better direction)."
             + (NONSTANDARD_NOTE if any(NONSTANDARD in c for row in rows for c in row) else ""))
-    return TextTable(title, columns, tuple(rows), note)
+    return TextTable(title, columns, tuple(rows), f"{note} {text}".strip())
 
 
-def long_table(summary: pd.DataFrame, kind: str, title: str, note: str = "") -> TextTable:
-    """One row per (model, metric) of ``kind`` rows (diagnostics, reference values)."""
+def long_table(summary: pd.DataFrame, kind: str, title: str, note: str = "",
+               roles: dict[str, str] | None = None) -> TextTable:
+    """One row per (model, metric) of ``kind`` rows (diagnostics, reference values).
+
+    ``roles``: model -> what the row is (``"ceiling: real images"``), shown in a ``role`` column after the model.
+    """
     s = _sorted(summary[summary["kind"] == kind], ["model", "metric"])
     keys = shown_keys(s, always=("model",))  # e.g. two checkpoints of one model: a model id column
     texts = [tuple(key_text(k, r[k]) for k in keys) for _, r in s.iterrows()]
+    if roles:
+        texts = [(t[0], roles.get(t[0], ""), *t[1:]) for t in texts]
     assert_distinct([(*t, str(m)) for t, m in zip(texts, s["metric"], strict=True)], f"{kind} table")
     rows = tuple(
         (*t, f"{r['metric']} {arrow(r['higher_is_better'], r['metric'])}".rstrip(),
@@ -200,7 +233,9 @@ def long_table(summary: pd.DataFrame, kind: str, title: str, note: str = "") -> 
         for t, (_, r) in zip(texts, s.iterrows(), strict=True)
     )
     note = (note + NONSTANDARD_NOTE).strip() if any(NONSTANDARD in row[-3] for row in rows) else note
-    return TextTable(title, (*[HEADERS[k] for k in keys], "metric", "value (mean ± std)", "95% CI", "n"), rows, note)
+    heads = [HEADERS[k] for k in keys]
+    heads = [heads[0], "role", *heads[1:]] if roles else heads
+    return TextTable(title, (*heads, "metric", "value (mean ± std)", "95% CI", "n"), rows, note)
 
 
 def print_run_summary(df: pd.DataFrame, title: str, console: Console) -> None:

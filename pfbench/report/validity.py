@@ -101,7 +101,7 @@ def training_bars(cells: pd.DataFrame, out: Path) -> Figure | None:
     nfe = max(common)
     metrics = [m for m in METRICS if (sel["metric"] == m).any()]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4.0), squeeze=False)
-    labels = {g: f"{lab}\n(paper {p})" if p else lab for g, lab, p in TRAIN_BARS}
+    labels = {g: f"{lab}\n(paper FID-10K {p})" if p else lab for g, lab, p in TRAIN_BARS}
     for ax, m in zip(axes[0], metrics, strict=True):
         stats = [_mean_band(replicates(sel[(sel["group"] == g) & (sel["nfe_budget"] == nfe)
                                            & (sel["metric"] == m)])[0].to_numpy(), m) for g in groups]
@@ -187,7 +187,8 @@ def compute_curves(curves: pd.DataFrame, out: Path) -> Figure | None:
 
 
 def validity_sections(rows: pd.DataFrame, out: Path, table: pd.DataFrame | None = None) -> list[tuple[str, list[Any]]]:
-    """Report sections ("Claims", "Validity figures") for a suite with the study's data; [] otherwise.
+    """Report sections ("Claims", "Validity figures", "Appendix: claims, every basis") for a suite with the
+    study's data; [] otherwise.
 
     ``table``: the suite's claim table (``evaluate_claims``, with its declared trends); computed when omitted.
     """
@@ -206,5 +207,7 @@ def validity_sections(rows: pd.DataFrame, out: Path, table: pd.DataFrame | None 
     if diag.any():
         tables.append(summary_table(table[diag], "Claims (difficulty diagnostics, per model)"))
     trends = trend_table(table)
-    tables += ([trends] if trends is not None else []) + [detail_table(table, f) for f in table["family"].unique()]
-    return [("Claims", tables), ("Validity figures", [f for f in figs if f is not None])]
+    tables += [trends] if trends is not None else []
+    details = [detail_table(table, f) for f in table["family"].unique()]
+    return [("Claims", tables), ("Validity figures", [f for f in figs if f is not None]),
+            ("Appendix: claims, every basis", details)]

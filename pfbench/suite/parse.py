@@ -158,6 +158,10 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> SuiteSpe
             close = difflib.get_close_matches(name, cell_claims, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f" (cell claims: {', '.join(cell_claims)})"
             raise PfbenchError(f"claims.trends[{ti}]: {name!r} is not a cell claim of pfbench.report.claims{hint}")
+    for hi, metric in enumerate(spec.report.headline):
+        if metric not in spec.metrics and not any(metric.startswith(f"{m}_") for m in spec.metrics):
+            raise PfbenchError(f"report.headline[{hi}]: {metric!r} is not among the suite's metrics "
+                               f"({', '.join(spec.metrics)}) nor one of their breakdowns")
     for mi, metric in enumerate(spec.metrics):
         try:
             METRICS.get(metric)

@@ -76,7 +76,8 @@ class Runner:
         self.scorer = Scorer(spec)
         self.units = ModelUnits(spec, self.results, self.reports, self.scorer, self.suite_models, self.generate,
                                 console if progress else None)
-        self._last_samples: dict[str, tuple[Any, Any]] = {}  # model -> images of its last cell (the sample grid)
+        # model -> images, labels, prompts and grid title of its last cell (the sample grid)
+        self._last_samples: dict[str, tuple[Any, Any, Any, str]] = {}
 
     # ------------------------------------------------------------------ models (see pfbench.suite.models)
     def estimate(self, cell: RunSpec) -> tuple[int, float]:
@@ -179,7 +180,7 @@ class Runner:
         scores = self.scorer.score(gen.images, gen.labels, gen.prompts)
         if gen.prompts is not None:  # the same images against shuffled prompts: the floor of prompt following
             scores |= self.scorer.shuffled(gen.images, gen.labels, gen.prompts, cell.seed)
-        self._last_samples[cell.model] = (gen.images, gen.labels)
+        self._last_samples[cell.model] = (gen.images, gen.labels, gen.prompts, grid_title(cell))
         return metric_rows(base | self.scorer.context(), scores)
 
     # ------------------------------------------------------------------ main
@@ -217,7 +218,7 @@ class Runner:
         self.write_skip_notes()
         write_expected(self.results, [dataclasses.asdict(e) for e in self.spec.expected])
         index = report(self.spec.name, results_root=self.results.parent, reports_root=self.reports.parent,
-                       trends=tuple(self.spec.claims.trends))
+                       trends=tuple(self.spec.claims.trends), headline=self.spec.headline())
         self.print_table(time.perf_counter() - t0)
         console.print(f"report: {index} (and index.html)")
 
@@ -296,7 +297,7 @@ class Runner:
                                             soft_wrap=True)
 
     def figures(self, models: dict[str, LoadedModel]) -> None:
-        rows = []
+        rows, prompts = [], []
         for name, lm in models.items():
             if not _first_seed(name, models):
                 continue  # one sample grid row per suite model, not per training seed
@@ -305,12 +306,13 @@ class Runner:
                 if not cells:
                     continue
                 cell = max(cells, key=lambda c: (s := self.make_sampler(c)).cost(s.steps))  # the longest run
-                gen = self.generate(lm, self.make_sampler(cell), 40, cell.seed, cell.cfg_scale)
-                self._last_samples[name] = (gen.images, gen.labels)
-            images, labels = self._last_samples[name]
-            rows.append((name, np.asarray(images).transpose(0, 2, 3, 1), np.asarray(labels)))
+                gen = self.generate(lm, self.make_sampler(cell), 40, cell.seed, cell.cfg_scale, cell.cfg_interval)
+                self._last_samples[name] = (gen.images, gen.labels, gen.prompts, grid_title(cell))
+            images, labels, texts, title = self._last_samples[name]
+            rows.append((title, np.asarray(images).transpose(0, 2, 3, 1), np.asarray(labels)))
+            prompts.append(texts)
         if rows:
-            sample_grid(self.reports / "samples.png", rows, class_names(self.spec.data.name))
+            sample_grid(self.reports / "samples.png", rows, class_names(self.spec.data.name), prompts=prompts)
         self.trace_figures(models)  # learning curves are drawn by the report (report.figures.learning_curve)
 
     def trace_figures(self, models: dict[str, LoadedModel]) -> None:
@@ -346,6 +348,13 @@ def _first_seed(name: str, models: dict[str, Any]) -> bool:
     """True unless ``name`` is a training-seed instance (``pf@s1``) with a sibling of a smaller seed."""
     base, seed = split_model(name)
     return seed is None or all(s is None or s >= seed for b, s in map(split_model, models) if b == base)
+
+
+def grid_title(cell: RunSpec) -> str:
+    """A sample-grid row's title: the cell it shows (model, sampler and its variant, NFE or steps, CFG)."""
+    variant = ", ".join(f"{k}={v}" for k, v in sorted(cell.sampler.params.items()))
+    cfg = f"cfg {cell.cfg_scale:g}" + (f" in {list(cell.cfg_interval)}" if cell.cfg_interval is not None else "")
+    return "\n".join([cell.model, cell.sampler.name + (f" {variant}" if variant else ""), f"{cell.axis()}, {cfg}"])
 
 
 def _duration(seconds: float) -> str:

@@ -248,6 +248,15 @@ class TuneSpec:
 
 
 @dataclass(frozen=True)
+class ReportSpec:
+    """How ``pfbench report`` presents the suite; read by the report, never by the runner, so it changes no cell."""
+
+    # The main results table's metric columns, in this order (e.g. [fd_embedded, class_acc]); empty: the suite's
+    # ``metrics:`` less breakdowns (``attr_acc_*``, ``*_shuffled``), which get a section of their own.
+    headline: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class SuiteSpec:
     name: str
     grid: list[GridSpec]
@@ -265,6 +274,11 @@ class SuiteSpec:
     claims: ClaimsSpec = field(default_factory=ClaimsSpec)
     expected: list[ExpectedSpec] = field(default_factory=list)  # published numbers, shown beside the measured ones
     tune: TuneSpec = field(default_factory=TuneSpec)
+    report: ReportSpec = field(default_factory=ReportSpec)
+
+    def headline(self) -> tuple[str, ...]:
+        """The report's headline metrics: ``report.headline``, else ``metrics``."""
+        return tuple(self.report.headline or self.metrics)
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,8 @@ class ModelUnits:
         return self._reference
 
     def reference(self, captions: bool = False) -> None:
-        """Metric values of the trivial baseline and of real held-out images (the scale of the numbers).
+        """Metric values of the trivial baseline and of real images (the scale of the numbers): ``real_train``,
+        the first images of the embedded train split (not held out; the held-out test split is the metric reference).
 
         ``captions`` (a suite with text-to-image models): the real images are scored against their own captions,
         and against shuffled ones (the ceiling and the floor of the prompt-following metrics).
