@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SKIP_DIRS = {".venv", ".git", "results", "reports", "__pycache__", "node_modules", "build", "dist"}
+# Generated or installed trees; every hidden folder (.git, .venv, .venv-ci, .nox, caches) is skipped too.
+SKIP_DIRS = {"results", "reports", "__pycache__", "node_modules", "build", "dist"}
 PROTOCOL = "docs/protocol.md"
 
 # Documents that live outside the repository (a reader of the repo cannot follow them).
@@ -34,6 +35,7 @@ def repo_files() -> Iterator[Path]:
     for path in sorted(ROOT.rglob("*")):
         rel = path.relative_to(ROOT)
         if (path.suffix in (".py", ".md", ".yaml", ".yml") and path.is_file() and not SKIP_DIRS & set(rel.parts[:-1])
+                and not any(part.startswith(".") or part.endswith(".egg-info") for part in rel.parts[:-1])
                 and path != Path(__file__).resolve()):  # this file's examples are broken on purpose
             yield path
 
