@@ -84,7 +84,8 @@ def test_unknown_cost_or_metric_is_a_user_error() -> None:
 
 def test_write_pareto_reads_result_folders(tmp_path) -> None:
     folder = tmp_path / "results" / "s"
-    write_rows(folder / "cell-a.parquet", _rows(CONFIGS).to_dict("records"))
+    for part, rows in _rows(CONFIGS).groupby("part"):  # one file per unit: a part's rows name their file
+        write_rows(folder / f"{part}.parquet", rows.to_dict("records"))
     md = write_pareto([folder], tmp_path / "out", cost="gflops")
     text = md.read_text()
     assert "Best configuration per budget" in text and "Pareto front" in text
