@@ -24,6 +24,10 @@ NFE_NOTE = ("NFE counts model calls: a guided (CFG) call is two network forwards
             "configurations with `--cost gflops`.")
 
 
+# Legend entries at most (a longer legend is not read): models then go unnamed in the figure, named in the tables.
+LEGEND_MAX = 12
+
+
 def pareto_figure(front: Front, out_dir: Path, name: str) -> Figure:
     """Every configuration (interval over seeds as error bars), samplers coloured, models as markers; the front
     (by means) as a step line, tied points hollow, dominated ones faded; front and tied points labelled."""
@@ -49,7 +53,8 @@ def pareto_figure(front: Front, out_dir: Path, name: str) -> Figure:
     ax.step(line["cost"], line["mean"], where="post", color="0.2", lw=1.2, label="front (by means)")
     for s in samplers:
         ax.scatter([], [], color=colours[s], label=s)
-    if len(shapes) > 1:
+    named = 1 < len(shapes) and len(shapes) + len(samplers) + 2 <= LEGEND_MAX  # else the front table names them
+    if named:
         for (suite, model), m in shapes.items():
             ax.scatter([], [], marker=m, color="0.4", label=(f"{suite} · " if len(suites) > 1 else "") + model)
     ax.scatter([], [], facecolors="none", edgecolors="0.4", label="tied (not significantly worse)")
@@ -63,6 +68,8 @@ def pareto_figure(front: Front, out_dir: Path, name: str) -> Figure:
     caption = (f"{front.metric} against {front.cost.label}: mean over seeds with its 95% interval (Student t). "
                "Numbers: the rows of the front table. Solid line: the front by means; hollow: tied with a cheaper-or-equal better point (difference not "
                "significant); faded: dominated (a configuration costing no more is significantly better).")
+    if len(shapes) > 1 and not named:
+        caption += f" Marker shape tells the {len(shapes)} models apart; the tables below name them."
     if front.cost.column == "nfe_used":
         caption += " " + NFE_NOTE
     return save_panels(fig, out_dir, name, f"Pareto front: {front.metric} vs {front.cost.label}", caption)
