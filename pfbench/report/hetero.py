@@ -191,7 +191,7 @@ def _tables(spread: pd.DataFrame, gt: pd.DataFrame, tt: pd.DataFrame, metric: st
                    "data: held-out split, hard-pixel share per 2x2 patch (spread: mean over images of the std across "
                    "an image's patches); model: mean ± sd over training seeds, t = 0.6")
     t2 = TextTable(f"{metric}: gain of the adaptive samplers over {BASE} (positive = better than {BASE})",
-                   ("level", "axis", "budget", "sampler", BASE, "sampler value", "gain [95% CI]", "p",
+                   ("level", "axis", "budget", "sampler", BASE, "adaptive", "gain [95% CI]", "p",
                     "relative gain [95% CI]"),
                    tuple((f"{r['level']:g}", AXES[r["axis"]], str(r["budget"]), str(r["sampler"]),
                           fmt_num(r["base"]), fmt_num(r["value"]), f"{r['gain']:+.3g} {ci(r['lo'], r['hi'])}",
