@@ -111,3 +111,25 @@ def test_error_spread_matches_a_direct_computation() -> None:
     assert got.t == 0.6 and got.n == 12 and float(cv) > 0
     assert got.cv == pytest.approx(float(cv), rel=1e-5)
     assert got.hard_easy == pytest.approx(float(err[hard].mean() / err[easy].mean()), rel=1e-5)
+
+
+def test_hetero_suites_differ_only_in_the_level() -> None:
+    from pathlib import Path
+
+    from pfbench.suite.parse import load_suite
+    from pfbench.suite.spec import plan
+    from pfbench.suite.validate import validate
+
+    root = Path(__file__).resolve().parents[1] / "suites"
+    specs = {n: load_suite(root / f"validity_hetero_{n}.yaml") for n in ("low", "mid", "high")}
+    assert {n: s.data.heterogeneity for n, s in specs.items()} == {"low": 0.0, "mid": 0.5, "high": 1.0}
+    recipes = {}
+    for n, s in specs.items():
+        assert len(plan(s)) == 54 and s.eval.patch_spread
+        train = spec_from_dict(s.models["pf@s0"].train)
+        assert train.data.heterogeneity == s.data.heterogeneity
+        recipes[n] = {**train.to_dict(), "data": {k: v for k, v in train.to_dict()["data"].items()
+                                                  if k != "heterogeneity"}}
+    assert recipes["low"] == recipes["mid"] == recipes["high"]
+    with pytest.raises(PfbenchError, match="train at the level the suite evaluates"):
+        validate(load_suite(root / "validity_hetero_low.yaml", ["data.heterogeneity=0.5"]))
