@@ -125,7 +125,7 @@ def test_hetero_suites_differ_only_in_the_level() -> None:
     assert {n: s.data.heterogeneity for n, s in specs.items()} == {"low": 0.0, "mid": 0.5, "high": 1.0}
     recipes = {}
     for n, s in specs.items():
-        assert len(plan(s)) == 54 and s.eval.patch_spread
+        assert len(plan(s)) == 48 and s.eval.patch_spread
         train = spec_from_dict(s.models["pf@s0"].train)
         assert train.data.heterogeneity == s.data.heterogeneity
         recipes[n] = {**train.to_dict(), "data": {k: v for k, v in train.to_dict()["data"].items()

@@ -10,7 +10,15 @@ import pytest
 
 from pfbench import PfbenchError
 from pfbench.data.heterogeneity import DEFAULT_HETEROGENEITY
-from pfbench.report.hetero import DEFAULT_LEVEL, gain_table, gains, hetero_report, level_of, trend_table
+from pfbench.report.hetero import (
+    DEFAULT_LEVEL,
+    gain_table,
+    gains,
+    hetero_report,
+    level_of,
+    replicates,
+    trend_table,
+)
 
 LEVELS = {"low": 0.0, "mid": 0.5, "high": 1.0}
 
@@ -92,3 +100,17 @@ def test_report_writes_tables_and_figure(tmp_path: Path) -> None:
     assert "1.1 ± 0.1" in text  # model spread: mean ± sd over the 3 seeds at level 0
     with pytest.raises(PfbenchError, match="2 or more heterogeneity levels"):
         hetero_report(_levels(0.2)[:1], tmp_path / "one")
+
+
+def test_euler_pf_nfe_cell_stands_for_its_equal_steps_cell() -> None:
+    rows = _rows("high", 1.0, 0.2)
+    cells = rows[rows["kind"] == "cell"]
+    base_steps = (cells["sampler"] == "euler_pf") & cells["nfe_budget"].isna()
+    moved = rows.drop(index=cells.index[base_steps])  # the suite ran euler_pf's 4 steps only as NFE 4
+    nfe4 = cells[base_steps].assign(nfe_budget=pd.array([4] * int(base_steps.sum()), dtype="Int64"))
+    rep = replicates(pd.concat([moved, nfe4]), "fd_embedded")
+    got = rep[(rep["sampler"] == "euler_pf") & (rep["axis"] == "steps")].sort_values("seed")["value"].to_numpy()
+    assert got == pytest.approx(cells[base_steps].sort_values("seed")["value"].to_numpy())
+    assert len(rep[(rep["sampler"] == "euler_pf") & (rep["axis"] == "nfe") & (rep["budget"] == 4)]) == 3
+    other = replicates(moved, "fd_embedded")  # an NFE cell at another step count stands for nothing
+    assert other[(other["sampler"] == "euler_pf") & (other["axis"] == "steps")].empty

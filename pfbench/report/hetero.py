@@ -63,6 +63,9 @@ def replicates(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Default-variant cells of euler_pf and the adaptive samplers: columns axis, budget, sampler, seed, value,
     higher_is_better (one row per replicate).
 
+    euler_pf makes one call per step, so its N-step cell is its NFE-N cell: where a suite runs only the latter
+    (``sweep.exclude``), it stands for the former on the equal-steps axis.
+
     Raises:
         PfbenchError: two rows for one seed of one cell (two instances of a model in one results folder).
     """
@@ -73,7 +76,13 @@ def replicates(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
         "budget": c["nfe_budget"].fillna(c["steps"]).astype("int64").to_numpy(),
         "sampler": c["sampler"].astype(str).to_numpy(), "seed": c["seed"].astype("int64").to_numpy(),
         "value": c["value"].astype("float64").to_numpy(), "higher_is_better": c["higher_is_better"].astype(bool).to_numpy(),
+        "run": c["steps"].astype("Int64").to_numpy(),
     })  # fmt: skip
+    base = out["sampler"] == BASE
+    have = set(out.loc[base & (out["axis"] == "steps"), "budget"])
+    wanted = set(out.loc[out["axis"] == "steps", "budget"]) - have
+    same = out[base & (out["axis"] == "nfe") & (out["run"] == out["budget"]) & out["budget"].isin(wanted)]
+    out = pd.concat([out, same.assign(axis="steps")], ignore_index=True).drop(columns="run")
     dup = out.duplicated(["axis", "budget", "sampler", "seed"])
     if dup.any():
         r = out[dup].iloc[0]
