@@ -109,7 +109,7 @@ def _build(name: str, cls: Any, context: dict[str, Any]) -> Any:
 
 def evaluate(
     samples: str | os.PathLike[str] | Images,
-    ref: str | os.PathLike[str] | None,
+    ref: str | os.PathLike[str] | Images | None,
     metrics: Sequence[str],
     *,
     batch_size: int = 250,
@@ -130,7 +130,8 @@ def evaluate(
 
     Args:
         samples: shard folder, image folder, ADM ``.npz``, or images in memory (``images_from_tensor``).
-        ref: ADM reference ``.npz``, shard/image folder, ``.npz`` of images, ``"embedded"``, or ``None``.
+        ref: ADM reference ``.npz``, shard/image folder, ``.npz`` of images, ``"embedded"``, opened images (e.g.
+            ``sources.embedded_reference`` at another heterogeneity), or ``None``.
         metrics: registered metric names (``pfbench.registry.METRICS``).
         batch_size: images per forward pass (does not change the statistics).
         device: where the networks run.
@@ -164,7 +165,8 @@ def evaluate(
     if src.n == 0:
         raise PfbenchError(f"samples {src.where}: holds no images")
     _check_needs(classes, src, ref is not None)
-    refs = open_images(ref, "ref", resolution=src.shape[0], ref_size=ref_size) if ref is not None else None
+    refs = ref if isinstance(ref, Images) or ref is None else open_images(ref, "ref", resolution=src.shape[0],
+                                                                           ref_size=ref_size)
 
     ctx = FeatureContext(resolution=src.shape[0], device=device, batch_size=batch_size, verify=verify_weights,
                          weights={"inception": weights, "dinov2": dinov2_weights, "clip": clip_weights}, resize=resize)

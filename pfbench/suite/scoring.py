@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from pfbench.data import class_names
+from pfbench.data.heterogeneity import DEFAULT_HETEROGENEITY
 from pfbench.evaluate.metric_pass import evaluate
-from pfbench.evaluate.sources import images_from_tensor
+from pfbench.evaluate.sources import embedded_reference, images_from_tensor
 from pfbench.io import content_hash
 from pfbench.metrics.base import higher_is_better
 from pfbench.metrics.options import metric_args
@@ -55,7 +56,9 @@ class Scorer:
         samples = images_from_tensor(torch.as_tensor(images), torch.as_tensor(labels))
         if captions is not None:
             samples = dataclasses.replace(samples, captions=tuple(captions))
-        result = evaluate(samples, data.reference or "embedded", names, batch_size=ev.batch_size,
+        ref = data.reference or ("embedded" if data.heterogeneity == DEFAULT_HETEROGENEITY else
+                                 embedded_reference(data.resolution, data.test_size, data.heterogeneity))
+        result = evaluate(samples, ref, names, batch_size=ev.batch_size,
                           device=ev.device, weights=ev.weights, ref_size=data.test_size, resize=ev.resize,
                           clip_weights=ev.clip_weights, dinov2_weights=ev.dinov2_weights,
                           class_names=class_names(data.name), verify_weights=ev.verify_weights,
@@ -78,7 +81,7 @@ class Scorer:
         """Hash of everything that changes metric values besides the pixels (metrics, reference, resize, options)."""
         ev = self.spec.eval
         opts = {k: v for k, v in self.args().items() if k != "resize" and v != _DEFAULT_OPTIONS.get(k)}
-        return content_hash([self.spec.metrics, dataclasses.asdict(self.spec.data), ev.resize, ev.weights]
+        return content_hash([self.spec.metrics, self.spec.data.key(), ev.resize, ev.weights]
                             + ([ev.clip_weights, ev.dinov2_weights] if ev.clip_weights or ev.dinov2_weights else [])
                             + ([opts] if opts else []))[:8]
 
@@ -92,5 +95,6 @@ class Scorer:
     def context(self) -> dict[str, str]:
         """``Row`` fields that say how metrics were computed: ``ref_id`` (reference set) and ``metric_args``."""
         data = self.spec.data
-        ref = data.reference or f"embedded:test:seed{data.seed}:n{data.test_size}:r{data.resolution}"
+        ref = data.reference or f"embedded:test:seed{data.seed}:n{data.test_size}:r{data.resolution}" + (
+            f":h{data.heterogeneity:g}" if data.heterogeneity != DEFAULT_HETEROGENEITY else "")
         return {"ref_id": ref, "metric_args": json.dumps(self.args(), sort_keys=True)}
