@@ -40,10 +40,12 @@ from pfbench.results import Row, has_part, metric_rows, read_results, write_rows
 from pfbench.sample.generate import Prompts
 from pfbench.sample.generate import generate as sample_images
 from pfbench.sample.trace import trace
+from pfbench.suite.identity import SuiteIdentity
 from pfbench.suite.inputs import runnable, skip_notes, skipped_models
-from pfbench.suite.models import LoadedModel, SuiteModels, resolve_checkpoint
+from pfbench.suite.models import LoadedModel, SuiteModels
 from pfbench.suite.prompts import suite_prompts
 from pfbench.suite.scoring import Scorer
+from pfbench.suite.sources import resolve_checkpoint
 from pfbench.suite.spec import ModelSpec, RunSpec, SuiteSpec, plan, split_model
 from pfbench.suite.units import ModelUnits
 from pfbench.suite.validate import check_inputs, check_writable, validate
@@ -74,7 +76,8 @@ class Runner:
         self.progress = progress
         self.suite_models = SuiteModels(spec, self.runs, progress, console)
         self.scorer = Scorer(spec)
-        self.units = ModelUnits(spec, self.results, self.reports, self.scorer, self.suite_models, self.generate,
+        self.identity = SuiteIdentity(spec, self.scorer)  # every unit's key (pfbench.suite.identity)
+        self.units = ModelUnits(spec, self.results, self.reports, self.identity, self.suite_models, self.generate,
                                 console if progress else None)
         # model -> images, labels, prompts and grid title of its last cell (the sample grid)
         self._last_samples: dict[str, tuple[Any, Any, Any, str]] = {}
@@ -211,7 +214,7 @@ class Runner:
         self.units.reference(captions=any(lm.t2i for lm in models.values()))
         for lm in models.values():
             self.units.model(lm)
-        parts = [self.cell_part(cell, models[cell.model].key_id) for cell in cells]
+        parts = [self.identity.cell(cell, models[cell.model].identity).part() for cell in cells]
         self._parts = parts  # for ``kept`` (the Ctrl-C message)
         self.compute(cells, parts, models)
         self.figures(models)
@@ -276,8 +279,9 @@ class Runner:
             path.unlink(missing_ok=True)
 
     def cell_part(self, cell: RunSpec, key_id: str) -> str:
-        """The result part (file stem) of a cell whose model has ``LoadedModel.key_id`` ``key_id``."""
-        return f"cell-{cell.key(key_id + self.spec.eval.numerics())}-{self.scorer.key()}"
+        """The result part (file stem) of a cell whose model has ``LoadedModel.key_id`` ``key_id``
+        (``CellIdentity.part``)."""
+        return self.identity.cell(cell, key_id).part()
 
     def kept(self) -> str:
         """What an interrupted ``run`` has saved, in words (for the Ctrl-C message)."""
