@@ -146,3 +146,36 @@ def test_a_replaced_weights_file_invalidates_its_model_units_only(tiny_suite: An
     assert {k for k in before if before[k] == after[k]} == {"reference"}
     assert dataclasses.replace(second, weights=first.weights) == first  # nothing else moved
     assert torch.equal(load_checkpoint(ck).model[next(iter(src.model))], 1.5 * src.model[next(iter(src.model))])
+
+
+def test_a_rerun_that_would_train_a_second_instance_into_committed_results_stops_first(
+        tiny_suite: Any, tmp_path: Path) -> None:
+    """Issue #20 item 7: results of ``pf`` are in the folder, its checkpoint is not (another machine's runs/):
+    ``pfbench run`` stops before training with one line naming the model, the id there and the way out;
+    ``--new-instance`` trains it and the report says the folder holds two instances."""
+    from typer.testing import CliRunner
+
+    from pfbench import PfbenchError
+    from pfbench.cli import app
+    from pfbench.suite.runner import Runner
+
+    sweep = {"nfe": [2], "seeds": [0], "num_samples": 20}
+    first = load_suite(tiny_suite(sweep=sweep, test_size=100))
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    Runner(first, results, reports, tmp_path / "runs1", progress=False).run()
+    (old_id,) = read_results(results / "tiny", "tiny").query("kind == 'cell'")["model_id"].unique()
+    other = tiny_suite("other.yaml", sweep=sweep, test_size=100, train={"seed": 1})  # other weights
+    fresh = Runner(load_suite(other), results, reports, tmp_path / "runs2", progress=False)
+    with pytest.raises(PfbenchError) as err:
+        fresh.run()
+    msg = str(err.value)
+    assert "\n" not in msg and "models.pf:" in msg and old_id[:12] in msg and "--new-instance" in msg
+    assert "pfbench compare" in msg and not any((tmp_path / "runs2").rglob("*.pt"))  # stopped before training
+    # a rerun that finds its finished checkpoint trains nothing and is not stopped
+    Runner(first, results, reports, tmp_path / "runs1", progress=False).preflight()
+    args = ["run", str(other), "--results", str(results), "--reports", str(reports), "--runs", str(tmp_path / "runs2"),
+            "--quiet", "--new-instance"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    ids = read_results(results / "tiny", "tiny").query("kind == 'cell'")["model_id"].unique()
+    assert len(ids) == 2 and "several instances" in (reports / "tiny" / "index.md").read_text()

@@ -33,6 +33,8 @@ def run(
                                                            "has seen no heartbeat for that long")] = None,
     steal_stale: Annotated[bool, typer.Option(help="take over at once the locks whose recorded last heartbeat is "
                                                    "already stale (see `pfbench plan`)")] = False,
+    new_instance: Annotated[bool, typer.Option(help="train a model even where the results folder holds results of "
+                                                    "another instance of it (the report lists both)")] = False,
 ) -> None:
     """Run every cell of a suite (resumable: finished cells are skipped); a parity suite runs `pfbench parity`.
 
@@ -50,7 +52,8 @@ def run(
         parity(suite, device=None)
         return
     spec = load_suite(suite, overrides)
-    runner = Runner(spec, results_root=results, reports_root=reports, runs_root=runs, progress=not quiet)
+    runner = Runner(spec, results_root=results, reports_root=reports, runs_root=runs, progress=not quiet,
+                    new_instance=new_instance)
     if spec.launcher.name == "submitit":
         from pfbench.suite.launch import Launcher
 

@@ -44,6 +44,7 @@ from pfbench.suite.identity import SuiteIdentity
 from pfbench.suite.inputs import runnable, skip_notes, skipped_models
 from pfbench.suite.models import LoadedModel, SuiteModels
 from pfbench.suite.prompts import suite_prompts
+from pfbench.suite.rerun import check_rerun
 from pfbench.suite.scoring import Scorer
 from pfbench.suite.sources import resolve_checkpoint
 from pfbench.suite.spec import ModelSpec, RunSpec, SuiteSpec, plan, split_model
@@ -64,7 +65,7 @@ class Runner:
 
     def __init__(
         self, spec: SuiteSpec, results_root: Path = Path("results"), reports_root: Path = Path("reports"),
-        runs_root: Path = Path("runs"), progress: bool = True,
+        runs_root: Path = Path("runs"), progress: bool = True, new_instance: bool = False,
     ) -> None:
         self.skipped = skipped_models(spec)
         self.skip_notes = skip_notes(spec, self.skipped)
@@ -74,6 +75,7 @@ class Runner:
         self.reports = Path(reports_root) / spec.name
         self.runs = Path(runs_root) / spec.name
         self.progress = progress
+        self.new_instance = new_instance  # train even where the results hold another instance (suite.rerun)
         self.suite_models = SuiteModels(spec, self.runs, progress, console)
         self.scorer = Scorer(spec)
         self.identity = SuiteIdentity(spec, self.scorer)  # every unit's key (pfbench.suite.identity)
@@ -188,12 +190,15 @@ class Runner:
 
     # ------------------------------------------------------------------ main
     def preflight(self, device: bool = True) -> None:
-        """Checks the whole suite, its input files and the output folders (``pfbench.suite.validate``); ``device``:
-        also that ``eval.device`` is here (not when submitting cluster jobs, which sample elsewhere)."""
+        """Checks the whole suite, its input files and the output folders (``pfbench.suite.validate``), and that no
+        model to train has results of another instance here (``pfbench.suite.rerun``); ``device``: also that
+        ``eval.device`` is here (not when submitting cluster jobs, which sample elsewhere)."""
         validate(self.spec)
         check_inputs(self.spec, device=device)
         training = any(m.train is not None for m in self.spec.models.values())
         check_writable([self.results, self.reports] + ([self.runs] if training else []))
+        if training and not self.new_instance:
+            check_rerun(self.suite_models, self.results)
 
     def run(self) -> None:
         t0 = time.perf_counter()
