@@ -252,12 +252,15 @@ SOURCES: dict[str, type[Source]] = {s.kind: s for s in (Recipe, Checkpoint, Exte
 
 def source_kind(model: ModelSpec) -> str:
     """Which source a ``ModelSpec`` names: ``plugin`` (``adapter:`` a registered factory), ``recipe`` (``train:``),
-    ``external`` (``checkpoint:`` + ``layout:``) or ``checkpoint``."""
+    ``checkpoint`` (``checkpoint:`` alone), or with ``layout:`` the source of that name in ``SOURCES`` (a new
+    checkpoint format), else ``external`` (the DiT/SiT/PF key layouts of ``pfbench.adapters.external``)."""
     if model.adapter != "dit":
         return "plugin"
     if model.train is not None:
         return "recipe"
-    return "external" if model.layout is not None else "checkpoint"
+    if model.layout is None:
+        return "checkpoint"
+    return model.layout if model.layout in SOURCES else "external"
 
 
 def check_model(name: str, model: ModelSpec) -> None:
