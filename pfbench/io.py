@@ -98,6 +98,20 @@ def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+_SHA_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_cached(path: str | Path) -> str:
+    """``sha256_file`` remembered per (resolved path, size, mtime) in this process: a model's weights are hashed
+    once per run however often its id is asked for, and a file replaced under the same path is hashed again."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_MEMO:
+        _SHA_MEMO[key] = sha256_file(p)
+    return _SHA_MEMO[key]
+
+
 def content_hash(obj: Any, length: int = 16) -> str:
     """Short sha256 of a JSON-serialisable object (sorted keys; non-JSON values by ``str``).
 

@@ -188,3 +188,30 @@ def test_an_installed_plugin_distribution_runs_in_a_suite(tmp_path: Path) -> Non
     lines = bare.stderr.strip().splitlines()
     assert bare.returncode == 1 and len(lines) == 1, bare.stderr
     assert "models.demo.adapter: unknown adapter 'demo_flow'" in lines[0], lines[0]
+
+
+def test_a_plugin_model_id_hashes_the_weights_file_its_params_name(registered: None, tmp_path: Path) -> None:
+    """Replacing a plugin's weights file under the same path gives a new model id (and new cell parts); putting
+    the first content back finds the first id again: the id is the content, not the path."""
+    from pfbench.suite.parse import load_suite
+    from pfbench.suite.runner import Runner
+    from pfbench.suite.spec import plan
+
+    weights = tmp_path / "levels.pt"
+    torch.save(torch.linspace(-0.8, 0.8, 10), weights)
+    path = tmp_path / "plugdemo.yaml"
+    path.write_text(SUITE.replace("params: {num_classes: 10}", f"params: {{num_classes: 10, weights: '{weights}'}}"))
+    spec = load_suite(path)
+
+    def model_id() -> str | None:
+        return Runner(spec, results_root=tmp_path / "r", progress=False).known_model_id("demo")
+
+    first = model_id()
+    runner = Runner(spec, results_root=tmp_path / "r", progress=False)
+    assert first is not None and runner.load_model("demo", spec.models["demo"]).model_id == first
+    cell = plan(spec)[0]
+    torch.save(torch.linspace(-0.5, 0.5, 10).double(), weights)  # new weights, same path
+    second = model_id()
+    assert second is not None and second != first and runner.cell_part(cell, second) != runner.cell_part(cell, first)
+    torch.save(torch.linspace(-0.8, 0.8, 10), weights)  # the first weights back
+    assert model_id() == first

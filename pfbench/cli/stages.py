@@ -78,7 +78,7 @@ def sample(
     from pfbench.registry import ADAPTERS, SAMPLERS
     from pfbench.sample.distributed import write_shards_distributed
     from pfbench.sample.params import parse_params
-    from pfbench.suite.models import resolve_checkpoint
+    from pfbench.suite.sources import resolve_checkpoint
 
     set_threads(threads)
     if nfe is not None and steps is not None:

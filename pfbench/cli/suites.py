@@ -33,6 +33,8 @@ def run(
                                                            "has seen no heartbeat for that long")] = None,
     steal_stale: Annotated[bool, typer.Option(help="take over at once the locks whose recorded last heartbeat is "
                                                    "already stale (see `pfbench plan`)")] = False,
+    new_instance: Annotated[bool, typer.Option(help="train a model even where the results folder holds results of "
+                                                    "another instance of it (the report lists both)")] = False,
 ) -> None:
     """Run every cell of a suite (resumable: finished cells are skipped); a parity suite runs `pfbench parity`.
 
@@ -50,7 +52,8 @@ def run(
         parity(suite, device=None)
         return
     spec = load_suite(suite, overrides)
-    runner = Runner(spec, results_root=results, reports_root=reports, runs_root=runs, progress=not quiet)
+    runner = Runner(spec, results_root=results, reports_root=reports, runs_root=runs, progress=not quiet,
+                    new_instance=new_instance)
     if spec.launcher.name == "submitit":
         from pfbench.suite.launch import Launcher
 
@@ -112,11 +115,11 @@ def plan(
                 "≈FLOPs total", "cached"):
         table.add_column(col)
     cells = make_plan(spec)
-    ids = {n: runner.known_model_id(n) for n in spec.models}  # once per model: each reads (and hashes) weights
+    ids = {n: runner.suite_models.identity(n) for n in spec.models}  # once per model: each reads (hashes) weights
     total = 0.0
     for cell in cells:
-        model_id = ids[cell.model]
-        done = model_id is not None and has_part(runner.results, runner.cell_part(cell, model_id), suite=spec.name)
+        ident = runner.identity.cell(cell, ids[cell.model])
+        done = ident.model.key_id is not None and has_part(runner.results, ident.part(), suite=spec.name)
         try:
             forwards, gflops = runner.estimate(cell)
         except PfbenchError:  # a checkpoint not in place yet whose size only the file tells: listed below
@@ -133,7 +136,7 @@ def plan(
     console.print(f"estimated compute still to run: ≈{flops_text(total)} of network forwards (sampling only, VAE "
                   "decoding not counted; per-token modulation counted once per sample, as with dedup; CFG "
                   "counted on every step even where an interval switches it off)")
-    unknown = [n for n, model_id in ids.items() if model_id is None]
+    unknown = [n for n, ident in ids.items() if ident.key_id is None]
     train = [n for n in unknown if spec.models[n].train is not None]
     missing = [n for n in unknown if spec.models[n].train is None]
     console.print(f"{len(cells)} cells; models to train: {', '.join(train) or 'none'}; models whose checkpoint or "

@@ -177,7 +177,7 @@ class CellJob(_Job):
         if runner.spec.models[name].train is not None and runner.known_model_id(name) is None:
             raise PfbenchError(f"model {name} is not trained (did its training job fail? `pfbench run` resubmits it)")
         lm = runner.load_model(name, runner.spec.models[name])
-        part = runner.cell_part(self.cell, lm.key_id)
+        part = runner.identity.cell(self.cell, lm.identity).part()
         if world > 1 and not dist.is_initialized():
             dist.init_process_group("gloo")  # barriers and one broadcast; sampling itself needs no collectives
         try:

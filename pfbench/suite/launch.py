@@ -27,6 +27,7 @@ from pfbench import PfbenchError
 from pfbench.io import atomic_write_text, content_hash
 from pfbench.locks import hold_lock, lock_path
 from pfbench.results import has_part
+from pfbench.suite.identity import ModelIdentity
 from pfbench.suite.jobs import ACTIVE, CellJob, FinishJob, JobRef, Roots, TrainJob, job_state
 from pfbench.suite.runner import Runner
 from pfbench.suite.spec import RunSpec, plan
@@ -153,13 +154,13 @@ class Launcher:
                     out.active.append(e.job)
                 return st
 
-            known = {n: self.runner.known_model_id(n) for n in self.spec.models}
+            known = {n: self.runner.suite_models.identity(n) for n in self.spec.models}
             training: dict[str, JobRef] = {}
             todo: list[tuple[str, str, Any]] = []
-            for name, m in self.spec.models.items():
-                if m.train is None or known[name] is not None:
+            for name, ident in known.items():
+                if ident.recipe is None or ident.key_id is not None:
                     continue
-                key = f"train-{self.runner.suite_models.train_dir(name, m).name}"
+                key = f"train-{ident.recipe}"
                 if seen(key) in ACTIVE:
                     training[name] = reg[key].job
                 else:
@@ -172,7 +173,7 @@ class Launcher:
             self.save(reg)
         return out
 
-    def _cells(self, reg: dict[str, Entry], known: dict[str, str | None], training: dict[str, JobRef], out: Step,
+    def _cells(self, reg: dict[str, Entry], known: dict[str, ModelIdentity], training: dict[str, JobRef], out: Step,
                seen: Callable[[str], str | None]) -> None:
         """The cell jobs of ``step`` (one array per training job they wait for), then the finish job."""
         cells = plan(self.spec)
@@ -180,13 +181,13 @@ class Launcher:
         parts: list[str] = []
         groups: dict[str | None, list[tuple[str, str, RunSpec]]] = {}
         for cell in cells:
-            model_id = known[cell.model]
-            if model_id is not None:
-                parts.append(self.runner.cell_part(cell, model_id))
+            ident = self.runner.identity.cell(cell, known[cell.model])
+            if ident.model.key_id is not None:
+                parts.append(ident.part())
                 if has_part(self.runner.results, parts[-1], suite=self.runner.spec.name, damaged="quiet"):
                     out.cells_done += 1
                     continue
-            key = f"cell-{cell.key(self._model_ref(cell.model, model_id) + self.spec.eval.numerics())}"
+            key = ident.job_key()
             if seen(key) in ACTIVE:
                 continue
             label = f"{cell.model} {cell.sampler.name} {cell.axis()} cfg={cell.cfg_scale:g} seed={cell.seed}"
@@ -211,14 +212,6 @@ class Launcher:
         self.submit("finish", [(key, "figures + report", FinishJob(self.spec, self.roots, self.threads))], reg)
         out.submitted.append(key)
         out.rows.append(("finish", "figures + report", reg[key].job.job_id, "submitted"))
-
-    def _model_ref(self, name: str, model_id: str | None) -> str:
-        """What names a cell's model in its registry key, the same before and after training: the recipe's run
-        folder for a suite-trained model, else the model's id."""
-        m = self.spec.models[name]
-        if m.train is not None:
-            return f"recipe:{self.runner.suite_models.train_dir(name, m).name}"
-        return model_id or name
 
     # ------------------------------------------------------------------ showing and waiting
     def show(self, step: Step, console: Console) -> None:

@@ -1,4 +1,5 @@
-"""The models of a suite: resolve checkpoints, train the ones that need it, know their ids, load them.
+"""The models of a suite: train the ones that need it, know their identities, load them from their sources
+(``pfbench.suite.sources``).
 
 ``Runner`` owns one ``SuiteModels`` and delegates its model methods to it. Training runs live under
 ``runs/<suite>/<model>-<hash of the training spec>`` and resume there, so a killed run loses no training.
@@ -7,7 +8,6 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import os
 from dataclasses import dataclass
@@ -20,59 +20,62 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from pfbench import PfbenchError
-from pfbench.adapters.base import Adapter, check_adapter
-from pfbench.adapters.external import external_config, load_external
-from pfbench.assets import CHECKSUMS, asset_path
+from pfbench.adapters.base import Adapter
 from pfbench.data.vae import load_vae, vae_weights_file
-from pfbench.io import content_hash, sha256_file
+from pfbench.io import content_hash, sha256_cached
 from pfbench.locks import Lock, hold_lock, lock_path
-from pfbench.nets import DiT, T2INet, build_net, config_from_dict, net_config
+from pfbench.nets import DiT, T2INet, build_net
 from pfbench.registry import ADAPTERS
+from pfbench.suite.identity import ModelIdentity
+from pfbench.suite.sources import SOURCES, Plugin, Source, source_kind
 from pfbench.suite.spec import ModelSpec, SuiteSpec
 from pfbench.suite.workers import Worker, parent_alive, run_workers
-from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint, weights_sha256
 from pfbench.train.loop import train
 from pfbench.train.spec import spec_from_dict
 
 
-def resolve_checkpoint(ref: str) -> tuple[Path, str]:
-    """A checkpoint path, or ``asset:NAME`` for a checkpoint shipped in ``pfbench/assets`` (checksum-verified).
-
-    Returns:
-        (path, sha256 of the file).
-    """
-    if not ref.startswith("asset:"):
-        path = Path(ref)
-        if not path.is_file():
-            raise PfbenchError(f"checkpoint {path} not found: check the path, or train one with `pfbench train`")
-        return path, sha256_file(path)
-    name = ref.removeprefix("asset:")
-    path = asset_path(name, "pfbench train suites/recipes/<recipe>.yaml (see README, Shipped checkpoints)")
-    sha = sha256_file(path)
-    want = CHECKSUMS.get(name)
-    if want is not None and sha != want:
-        raise PfbenchError(f"shipped checkpoint {path} has sha256 {sha[:16]}…, expected {want[:16]}…: the file is "
-                           "corrupt; restore it from the repository")
-    return path, sha
-
-
 @dataclass
 class LoadedModel:
-    """A suite model ready to sample: its network (on ``eval.device``) or plugin adapter, ids and training facts."""
+    """A suite model ready to sample: its network (on ``eval.device``) or plugin adapter, identity and training
+    facts."""
 
     name: str
-    model_id: str  # sha256 of a given checkpoint file; of the weights of one trained in the suite
-    # (``weights_sha256``: retraining elsewhere finds the same cells); a plugin model: hash of adapter and params
+    identity: ModelIdentity  # weights by content (+ decoder, + text encoder and prompts): ``pfbench.suite.identity``
     net: DiT | T2INet | None  # pfbench's network; None for a model built by a plugin adapter (``plugin``)
     checkpoints: list[tuple[int, Path]]  # (step, path) of kept intermediate checkpoints, for learning curves
     train_img_per_s: float | None = None
-    train_timesteps: str | None = None  # training timestep sampler (docs/protocol.md §4), for training-sampler ablations
     decode: Any = None  # latent models: latents -> [-1, 1] pixels (the VAE decoder)
-    decoder: str | None = None  # "<vae>@<sha256[:16]>": part of every cell key, since it changes the pixels
     plugin: Adapter | None = None  # the model a registered adapter factory built (``ModelSpec.adapter``)
     text_encoder: Any = None  # text-to-image models: the frozen text encoder (``pfbench.encoders.text``)
-    text_id: str | None = None  # "text:<hash>" of the encoder's fingerprint and the suite's prompts (cell keys)
     train_config: dict[str, Any] | None = None  # the checkpoint's training config (a pfbench checkpoint)
+
+    @property
+    def model_id(self) -> str:
+        """Content id of the weights (``ModelIdentity.weights``)."""
+        assert self.identity.weights is not None, "a loaded model has weights"
+        return self.identity.weights
+
+    @property
+    def decoder(self) -> str | None:
+        """``"<vae>@<sha256[:16]>"`` of a latent model's decoder."""
+        return self.identity.decoder
+
+    @property
+    def text_id(self) -> str | None:
+        """``"text:<hash>"`` of a text-to-image model's encoder and the suite's prompts."""
+        return self.identity.text
+
+    @property
+    def key_id(self) -> str:
+        """What identifies the pixels this model makes (``ModelIdentity.key_id``)."""
+        assert self.identity.key_id is not None
+        return self.identity.key_id
+
+    @property
+    def train_timesteps(self) -> str | None:
+        """The training timestep sampler (docs/protocol.md §4) of a pfbench checkpoint, for ablations."""
+        ts = (self.train_config or {}).get("timesteps")
+        return ts.get("name") if isinstance(ts, dict) else (ts if isinstance(ts, str) else None)
 
     def adapter(self) -> Adapter:
         """The model as samplers see it, unguided: the plugin's adapter, or the ``dit`` / ``t2i`` adapter over
@@ -80,21 +83,19 @@ class LoadedModel:
         if self.plugin is not None:
             return self.plugin
         assert self.net is not None, "a LoadedModel has a net or a plugin"
-        if isinstance(self.net, T2INet):
-            return ADAPTERS.get("t2i")(self.net, self.text_encoder)  # type: ignore[no-any-return]
-        return ADAPTERS.get("dit")(self.net)  # type: ignore[no-any-return]
+        return net_adapter(self.net, self.text_encoder)
 
     @property
     def t2i(self) -> bool:
         """A text-to-image model (its cells are conditioned on the suite's prompts)."""
         return isinstance(self.net, T2INet)
 
-    @property
-    def key_id(self) -> str:
-        """What identifies the pixels this model makes: the weights and, for latent models, the decoder; for
-        text-to-image models also the text encoder and the prompts."""
-        out = self.model_id if self.decoder is None else f"{self.model_id}+{self.decoder}"
-        return out if self.text_id is None else f"{out}+{self.text_id}"
+
+def net_adapter(net: DiT | T2INet, text_encoder: Any = None) -> Adapter:
+    """The registered adapter over a pfbench network: ``t2i`` (with its text encoder) or ``dit``."""
+    if isinstance(net, T2INet):
+        return ADAPTERS.get("t2i")(net, text_encoder)  # type: ignore[no-any-return]
+    return ADAPTERS.get("dit")(net)  # type: ignore[no-any-return]
 
 
 class SuiteModels:
@@ -119,42 +120,31 @@ class SuiteModels:
         assert model.train is not None
         return self.runs / f"{name}-{content_hash(spec_from_dict(model.train).to_dict())}"
 
+    def source(self, name: str) -> Source:
+        """Where model ``name``'s weights come from (``pfbench.suite.sources``)."""
+        model = self.spec.models[name]
+        train_dir = self.train_dir(name, model) if model.train is not None else None
+        return SOURCES[source_kind(model)](name, model, train_dir, self.spec.eval.device)
+
     def net_config(self, name: str) -> Any:
         """The network config of a suite model without loading weights where possible (None: a plugin model)."""
-        model = self.spec.models[name]
-        if model.adapter != "dit":
-            return None
-        if model.train is not None:
-            return spec_from_dict(model.train).net_config()
-        if model.layout is not None and model.preset is not None:
-            return net_config(model.preset, "pf" if model.layout == "pf" else "sit", **model.overrides)
-        if model.layout is not None:  # size from the file's embedded config or tensor shapes
-            return external_config(resolve_checkpoint(model.checkpoint or "")[0], model.layout, **model.overrides)
-        return config_from_dict(load_checkpoint(resolve_checkpoint(model.checkpoint or "")[0]).net_config)
+        return self.source(name).net_config()
 
     def cost_adapter(self, name: str) -> Adapter:
         """The model as the cost accounting sees it, without loading weights: the ``dit`` adapter over a
         meta-device network of its config (no memory, no init cost), or the plugin model itself."""
-        model = self.spec.models[name]
-        if model.adapter != "dit":
-            return self._plugin(name, model)
-        cfg = self.net_config(name)  # outside the meta context: reading a config may run real tensor code
+        source = self.source(name)
+        if isinstance(source, Plugin):
+            return source.build()
+        cfg = source.net_config()  # outside the meta context: reading a config may run real tensor code
         with torch.device("meta"):
             net = build_net(cfg)
-        if isinstance(net, T2INet):
-            return ADAPTERS.get("t2i")(net, self.text_encoder(self.text_spec(name)))  # type: ignore[no-any-return]
-        return ADAPTERS.get("dit")(net)  # type: ignore[no-any-return]
+        return net_adapter(net, self.text_encoder(self.text_spec(name)) if isinstance(net, T2INet) else None)
 
     def text_spec(self, name: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
         """The ``text`` section (encoder, weights) of a text-to-image model's training config (its recipe, or the
         checkpoint's stored ``config``)."""
-        model = self.spec.models[name]
-        if config is None:
-            if model.train is not None:
-                config = spec_from_dict(model.train).to_dict()
-            else:
-                config = load_checkpoint(resolve_checkpoint(model.checkpoint or "")[0]).config
-        text = config.get("text")
+        text = (self.source(name).config() if config is None else config).get("text")
         if not isinstance(text, dict):
             raise PfbenchError(f"models.{name}: a text-to-image network without a text encoder in its config")
         return text
@@ -177,46 +167,27 @@ class SuiteModels:
             self._encoders[key] = load_text_encoder(str(key[0]), self.spec.eval.device, key[1])
         return self._encoders[key]
 
-    def _plugin(self, name: str, model: ModelSpec) -> Adapter:
-        """Builds a plugin model: ``ADAPTERS[model.adapter](**model.params)`` (plus ``device=eval.device`` when the
-        factory takes a device and params do not set it), checked against the protocol."""
-        where = f"models.{name} (adapter {model.adapter!r})"
-        factory = ADAPTERS.get(model.adapter)
-        kwargs = dict(model.params)
-        if "device" not in kwargs and "device" in inspect.signature(factory).parameters:
-            kwargs["device"] = self.spec.eval.device  # where the suite samples, unless params say otherwise
+    def identity(self, name: str) -> ModelIdentity:
+        """The model's identity as far as it is known without loading: ``weights`` is None until a suite-trained
+        model has finished training (or while a file it needs is missing)."""
+        model = self.spec.models[name]
+        source = self.source(name)
+        recipe = source.train_dir.name if source.train_dir is not None else None
         try:
-            built = factory(**kwargs)
-        except TypeError as err:
-            raise PfbenchError(f"{where}: bad params {model.params}: {err}") from None
-        return check_adapter(built, where)
+            weights = source.weights_id()
+            decoder = self.decoder_id(model)
+        except PfbenchError:
+            return ModelIdentity(name, None, recipe)
+        text = None
+        if weights is not None and not isinstance(source, Plugin) and \
+                "text_dim" in dataclasses.asdict(source.net_config()):
+            text = self.text_id(self.text_encoder(self.text_spec(name)))
+        return ModelIdentity(name, weights, recipe, decoder, text)
 
     def known_model_id(self, name: str) -> str | None:
         """``LoadedModel.key_id`` if it can be known without loading: the weights exist already (shipped/given
         checkpoint, or finished training) and so does a latent model's decoder."""
-        model = self.spec.models[name]
-        try:
-            weights = self._known_weights_id(name, model)
-            decoder = self.decoder_id(model)
-        except PfbenchError:
-            return None
-        if weights is None:
-            return None
-        out = weights if decoder is None else f"{weights}+{decoder}"
-        if model.adapter == "dit" and "text_dim" in dataclasses.asdict(self.net_config(name)):
-            out += "+" + self.text_id(self.text_encoder(self.text_spec(name)))
-        return out
-
-    def _known_weights_id(self, name: str, model: ModelSpec) -> str | None:
-        if model.adapter != "dit":
-            return plugin_model_id(model)
-        if model.checkpoint is not None:
-            return resolve_checkpoint(model.checkpoint)[1]
-        last = self.train_dir(name, model) / "last.pt"
-        if not last.is_file():
-            return None
-        ckpt = load_checkpoint(last)
-        return weights_sha256(ckpt) if ckpt.step >= spec_from_dict(model.train or {}).steps else None
+        return self.identity(name).key_id
 
     def train_all(self) -> dict[str, float]:
         """Trains every suite model that needs it, concurrently (one process per model, threads split).
@@ -267,48 +238,24 @@ class SuiteModels:
         """``"<vae>@<sha256[:16]>"`` of a latent model's decoder (hashes the file, does not load it)."""
         if model.vae is None:
             return None
-        return f"{model.vae}@{sha256_file(vae_weights_file(model.vae))[:16]}"
+        return f"{model.vae}@{sha256_cached(vae_weights_file(model.vae))[:16]}"
 
     def load_model(self, name: str, model: ModelSpec) -> LoadedModel:
-        lm = self._load_net(name, model)
-        if lm.net is not None:
-            lm.net = lm.net.to(self.spec.eval.device)
-        if isinstance(lm.net, T2INet):
-            lm.text_encoder = self.text_encoder(self.text_spec(name, lm.train_config))
-            lm.text_id = self.text_id(lm.text_encoder)
+        """Loads a suite model from its source onto ``eval.device``, with its decoder and text encoder."""
+        source = self.source(name)
+        got = source.load()
+        net = None if got.net is None else got.net.to(self.spec.eval.device)
+        recipe = source.train_dir.name if source.train_dir is not None else None
+        lm = LoadedModel(name, ModelIdentity(name, got.weights, recipe), net, got.checkpoints,
+                         self.speeds.get(name) if recipe else None, plugin=got.plugin, train_config=got.train_config)
+        if isinstance(net, T2INet):
+            lm.text_encoder = self.text_encoder(self.text_spec(name, got.train_config))
+            lm.identity = dataclasses.replace(lm.identity, text=self.text_id(lm.text_encoder))
         if model.vae is not None:
             vae = load_vae(model.vae, self.spec.eval.device)
-            lm.decode, lm.decoder = vae.decode, f"{model.vae}@{vae.sha256[:16]}"
+            lm.decode = vae.decode
+            lm.identity = dataclasses.replace(lm.identity, decoder=f"{model.vae}@{vae.sha256[:16]}")
         return lm
-
-    def _load_net(self, name: str, model: ModelSpec) -> LoadedModel:
-        if model.adapter != "dit":
-            return LoadedModel(name, plugin_model_id(model), None, [], plugin=self._plugin(name, model))
-        if model.checkpoint is not None and model.layout is not None:
-            path, sha = resolve_checkpoint(model.checkpoint)
-            return LoadedModel(name, sha, load_external(path, model.layout, model.preset, **model.overrides), [])
-        if model.checkpoint is not None:
-            path, sha = resolve_checkpoint(model.checkpoint)
-            ckpt = load_checkpoint(path)
-            net = build_model_from_checkpoint(ckpt, use_ema=model.use_ema)
-            return LoadedModel(name, sha, net, [], None, _timesteps_name(ckpt.config), train_config=ckpt.config)
-        out = self.train_dir(name, model)
-        last = out / "last.pt"
-        ckpt = load_checkpoint(last)
-        net = build_model_from_checkpoint(ckpt, use_ema=model.use_ema)
-        kept = sorted((int(p.stem.split("_")[1]), p) for p in out.glob("step_*.pt"))
-        return LoadedModel(name, weights_sha256(ckpt), net, kept, self.speeds.get(name), _timesteps_name(ckpt.config),
-                           train_config=ckpt.config)
-
-
-def plugin_model_id(model: ModelSpec) -> str:
-    """Id of a plugin model: the hash of its adapter name and params (the factory's whole input)."""
-    return content_hash({"adapter": model.adapter, "params": model.params})
-
-
-def _timesteps_name(config: dict[str, Any]) -> str | None:
-    ts = config.get("timesteps")
-    return ts.get("name") if isinstance(ts, dict) else (ts if isinstance(ts, str) else None)
 
 
 def _train_job(spec: dict[str, Any], out: str, threads: int, progress: bool, parent: int | None = None) -> float:

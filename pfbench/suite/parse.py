@@ -21,8 +21,9 @@ from omegaconf.errors import OmegaConfBaseException
 from pfbench import PfbenchError
 from pfbench.config import Builder
 from pfbench.data import DATASETS
-from pfbench.registry import ADAPTERS, METRICS, SAMPLERS
+from pfbench.registry import METRICS, SAMPLERS
 from pfbench.report.claims import PAPER_CLAIMS
+from pfbench.suite.sources import check_model
 from pfbench.suite.spec import SEED_SEP, ExpectedSpec, ModelSpec, SamplerSpec, SuiteSpec
 from pfbench.suite.yaml_guard import check_suite_files
 
@@ -139,8 +140,9 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> SuiteSpe
                            f"`pfbench parity {path}`")
     spec: SuiteSpec = build(SuiteSpec, data)
     for name, model in spec.models.items():  # models first: a missing plugin package is named by its adapter
-        if model.adapter != "dit":
-            _check_plugin_model(name, model, ADAPTERS)
+        if "@" in name:
+            raise PfbenchError(f"models.{name}: '@' is reserved for training-seed instances (train_seeds); rename it")
+        check_model(name, model)  # against its source (pfbench.suite.sources)
     for gi, grid in enumerate(spec.grid):
         for name in grid.models:
             if name not in spec.models:
@@ -175,21 +177,6 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> SuiteSpe
         raise PfbenchError(f"data.reference: dataset {spec.data.name!r} needs reference images or an ADM .npz")
     for ei, entry in enumerate(spec.expected):
         _check_expected(f"expected[{ei}]", entry, spec)
-    for name, model in spec.models.items():
-        if "@" in name:
-            raise PfbenchError(f"models.{name}: '@' is reserved for training-seed instances (train_seeds); rename it")
-        if model.adapter != "dit":
-            continue  # checked above
-        if model.params:
-            raise PfbenchError(f"models.{name}.params: only a plugin adapter takes params (adapter: NAME); a dit "
-                               "model's network fields go in overrides")
-        if (model.train is None) == (model.checkpoint is None):
-            raise PfbenchError(f"models.{name}: give exactly one of 'train' or 'checkpoint'")
-        if model.optional and model.checkpoint is None:
-            raise PfbenchError(f"models.{name}.optional: only a model loaded from a file (checkpoint:) can be optional; "
-                               "a trained model is made by the run")
-        if model.layout is not None and model.checkpoint is None:
-            raise PfbenchError(f"models.{name}: 'layout' needs 'checkpoint' (an external checkpoint file)")
     return expand_train_seeds(spec)
 
 
@@ -220,20 +207,3 @@ def _check_expected(where: str, entry: ExpectedSpec, spec: SuiteSpec) -> None:
         raise PfbenchError(f"{where}.value = {entry.value}: must be a finite number")
     if not entry.source.strip():
         raise PfbenchError(f"{where}.source: say where the number is published (e.g. 'paper Table 2')")
-
-
-def _check_plugin_model(name: str, model: ModelSpec, adapters: Any) -> None:
-    """A model built by a registered adapter factory: the name is known and no pfbench-network field is set."""
-    if model.adapter in ("cfg", "external"):
-        hint = ("guidance is the sweep's cfg_scale" if model.adapter == "cfg"
-                else "an external checkpoint is checkpoint: + layout: (sit or pf)")
-        raise PfbenchError(f"models.{name}.adapter = {model.adapter!r}: not a suite model adapter; {hint}")
-    try:
-        adapters.get(model.adapter)
-    except PfbenchError as err:
-        raise PfbenchError(f"models.{name}.adapter: {err}; is the plugin package installed?") from None
-    own = [k for k in ("train", "checkpoint", "layout", "preset") if getattr(model, k) is not None]
-    own += [k for k in ("overrides", "train_seeds") if getattr(model, k)]
-    if own:
-        raise PfbenchError(f"models.{name}: {', '.join(own)} describe a pfbench network, but adapter "
-                           f"{model.adapter!r} builds the model from params:; remove them")

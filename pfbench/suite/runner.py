@@ -21,30 +21,30 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.markup import escape
 
 from pfbench.adapters.base import Adapter, gflops_once
-from pfbench.data import class_names
 from pfbench.io import atomic_write_text
 from pfbench.locks import describe_holder, lock_path, try_lock
 from pfbench.nets import DiT
 from pfbench.registry import ADAPTERS
 from pfbench.report.html import SKIPPED_FILE, report
-from pfbench.report.images import sample_difficulty_figure, sample_grid, schedule_figure
 from pfbench.report.paper import write_expected
 from pfbench.report.tables import print_run_summary
 from pfbench.results import Row, has_part, metric_rows, read_results, write_rows
 from pfbench.sample.generate import Prompts
 from pfbench.sample.generate import generate as sample_images
-from pfbench.sample.trace import trace
+from pfbench.suite.figures import grid_title, suite_figures
+from pfbench.suite.identity import SuiteIdentity
 from pfbench.suite.inputs import runnable, skip_notes, skipped_models
-from pfbench.suite.models import LoadedModel, SuiteModels, resolve_checkpoint
+from pfbench.suite.models import LoadedModel, SuiteModels
 from pfbench.suite.prompts import suite_prompts
+from pfbench.suite.rerun import check_rerun
 from pfbench.suite.scoring import Scorer
-from pfbench.suite.spec import ModelSpec, RunSpec, SuiteSpec, plan, split_model
+from pfbench.suite.sources import resolve_checkpoint
+from pfbench.suite.spec import ModelSpec, RunSpec, SuiteSpec, plan
 from pfbench.suite.units import ModelUnits
 from pfbench.suite.validate import check_inputs, check_writable, validate
 
@@ -62,7 +62,7 @@ class Runner:
 
     def __init__(
         self, spec: SuiteSpec, results_root: Path = Path("results"), reports_root: Path = Path("reports"),
-        runs_root: Path = Path("runs"), progress: bool = True,
+        runs_root: Path = Path("runs"), progress: bool = True, new_instance: bool = False,
     ) -> None:
         self.skipped = skipped_models(spec)
         self.skip_notes = skip_notes(spec, self.skipped)
@@ -72,9 +72,11 @@ class Runner:
         self.reports = Path(reports_root) / spec.name
         self.runs = Path(runs_root) / spec.name
         self.progress = progress
+        self.new_instance = new_instance  # train even where the results hold another instance (suite.rerun)
         self.suite_models = SuiteModels(spec, self.runs, progress, console)
         self.scorer = Scorer(spec)
-        self.units = ModelUnits(spec, self.results, self.reports, self.scorer, self.suite_models, self.generate,
+        self.identity = SuiteIdentity(spec, self.scorer)  # every unit's key (pfbench.suite.identity)
+        self.units = ModelUnits(spec, self.results, self.reports, self.identity, self.suite_models, self.generate,
                                 console if progress else None)
         # model -> images, labels, prompts and grid title of its last cell (the sample grid)
         self._last_samples: dict[str, tuple[Any, Any, Any, str]] = {}
@@ -185,12 +187,15 @@ class Runner:
 
     # ------------------------------------------------------------------ main
     def preflight(self, device: bool = True) -> None:
-        """Checks the whole suite, its input files and the output folders (``pfbench.suite.validate``); ``device``:
-        also that ``eval.device`` is here (not when submitting cluster jobs, which sample elsewhere)."""
+        """Checks the whole suite, its input files and the output folders (``pfbench.suite.validate``), and that no
+        model to train has results of another instance here (``pfbench.suite.rerun``); ``device``: also that
+        ``eval.device`` is here (not when submitting cluster jobs, which sample elsewhere)."""
         validate(self.spec)
         check_inputs(self.spec, device=device)
         training = any(m.train is not None for m in self.spec.models.values())
         check_writable([self.results, self.reports] + ([self.runs] if training else []))
+        if training and not self.new_instance:
+            check_rerun(self.suite_models, self.results)
 
     def run(self) -> None:
         t0 = time.perf_counter()
@@ -211,7 +216,7 @@ class Runner:
         self.units.reference(captions=any(lm.t2i for lm in models.values()))
         for lm in models.values():
             self.units.model(lm)
-        parts = [self.cell_part(cell, models[cell.model].key_id) for cell in cells]
+        parts = [self.identity.cell(cell, models[cell.model].identity).part() for cell in cells]
         self._parts = parts  # for ``kept`` (the Ctrl-C message)
         self.compute(cells, parts, models)
         self.figures(models)
@@ -276,8 +281,9 @@ class Runner:
             path.unlink(missing_ok=True)
 
     def cell_part(self, cell: RunSpec, key_id: str) -> str:
-        """The result part (file stem) of a cell whose model has ``LoadedModel.key_id`` ``key_id``."""
-        return f"cell-{cell.key(key_id + self.spec.eval.numerics())}-{self.scorer.key()}"
+        """The result part (file stem) of a cell whose model has ``LoadedModel.key_id`` ``key_id``
+        (``CellIdentity.part``)."""
+        return self.identity.cell(cell, key_id).part()
 
     def kept(self) -> str:
         """What an interrupted ``run`` has saved, in words (for the Ctrl-C message)."""
@@ -297,64 +303,12 @@ class Runner:
                                             soft_wrap=True)
 
     def figures(self, models: dict[str, LoadedModel]) -> None:
-        rows, prompts = [], []
-        for name, lm in models.items():
-            if not _first_seed(name, models):
-                continue  # one sample grid row per suite model, not per training seed
-            if name not in self._last_samples:
-                cells = [c for c in plan(self.spec) if c.model == name]
-                if not cells:
-                    continue
-                cell = max(cells, key=lambda c: (s := self.make_sampler(c)).cost(s.steps))  # the longest run
-                gen = self.generate(lm, self.make_sampler(cell), 40, cell.seed, cell.cfg_scale, cell.cfg_interval)
-                self._last_samples[name] = (gen.images, gen.labels, gen.prompts, grid_title(cell))
-            images, labels, texts, title = self._last_samples[name]
-            rows.append((title, np.asarray(images).transpose(0, 2, 3, 1), np.asarray(labels)))
-            prompts.append(texts)
-        if rows:
-            sample_grid(self.reports / "samples.png", rows, class_names(self.spec.data.name), prompts=prompts)
-        self.trace_figures(models)  # learning curves are drawn by the report (report.figures.learning_curve)
-
-    def trace_figures(self, models: dict[str, LoadedModel]) -> None:
-        """Per-patch timestep schedules (PF samplers that move patches apart) and sample difficulty maps."""
-        done: set[tuple[str, str]] = set()
-        for cell in plan(self.spec):
-            adapter = models[cell.model].adapter()
-            if not adapter.has_difficulty or (cell.model, cell.sampler.name) in done:
-                continue
-            if not _first_seed(cell.model, models):
-                continue  # traces of one training seed per suite model
-            done.add((cell.model, cell.sampler.name))
-            sampler = self.make_sampler(cell)
-            tr = trace(adapter, sampler, n=6, seed=cell.seed, decode=models[cell.model].decode,
-                       device=self.spec.eval.device, prompts=self.prompts(models[cell.model]))
-            if tr.times.shape[0] and not bool((tr.times == tr.times[:, :, :1]).all()):
-                schedule_figure(self.reports / f"schedule_{cell.model}_{cell.sampler.name}.png", tr.times[:, 0],
-                                tr.images[0], tr.difficulty[0],
-                                f"{cell.model} {cell.sampler.name} ({cell.axis()}): per-patch time at each call")
-            if (cell.model, "difficulty") not in done and np.isfinite(tr.difficulty).all():
-                done.add((cell.model, "difficulty"))
-                sample_difficulty_figure(self.reports / f"sample_difficulty_{cell.model}.png", tr.images,
-                                         tr.difficulty, tr.grid,
-                                         f"{cell.model}: predicted difficulty during {cell.sampler.name} "
-                                         f"(call at t ≈ {tr.difficulty_t:.2f})")
+        """The sample grid and the per-patch schedule / difficulty figures (``pfbench.suite.figures``)."""
+        suite_figures(self, models)
 
     def print_table(self, wall: float) -> None:
         print_run_summary(read_results(self.results, self.spec.name), f"suite {self.spec.name}: {self.results} (this run {wall:.0f} s)",
                           console)
-
-
-def _first_seed(name: str, models: dict[str, Any]) -> bool:
-    """True unless ``name`` is a training-seed instance (``pf@s1``) with a sibling of a smaller seed."""
-    base, seed = split_model(name)
-    return seed is None or all(s is None or s >= seed for b, s in map(split_model, models) if b == base)
-
-
-def grid_title(cell: RunSpec) -> str:
-    """A sample-grid row's title: the cell it shows (model, sampler and its variant, NFE or steps, CFG)."""
-    variant = ", ".join(f"{k}={v}" for k, v in sorted(cell.sampler.params.items()))
-    cfg = f"cfg {cell.cfg_scale:g}" + (f" in {list(cell.cfg_interval)}" if cell.cfg_interval is not None else "")
-    return "\n".join([cell.model, cell.sampler.name + (f" {variant}" if variant else ""), f"{cell.axis()}, {cfg}"])
 
 
 def _duration(seconds: float) -> str:

@@ -53,8 +53,8 @@ class ModelSpec:
 
     ``adapter`` other than ``dit`` names a registered adapter factory (``pfbench.registry.ADAPTERS``, e.g. one a
     third-party package adds through the ``pfbench.adapters`` entry-point group), called with ``params`` as
-    keyword arguments; such a model has no ``train``/``checkpoint`` (the factory finds its own weights), and
-    its id is the hash of the adapter name and ``params``.
+    keyword arguments; such a model has no ``train``/``checkpoint``; its id hashes the adapter name, ``params``
+    and the content of the files they name, its weights (``pfbench.suite.sources``).
     """
 
     train: dict[str, Any] | None = None

@@ -360,7 +360,7 @@ class RunnerCells:
         for name in dict.fromkeys(c.model for c in cells):
             if name not in self.models:
                 self.models[name] = r.load_model(name, r.spec.models[name])
-        parts = [r.cell_part(c, self.models[c.model].key_id) for c in cells]
+        parts = [r.identity.cell(c, self.models[c.model].identity).part() for c in cells]
         r.compute(list(cells), parts, self.models)
         return [read_path(r.results / f"{p}.parquet") for p in parts]
 

@@ -36,9 +36,9 @@ from pfbench.nets import DiT, T2INet
 from pfbench.nets.flops import train_flops
 from pfbench.report.images import difficulty_figure
 from pfbench.results import Row, has_part, metric_rows, write_rows
+from pfbench.suite.identity import SuiteIdentity
 from pfbench.suite.models import LoadedModel, SuiteModels
 from pfbench.suite.prompts import CaptionedNet
-from pfbench.suite.scoring import Scorer
 from pfbench.suite.spec import SamplerSpec, SuiteSpec
 from pfbench.train.checkpoints import build_model_from_checkpoint, load_checkpoint
 from pfbench.train.spec import spec_from_dict
@@ -54,14 +54,15 @@ class ModelUnits:
     Args:
         spec: The suite.
         results: Its results folder (``results/<suite>``). reports: Its reports folder (figures).
-        scorer: How the suite scores images. models: The suite's models (training folders, for costs).
+        identity: The suite's unit keys (and, as ``identity.scorer``, how it scores images). models: The suite's models (training folders, for costs).
         sample: The runner's sampling call. console: Where waiting for another runner is said (None: silent).
     """
 
-    def __init__(self, spec: SuiteSpec, results: Path, reports: Path, scorer: Scorer, models: SuiteModels,
+    def __init__(self, spec: SuiteSpec, results: Path, reports: Path, identity: SuiteIdentity, models: SuiteModels,
                  sample: Sample, console: Console | None) -> None:
         self.spec, self.results, self.reports = spec, results, reports
-        self.scorer, self.models, self.sample, self.console = scorer, models, sample, console
+        self.identity, self.scorer = identity, identity.scorer
+        self.models, self.sample, self.console = models, sample, console
         self._reference: Any = None
 
     def lock(self, part: str) -> AbstractContextManager[Lock]:
@@ -109,10 +110,9 @@ class ModelUnits:
         if self.spec.data.name != "embedded":
             return  # these reference rows are the embedded dataset's; a given reference set has its own scale
         d, n = self.spec.data, self.spec.sweep.num_samples
-        # Keyed like a cell's scores (``Scorer.key``: metrics, data, reference set, resize, weights, metric options),
-        # so a change of any of them makes a new reference part rather than scaling cells by stale baselines.
-        keyed: list[object] = [d.key(), self.spec.metrics, n, self.scorer.key()]
-        part = f"reference-{content_hash(keyed + (['captions'] if captions else []))}"
+        # Keyed like a cell's scores (``SuiteIdentity.reference_part``), so a change of metrics, data, reference
+        # set or metric options makes a new reference part rather than scaling cells by stale baselines.
+        part = self.identity.reference_part(captions)
 
         def rows() -> list[Row]:
             train = embedded_images(EmbeddedSpec(resolution=d.resolution, split="train", size=max(n, 10_000),
@@ -158,7 +158,7 @@ class ModelUnits:
 
     def _train_speed(self, lm: LoadedModel) -> None:
         """Training images per second of a model trained in this run."""
-        speed, part = lm.train_img_per_s, f"train-{lm.model_id[:16]}"
+        speed, part = lm.train_img_per_s, self.identity.train_speed_part(lm.model_id)
         if speed:
             self._unit(part, lambda: [Row(suite=self.spec.name, part=part, kind="diagnostic", model=lm.name,
                                           model_id=lm.model_id, metric="train_img_per_s", value=speed,
@@ -172,7 +172,7 @@ class ModelUnits:
         assert lm.net is not None  # checkpoints: a suite-trained pfbench network
         sampler_spec = ev.curve_sampler or SamplerSpec("euler_pf" if lm.net.cfg.per_token_t else "euler")
         for step, path in lm.checkpoints:
-            part = f"curve-{lm.model_id[:16]}-{step}-{self.scorer.key()}{ev.numerics()}"
+            part = self.identity.curve_part(lm.model_id, step)
 
             def rows(step: int = step, path: Path = path, part: str = part) -> list[Row]:
                 net = build_model_from_checkpoint(load_checkpoint(path), use_ema=True).to(ev.device)
@@ -204,9 +204,7 @@ class ModelUnits:
         """Held-out difficulty map vs the generator's hard pixels and the realised error (rows + a figure)."""
         if not self._pf_on_embedded(lm):
             return
-        # The weights, the held-out data and the time: everything that changes the numbers.
-        ev, data = self.spec.eval, self.spec.data.key()
-        part = f"difficulty-{lm.model_id[:16]}-{content_hash([data, ev.difficulty_t])[:8]}"
+        part = self.identity.difficulty_part(lm.model_id)  # the weights, the held-out data and the time
         fig = self.reports / f"difficulty_{lm.name}.png"
 
         def rows() -> list[Row]:
@@ -249,7 +247,7 @@ class ModelUnits:
         train = self.spec.models[lm.name].train
         if train is None:
             return
-        part, steps = f"traincost-{lm.model_id[:16]}", spec_from_dict(train).steps
+        part, steps = self.identity.train_cost_part(lm.model_id), spec_from_dict(train).steps
 
         def rows() -> list[Row]:
             values = {"train_steps": (steps, False)} | {k: (v, False) for k, v in self.train_cost(lm.name).items()}
@@ -263,8 +261,7 @@ class ModelUnits:
         ev = self.spec.eval
         if not (self._pf_on_embedded(lm) and (ev.difficulty_ts or ev.context_ts)):
             return
-        part = (f"validity-{lm.model_id[:16]}-"
-                f"{content_hash([ev.difficulty_ts, ev.context_ts, self.spec.data.key()])[:8]}")
+        part = self.identity.validity_part(lm.model_id)
 
         def rows() -> list[Row]:
             ref = self.reference_data()

@@ -19,15 +19,18 @@ class DemoFlow:
     Args:
         num_classes: classes 0..num_classes−1 (index num_classes is the null class: a grey image).
         floor: smallest 1 − t the velocity divides by (keeps the last step finite).
+        weights: optional ``torch.save``d (num_classes,) tensor of class brightness levels (the model's "weights":
+            pfbench hashes the file a params value names into the model id).
     """
 
-    def __init__(self, num_classes: int = 10, floor: float = 1e-3) -> None:
+    def __init__(self, num_classes: int = 10, floor: float = 1e-3, weights: str | None = None) -> None:
         self.patch_size = 2
         self.num_classes = num_classes
         self.has_difficulty = True
         self.input_shape = (3, 16, 16)
         self.floor = floor
-        level = torch.cat([torch.linspace(-0.8, 0.8, num_classes), torch.zeros(1)])  # (K + 1,) brightness
+        levels = torch.linspace(-0.8, 0.8, num_classes) if weights is None else torch.load(weights).float()
+        level = torch.cat([levels, torch.zeros(1)])  # (K + 1,) brightness
         ramp = torch.linspace(-0.2, 0.2, 16)  # (H,): a vertical gradient
         targets = level[:, None, None, None] + ramp[None, None, :, None]  # (K + 1, 1, H, 1)
         self.targets = targets.expand(num_classes + 1, 3, 16, 16).contiguous()  # (K + 1, C, H, W)
