@@ -19,7 +19,6 @@ exactly the units it affects.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from dataclasses import dataclass
 
