@@ -104,10 +104,6 @@ def steps_table(table: pd.DataFrame, rows: pd.DataFrame, metric: str = "fd_embed
                      "half the steps at about equal NFE.")
 
 
-def _markers(suite: str) -> tuple[str, str]:
-    return f"<!-- pfbench:steps {suite} -->", f"<!-- /pfbench:steps {suite} -->"
-
-
 def steps_block(table: pd.DataFrame, rows: pd.DataFrame, suite: str) -> str:
     """The Markdown block ``docs/validity.md`` includes for ``suite``'s equal-steps tables (FD and class
     accuracy); says so when the results have no steps-mode cells."""

@@ -22,6 +22,7 @@ from pfbench import PfbenchError
 from pfbench.config import Builder
 from pfbench.data import DATASETS
 from pfbench.registry import ADAPTERS, METRICS, SAMPLERS
+from pfbench.report.agreement import FullStudy
 from pfbench.report.claims import PAPER_CLAIMS
 from pfbench.suite.spec import SEED_SEP, ExpectedSpec, ModelSpec, SamplerSpec, SuiteSpec
 from pfbench.suite.yaml_guard import check_suite_files
@@ -158,6 +159,9 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> SuiteSpe
             close = difflib.get_close_matches(name, cell_claims, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f" (cell claims: {', '.join(cell_claims)})"
             raise PfbenchError(f"claims.trends[{ti}]: {name!r} is not a cell claim of pfbench.report.claims{hint}")
+    if spec.claims.agree_with is not None and spec.claims.agree_with in ("", spec.name):
+        raise PfbenchError(f"claims.agree_with: {spec.claims.agree_with!r} must name another suite (the full study "
+                           f"this one is checked against, e.g. 'validity'), not {spec.name!r} itself")
     for hi, metric in enumerate(spec.report.headline):
         if metric not in spec.metrics and not any(metric.startswith(f"{m}_") for m in spec.metrics):
             raise PfbenchError(f"report.headline[{hi}]: {metric!r} is not among the suite's metrics "
@@ -237,3 +241,14 @@ def _check_plugin_model(name: str, model: ModelSpec, adapters: Any) -> None:
     if own:
         raise PfbenchError(f"models.{name}: {', '.join(own)} describe a pfbench network, but adapter "
                            f"{model.adapter!r} builds the model from params:; remove them")
+
+
+def full_study(spec: SuiteSpec, suites: Path) -> FullStudy | None:
+    """The full study ``spec.claims.agree_with`` names, with the trend claims of its YAML in ``suites`` (none when
+    the file is missing: its claims at each basis are still compared); None when the suite declares none."""
+    name = spec.claims.agree_with
+    if not name:
+        return None
+    path = Path(suites) / f"{name}.yaml"
+    trends = tuple(load_suite(path).claims.trends) if path.is_file() else ()
+    return FullStudy(name, trends)

@@ -42,6 +42,7 @@ from pfbench.sample.generate import generate as sample_images
 from pfbench.sample.trace import trace
 from pfbench.suite.inputs import runnable, skip_notes, skipped_models
 from pfbench.suite.models import LoadedModel, SuiteModels, resolve_checkpoint
+from pfbench.suite.parse import full_study
 from pfbench.suite.prompts import suite_prompts
 from pfbench.suite.scoring import Scorer
 from pfbench.suite.spec import ModelSpec, RunSpec, SuiteSpec, plan, split_model
@@ -218,7 +219,8 @@ class Runner:
         self.write_skip_notes()
         write_expected(self.results, [dataclasses.asdict(e) for e in self.spec.expected])
         index = report(self.spec.name, results_root=self.results.parent, reports_root=self.reports.parent,
-                       trends=tuple(self.spec.claims.trends), headline=self.spec.headline())
+                       trends=tuple(self.spec.claims.trends), headline=self.spec.headline(),
+                       agree_with=full_study(self.spec, Path("suites")))
         self.print_table(time.perf_counter() - t0)
         console.print(f"report: {index} (and index.html)")
 
