@@ -48,9 +48,15 @@ def test_verdicts_side_by_side_over_the_bases_both_ran() -> None:
     assert bool(a.loc["dual_loop < euler_pf", "agree"])
     assert (a.loc["look_ahead < dual_loop", "quick"], a.loc["look_ahead < dual_loop", "full"]) == ("holds",
                                                                                                     "does not hold")
-    assert not bool(a.loc["look_ahead < dual_loop", "agree"])
+    assert not bool(a.loc["look_ahead < dual_loop", "agree"]) and bool(a.loc["look_ahead < dual_loop", "opposed"])
+    assert not bool(a.loc["dual_loop < euler_pf", "opposed"])
     t = agreement_table(quick, full, "validity", "validity_quick")
-    assert t.title == "validity_quick vs validity: 1 of 2 verdicts agree" and {r[-1] for r in t.rows} == {"yes", "NO"}
+    assert t.title == "validity_quick vs validity: 1 of 2 verdicts agree, 1 opposed"
+    assert {r[-1] for r in t.rows} == {"yes", "OPPOSED"}
+    # more evidence on one side only (holds vs inconclusive) is a difference, not a contradiction
+    weak = evaluate_claims(pd.DataFrame(_rows("f", 3.0, (8, 16), 2)))
+    b = agreement(quick, weak).set_index("claim")
+    assert set(b["full"]) == {"inconclusive"} and not b["agree"].any() and not b["opposed"].any()
     missing = agreement_table(quick, None, "validity", "validity_quick")
     assert "results/validity has no result rows" in missing.rows[0][0]
 
@@ -70,7 +76,7 @@ def test_quick_report_renders_steps_power_and_agreement(tmp_path: Path) -> None:
                 agree_with=FullStudy("validity"))
     text = md.read_text()
     for head in ("## Claims", "## Equal steps", "## Agreement with the full study",
-                 "### Power of the headline comparisons", "validity_quick vs validity: 1 of 2 verdicts agree"):
+                 "### Power of the headline comparisons", "validity_quick vs validity: 1 of 2 verdicts agree, 1 opposed"):
         assert head in text
     assert text.index("## Agreement with the full study") < text.index("## Results")  # with the claims, up front
     block = doc_block((docs / "v.md").read_text(), "validity_quick", "steps")

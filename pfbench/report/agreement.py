@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import pandas as pd
 
 from pfbench.report.claim_tables import fmt, overall
-from pfbench.report.correction import COUNTED_KINDS
+from pfbench.report.correction import COUNTED_KINDS, FAILS, HOLDS
 from pfbench.report.tables import TextTable
 
-COLUMNS = ("family", "claim", "metric", "bases", "quick", "full", "quick_effect", "full_effect", "agree")
+COLUMNS = ("family", "claim", "metric", "bases", "quick", "full", "quick_effect", "full_effect", "agree", "opposed")
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,9 @@ def _counted(table: pd.DataFrame) -> pd.DataFrame:
 
 def agreement(quick: pd.DataFrame, full: pd.DataFrame) -> pd.DataFrame:
     """One row per (claim, metric) with counted bases in both claim tables (``evaluate_claims`` output): the
-    bases both ran, each study's verdict and median effect (% of the worse side) over them, and ``agree``."""
+    bases both ran, each study's verdict and median effect (% of the worse side) over them, ``agree`` (the same
+    verdict) and ``opposed`` (one holds where the other does not hold: a contradiction, not a difference in
+    evidence such as holds vs inconclusive)."""
     q, f = _counted(quick), _counted(full)
     out = []
     for (family, claim, metric), gq in q.groupby(["family", "claim", "metric"], sort=False):
@@ -47,7 +49,8 @@ def agreement(quick: pd.DataFrame, full: pd.DataFrame) -> pd.DataFrame:
         vq, vf = overall(sq["verdict"]), overall(sf["verdict"])
         out.append({"family": family, "claim": claim, "metric": metric, "bases": ", ".join(bases), "quick": vq,
                     "full": vf, "quick_effect": sq["pct"].astype(float).median(),
-                    "full_effect": sf["pct"].astype(float).median(), "agree": vq == vf})
+                    "full_effect": sf["pct"].astype(float).median(), "agree": vq == vf,
+                    "opposed": {vq, vf} == {HOLDS, FAILS}})
     return pd.DataFrame(out, columns=list(COLUMNS))
 
 
@@ -63,11 +66,14 @@ def agreement_table(quick: pd.DataFrame, full: pd.DataFrame | None, full_name: s
     if a.empty:
         return TextTable("", ("agreement",), ((f"no claim is evaluated in both {quick_name} and {full_name}",),))
     body = tuple((r.family, r.claim, r.metric, r.bases, f"{r.quick} ({fmt(r.quick_effect, '+.1f')}%)",
-                  f"{r.full} ({fmt(r.full_effect, '+.1f')}%)", "yes" if r.agree else "NO") for r in a.itertuples())
-    agree = int(a["agree"].sum())
-    return TextTable(f"{quick_name} vs {full_name}: {agree} of {len(a)} verdicts agree",
+                  f"{r.full} ({fmt(r.full_effect, '+.1f')}%)",
+                  "yes" if r.agree else "OPPOSED" if r.opposed else "no") for r in a.itertuples())
+    agree, opposed = int(a["agree"].sum()), int(a["opposed"].sum())
+    return TextTable(f"{quick_name} vs {full_name}: {agree} of {len(a)} verdicts agree, {opposed} opposed",
                      ("family", "claim", "metric", "bases in both", f"{quick_name} (median effect)",
                       f"{full_name} (median effect)", "agree"), body,
+                     "agree: the same verdict; OPPOSED: one holds where the other does not hold; no: otherwise "
+                     "(e.g. holds vs inconclusive: more or less evidence, no contradiction). "
                      "Verdict of each study over the counted bases both ran (holds = at every such basis; does not "
                      "hold = reversed somewhere, holding nowhere; mixed = both; else inconclusive), after Holm within "
                      "each study's own claim families: the families differ in size between the two studies, so an "
