@@ -53,6 +53,7 @@ def test_verdicts_side_by_side_over_the_bases_both_ran() -> None:
     t = agreement_table(quick, full, "validity", "validity_quick")
     assert t.title == "validity_quick vs validity: 1 of 2 verdicts agree, 1 opposed"
     assert {r[-1] for r in t.rows} == {"yes", "OPPOSED"}
+    assert "in validity_quick only: none; in validity only: none." in t.note
     # more evidence on one side only (holds vs inconclusive) is a difference, not a contradiction
     weak = evaluate_claims(pd.DataFrame(_rows("f", 3.0, (8, 16), 2)))
     b = agreement(quick, weak).set_index("claim")

@@ -243,7 +243,7 @@ def report(
     own = spec is not None and spec.name == name
     trends = tuple(spec.claims.trends) if own else ()
     headline = spec.headline() if own else ()
-    full = full_study(spec, path.parent) if own else None
+    full = full_study(spec, path.parent) if own and spec is not None else None
     md = make_report(name, results_root=results, reports_root=reports, trends=trends, docs=docs, headline=headline,
                      agree_with=full)
     console.print(f"wrote {md} and {md.with_name('index.html')}")

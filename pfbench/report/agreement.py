@@ -69,6 +69,8 @@ def agreement_table(quick: pd.DataFrame, full: pd.DataFrame | None, full_name: s
                   f"{r.full} ({fmt(r.full_effect, '+.1f')}%)",
                   "yes" if r.agree else "OPPOSED" if r.opposed else "no") for r in a.itertuples())
     agree, opposed = int(a["agree"].sum()), int(a["opposed"].sum())
+    only = [f"{name} only: " + (", ".join(sorted(set(own["claim"]) - set(a["claim"]))) or "none")
+            for name, own in ((quick_name, _counted(quick)), (full_name, _counted(full)))]
     return TextTable(f"{quick_name} vs {full_name}: {agree} of {len(a)} verdicts agree, {opposed} opposed",
                      ("family", "claim", "metric", "bases in both", f"{quick_name} (median effect)",
                       f"{full_name} (median effect)", "agree"), body,
@@ -78,4 +80,5 @@ def agreement_table(quick: pd.DataFrame, full: pd.DataFrame | None, full_name: s
                      "hold = reversed somewhere, holding nowhere; mixed = both; else inconclusive), after Holm within "
                      "each study's own claim families: the families differ in size between the two studies, so an "
                      "adjusted verdict can differ at equal raw evidence. Effect: median over those bases, % of the "
-                     "claimed-worse side, positive = claim direction.")
+                     "claimed-worse side, positive = claim direction. Claims evaluated (both sides with rows) in "
+                     f"{'; in '.join(only)}.")

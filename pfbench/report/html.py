@@ -30,8 +30,8 @@ from pfbench.report.pareto_report import pareto_section
 from pfbench.report.pooling import pool_replicates
 from pfbench.report.results_view import APPENDIX, results_sections
 from pfbench.report.stats import summarize
-from pfbench.report.tables import TextTable, long_table
 from pfbench.report.steps import steps_block
+from pfbench.report.tables import TextTable, long_table
 from pfbench.report.validity import validity_sections
 from pfbench.results import read_results
 
