@@ -3,34 +3,65 @@ from results/<suite>, and every number in its result bullets is in one of those 
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from pfbench.report.claim_tables import claims_block, doc_block, update_docs
+from pfbench.report.claim_tables import claims_block, doc_block, missing_block, update_docs
 from pfbench.report.claims import evaluate_claims
+from pfbench.report.steps import steps_block
 from pfbench.results import read_results
 from pfbench.suite.parse import load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "validity.md"
-SUITES = ("validity", "validity_r32", "validity_shipped")
+SUITES = ("validity", "validity_r32", "validity_shipped", "validity_quick")
+STEPS_SUITES = ("validity_shipped", "validity_quick")  # suites with an equal-steps block (steps-mode cells)
+BLOCKS = [("claims", s) for s in SUITES] + [("steps", s) for s in STEPS_SUITES]
 # Sections whose bullets state results: each decimal number there must be in a generated block.
-CHECKED = ("## Short answer", "## 32x32", "## Shipped checkpoints", "## Where a claim does not hold")
+CHECKED = ("## Short answer", "## 32x32", "## Shipped checkpoints", "## Equal steps", "## Quick study",
+           "## Where a claim does not hold")
 
 
-def _block(suite: str) -> str:
-    rows = read_results(ROOT / "results" / suite)
-    trends = tuple(load_suite(ROOT / "suites" / f"{suite}.yaml").claims.trends)
-    return claims_block(evaluate_claims(rows, trends=trends), suite, rows)
+@functools.cache
+def _evaluated(suite: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """The suite's committed rows and claim table (with its YAML's declared trends); None without rows."""
+    folder = ROOT / "results" / suite
+    rows = read_results(folder) if folder.is_dir() else pd.DataFrame()
+    if rows.empty:
+        return None
+    yaml = ROOT / "suites" / f"{suite}.yaml"
+    trends = tuple(load_suite(yaml).claims.trends) if yaml.is_file() else ()
+    return rows, evaluate_claims(rows, trends=trends)
 
 
-@pytest.mark.parametrize("suite", SUITES)
-def test_committed_claim_block_is_what_the_results_give(suite: str) -> None:
-    committed = doc_block(DOC.read_text(), suite)
-    assert committed is not None, f"docs/validity.md has no claims block for {suite}"
-    assert committed == _block(suite), f"regenerate it: pfbench report {suite}"
+def _block(suite: str, kind: str = "claims") -> str:
+    got = _evaluated(suite)
+    if got is None:
+        return missing_block(suite)
+    rows, table = got
+    return claims_block(table, suite, rows) if kind == "claims" else steps_block(table, rows, suite)
+
+
+@pytest.mark.parametrize(("kind", "suite"), BLOCKS)
+def test_committed_block_is_what_the_results_give(kind: str, suite: str) -> None:
+    committed = doc_block(DOC.read_text(), suite, kind)
+    assert committed is not None, f"docs/validity.md has no {kind} block for {suite}"
+    assert committed == _block(suite, kind), f"regenerate it: pfbench report {suite}"
+
+
+def test_a_missing_results_folder_keeps_a_placeholder_that_says_so(tmp_path: Path) -> None:
+    text = missing_block("validity_quick")
+    assert "`results/validity_quick` has no result rows" in text and "pfbench report validity_quick" in text
+    from pfbench import PfbenchError
+    from pfbench.report.html import report
+
+    with pytest.raises(PfbenchError, match=r"no result rows in .*validity_quick: run `pfbench run "
+                                           r"suites/validity_quick.yaml` first"):
+        report("validity_quick", results_root=tmp_path, reports_root=tmp_path / "reports", docs=tmp_path)
 
 
 def _sections(text: str) -> list[str]:
@@ -47,7 +78,7 @@ def _bullet_numbers(section: str) -> list[str]:
 
 def test_every_number_in_the_result_bullets_is_in_a_generated_block() -> None:
     text = DOC.read_text()
-    blocks = "".join(doc_block(text, s) or "" for s in SUITES)
+    blocks = "".join(doc_block(text, s, kind) or "" for kind, s in BLOCKS)
     numbers = [n for sec in _sections(text) for n in _bullet_numbers(sec)]
     assert len(numbers) > 50  # the bullets do state numbers: the check is not vacuous
     missing = sorted({n for n in numbers if n not in blocks})
@@ -62,3 +93,10 @@ def test_a_drifted_number_is_caught(tmp_path: Path) -> None:
     assert (tmp_path / "validity.md").read_text() == DOC.read_text()  # the generator writes the block back
     prose = "## Short answer\n\n- look_ahead is behind by 31.9 % and 99.123 %.\n"
     assert "99.123" in _bullet_numbers(prose) and "31.9" in _bullet_numbers(prose)
+
+
+def test_the_stated_detectable_effects_are_what_statsmodels_gives() -> None:
+    from pfbench.report.power import detectable_dz
+
+    text = DOC.read_text()
+    assert f"d_z(n) is {detectable_dz(3):.3g} at n = 3" in text and f"and {detectable_dz(5):.3g} at n = 5" in text

@@ -234,7 +234,7 @@ def report(
     YAML: the file given, or suites/SUITE.yaml.
     """
     from pfbench.report.html import report as make_report
-    from pfbench.suite.parse import load_suite
+    from pfbench.suite.parse import full_study, load_suite
 
     name, path = suite, Path(suite)
     if not suite.endswith((".yaml", ".yml")):
@@ -246,7 +246,9 @@ def report(
     own = spec is not None and spec.name == name
     trends = tuple(spec.claims.trends) if own else ()
     headline = spec.headline() if own else ()
-    md = make_report(name, results_root=results, reports_root=reports, trends=trends, docs=docs, headline=headline)
+    full = full_study(spec, path.parent) if own and spec is not None else None
+    md = make_report(name, results_root=results, reports_root=reports, trends=trends, docs=docs, headline=headline,
+                     agree_with=full)
     console.print(f"wrote {md} and {md.with_name('index.html')}")
 
 

@@ -73,8 +73,9 @@ def _effect(counted: pd.DataFrame) -> str:
 
 
 def _basis_order(basis: str) -> tuple[int, float, str]:
-    m = re.fullmatch(r"NFE (\d+)", basis)
-    return (0, float(m[1]), "") if m else (1, 0.0, basis)
+    """NFE budgets in order, then step counts in order (``steps 8``, ``steps 8 vs 16``), then the rest."""
+    m = re.fullmatch(r"(NFE|steps) (\d+)( vs \d+)?", basis)
+    return (0 if m[1] == "NFE" else 1, float(m[2]), basis) if m else (2, 0.0, basis)
 
 
 def effects_tables(table: pd.DataFrame) -> list[TextTable]:
@@ -169,8 +170,9 @@ def trend_table(table: pd.DataFrame) -> TextTable | None:
 
 def means_table(rows: pd.DataFrame, metric: str = "fd_embedded") -> TextTable | None:
     """Mean of ``metric`` over replicates per (model without training seed · sampler · variant) and budget
-    (``NFE n``, plus ``, w = s`` under guidance); None without such cells."""
-    cells = with_groups(rows[(rows["kind"] == "cell") & (rows["metric"] == metric)])
+    (``NFE n``, plus ``, w = s`` under guidance) over NFE-mode cells; None without such cells."""
+    nfe_mode = rows["nfe_budget"].notna() if "nfe_budget" in rows else True  # steps cells: steps.steps_table
+    cells = with_groups(rows[(rows["kind"] == "cell") & (rows["metric"] == metric) & nfe_mode])
     if cells.empty:
         return None
     cfg = pd.to_numeric(cells["cfg_scale"], errors="coerce").fillna(1.0)
@@ -208,24 +210,33 @@ def claims_block(table: pd.DataFrame, suite: str, rows: pd.DataFrame | None = No
     return "\n".join(parts).rstrip() + "\n"
 
 
-def _markers(suite: str) -> tuple[str, str]:
-    return f"<!-- pfbench:claims {suite} -->", f"<!-- /pfbench:claims {suite} -->"
+def missing_block(suite: str) -> str:
+    """What a document's block for ``suite`` says while ``results/<suite>`` has no rows (``pfbench report`` then
+    stops with "no result rows in …" and leaves the block as it is)."""
+    return (f"_Not generated yet: `results/{suite}` has no result rows. `pfbench report {suite}` writes this block "
+            f"once they exist (`pfbench run suites/{suite}.yaml` computes them)._\n")
 
 
-def doc_block(text: str, suite: str) -> str | None:
-    """The text between ``suite``'s claims markers in a document, or None without markers."""
-    start, end = _markers(suite)
+def _markers(suite: str, kind: str = "claims") -> tuple[str, str]:
+    return f"<!-- pfbench:{kind} {suite} -->", f"<!-- /pfbench:{kind} {suite} -->"
+
+
+def doc_block(text: str, suite: str, kind: str = "claims") -> str | None:
+    """The text between ``suite``'s markers of ``kind`` (``claims``: ``claims_block``; ``steps``:
+    ``steps.steps_block``) in a document, or None without markers."""
+    start, end = _markers(suite, kind)
     m = re.search(re.escape(start) + r"\n(.*?)" + re.escape(end), text, flags=re.S)
     return None if m is None else m[1]
 
 
-def update_docs(docs: Path, suite: str, block: str) -> list[Path]:
-    """Writes ``block`` between ``suite``'s markers in every ``docs/*.md`` that has them; returns those files."""
-    start, end = _markers(suite)
+def update_docs(docs: Path, suite: str, block: str, kind: str = "claims") -> list[Path]:
+    """Writes ``block`` between ``suite``'s markers of ``kind`` in every ``docs/*.md`` that has them; returns
+    those files."""
+    start, end = _markers(suite, kind)
     done = []
     for path in sorted(Path(docs).glob("*.md")) if Path(docs).is_dir() else []:
         text = path.read_text()
-        if doc_block(text, suite) is None:
+        if doc_block(text, suite, kind) is None:
             if start in text:
                 raise PfbenchError(f"{path}: {start} without its closing {end}")
             continue

@@ -26,6 +26,8 @@ Bases of comparison (``basis_kind``):
     correction); a basis that has no common point is listed (``not compared``, with the reason), never dropped.
     * trends (``trend``, declared per suite): the oriented difference regressed on log2(NFE) per replicate, then
       a paired test of the slopes (``trends.trend_claims``).
+    * ``steps N`` (``primary``, the ``equal steps`` family, ``steps.steps_claims``): steps-mode cells (a fixed
+      outer step count, no NFE budget) matched on ``steps``; they never enter an NFE or GFLOPs basis.
 
 Model names are those of ``suites/validity.yaml`` (``pf`` = LTG, ``sit`` = the global-t baseline, …); a claim
 whose sides have no rows is skipped, so the table also works on suites with only ``pf`` and ``sit``.
@@ -36,92 +38,38 @@ from __future__ import annotations
 
 import difflib
 import math
-import re
 
 import numpy as np
 import pandas as pd
 
 from pfbench import PfbenchError
-from pfbench.report.claim_set import DIAG, INFER, PAPER_CLAIMS, PF, PF_SIT, SIT, TRAIN, Claim, Side
+from pfbench.report.claim_rows import (
+    COLUMNS,
+    INTERPOLATED,
+    NONE,
+    PRIMARY,
+    TREND,
+    compare,
+    higher_is_better,
+    replicates,
+    result_row,
+    side_cells,
+    skipped_row,
+    split_model,
+    verdict,
+    with_groups,
+)
+from pfbench.report.claim_set import DIAG, INFER, PAPER_CLAIMS, PF, PF_SIT, SIT, STEPS, TRAIN, Claim, Side
 from pfbench.report.correction import FAILS, HOLDS, SHOWN, SKIPPED, UNSURE, correct
 from pfbench.report.keys import instances
-from pfbench.report.stats import paired as compare
+from pfbench.report.steps import steps_claims
 from pfbench.report.trends import slope_test
 
 # claim_set's declarations are re-exported: callers import every claim name from here.
-__all__ = ["COLUMNS", "DIAG", "FAILS", "HOLDS", "INFER", "PAPER_CLAIMS", "PF", "PF_SIT", "SHOWN", "SIT", "SKIPPED",
-           "TRAIN", "UNSURE", "Claim", "Side", "compare", "evaluate_claims", "replicates", "split_model", "with_groups"]
-
-# "pf@s1": suite model "pf" trained with seed 1 (pfbench.suite.parse.SEED_SEP; duplicated: reports import no suite code).
-_SEED = re.compile(r"^(?P<base>.+)@s(?P<seed>\d+)$")
-PRIMARY, INTERPOLATED, TREND, NONE = "primary", "interpolated", "trend", "not compared"  # basis_kind values
+__all__ = ["COLUMNS", "DIAG", "FAILS", "HOLDS", "INFER", "INTERPOLATED", "NONE", "PAPER_CLAIMS", "PF", "PF_SIT",
+           "PRIMARY", "SHOWN", "SIT", "SKIPPED", "STEPS", "TRAIN", "TREND", "UNSURE", "Claim", "Side", "compare",
+           "evaluate_claims", "replicates", "split_model", "verdict", "with_groups"]
 CURVE_X = {"train_step": "train steps", "train_gflops": "train GFLOPs", "train_wall_s": "train wall-clock"}
-
-
-COLUMNS = ("family", "claim", "paper", "metric", "basis", "basis_kind", "reason", "better", "worse", "unit", "n",
-           "better_mean", "worse_mean", "diff", "lo", "hi", "p", "p_holm", "q_bh", "pct", "pct_lo", "pct_hi",
-           "verdict_raw", "verdict")
-
-
-def split_model(name: object) -> tuple[str, float]:
-    """``"pf@s1"`` -> ``("pf", 1.0)``; other names -> ``(name, nan)`` (no training seed)."""
-    m = _SEED.match(str(name))
-    return (m["base"], float(m["seed"])) if m else (str(name), math.nan)
-
-
-def with_groups(rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows plus ``group`` (suite model without training seed; with ``[model id]`` when the rows hold several
-    instances of the model) and ``train_seed`` (NaN when none)."""
-    parts = [split_model(m) for m in rows["model"]]
-    variant = rows["variant"].astype("string").fillna("") if "variant" in rows else ""
-    multi = instances(rows)  # several instances of a model: each its own labelled group, never pooled
-    ids = rows["model_id"] if multi else pd.Series("", index=rows.index)
-    group = [p[0] + (f" [{i[:8]}]" if m in multi else "") for p, m, i in zip(parts, rows["model"], ids, strict=True)]
-    return rows.assign(group=group, train_seed=[p[1] for p in parts], variant=variant)
-
-
-def verdict(lo: float, hi: float) -> str:
-    """``holds`` (interval above 0), ``does not hold`` (below 0) or ``inconclusive`` (contains 0 or missing)."""
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return UNSURE
-    return HOLDS if lo > 0 else FAILS if hi < 0 else UNSURE
-
-
-def replicates(frame: pd.DataFrame) -> tuple[pd.Series, str]:
-    """Values per replicate: mean over sampling seeds per training seed when there are training seeds
-    (unit ``training seed``), else per sampling seed (unit ``sampling seed``)."""
-    if frame["train_seed"].notna().any():
-        return frame.groupby("train_seed")["value"].mean(), "training seed"
-    return frame.groupby("seed")["value"].mean(), "sampling seed"
-
-
-def _result(claim: Claim, metric: str, basis: str, a: pd.Series, b: pd.Series, unit: str, hib: bool,
-            kind: str = PRIMARY) -> dict:
-    """One claim-table row from per-replicate values of the better (a) and worse (b) sides, index = replicate;
-    ``kind``: the basis kind (``PRIMARY`` or ``INTERPOLATED``)."""
-    a, b = a.align(b, join="inner")
-    sign = 1.0 if hib else -1.0
-    stats = compare(sign * a.to_numpy(float), sign * b.to_numpy(float))
-    worse = float(b.mean()) if len(b) else math.nan
-    scale = 100.0 / abs(worse) if worse and math.isfinite(worse) else math.nan
-    raw = verdict(stats["lo"], stats["hi"])
-    return {"family": claim.family, "claim": claim.name, "paper": claim.paper, "metric": metric, "basis": basis,
-            "basis_kind": kind, "reason": "", "better": claim.better.text(), "worse": claim.worse.text(),
-            "unit": unit, "better_mean": float(a.mean()) if len(a) else math.nan, "worse_mean": worse, **stats,
-            "pct": stats["diff"] * scale, "pct_lo": stats["lo"] * scale, "pct_hi": stats["hi"] * scale,
-            "verdict_raw": raw, "verdict": raw if kind == PRIMARY else SHOWN}
-
-
-def _skipped(claim: Claim, metric: str, basis: str, reason: str) -> dict:
-    """A basis that could not be compared, listed with why (never dropped silently)."""
-    return {"family": claim.family, "claim": claim.name, "paper": claim.paper, "metric": metric, "basis": basis,
-            "basis_kind": NONE, "reason": reason, "better": claim.better.text(), "worse": claim.worse.text(),
-            "n": 0.0, "verdict_raw": SKIPPED, "verdict": SKIPPED}
-
-
-def _side_cells(cells: pd.DataFrame, side: Side) -> pd.DataFrame:
-    return cells[(cells["group"] == side.model) & (cells["sampler"] == side.sampler)
-                 & (cells["variant"] == side.variant)]
 
 
 def _apart(x: float, y: float) -> tuple[str, str]:
@@ -153,14 +101,14 @@ def _per_unit(s: pd.Series) -> tuple[pd.Series, str]:
 
 def cell_claims(claim: Claim, cells: pd.DataFrame, metric: str) -> list[dict]:
     """Rows at every shared NFE budget, then at the worse side's GFLOPs of each of its budgets."""
-    a, b = _side_cells(cells, claim.better), _side_cells(cells, claim.worse)
+    a, b = side_cells(cells, claim.better), side_cells(cells, claim.worse)
     if a.empty or b.empty:
         return []
-    hib = bool(a["higher_is_better"].dropna().iloc[0]) if a["higher_is_better"].notna().any() else False
+    hib = higher_is_better(a)
     out = []
     for nfe in sorted(set(a["nfe_budget"].dropna()) & set(b["nfe_budget"].dropna())):
         (va, unit), (vb, _) = replicates(a[a["nfe_budget"] == nfe]), replicates(b[b["nfe_budget"] == nfe])
-        out.append(_result(claim, metric, f"NFE {int(nfe)}", va, vb, unit, hib))
+        out.append(result_row(claim, metric, f"NFE {int(nfe)}", va, vb, unit, hib))
     if a["nfe_budget"].nunique() < 2:
         return out  # a single budget: nothing to interpolate over
     for nfe, g in b.groupby("nfe_budget"):
@@ -172,11 +120,11 @@ def cell_claims(claim: Claim, cells: pd.DataFrame, metric: str) -> list[dict]:
             span = a["gflops"].astype(float)
             edge = span.max() if at > span.max() else span.min()
             e, w = _apart(edge, at)
-            out.append(_skipped(claim, metric, basis, f"{claim.better.sampler} {e} vs {claim.worse.sampler} {w} "
+            out.append(skipped_row(claim, metric, basis, f"{claim.better.sampler} {e} vs {claim.worse.sampler} {w} "
                                 "GFLOPs: no common point"))
             continue
         (ua, unit), (ub, _) = _per_unit(va), _per_unit(vb)
-        row = _result(claim, metric, basis, ua, ub, unit, hib, INTERPOLATED)
+        row = result_row(claim, metric, basis, ua, ub, unit, hib, INTERPOLATED)
         if len(va) < len(vb):
             row["reason"] = f"{len(vb) - len(va)} of {len(vb)} replicates outside {claim.better.sampler}'s range: left out"
         out.append(row)
@@ -186,11 +134,11 @@ def cell_claims(claim: Claim, cells: pd.DataFrame, metric: str) -> list[dict]:
 def trend_claims(claim: Claim, cells: pd.DataFrame, metric: str) -> list[dict]:
     """The claim's effect regressed on log2(NFE) per replicate, slopes tested (``trends.slope_test``): one row,
     basis ``trend``, ``diff`` = mean slope per doubling; none with fewer than 2 shared budgets."""
-    a, b = _side_cells(cells, claim.better), _side_cells(cells, claim.worse)
+    a, b = side_cells(cells, claim.better), side_cells(cells, claim.worse)
     budgets = sorted(set(a["nfe_budget"].dropna()) & set(b["nfe_budget"].dropna()))
     if len(budgets) < 2:
         return []
-    hib = bool(a["higher_is_better"].dropna().iloc[0]) if a["higher_is_better"].notna().any() else False
+    hib = higher_is_better(a)
     per, unit = {}, ""
     for nfe in budgets:
         (va, unit), (vb, _) = replicates(a[a["nfe_budget"] == nfe]), replicates(b[b["nfe_budget"] == nfe])
@@ -208,7 +156,7 @@ def curve_claims(claim: Claim, curves: pd.DataFrame, metric: str) -> list[dict]:
     a, b = curves[curves["group"] == claim.better.model], curves[curves["group"] == claim.worse.model]
     if a.empty or b.empty:
         return []
-    hib = bool(a["higher_is_better"].dropna().iloc[0]) if a["higher_is_better"].notna().any() else False
+    hib = higher_is_better(a)
     last = a[a["train_step"] == a.groupby("train_seed", dropna=False)["train_step"].transform("max")]
     out = []
     for x, label in CURVE_X.items():
@@ -225,13 +173,13 @@ def curve_claims(claim: Claim, curves: pd.DataFrame, metric: str) -> list[dict]:
         basis = f"{label} (curve, NFE {int(a['nfe_budget'].dropna().iloc[0])})"
         if not va:
             at, span = last[x].astype(float), b[x].astype(float)
-            out.append(_skipped(claim, metric, basis, f"{claim.better.model} at {at.min():.4g}–{at.max():.4g} vs "
+            out.append(skipped_row(claim, metric, basis, f"{claim.better.model} at {at.min():.4g}–{at.max():.4g} vs "
                                 f"{claim.worse.model}'s curve {span.min():.4g}–{span.max():.4g} {label}: no common "
                                 "point"))
             continue
         idx = pd.MultiIndex.from_tuples(list(va), names=["train_seed", "seed"])
         (ua, unit), (ub, _) = _per_unit(pd.Series(list(va.values()), idx)), _per_unit(pd.Series(list(vb.values()), idx))
-        row = _result(claim, metric, basis, ua, ub, unit, hib, PRIMARY if x == "train_step" else INTERPOLATED)
+        row = result_row(claim, metric, basis, ua, ub, unit, hib, PRIMARY if x == "train_step" else INTERPOLATED)
         if len(va) < len(keys):
             row["reason"] = f"{len(keys) - len(va)} of {len(keys)} replicates outside the curve's range: left out"
         out.append(row)
@@ -245,9 +193,9 @@ def diagnostic_claims(claim: Claim, diags: pd.DataFrame) -> list[dict]:
         a, b = g[g["metric"] == claim.better.sampler], g[g["metric"] == claim.worse.sampler]
         if a.empty or b.empty:
             continue
-        hib = bool(a["higher_is_better"].dropna().iloc[0]) if a["higher_is_better"].notna().any() else True
+        hib = higher_is_better(a, default=True)
         (va, unit), (vb, _) = replicates(a.assign(seed=0)), replicates(b.assign(seed=0))
-        row = _result(claim, claim.better.sampler, f"model {group}", va, vb, unit, hib)
+        row = result_row(claim, claim.better.sampler, f"model {group}", va, vb, unit, hib)
         out.append(row | {"better": f"{group} · {claim.better.sampler}", "worse": f"{group} · {claim.worse.sampler}"})
     return out
 
@@ -293,10 +241,14 @@ def evaluate_claims(rows: pd.DataFrame, claims: tuple[Claim, ...] = PAPER_CLAIMS
 def _evaluate(rows: pd.DataFrame, claims: tuple[Claim, ...], metrics: tuple[str, ...],
               trends: tuple[str, ...]) -> pd.DataFrame:
     """The uncorrected claim table of ``rows`` (one instance per model)."""
-    needed = ("sampler", "variant", "nfe_budget", "gflops", "seed", "train_step", "cfg_scale", "higher_is_better")
+    needed = ("sampler", "variant", "nfe_budget", "steps", "gflops", "seed", "train_step", "cfg_scale",
+              "higher_is_better")
     rows = with_groups(rows.assign(**{c: pd.NA for c in needed if c not in rows}))  # hand-made frames
     cfg = pd.to_numeric(rows["cfg_scale"], errors="coerce").fillna(1.0)
-    cells = rows[(rows["kind"] == "cell") & (cfg == 1.0)]  # claims are about unguided sampling
+    unguided = rows[(rows["kind"] == "cell") & (cfg == 1.0)]  # claims are about unguided sampling
+    # NFE-mode cells (a budget) for every claim at equal NFE; steps-mode cells (no budget, a fixed step count)
+    # only for the equal-steps family: a steps cell never enters an NFE basis or its GFLOPs interpolation.
+    cells, steps_cells = unguided[unguided["nfe_budget"].notna()], unguided[unguided["nfe_budget"].isna()]
     curves, diags = rows[rows["kind"] == "curve"], rows[rows["kind"] == "diagnostic"]
     out: list[dict] = []
     for claim in claims:
@@ -304,7 +256,9 @@ def _evaluate(rows: pd.DataFrame, claims: tuple[Claim, ...], metrics: tuple[str,
             out += diagnostic_claims(claim, diags)
             continue
         for metric in metrics:
-            if claim.kind == "cell":
+            if claim.kind == "steps":
+                out += steps_claims(claim, steps_cells[steps_cells["metric"] == metric], metric)
+            elif claim.kind == "cell":
                 out += cell_claims(claim, cells[cells["metric"] == metric], metric)
                 if claim.name in trends:
                     out += trend_claims(claim, cells[cells["metric"] == metric], metric)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from pfbench import PfbenchError
 from pfbench.io import atomic_write_text
+from pfbench.report.agreement import FullStudy, agreement_table
 from pfbench.report.claim_tables import claims_block, update_docs
 from pfbench.report.claims import evaluate_claims
 from pfbench.report.correction import METHOD
@@ -29,6 +30,7 @@ from pfbench.report.pareto_report import pareto_section
 from pfbench.report.pooling import pool_replicates
 from pfbench.report.results_view import APPENDIX, results_sections
 from pfbench.report.stats import summarize
+from pfbench.report.steps import steps_block
 from pfbench.report.tables import TextTable, long_table
 from pfbench.report.validity import validity_sections
 from pfbench.results import read_results
@@ -155,8 +157,21 @@ def _html(doc: _Doc) -> str:
             f"<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
 
 
+AGREEMENT = "Agreement with the full study"
+FIRST = ("Claims", "Equal steps", AGREEMENT)  # sections of the claims, before the result tables
+
+
+def _agreement(table: pd.DataFrame, results_root: Path, full: FullStudy, suite_name: str) -> TextTable:
+    """The quick suite's claim table beside the full study's (its sibling results folder; said when missing)."""
+    src = Path(results_root) / full.suite
+    rows = read_results(src, full.suite) if src.is_dir() else pd.DataFrame()
+    other = evaluate_claims(rows, trends=full.trends) if not rows.empty else None
+    return agreement_table(table, other, full.suite, suite_name)
+
+
 def report(suite_name: str, results_root: Path = Path("results"), reports_root: Path = Path("reports"),
-           trends: tuple[str, ...] = (), docs: Path | None = None, headline: tuple[str, ...] = ()) -> Path:
+           trends: tuple[str, ...] = (), docs: Path | None = None, headline: tuple[str, ...] = (),
+           agree_with: FullStudy | None = None) -> Path:
     """Writes ``<reports_root>/<suite>/index.md`` and ``index.html`` (+ figure PNG/PDF) from the suite's Parquet.
 
     Args:
@@ -167,7 +182,11 @@ def report(suite_name: str, results_root: Path = Path("results"), reports_root: 
         headline: the main table's metrics (the suite's ``report.headline``, else its ``metrics:``); empty: every
             metric that is no breakdown of another (``results_view.headline_metrics``).
         docs: a folder of Markdown documents: the claims block between ``<!-- pfbench:claims SUITE -->``
-            markers in any of them is rewritten from the results (``claim_tables.update_docs``).
+            markers (and the equal-steps block between ``<!-- pfbench:steps SUITE -->`` markers) in any of them
+            is rewritten from the results (``claim_tables.update_docs``).
+        agree_with: the full study a quick suite's verdicts are set beside (the suite's ``claims.agree_with``;
+            its results are the folder of that name under ``results_root``): section "Agreement with the full
+            study" (``agreement``).
 
     Returns:
         Path of ``index.md``; ``index.html`` is written next to it.
@@ -188,6 +207,9 @@ def report(suite_name: str, results_root: Path = Path("results"), reports_root: 
     claims = validity_sections(rows, out, table)  # the paper's claims, paired over seeds (none without their models)
     if docs is not None and not table.empty:
         update_docs(docs, suite_name, claims_block(table, suite_name, rows))
+        update_docs(docs, suite_name, steps_block(table, rows, suite_name), kind="steps")
+    if agree_with is not None:
+        claims.append((AGREEMENT, [_agreement(table, results_root, agree_with, suite_name)]))
     results = results_sections(rows[rows["kind"] == "cell"], headline)
     appendix = [s for s in (*claims, *results) if s[0].startswith(APPENDIX)]
     sections: list[tuple[str, list[TextTable | Figure | Image]]] = []
@@ -196,7 +218,7 @@ def report(suite_name: str, results_root: Path = Path("results"), reports_root: 
     expected = read_expected(src)  # the suite's published numbers (``expected:``), stored by ``pfbench run``
     if expected:
         sections.append(("Published vs measured", [published_table(rows, expected)]))
-    sections += [s for s in claims if s[0] == "Claims"]  # claims first, where the suite has them
+    sections += [s for s in claims if s[0] in FIRST]  # claims first, where the suite has them
     sections += [s for s in results if not s[0].startswith(APPENDIX)]
     if (rows["kind"] == "cell").any():
         sections.append(("Which configuration at which budget (Pareto front)", pareto_section(rows, out)))
@@ -204,7 +226,7 @@ def report(suite_name: str, results_root: Path = Path("results"), reports_root: 
     if (summary["kind"] == "reference").any():
         sections.append(("Reference values", [long_table(
             summary, "reference", "", REFERENCE_NOTE, roles=REFERENCE_ROLES)]))
-    sections += [s for s in claims if s[0] not in ("Claims", *(t for t, _ in appendix))]
+    sections += [s for s in claims if s[0] not in (*FIRST, *(t for t, _ in appendix))]
     sections.append(("Figures", list(figures)))
     if (summary["kind"] == "diagnostic").any():
         sections.append(("Diagnostics", [long_table(summary, "diagnostic", "")]))

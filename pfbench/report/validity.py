@@ -22,7 +22,9 @@ from pfbench.report.claims import evaluate_claims, replicates, with_groups
 from pfbench.report.figures import Figure
 from pfbench.report.images import save_figure
 from pfbench.report.mpl import plt
+from pfbench.report.power import power_table
 from pfbench.report.stats import clip_interval, t_interval
+from pfbench.report.steps import steps_table
 
 METRICS = ("fd_embedded", "class_acc")
 # Training-sampler bars in the paper's order (best first), with the paper's FID-10K (B/2) where it gives one.
@@ -187,8 +189,9 @@ def compute_curves(curves: pd.DataFrame, out: Path) -> Figure | None:
 
 
 def validity_sections(rows: pd.DataFrame, out: Path, table: pd.DataFrame | None = None) -> list[tuple[str, list[Any]]]:
-    """Report sections ("Claims", "Validity figures", "Appendix: claims, every basis") for a suite with the
-    study's data; [] otherwise.
+    """Report sections ("Claims" with the headline comparisons' power, "Equal steps" where the suite has
+    steps-mode cells, "Validity figures", "Appendix: claims, every basis") for a suite with the study's data; []
+    otherwise.
 
     ``table``: the suite's claim table (``evaluate_claims``, with its declared trends); computed when omitted.
     """
@@ -206,8 +209,9 @@ def validity_sections(rows: pd.DataFrame, out: Path, table: pd.DataFrame | None 
                          for m in METRICS if (~diag & (table["metric"] == m)).any()]
     if diag.any():
         tables.append(summary_table(table[diag], "Claims (difficulty diagnostics, per model)"))
-    trends = trend_table(table)
-    tables += [trends] if trends is not None else []
+    trends, power = trend_table(table), power_table(table)
+    tables += [t for t in (trends, power) if t is not None]
+    steps = [t for m in METRICS if (t := steps_table(table, rows, m)) is not None]
     details = [detail_table(table, f) for f in table["family"].unique()]
-    return [("Claims", tables), ("Validity figures", [f for f in figs if f is not None]),
+    return [("Claims", tables), ("Equal steps", steps), ("Validity figures", [f for f in figs if f is not None]),
             ("Appendix: claims, every basis", details)]

@@ -22,6 +22,7 @@ from pfbench import PfbenchError
 from pfbench.config import Builder
 from pfbench.data import DATASETS
 from pfbench.registry import METRICS, SAMPLERS
+from pfbench.report.agreement import FullStudy
 from pfbench.report.claims import PAPER_CLAIMS
 from pfbench.suite.sources import check_model
 from pfbench.suite.spec import SEED_SEP, ExpectedSpec, ModelSpec, SamplerSpec, SuiteSpec
@@ -160,6 +161,9 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> SuiteSpe
             close = difflib.get_close_matches(name, cell_claims, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f" (cell claims: {', '.join(cell_claims)})"
             raise PfbenchError(f"claims.trends[{ti}]: {name!r} is not a cell claim of pfbench.report.claims{hint}")
+    if spec.claims.agree_with is not None and spec.claims.agree_with in ("", spec.name):
+        raise PfbenchError(f"claims.agree_with: {spec.claims.agree_with!r} must name another suite (the full study "
+                           f"this one is checked against, e.g. 'validity'), not {spec.name!r} itself")
     for hi, metric in enumerate(spec.report.headline):
         if metric not in spec.metrics and not any(metric.startswith(f"{m}_") for m in spec.metrics):
             raise PfbenchError(f"report.headline[{hi}]: {metric!r} is not among the suite's metrics "
@@ -207,3 +211,14 @@ def _check_expected(where: str, entry: ExpectedSpec, spec: SuiteSpec) -> None:
         raise PfbenchError(f"{where}.value = {entry.value}: must be a finite number")
     if not entry.source.strip():
         raise PfbenchError(f"{where}.source: say where the number is published (e.g. 'paper Table 2')")
+
+
+def full_study(spec: SuiteSpec, suites: Path) -> FullStudy | None:
+    """The full study ``spec.claims.agree_with`` names, with the trend claims of its YAML in ``suites`` (none when
+    the file is missing: its claims at each basis are still compared); None when the suite declares none."""
+    name = spec.claims.agree_with
+    if not name:
+        return None
+    path = Path(suites) / f"{name}.yaml"
+    trends = tuple(load_suite(path).claims.trends) if path.is_file() else ()
+    return FullStudy(name, trends)

@@ -40,6 +40,7 @@ from pfbench.suite.figures import grid_title, suite_figures
 from pfbench.suite.identity import SuiteIdentity
 from pfbench.suite.inputs import runnable, skip_notes, skipped_models
 from pfbench.suite.models import LoadedModel, SuiteModels
+from pfbench.suite.parse import full_study
 from pfbench.suite.prompts import suite_prompts
 from pfbench.suite.rerun import check_rerun
 from pfbench.suite.scoring import Scorer
@@ -223,7 +224,8 @@ class Runner:
         self.write_skip_notes()
         write_expected(self.results, [dataclasses.asdict(e) for e in self.spec.expected])
         index = report(self.spec.name, results_root=self.results.parent, reports_root=self.reports.parent,
-                       trends=tuple(self.spec.claims.trends), headline=self.spec.headline())
+                       trends=tuple(self.spec.claims.trends), headline=self.spec.headline(),
+                       agree_with=full_study(self.spec, Path("suites")))
         self.print_table(time.perf_counter() - t0)
         console.print(f"report: {index} (and index.html)")
 

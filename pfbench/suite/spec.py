@@ -241,6 +241,9 @@ class ClaimsSpec:
     # Cell claims (by name, e.g. "look_ahead < dual_loop") whose effect is also tested for a trend with log2(NFE):
     # per replicate slope of the paired difference, t test of the slopes (pfbench.report.trends).
     trends: list[str] = field(default_factory=list)
+    # The full study a quick suite checks (a suite name, e.g. "validity"): the report sets the two studies'
+    # verdicts side by side, reading that suite's results beside this one's (pfbench.report.agreement).
+    agree_with: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,114 @@
+"""Claims and the table at equal outer steps (issue 20): steps-mode cells (a fixed outer step count N, no NFE
+budget) of euler_pf(N), dual_loop(N), look_ahead(N) and euler_pf(2N).
+
+At an NFE budget look_ahead gets about half the outer steps of euler_pf (two calls per step), so the claims at
+equal NFE mix "what a step's extra context buys" with "half the steps". At equal steps the two are apart:
+look_ahead(N) vs euler_pf(N) and dual_loop(N) vs euler_pf(N) is context per step, look_ahead(N) vs euler_pf(2N)
+(about 2N calls each) is half the steps at equal NFE. Each claim is paired over replicates at each N like the
+claims at equal NFE (``claim_rows``); its rows form the ``equal steps`` family (Holm within it, BH over the
+report, ``correction``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from pfbench.report.claim_rows import higher_is_better, replicates, result_row, side_cells, with_groups
+from pfbench.report.claim_set import DL, LA, PF, STEPS, Claim
+from pfbench.report.correction import METHOD
+from pfbench.report.tables import TextTable
+
+# The table's columns: (label, (model, sampler), steps multiple of N).
+SIDES = (("euler_pf(N)", PF, 1), ("dual_loop(N)", DL, 1), ("look_ahead(N)", LA, 1), ("euler_pf(2N)", PF, 2))
+
+
+def basis_of(n: int, x: int) -> str:
+    """``steps 8`` (both sides at 8 outer steps) or ``steps 8 vs 16`` (the worse side at ``x`` times N)."""
+    return f"steps {n}" if x == 1 else f"steps {n} vs {n * x}"
+
+
+def steps_claims(claim: Claim, cells: pd.DataFrame, metric: str) -> list[dict]:
+    """One row per N where the better side ran N outer steps and the worse side ``worse.steps_x`` x N.
+
+    Args:
+        claim: a ``steps`` claim.
+        cells: steps-mode cells of one metric (``nfe_budget`` empty, ``steps`` set), with ``group``/``train_seed``.
+        metric: the metric's name (for the row).
+    """
+    a, b = side_cells(cells, claim.better), side_cells(cells, claim.worse)
+    if a.empty or b.empty:
+        return []
+    hib, x = higher_is_better(a), claim.worse.steps_x
+    out = []
+    for n in sorted(int(s) for s in set(a["steps"].dropna()) if int(s) * x in set(b["steps"].dropna())):
+        (va, unit), (vb, _) = replicates(a[a["steps"] == n]), replicates(b[b["steps"] == n * x])
+        out.append(result_row(claim, metric, basis_of(n, x), va, vb, unit, hib))
+    return out
+
+
+def _fmt(x: float, spec: str) -> str:
+    return format(x, spec) if math.isfinite(x) else "—"
+
+
+def _mean_cell(cells: pd.DataFrame, side: tuple[str, str], steps: int) -> str:
+    """Mean over replicates of one side at ``steps``, with its model calls per image: ``1.234 (16 calls)``."""
+    g = cells[(cells["group"] == side[0]) & (cells["sampler"] == side[1]) & (cells["variant"] == "")
+              & (cells["steps"] == steps)]
+    if g.empty:
+        return ""
+    calls = pd.to_numeric(g["nfe_used"], errors="coerce").mean() if "nfe_used" in g else math.nan
+    mean = float(replicates(g)[0].mean())
+    return _fmt(mean, ".4g") + (f" ({calls:.3g} calls)" if math.isfinite(calls) else "")
+
+
+def _delta_cell(row: pd.Series | None, hib: bool) -> str:
+    """A claim row as ``first − second`` in metric units [95% CI] with its Holm p (``""`` without the row)."""
+    if row is None:
+        return ""
+    d, lo, hi = (float(row[k]) for k in ("diff", "lo", "hi"))
+    d, lo, hi = (d, lo, hi) if hib else (-d, -hi, -lo)  # the claim's orientation back to metric units
+    return f"{_fmt(d, '+.3g')} [{_fmt(lo, '+.3g')}, {_fmt(hi, '+.3g')}], Holm p {_fmt(float(row['p_holm']), '.2g')}"
+
+
+def steps_table(table: pd.DataFrame, rows: pd.DataFrame, metric: str = "fd_embedded") -> TextTable | None:
+    """Rows N; the mean of euler_pf(N), dual_loop(N), look_ahead(N), euler_pf(2N) with calls per image, and the
+    equal-steps claims' paired differences; None without steps-mode cells of ``metric``."""
+    sel = rows[(rows["kind"] == "cell") & (rows["metric"] == metric)]
+    if "steps" not in sel or "nfe_budget" not in sel:
+        return None
+    cfg = pd.to_numeric(sel["cfg_scale"], errors="coerce").fillna(1.0) if "cfg_scale" in sel else 1.0
+    cells = with_groups(sel[sel["nfe_budget"].isna() & sel["steps"].notna() & (cfg == 1.0)])
+    if cells.empty:
+        return None
+    hib = higher_is_better(cells)
+    ns = sorted({int(s) for s in cells[cells["sampler"].isin([LA[1], DL[1]])]["steps"]})
+    claims = table[(table["family"] == STEPS) & (table["metric"] == metric)] if len(table) else table
+    names = list(dict.fromkeys(claims["claim"])) if len(claims) else []
+    body = []
+    for n in ns:
+        means = [_mean_cell(cells, side, n * x) for _, side, x in SIDES]
+        deltas = []
+        for name in names:
+            hit = claims[(claims["claim"] == name) & claims["basis"].isin([basis_of(n, 1), basis_of(n, 2)])]
+            deltas.append(_delta_cell(hit.iloc[0] if len(hit) else None, hib))
+        body.append((str(n), *means, *deltas))
+    heads = [f"Δ {name.split(' (')[0].replace(' < ', ' − ')}" for name in names]
+    return TextTable(f"Equal steps ({metric})", ("N", *[lab for lab, _, _ in SIDES], *heads), tuple(body),
+                     f"Steps-mode cells of pf (N outer steps whatever they cost; calls: model calls per image). "
+                     f"Mean over replicates (training seeds where trained per seed, else sampling seeds). Δ: first "
+                     f"minus second in {metric} units ({'higher' if hib else 'lower'} is better), paired over "
+                     f"replicates, 95% CI, Holm p within the '{STEPS}' family ({METHOD}). look_ahead(N) vs "
+                     "euler_pf(N) and dual_loop(N) vs euler_pf(N): context per step; look_ahead(N) vs euler_pf(2N): "
+                     "half the steps at about equal NFE.")
+
+
+def steps_block(table: pd.DataFrame, rows: pd.DataFrame, suite: str) -> str:
+    """The Markdown block ``docs/validity.md`` includes for ``suite``'s equal-steps tables (FD and class
+    accuracy); says so when the results have no steps-mode cells."""
+    head = f"_Generated by `pfbench report {suite}` from `results/{suite}`; do not edit by hand._"
+    tables = [t for m in ("fd_embedded", "class_acc") if (t := steps_table(table, rows, m)) is not None]
+    if not tables:
+        return f"{head}\n\n`results/{suite}` has no steps-mode cells (a suite's `steps:` sweep) yet.\n"
+    return "\n".join([head, "", *[t.markdown() for t in tables]]).rstrip() + "\n"
