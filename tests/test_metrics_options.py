@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from pfbench import PfbenchError
 from pfbench.data.embedded import EmbeddedSpec, generate
+from pfbench.encoders.base import FeatureContext
 from pfbench.evaluate.metric_pass import evaluate
 from pfbench.metrics.options import metric_args
 from pfbench.types import quantize
@@ -58,7 +59,7 @@ def test_kid_subset_size_is_an_option_checked_before_the_feature_pass(samples: P
     from torch_fidelity.metric_kid import kid_features_to_metric
 
     ext = CountingExtractor()
-    kw = {"batch_size": 16, "ref_size": REF, "cache_dir": tmp_path, "extractor": ext}
+    kw = {"context": FeatureContext(batch_size=16), "ref_size": REF, "cache_dir": tmp_path, "extractor": ext}
     with pytest.raises(PfbenchError, match=r"kid_subset_size=1000 exceeds the 60 generated and 300 reference "
                                            r"images; lower it to at most 60 \(pfbench eval --kid-subset-size") as info:  # fmt: skip
         evaluate(samples, "embedded", ["fid", "kid"], **kw)  # type: ignore[arg-type]
@@ -80,7 +81,7 @@ def test_is_order_file_by_default_and_torch_fidelity_shuffle_selectable(samples:
     from torch_fidelity.metric_isc import isc_features_to_metric
 
     ext = CountingExtractor()
-    kw = {"batch_size": 16, "cache_dir": tmp_path, "extractor": ext}
+    kw = {"context": FeatureContext(batch_size=16), "cache_dir": tmp_path, "extractor": ext}
     default = evaluate(samples, None, ["is"], **kw)  # type: ignore[arg-type]
     shuffled = evaluate(samples, None, ["is"], is_order="shuffle", **kw)  # type: ignore[arg-type]
     logits = ext(torch.from_numpy(np.load(samples)["arr_0"]).permute(0, 3, 1, 2))["logits"]

@@ -133,8 +133,11 @@ def test_check_inputs_lists_every_missing_file_at_once(tmp_path: Path, monkeypat
     assert "models.a.checkpoint: " + str(tmp_path / "ckpt" / "pft-b_step400k_ema.ckpt") + " not found (pfbench fetch pft-b)" in msg
     assert "data.reference: " + str(tmp_path / "data" / "VIRTUAL_imagenet256_labeled.npz") + " not found (pfbench fetch adm-ref)" in msg
     assert f"eval.weights (metrics fid, is): {missing} not found" in msg
+    mapped = find_inputs(suite(tmp_path, ok, ["+metrics=[fid,is]", f"eval.weights.inception={missing}"])).missing
+    assert [(m.key, m.path, m.problem) for m in mapped] == [  # the map's entry is checked as its alias was
+        ("eval.weights.inception (metrics fid, is)", missing, "not found")]
     default = find_inputs(suite(tmp_path, ok, ["+metrics=[fid]"])).missing  # no eval.weights: fetchable
-    assert [(m.key, m.remedy) for m in default] == [("eval.weights (metrics fid)", "pfbench fetch inception")]
+    assert [(m.key, m.remedy) for m in default] == [("eval.weights.inception (metrics fid)", "pfbench fetch inception")]
     assert default[0].path == str(Path("weights") / "weights-inception-2015-12-05-6726825d.pth")
 
 

@@ -145,9 +145,11 @@ class EvalSpec:
     context_ts: list[float] = field(default_factory=list)
     parallel_train: bool = True  # train the suite's models in concurrent processes
     resize: str = "tf1x"  # Inception resize: "tf1x" (torch-fidelity, TF-compatible) or "clean" (clean-fid)
-    weights: str | None = None  # Inception weights file/folder (else $PFBENCH_WEIGHTS, then the library cache)
-    clip_weights: str | None = None  # open_clip ViT-L/14 file for clip_score (else the same search)
-    dinov2_weights: str | None = None  # DINOv2 ViT-L/14 file for fd_dinov2 (else the same search)
+    # Feature network -> weights file/folder ({inception: ..., dinov2: ..., clip: ..., <plugin network>: ...}; unset:
+    # $PFBENCH_WEIGHTS, then the library cache). Aliases: a bare path (Inception), clip_weights, dinov2_weights.
+    weights: dict[str, str] | str | None = None
+    clip_weights: str | None = None
+    dinov2_weights: str | None = None
     device: str = "cpu"  # where sampling, decoding and metrics run ("cuda" on a GPU machine)
     # Inception metric options (pfbench.metrics.options): false accepts a non-official Inception file (rows
     # record its sha256 and are marked non-standard); KID subset size; IS sample order "file" (ADM) or "shuffle"
@@ -160,6 +162,14 @@ class EvalSpec:
     # it enters every cell's key.
     precision: str = "fp32"  # fp32 | tf32 | bf16
     compile: bool = False
+
+    def weights_map(self) -> dict[str, str]:
+        """One map feature network -> weights path: ``weights`` with its aliases folded in (a bare ``weights`` path is
+        Inception's, ``clip_weights`` and ``dinov2_weights``); unset entries are absent."""
+        legacy = {"inception": self.weights if isinstance(self.weights, str) else None,
+                  "clip": self.clip_weights, "dinov2": self.dinov2_weights}
+        given = self.weights if isinstance(self.weights, dict) else {}
+        return {k: v for k, v in (legacy | given).items() if v is not None}
 
     def numerics(self) -> str:
         """What the sampling numerics add to cell keys: "" for fp32 uncompiled (keys made before these options

@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 
-from pfbench import PfbenchError
+from pfbench import FieldError, PfbenchError
 from pfbench.config import Builder
+from pfbench.evaluate.metric_pass import check_weights
 from pfbench.registry import SAMPLERS
 from pfbench.suite.inputs import check_inputs
 from pfbench.suite.spec import (
@@ -163,6 +164,14 @@ def _check_eval(spec: SuiteSpec) -> None:
         hint = f"; did you mean {close[0]!r}?" if close else " (valid: tf1x, clean)"
         raise PfbenchError(f"eval.resize = {ev.resize!r}: unknown Inception resize{hint}")
     _check_metric_options(spec)
+    given = ev.weights if isinstance(ev.weights, dict) else {}
+    for network, alias in (("clip", "clip_weights"), ("dinov2", "dinov2_weights")):
+        if network in given and getattr(ev, alias) is not None:
+            raise PfbenchError(f"eval.{alias}: also given as eval.weights.{network}; keep one (eval.weights.{network})")
+    try:
+        check_weights(ev.weights_map())
+    except FieldError as err:
+        raise err.under("eval.weights") from None
     try:
         device = torch.device(ev.device)
     except (RuntimeError, TypeError):
