@@ -172,7 +172,7 @@ def test_bad_exclude_and_interval(tmp_path: Path) -> None:
         plan(load_suite(write(tmp_path, bad)))
     bad = MINIMAL.replace("sweep: {nfe: [4, 8], seeds: [0, 1]}",
                           "sweep: {nfe: [8], cfg_scale: [2.0], cfg_interval: [[0.9, 0.1]]}")
-    with pytest.raises(PfbenchError, match="cfg_interval"):
+    with pytest.raises(PfbenchError, match=r"^sweep.cfg_interval\[0\]: \[0.9, 0.1\] must be \[t_lo, t_hi\] with 0 <= "):
         plan(load_suite(write(tmp_path, bad)))
 
 

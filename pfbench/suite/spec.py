@@ -11,7 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pfbench import PfbenchError
+from pfbench import FieldError, PfbenchError
+from pfbench.adapters.cfg import check_interval
 from pfbench.io import content_hash
 from pfbench.registry import SAMPLERS
 
@@ -393,6 +394,11 @@ def plan(spec: SuiteSpec) -> list[RunSpec]:
     cells = []
     sw = spec.sweep
     valid = {"model", "sampler", "nfe", "steps", "cfg_scale", "seed", "train_seed"}
+    for k, interval in enumerate(sw.cfg_interval):
+        try:
+            check_interval(interval)
+        except FieldError as err:
+            raise err.under(f"sweep.cfg_interval[{k}]") from None
     for gi, grid in enumerate(spec.grid):
         samplers = [x for s in grid.samplers for x in expand_sampler(s)]
         for sampler in samplers:
@@ -405,8 +411,6 @@ def plan(spec: SuiteSpec) -> list[RunSpec]:
                 continue  # an interval changes nothing without guidance
             if sw.pair_seeds and split_model(model)[1] not in (None, seed):
                 continue  # a per-seed instance samples with its own seed only
-            if interval is not None and (len(interval) != 2 or not 0 <= interval[0] <= interval[1] <= 1):
-                raise PfbenchError(f"sweep.cfg_interval: {interval} must be [t_lo, t_hi] with 0 <= t_lo <= t_hi <= 1")
             iv = None if interval is None else (float(interval[0]), float(interval[1]))
             nfe, steps = (None, n) if fixed else (n, None)
             cells.append(RunSpec(spec.name, model, sampler, nfe, seed, sw.num_samples, scale, iv, steps))

@@ -24,6 +24,7 @@ import torch
 from pfbench import FieldError, PfbenchError
 from pfbench.config import Builder
 from pfbench.evaluate.metric_pass import check_weights
+from pfbench.metrics.standard import check_is_order, check_kid_sizes
 from pfbench.registry import SAMPLERS
 from pfbench.suite.inputs import check_inputs
 from pfbench.suite.spec import (
@@ -185,21 +186,21 @@ def _check_eval(spec: SuiteSpec) -> None:
 
 
 def _check_metric_options(spec: SuiteSpec) -> None:
-    """IS order and KID subset size (``pfbench.metrics.options``) against the images each evaluation gets."""
+    """IS order and KID subset size (``pfbench.metrics.standard``'s own checks) against the images each evaluation
+    of the suite gets."""
     ev = spec.eval
-    if "is" in spec.metrics and ev.is_order not in ("file", "shuffle"):
-        raise PfbenchError(f"eval.is_order = {ev.is_order!r}: must be file (the ADM evaluator's sample order) or "
-                           "shuffle (torch-fidelity's)")  # fmt: skip
-    if "kid" in spec.metrics:
-        sizes = {"sweep.num_samples": spec.sweep.num_samples}
-        if ev.learning_curve and any(m.train for m in spec.models.values()):
-            sizes["eval.curve_samples"] = ev.curve_samples
-        if spec.data.name == "embedded" and spec.data.reference is None:
-            sizes["data.test_size"] = spec.data.test_size  # the reference images
-        key, n = min(sizes.items(), key=lambda kv: kv[1])
-        if not 2 <= ev.kid_subset_size <= n:
-            raise PfbenchError(f"eval.kid_subset_size = {ev.kid_subset_size}: must be in [2, {n}] ({key} = {n}: KID "
-                               "draws subsets of that many images from each side)")  # fmt: skip
+    try:
+        if "is" in spec.metrics:
+            check_is_order(ev.is_order)
+        if "kid" in spec.metrics:
+            sizes = {"sweep.num_samples": spec.sweep.num_samples}
+            if ev.learning_curve and any(m.train for m in spec.models.values()):
+                sizes["eval.curve_samples"] = ev.curve_samples
+            if spec.data.name == "embedded" and spec.data.reference is None:
+                sizes["data.test_size"] = spec.data.test_size  # the reference images
+            check_kid_sizes(ev.kid_subset_size, sizes)
+    except FieldError as err:
+        raise err.under("eval") from None
 
 
 def _build_sampler(spec: SamplerSpec, where: str) -> list[SamplerSpec]:
