@@ -78,6 +78,8 @@ def validate(spec: SuiteSpec) -> None:
         if model.train is not None:
             try:
                 spec_from_dict(model.train)
+            except FieldError as err:  # a plugin's (field, reason), e.g. timesteps.params.s: must be >= 0
+                raise err.under(f"models.{name}.train") from None
             except PfbenchError as err:
                 raise PfbenchError(f"models.{name}.train: {err}") from None
     if not plan(spec):  # also checks cfg intervals and exclude keys
@@ -224,8 +226,11 @@ def _build_sampler(spec: SamplerSpec, where: str) -> list[SamplerSpec]:
                 _TYPES.convert(item, hints[key], path)
     expanded = expand_sampler(spec)
     for one in expanded:
-        if _make(cls, one.params) is None:
+        problem = _make(cls, one.params)
+        if problem is None:
             continue
+        if isinstance(problem, FieldError):  # a sampler that names its field: its key path, its reason
+            raise problem.under(f"{where}.params") from None
         for key, value in one.params.items():  # find the parameter that fails on its own, for the key path
             problem = _make(cls, {key: value})
             if problem is not None:
