@@ -110,6 +110,7 @@ def test_include_via_defaults(tmp_path: Path) -> None:
         (MINIMAL.replace("nfe: [4, 8]", "nfee: [4, 8]"), r"unknown key 'sweep.nfee'; did you mean 'nfe'"),
         (MINIMAL.replace("nfe: [4, 8]", "nfe: four"), r"sweep.nfe: expected a list"),
         (MINIMAL.replace("samplers: [euler]", "samplers: [eulr]"), r"unknown sampler 'eulr'; did you mean 'euler'"),
+        (MINIMAL + "eval: {curve_sampler: eulr}\n", r"^eval.curve_sampler: unknown sampler 'eulr'; did you mean"),
         (MINIMAL.replace("models: [a]", "models: [b]"), r"grid\[0\].models: unknown model 'b'"),
         ("name: [unclosed\n", r"malformed YAML|s.yaml"),
     ],
