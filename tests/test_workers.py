@@ -193,3 +193,19 @@ def test_a_model_trained_to_the_end_by_an_earlier_run_still_gets_its_training_sp
         rerun.units.model(rerun.load_model(name, spec.models[name]))
     rows = read_results(tmp_path / "results" / "one").query("metric == 'train_img_per_s'")
     assert sorted(rows["model"]) == ["pf", "sit"] and (rows["value"] > 0).all()
+
+
+def test_run_workers_runs_at_most_max_parallel_at_once() -> None:
+    """Twenty models on two cores must not start twenty processes (memory): the next starts when one ends."""
+    from pfbench.suite.workers import run_workers
+
+    seen: list[int] = []
+
+    def tick(workers: dict) -> None:
+        seen.append(sum(w.outcome is None for w in workers.values()))
+
+    calls = {f"w{i}": (time.sleep, (0.8,)) for i in range(5)}
+    out = run_workers(calls, tick, max_parallel=2)
+    assert sorted(out) == sorted(calls) and all(v is None for v in out.values())
+    assert max(seen) == 2, seen  # two ran together, never three
+    assert len(seen) >= 3  # five calls of 0.8 s two at a time take at least three rounds

@@ -1,7 +1,7 @@
 """Command line: ``pfbench run|plan|train|sample|eval|...`` (typer + rich); no logic of its own.
 
-The commands live in ``pfbench.cli.suites`` (suites and their results) and ``pfbench.cli.stages`` (one stage at a
-time); they are registered here in the order ``pfbench --help`` lists them. User errors (``PfbenchError``) print
+The commands live in ``pfbench.cli.suites`` (suites and their results), ``pfbench.cli.studies`` (views across
+suites) and ``pfbench.cli.stages`` (one stage at a time); they are registered here in the order ``pfbench --help`` lists them. User errors (``PfbenchError``) print
 one line and exit with status 1; nothing is written half-way.
 """
 
@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 
 from pfbench import PfbenchError
-from pfbench.cli import stages, suites
+from pfbench.cli import stages, studies, suites
 from pfbench.cli.common import err_console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Patch Forcing benchmark harness.")
@@ -27,6 +27,7 @@ app.command()(suites.run)
 app.command()(suites.plan)
 app.command()(stages.train)
 app.command()(suites.report)
+app.command()(studies.hetero)
 app.command()(suites.compare)
 app.command()(suites.baseline)
 app.command()(stages.sample)

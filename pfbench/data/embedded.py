@@ -3,14 +3,14 @@
 Class = object shape. Colour, texture, size, position and background are random per image and
 independent of the class; each image gets a caption that names all of them (text-to-image path).
 
-Images are spatially heterogeneous on purpose: large EASY regions (flat or smooth low-frequency
-backgrounds) and small HARD regions (the object's anti-aliased edge band, thin parts, and textured
-interiors). ``EmbeddedBatch.hard`` marks exactly the hard pixels as the generator knows them.
+Images are spatially heterogeneous on purpose: large EASY regions (flat or smooth low-frequency backgrounds)
+and small HARD regions (the object's anti-aliased edge band, thin parts, and textured interiors), as unlike as
+``EmbeddedSpec.heterogeneity`` says. ``EmbeddedBatch.hard`` marks exactly the hard pixels.
 
-Determinism: the parameters of image ``i`` come from the RNG of its block of ``_BLOCK`` images,
-seeded by ``(seed, split, block)``; rendering then uses only IEEE correctly-rounded operations
-(+, -, *, /, sqrt, min, max, floor) per pixel, so image ``i`` depends only on
-``(seed, split, resolution, i)`` and never on ``start``/``stop``/``size`` or chunking.
+Determinism: the parameters of image ``i`` come from the RNG of its block of ``_BLOCK`` images, seeded by
+``(seed, split, block)`` (a non-default heterogeneity: also its own stream); rendering then uses only IEEE
+correctly-rounded operations (+, -, *, /, sqrt, min, max, floor) per pixel, so image ``i`` depends only on
+``(seed, split, resolution, heterogeneity, i)`` and never on ``start``/``stop``/``size`` or chunking.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from pfbench import PfbenchError
+from pfbench.data.heterogeneity import DEFAULT_HETEROGENEITY, check_heterogeneity, vary_params
 
 CLASS_NAMES: tuple[str, ...] = (
     "disk", "square", "triangle", "ring", "cross",
@@ -81,12 +82,15 @@ class EmbeddedSpec:
         split: "train" or "test"; the splits use disjoint RNG streams.
         size: number of images in the split.
         seed: dataset seed (non-negative).
+        heterogeneity: in [0, 1], how unlike easy and hard regions are (``pfbench.data.heterogeneity``); the
+            default 0.5 is the dataset as it always was.
     """
 
     resolution: int = 16
     split: str = "train"
     size: int = 50_000
     seed: int = 0
+    heterogeneity: float = DEFAULT_HETEROGENEITY
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,6 +125,7 @@ def _check(spec: EmbeddedSpec, start: int, stop: int) -> None:
         raise PfbenchError(
             f"embedded dataset: slice [{start}, {stop}) is outside [0, {spec.size}]; pass 0 <= start <= stop <= size"
         )
+    check_heterogeneity(spec.heterogeneity)
 
 
 def _block_params(seed: int, split: int, block: int) -> dict[str, np.ndarray]:
@@ -156,7 +161,8 @@ def _params(spec: EmbeddedSpec, start: int, stop: int) -> dict[str, np.ndarray]:
     parts = []
     for b in range(first, last + 1):
         lo, hi = max(start - b * _BLOCK, 0), max(min(stop - b * _BLOCK, _BLOCK), 0)
-        parts.append({k: v[lo:hi] for k, v in _block_params(spec.seed, split, b).items()})
+        block = vary_params(_block_params(spec.seed, split, b), spec.heterogeneity, spec.seed, split, b)
+        parts.append({k: v[lo:hi] for k, v in block.items()})
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -264,6 +270,10 @@ def _render(p: dict[str, np.ndarray], res: int) -> tuple[np.ndarray, np.ndarray]
         rows = np.flatnonzero(p["tex"] == kind)
         if rows.size:
             tex[rows] = _texture(kind, {k: v[rows] for k, v in p.items()}, ix, iy, res)
+    bg_tex = p.get("bg_tex", np.zeros(n, np.int64))  # heterogeneity below the default: textured backgrounds
+    btex = np.zeros((n, res, res), np.float32) if bg_tex.any() else None
+    for kind, rows in ((k, np.flatnonzero(bg_tex == k)) for k in ((1, 2, 3) if btex is not None else ())):
+        btex[rows] = _texture(kind, {k: p["bg_" + k][rows] for k in ("tex_a", "tex_b", "tex_phase")}, ix, iy, res)
     # --- per-image colours, (n, 3) float32 in [0, 1]
     obj = np.clip(_PALETTE[p["obj"]] + p["obj_jit"], 0.0, 1.0)
     bg0 = np.clip(_PALETTE[p["bg"]] + p["bg_jit"], 0.0, 1.0)
@@ -278,12 +288,16 @@ def _render(p: dict[str, np.ndarray], res: int) -> tuple[np.ndarray, np.ndarray]
     cover = np.clip(0.5 - sdf, 0.0, 1.0)[:, None]  # (n, 1, H, W) anti-aliased coverage
     img = c4(bg1 - bg0) * _background(p, ix, iy, res)[:, None]  # (n, 3, H, W)
     img += c4(bg0)
+    if btex is not None:  # a dark or light shade of the background colour, away from its luminance
+        bsec = np.where((_LUMA[p["bg"]] > 0.5)[:, None], bg0 * 0.35, bg0 + 0.6 * (1.0 - bg0))
+        img += c4(bsec - bg0) * btex[:, None]
     fg = c4(second - obj) * tex[:, None]
     fg += c4(obj)
     fg -= img
     fg *= cover
     img += fg
     hard = (np.abs(sdf) < _EDGE_BAND) | ((p["tex"] > 0)[:, None, None] & (sdf < 0))
+    hard |= (bg_tex > 0)[:, None, None] & (sdf >= 0)
     return img, hard
 
 
@@ -294,15 +308,11 @@ def _captions(p: dict[str, np.ndarray]) -> tuple[str, ...]:
         size = "small " if sc < 0.29 else "large " if sc > 0.33 else ""
         vert = "top" if sy < -_POS_WORD else "bottom" if sy > _POS_WORD else ""
         hor = "left" if sx < -_POS_WORD else "right" if sx > _POS_WORD else ""
-        pos = (
-            f"at the {vert} {hor}"
-            if vert and hor
-            else f"at the {vert}"
-            if vert
-            else (f"on the {hor}" if hor else "in the center")
-        )
+        pos = f"at the {vert} {hor}" if vert and hor else f"at the {vert}" if vert else (
+            f"on the {hor}" if hor else "in the center")
         bgc, kind = COLOR_NAMES[p["bg"][i]], int(p["bg_kind"][i])
         bg = (f"plain {bgc}", f"smooth {bgc} gradient", f"{bgc} radial gradient")[kind]
+        bg = f"{TEXTURE_NAMES[p['bg_tex'][i]]} {bg}" if "bg_tex" in p and p["bg_tex"][i] else bg
         out.append(f"a {size}{COLOR_NAMES[p['obj'][i]]} {TEXTURE_NAMES[p['tex'][i]]} "
                    f"{CLASS_NAMES[p['label'][i]]} {pos} on a {bg} background")  # fmt: skip
     return tuple(out)
@@ -312,15 +322,15 @@ def generate(spec: EmbeddedSpec, start: int = 0, stop: int | None = None) -> Emb
     """Generate images ``[start, stop)`` of the split described by ``spec``.
 
     Args:
-        spec: dataset spec (resolution, split, size, seed).
+        spec: dataset spec (resolution, split, size, seed, heterogeneity).
         start: first image index.
         stop: one past the last index; ``None`` means ``spec.size``.
 
     Returns:
-        The batch; image ``i`` depends only on ``(seed, split, resolution, i)``.
+        The batch; image ``i`` depends only on ``(seed, split, resolution, heterogeneity, i)``.
 
     Raises:
-        PfbenchError: invalid resolution, split, size, seed or slice.
+        PfbenchError: invalid resolution, split, size, seed, heterogeneity or slice.
     """
     stop = spec.size if stop is None else stop
     _check(spec, start, stop)

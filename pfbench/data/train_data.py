@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from pfbench import PfbenchError
+from pfbench.data.heterogeneity import DEFAULT_HETEROGENEITY
 
 TRAIN_DATASETS = ("embedded", "latents")  # what training reads (suites evaluate on pfbench.data.DATASETS)
 
@@ -84,13 +85,16 @@ def data_shape(name: str, resolution: int, path: str | None) -> tuple[int, int, 
 
 
 def open_train_data(
-    name: str, *, resolution: int, size: int, seed: int, path: str | None, device: torch.device
+    name: str, *, resolution: int, size: int, seed: int, path: str | None, device: torch.device,
+    heterogeneity: float = DEFAULT_HETEROGENEITY,
 ) -> TrainData:
-    """Opens a training set: ``embedded`` (rendered, ``size`` images) or ``latents`` (the store at ``path``)."""
+    """Opens a training set: ``embedded`` (rendered, ``size`` images at ``heterogeneity``) or ``latents`` (the
+    store at ``path``)."""
     if name == "embedded":
         from pfbench.data.embedded import NUM_CLASSES, EmbeddedSpec, generate
 
-        data = generate(EmbeddedSpec(resolution=resolution, split="train", size=size, seed=seed))
+        data = generate(EmbeddedSpec(resolution=resolution, split="train", size=size, seed=seed,
+                                     heterogeneity=heterogeneity))
         return EmbeddedData(data.images.to(device), data.labels.to(device), NUM_CLASSES, texts=data.captions)
     if name == "latents":
         from pfbench.data.latents import LatentData

@@ -201,3 +201,41 @@ def context_curve(
 def context_grid(t_hard: float, points: int = 5) -> list[float]:
     """Context times from ``t_hard`` (no context) to 1 (clean context), evenly spaced, rounded to 3 decimals."""
     return [round(t_hard + (1.0 - t_hard) * k / (points - 1), 3) for k in range(points)]
+
+
+@dataclass(frozen=True)
+class ErrorSpread:
+    """How unevenly a model's per-patch flow-matching error is spread within images at one common ``t``."""
+
+    t: float
+    cv: float  # mean over images of std / mean of the per-patch squared error across the image's patches
+    hard_easy: float  # mean error of hard patches / of easy patches (``hard_easy_patches``; nan if either is empty)
+    n: int  # images
+
+
+@torch.no_grad()
+def error_spread(
+    net: DiT, images: Tensor, labels: Tensor, hard: Tensor, ts: list[float], seed: int = 0, batch: int = 256,
+) -> list[ErrorSpread]:
+    """Per-patch difficulty spread of a per-token-t model at each t (every token at t, one noise draw from
+    ``seed`` on the CPU shared by every t, as in ``patch_correlations``); the model-side measure of how
+    heterogeneous the data are (``pfbench.data.heterogeneity``)."""
+    if not net.cfg.per_token_t:
+        raise ValueError("error_spread needs a per-token-t (PF) model")
+    net.eval()
+    dev = next(net.parameters()).device
+    hard_p, easy_p = hard_easy_patches(hard, net.cfg.patch)  # (N, T) each
+    x0_all = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))  # (N, C, H, W)
+    out = []
+    for t in ts:
+        errs = []
+        for i in range(0, images.shape[0], batch):
+            x1, x0 = images[i : i + batch].float().to(dev), x0_all[i : i + batch].to(dev)
+            tt = torch.full((x1.shape[0], net.cfg.tokens), t, device=dev)  # (b, T)
+            v, _ = net(t * x1 + (1 - t) * x0, tt, labels[i : i + batch].to(dev))
+            errs.append(_per_patch(((x1 - x0) - v).pow(2), net.cfg.patch).double().cpu())  # (b, T)
+        err = torch.cat(errs)  # (N, T)
+        cv = (err.std(dim=1, correction=0) / err.mean(dim=1).clamp_min(1e-12)).mean()
+        he = err[hard_p].mean() / err[easy_p].mean() if hard_p.any() and easy_p.any() else torch.tensor(float("nan"))
+        out.append(ErrorSpread(float(t), float(cv), float(he), int(err.shape[0])))
+    return out

@@ -148,7 +148,7 @@ def weights_option(items: Sequence[str], aliases: Mapping[str, object] | None = 
 
 def evaluate(
     samples: str | os.PathLike[str] | Images,
-    ref: str | os.PathLike[str] | None,
+    ref: str | os.PathLike[str] | Images | None,
     metrics: Sequence[str],
     context: FeatureContext | None = None,
     *,
@@ -163,7 +163,8 @@ def evaluate(
 
     Args:
         samples: shard folder, image folder, ADM ``.npz``, or images in memory (``images_from_tensor``).
-        ref: ADM reference ``.npz``, shard/image folder, ``.npz`` of images, ``"embedded"``, or ``None``.
+        ref: ADM reference ``.npz``, shard/image folder, ``.npz`` of images, ``"embedded"``, opened images (e.g.
+            ``sources.embedded_reference`` at another heterogeneity), or ``None``.
         metrics: registered metric names (``pfbench.registry.METRICS``).
         context: the feature networks' settings (``pfbench.encoders.base.FeatureContext``; default: CPU, batches of
             250, weights found offline): ``device``; ``batch_size``, images per forward pass (does not change the
@@ -203,7 +204,8 @@ def evaluate(
     if src.n == 0:
         raise PfbenchError(f"samples {src.where}: holds no images")
     _check_needs(classes, src, ref is not None)
-    refs = open_images(ref, "ref", resolution=src.shape[0], ref_size=ref_size) if ref is not None else None
+    refs = ref if isinstance(ref, Images) or ref is None else open_images(ref, "ref", resolution=src.shape[0],
+                                                                           ref_size=ref_size)
 
     ctx = dataclasses.replace(base, resolution=src.shape[0])
     groups: dict[str, list[str]] = {}  # feature network -> its metrics, in the order named

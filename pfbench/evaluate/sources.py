@@ -32,6 +32,7 @@ from torch import Tensor
 
 from pfbench import PfbenchError
 from pfbench.data.embedded import EmbeddedSpec, generate
+from pfbench.data.heterogeneity import DEFAULT_HETEROGENEITY
 from pfbench.io import content_key
 from pfbench.metrics.refstats import files_key, images_key, iter_npz_images
 from pfbench.types import quantize
@@ -115,6 +116,13 @@ def _labels(values: Any, n: int, where: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+def embedded_reference(resolution: int, ref_size: int, heterogeneity: float = DEFAULT_HETEROGENEITY) -> Images:
+    """The embedded test split (seed 0) as a reference, at ``heterogeneity`` (``pfbench.data.heterogeneity``)."""
+    spec = EmbeddedSpec(resolution=resolution, split="test", size=ref_size, seed=0, heterogeneity=heterogeneity)
+    where = EMBEDDED_REF if heterogeneity == DEFAULT_HETEROGENEITY else f"{EMBEDDED_REF}:h{heterogeneity:g}"
+    return Images("embedded", where, ref_size, (resolution, resolution), spec=spec)
+
+
 def open_images(
     src: str | os.PathLike[str], what: str, *, resolution: int = 16, ref_size: int = 10_000
 ) -> Images:
@@ -130,8 +138,7 @@ def open_images(
         PfbenchError: missing path, unknown format, empty folder, inconsistent labels.
     """
     if isinstance(src, str) and src == EMBEDDED_REF:
-        spec = EmbeddedSpec(resolution=resolution, split="test", size=ref_size, seed=0)
-        return Images("embedded", src, ref_size, (resolution, resolution), spec=spec)
+        return embedded_reference(resolution, ref_size)
     path = Path(src)
     if (path / "manifest.json").is_file():
         from pfbench.sample.shards import read_manifest

@@ -257,7 +257,8 @@ class SuiteModels:
         watch = _TrainingBars({n: (s.steps, out) for n, (s, out) in jobs.items()}, self.console) if self.progress \
             else None
         try:
-            return {n: float(v) for n, v in run_workers(calls, watch).items()}  # type: ignore[arg-type]
+            done = run_workers(calls, watch, max_parallel=workers)  # at most one worker per core at a time
+            return {n: float(v) for n, v in done.items()}
         finally:
             if watch is not None:
                 watch.close()
@@ -363,6 +364,8 @@ class _TrainingBars:
 
     def __call__(self, workers: dict[str, Worker]) -> None:
         for n, (steps, out) in self.jobs.items():
+            if n not in workers:  # not started yet (at most one worker per core runs)
+                continue
             done = workers[n].outcome
             if done is not None:
                 if done[0]:

@@ -31,8 +31,9 @@ SHUFFLED = "_shuffled"  # suffix of the metric keys scored against shuffled prom
 
 
 @functools.lru_cache(maxsize=4)
-def _embedded_captions(resolution: int, size: int, seed: int) -> tuple[tuple[str, ...], Tensor]:
-    test = embedded_images(EmbeddedSpec(resolution=resolution, split="test", size=size, seed=seed))
+def _embedded_captions(resolution: int, size: int, seed: int, heterogeneity: float) -> tuple[tuple[str, ...], Tensor]:
+    test = embedded_images(EmbeddedSpec(resolution=resolution, split="test", size=size, seed=seed,
+                                        heterogeneity=heterogeneity))
     return test.captions, test.labels
 
 
@@ -47,7 +48,7 @@ def suite_prompts(spec: SuiteSpec) -> Prompts:
         if d.name != "embedded":
             raise PfbenchError(f"prompts: data.name = {d.name!r} has no built-in captions; give a prompt file "
                                "(prompts: path/to/prompts.txt or .jsonl)")
-        texts, labels = _embedded_captions(d.resolution, d.test_size, d.seed)
+        texts, labels = _embedded_captions(d.resolution, d.test_size, d.seed, d.heterogeneity)
         return Prompts(texts, labels)
     from pfbench.data.prompts import read_prompts  # the prompt-file reader (txt / JSONL)
 

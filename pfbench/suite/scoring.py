@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from pfbench.data import class_names
+from pfbench.data.heterogeneity import DEFAULT_HETEROGENEITY
 from pfbench.encoders.base import FeatureContext
 from pfbench.evaluate.metric_pass import evaluate
-from pfbench.evaluate.sources import images_from_tensor
+from pfbench.evaluate.sources import embedded_reference, images_from_tensor
 from pfbench.io import content_hash
 from pfbench.metrics.base import higher_is_better
 from pfbench.metrics.options import metric_args
@@ -56,10 +57,12 @@ class Scorer:
         samples = images_from_tensor(torch.as_tensor(images), torch.as_tensor(labels))
         if captions is not None:
             samples = dataclasses.replace(samples, captions=tuple(captions))
+        ref = data.reference or ("embedded" if data.heterogeneity == DEFAULT_HETEROGENEITY else
+                                 embedded_reference(data.resolution, data.test_size, data.heterogeneity))
         ctx = FeatureContext(device=ev.device, batch_size=ev.batch_size, weights=ev.weights_map(),
                              verify=ev.verify_weights, resize=ev.resize)
-        result = evaluate(samples, data.reference or "embedded", names, ctx, ref_size=data.test_size,
-                          class_names=class_names(data.name), kid_subset_size=ev.kid_subset_size, is_order=ev.is_order)
+        result = evaluate(samples, ref, names, ctx, ref_size=data.test_size, class_names=class_names(data.name),
+                          kid_subset_size=ev.kid_subset_size, is_order=ev.is_order)
         result.pop("num_samples", None)
         classes = [METRICS.get(n) for n in names]  # each declares its keys' directions
         return {k: (v, higher_is_better(classes, k)) for k, v in result.items()}
@@ -82,7 +85,7 @@ class Scorer:
         clip, dinov2 = weights.pop("clip", None), weights.pop("dinov2", None)  # then other networks' paths if set
         used = {getattr(METRICS.get(m), "features", "images") for m in self.spec.metrics}
         others = {k: v for k, v in sorted(weights.items()) if k != "inception" and k in used}
-        return content_hash([self.spec.metrics, dataclasses.asdict(self.spec.data), ev.resize, weights.get("inception")]
+        return content_hash([self.spec.metrics, self.spec.data.key(), ev.resize, weights.get("inception")]
                             + ([clip, dinov2] if clip or dinov2 else []) + ([others] if others else [])
                             + ([opts] if opts else []))[:8]
 
@@ -96,5 +99,6 @@ class Scorer:
     def context(self) -> dict[str, str]:
         """``Row`` fields that say how metrics were computed: ``ref_id`` (reference set) and ``metric_args``."""
         data = self.spec.data
-        ref = data.reference or f"embedded:test:seed{data.seed}:n{data.test_size}:r{data.resolution}"
+        ref = data.reference or f"embedded:test:seed{data.seed}:n{data.test_size}:r{data.resolution}" + (
+            f":h{data.heterogeneity:g}" if data.heterogeneity != DEFAULT_HETEROGENEITY else "")
         return {"ref_id": ref, "metric_args": json.dumps(self.args(), sort_keys=True)}

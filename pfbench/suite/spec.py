@@ -13,6 +13,7 @@ from typing import Any
 
 from pfbench import FieldError, PfbenchError
 from pfbench.adapters.cfg import check_interval
+from pfbench.data.heterogeneity import DEFAULT_HETEROGENEITY
 from pfbench.io import content_hash
 from pfbench.registry import SAMPLERS
 
@@ -31,6 +32,15 @@ class DataSpec:
     seed: int = 0
     test_size: int = 2000
     reference: str | None = None  # ADM reference .npz or image folder for FID & co.; None = embedded test split
+    heterogeneity: float = DEFAULT_HETEROGENEITY  # embedded: how unlike easy and hard regions are (data/heterogeneity)
+
+    def key(self) -> dict[str, Any]:
+        """What identifies the data in unit and cell keys: every field, ``heterogeneity`` only when it is not the
+        default (so keys made before the knob existed stay the same)."""
+        out = dataclasses.asdict(self)
+        if out["heterogeneity"] == DEFAULT_HETEROGENEITY:
+            del out["heterogeneity"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -144,6 +154,9 @@ class EvalSpec:
     # "context helps" curve (loss on hard patches at each t_hard as their easy context moves to t = 1).
     difficulty_ts: list[float] = field(default_factory=list)
     context_ts: list[float] = field(default_factory=list)
+    # Per-patch difficulty spread (pfbench.data.heterogeneity): the test split's hard-pixel share per 2x2 patch
+    # (a ``data_hard`` reference row) and each PF model's per-patch error spread at ``difficulty_ts`` (or t).
+    patch_spread: bool = False
     parallel_train: bool = True  # train the suite's models in concurrent processes
     resize: str = "tf1x"  # Inception resize: "tf1x" (torch-fidelity, TF-compatible) or "clean" (clean-fid)
     # Feature network -> weights file/folder ({inception: ..., dinov2: ..., clip: ..., <plugin network>: ...}; unset:

@@ -219,7 +219,7 @@ class Tuner:
         key = {"model": dataclasses.asdict(self.spec.models[target.model]), "target": dataclasses.asdict(target),
                "space": {k: dataclasses.asdict(v) for k, v in self.space(target).items()},
                "seeds": self.tune.tuning_seeds, "n": self.spec.sweep.num_samples, "metric": self.metric,
-               "data": dataclasses.asdict(self.spec.data), "eval": self.spec.eval.numerics()}
+               "data": self.spec.data.key(), "eval": self.spec.eval.numerics()}
         return f"{target.label()}-{content_hash(key)[:10]}"
 
     # ------------------------------------------------------------------ scoring

@@ -21,8 +21,15 @@ from torch import Tensor
 
 from pfbench.data.embedded import EmbeddedSpec
 from pfbench.data.embedded import generate as embedded_images
+from pfbench.data.heterogeneity import hard_share_stats
 from pfbench.evaluate.baseline import trivial_baseline_images
-from pfbench.evaluate.diagnostics import context_curve, context_grid, difficulty_report, patch_correlations
+from pfbench.evaluate.diagnostics import (
+    context_curve,
+    context_grid,
+    difficulty_report,
+    error_spread,
+    patch_correlations,
+)
 from pfbench.io import content_hash
 from pfbench.locks import Lock, hold_lock, lock_path
 from pfbench.nets import DiT, T2INet
@@ -89,7 +96,7 @@ class ModelUnits:
         if self._reference is None:
             d = self.spec.data
             self._reference = embedded_images(EmbeddedSpec(resolution=d.resolution, split="test", size=d.test_size,
-                                                           seed=d.seed))
+                                                           seed=d.seed, heterogeneity=d.heterogeneity))
         return self._reference
 
     def reference(self, captions: bool = False) -> None:
@@ -104,12 +111,12 @@ class ModelUnits:
         d, n = self.spec.data, self.spec.sweep.num_samples
         # Keyed like a cell's scores (``Scorer.key``: metrics, data, reference set, resize, weights, metric options),
         # so a change of any of them makes a new reference part rather than scaling cells by stale baselines.
-        keyed: list[object] = [dataclasses.asdict(d), self.spec.metrics, n, self.scorer.key()]
+        keyed: list[object] = [d.key(), self.spec.metrics, n, self.scorer.key()]
         part = f"reference-{content_hash(keyed + (['captions'] if captions else []))}"
 
         def rows() -> list[Row]:
             train = embedded_images(EmbeddedSpec(resolution=d.resolution, split="train", size=max(n, 10_000),
-                                                 seed=d.seed))
+                                                 seed=d.seed, heterogeneity=d.heterogeneity))
             real_u8 = quantize(train.images[:n])  # (n, 3, H, W)
             labels = train.labels[:n]
             trivial = torch.as_tensor(trivial_baseline_images(train, n, seed=1))
@@ -124,6 +131,21 @@ class ModelUnits:
             return out
 
         self._unit(part, rows)
+        self._data_spread()
+
+    def _data_spread(self) -> None:
+        """``eval.patch_spread``: the held-out split's hard-pixel share per 2x2 patch (``hard_share_stats``)."""
+        if not (self.spec.eval.patch_spread and self.spec.data.name == "embedded"):
+            return
+        part = f"dataspread-{content_hash(self.spec.data.key())[:8]}"
+
+        def rows() -> list[Row]:
+            ref = self.reference_data()
+            base = {"suite": self.spec.name, "part": part, "kind": "reference", "model": "data_hard",
+                    "num_samples": int(ref.images.shape[0])}
+            return metric_rows(base, {k: (v, False) for k, v in hard_share_stats(ref.hard, 2).items()})
+
+        self._unit(part, rows)
 
     def model(self, lm: LoadedModel) -> None:
         """Every unit of one model: training speed and cost, learning curve, difficulty diagnostics."""
@@ -132,6 +154,7 @@ class ModelUnits:
         self._difficulty(lm)
         self._train_cost(lm)
         self._validity(lm)
+        self._spread(lm)
 
     def _train_speed(self, lm: LoadedModel) -> None:
         """Training images per second of a model trained in this run."""
@@ -182,7 +205,7 @@ class ModelUnits:
         if not self._pf_on_embedded(lm):
             return
         # The weights, the held-out data and the time: everything that changes the numbers.
-        ev, data = self.spec.eval, dataclasses.asdict(self.spec.data)
+        ev, data = self.spec.eval, self.spec.data.key()
         part = f"difficulty-{lm.model_id[:16]}-{content_hash([data, ev.difficulty_t])[:8]}"
         fig = self.reports / f"difficulty_{lm.name}.png"
 
@@ -241,7 +264,7 @@ class ModelUnits:
         if not (self._pf_on_embedded(lm) and (ev.difficulty_ts or ev.context_ts)):
             return
         part = (f"validity-{lm.model_id[:16]}-"
-                f"{content_hash([ev.difficulty_ts, ev.context_ts, dataclasses.asdict(self.spec.data)])[:8]}")
+                f"{content_hash([ev.difficulty_ts, ev.context_ts, self.spec.data.key()])[:8]}")
 
         def rows() -> list[Row]:
             ref = self.reference_data()
@@ -253,6 +276,26 @@ class ModelUnits:
             for th in ev.context_ts:
                 for pt in context_curve(net, ref.images, labels, ref.hard, th, context_grid(th)):
                     values[f"context_loss_hard_t{th:g}_ctx{pt.t_ctx:g}"] = (pt.loss_hard, False)
+            return metric_rows(self._base(lm, part) | {"num_samples": int(ref.images.shape[0])}, values)
+
+        self._unit(part, rows)
+
+    def _spread(self, lm: LoadedModel) -> None:
+        """``eval.patch_spread``: the model's per-patch error spread on held-out images at ``eval.difficulty_ts``
+        (else ``difficulty_t``): ``patch_err_cv_t*`` and ``patch_err_hard_easy_t*`` (``error_spread``)."""
+        ev = self.spec.eval
+        if not (ev.patch_spread and self._pf_on_embedded(lm)):
+            return
+        ts = list(ev.difficulty_ts) or [ev.difficulty_t]
+        part = f"spread-{lm.model_id[:16]}-{content_hash([ts, self.spec.data.key()])[:8]}"
+
+        def rows() -> list[Row]:
+            ref = self.reference_data()
+            net, labels = self._diagnosed(lm)
+            values: dict[str, tuple[float, bool]] = {}
+            for s in error_spread(net, ref.images, labels, ref.hard, ts):
+                values[f"patch_err_cv_t{s.t:g}"] = (s.cv, False)
+                values[f"patch_err_hard_easy_t{s.t:g}"] = (s.hard_easy, False)
             return metric_rows(self._base(lm, part) | {"num_samples": int(ref.images.shape[0])}, values)
 
         self._unit(part, rows)

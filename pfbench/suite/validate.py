@@ -23,6 +23,7 @@ import torch
 
 from pfbench import FieldError, PfbenchError
 from pfbench.config import Builder
+from pfbench.data.heterogeneity import DEFAULT_HETEROGENEITY, check_heterogeneity
 from pfbench.evaluate.metric_pass import check_weights
 from pfbench.metrics.standard import check_is_order, check_kid_sizes
 from pfbench.registry import SAMPLERS
@@ -77,13 +78,23 @@ def validate(spec: SuiteSpec) -> None:
     for name, model in spec.models.items():
         if model.train is not None:
             try:
-                spec_from_dict(model.train)
+                train = spec_from_dict(model.train)
             except FieldError as err:  # a plugin's (field, reason), e.g. timesteps.params.s: must be >= 0
                 raise err.under(f"models.{name}.train") from None
             except PfbenchError as err:
                 raise PfbenchError(f"models.{name}.train: {err}") from None
+            _check_heterogeneity(spec, name, train.data.name, train.data.heterogeneity)
     if not plan(spec):  # also checks cfg intervals and exclude keys
         raise PfbenchError("sweep.exclude: the rules remove every cell; nothing would run")
+
+
+def _check_heterogeneity(spec: SuiteSpec, name: str, train_data: str, train_h: float) -> None:
+    """``data.heterogeneity`` is a number in [0, 1], only for embedded data, and the one the suite's embedded
+    models train at (the diagnostics and the reference read the suite's level)."""
+    d = spec.data
+    if d.name == "embedded" and train_data == "embedded" and train_h != d.heterogeneity:
+        raise PfbenchError(f"models.{name}.train.data.heterogeneity = {train_h}: the suite's data.heterogeneity is "
+                           f"{d.heterogeneity}; train at the level the suite evaluates")
 
 
 def _check_axes(spec: SuiteSpec) -> None:
@@ -160,6 +171,9 @@ def _check_eval(spec: SuiteSpec) -> None:
                 raise PfbenchError(f"eval.{key}[{k}] = {t}: must be in [0, 1) (0 = noise, 1 = data)")
     if spec.data.name == "embedded" and spec.data.test_size < 1:
         raise PfbenchError(f"data.test_size = {spec.data.test_size}: must be >= 1")
+    check_heterogeneity(spec.data.heterogeneity, "data")
+    if spec.data.name != "embedded" and spec.data.heterogeneity != DEFAULT_HETEROGENEITY:
+        raise PfbenchError(f"data.heterogeneity = {spec.data.heterogeneity}: only for data.name 'embedded'")
     if ev.resize not in ("tf1x", "clean"):
         close = difflib.get_close_matches(ev.resize, ["tf1x", "clean"], n=1)
         hint = f"; did you mean {close[0]!r}?" if close else " (valid: tf1x, clean)"

@@ -91,24 +91,28 @@ def _child(parent: int, fn: Callable[..., Any], args: tuple[Any, ...], conn: Con
 
 
 def run_workers(calls: dict[str, tuple[Callable[..., Any], tuple[Any, ...]]],
-                tick: Callable[[dict[str, Worker]], None] | None = None) -> dict[str, Any]:
-    """Runs ``fn(*args)`` of every call in its own child process; returns name -> value.
+                tick: Callable[[dict[str, Worker]], None] | None = None, max_parallel: int | None = None) -> dict[str, Any]:
+    """Runs ``fn(*args)`` of every call in its own child process, at most ``max_parallel`` at a time (all at once
+    when ``None``; the next call starts when one finishes, in ``calls``' order); returns name -> value.
 
-    ``tick`` is called about once a second with the workers (``outcome`` set once one is done), e.g. to show
-    progress. On Ctrl-C or the first failure every other worker is stopped (``stop``) before the exception
-    propagates; Ctrl-C raises ``WorkersInterrupted``, whose ``stopped`` has each stopped worker's
+    ``tick`` is called about once a second with the workers started so far (``outcome`` set once one is done),
+    e.g. to show progress. On Ctrl-C or the first failure every other worker is stopped (``stop``) before the
+    exception propagates; Ctrl-C raises ``WorkersInterrupted``, whose ``stopped`` has each stopped worker's
     ``KeyboardInterrupt`` text (what it kept).
     """
     ctx = mp.get_context("spawn")
+    limit = len(calls) if max_parallel is None else max(1, int(max_parallel))
+    queue = list(calls.items())
     workers: dict[str, Worker] = {}
     try:
-        for name, (fn, args) in calls.items():
-            here, there = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_child, args=(os.getpid(), fn, args, there), name=f"pfbench {name}")
-            proc.start()
-            there.close()
-            workers[name] = Worker(name, proc, here)
-        while any(w.outcome is None for w in workers.values()):
+        while queue or any(w.outcome is None for w in workers.values()):
+            while queue and sum(w.outcome is None for w in workers.values()) < limit:
+                name, (fn, args) = queue.pop(0)
+                here, there = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_child, args=(os.getpid(), fn, args, there), name=f"pfbench {name}")
+                proc.start()
+                there.close()
+                workers[name] = Worker(name, proc, here)
             pending = [w for w in workers.values() if w.outcome is None]
             wait([w.conn for w in pending] + [w.process.sentinel for w in pending], timeout=1.0)
             for w in pending:

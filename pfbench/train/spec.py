@@ -18,6 +18,7 @@ import torch
 
 from pfbench import FieldError, PfbenchError
 from pfbench.config import Builder, Wording
+from pfbench.data.heterogeneity import DEFAULT_HETEROGENEITY, check_heterogeneity
 from pfbench.data.train_data import TRAIN_DATASETS, data_shape
 from pfbench.nets.dit import DiTConfig
 from pfbench.nets.presets import T2I_KINDS, net_config, t2i_config
@@ -28,14 +29,16 @@ from pfbench.train.timesteps import make_timestep_sampler
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Training data: the built-in ``embedded`` dataset (train split: ``resolution``, ``size``, ``seed``) or
-    ``latents``, a pre-encoded VAE latent store at ``path`` (``pfbench data encode``; size and shape from it)."""
+    """Training data: the built-in ``embedded`` dataset (train split: ``resolution``, ``size``, ``seed``,
+    ``heterogeneity``: ``pfbench.data.heterogeneity``) or ``latents``, a pre-encoded VAE latent store at ``path``
+    (``pfbench data encode``; size and shape from it)."""
 
     name: str = "embedded"
     resolution: int = 16
     size: int = 50_000
     seed: int = 0
     path: str | None = None
+    heterogeneity: float = DEFAULT_HETEROGENEITY
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,9 @@ class TrainSpec:
         need((self.data.path is not None) == (self.data.name == "latents"), "data.path is for (and required by) "
              "data.name 'latents'")
         need(self.data.size >= 1 and self.data.resolution >= 1, "data.size and data.resolution must be >= 1")
+        check_heterogeneity(self.data.heterogeneity, "train config: data")
+        need(self.data.name == "embedded" or self.data.heterogeneity == DEFAULT_HETEROGENEITY,
+             "data.heterogeneity is for data.name 'embedded'")
         for name in ("steps", "batch_size", "ckpt_every", "log_every"):
             need(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
         need(self.warmup >= 0 and self.keep_every >= 0, "warmup and keep_every must be >= 0")
@@ -212,12 +218,14 @@ class TrainSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (what checkpoints store and ``spec_from_dict`` reads back). The speed switches are left
-        out at their defaults and ``text`` appears only in text-to-image runs, so the hashes of runs made before
+        out at their defaults (and ``data.heterogeneity``) and ``text`` appears only in text-to-image runs, so the hashes of runs made before
         they existed (suite run folders) stay the same."""
         out = dataclasses.asdict(self)
         for key in ("compile", "checkpointing"):
             if not out[key]:
                 del out[key]
+        if out["data"]["heterogeneity"] == DEFAULT_HETEROGENEITY:
+            del out["data"]["heterogeneity"]
         if out["text"] is None:
             del out["text"]
         return out

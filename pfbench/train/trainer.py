@@ -109,7 +109,7 @@ class Trainer:
         self.local = spec.batch_size // ctx.world
         d = spec.data
         self.data = open_train_data(d.name, resolution=d.resolution, size=d.size, seed=d.seed, path=d.path,
-                                    device=dev)
+                                    device=dev, heterogeneity=d.heterogeneity)
         self.order = EpochOrder(self.data.size, spec.seed)
         self.encoder: RepaEncoder | None = None
         if spec.repa is not None:
