@@ -1,10 +1,12 @@
 """Fixtures shared by the test modules: test modules never import each other, they ask for these.
 
 - ``tiny_suite``: the one tiny-suite factory (a suite that trains a 1-block PF, optionally SiT, on the embedded
-  data in seconds), written as YAML into the test's folder;
+  data in seconds), written as YAML into the test's folder; ``shipped_suite``: the same over the shipped PF
+  checkpoint (nothing trains);
 - ``tiny_train``: a training config that trains in well under a second per step on one CPU core;
 - ``random_net`` / ``to_external`` / ``sit_release``: tiny DiTs with every weight random, and their external
   (DiT/SiT/PatchForcingDiT) key layout;
+- ``dedup_equals_naive``: the exactness check of deduplicated modulation, for either PF network;
 - ``adapter_contract`` / ``contract_cond``: the checks every adapter must pass (built-ins and plugins) and the
   conditioning they call it with;
 - ``cell_grid``: synthetic result Parquet of 8 cells that differ only in variant, CFG interval and training
@@ -50,8 +52,8 @@ def tiny_suite_config(name: str = "tiny", *, models: Sequence[str] = ("pf",), ch
 
     Args:
         name: suite name.
-        models: model names in order; ``pf`` and ``sit`` train in the suite (``sit``: same recipe, global t), any
-            other name is a checkpoint model from ``checkpoints``.
+        models: model names in order; a name in ``checkpoints`` is a checkpoint model, ``pf`` and ``sit`` otherwise
+            train in the suite (``sit``: same recipe, global t).
         checkpoints: name -> checkpoint path of the checkpoint models.
         train: changes to the training recipe (``None`` as a value removes the key).
         grid: grid rows; a model name stands for its default row (pf: euler_pf + dual_loop n_inner 2, sit: euler,
@@ -63,6 +65,8 @@ def tiny_suite_config(name: str = "tiny", *, models: Sequence[str] = ("pf",), ch
     ckpts = checkpoints or {}
 
     def model(m: str) -> dict[str, Any]:
+        if m in ckpts:
+            return {"checkpoint": ckpts[m]}
         if m == "pf":
             return {"train": recipe}
         if m == "sit":
@@ -91,6 +95,25 @@ def tiny_suite(tmp_path: Path) -> TinySuite:
         path = tmp_path / file
         path.write_text(yaml.safe_dump(tiny_suite_config(**kw), sort_keys=False))
         return path
+
+    return write
+
+
+SHIPPED_PF = "asset:embedded_pf_r16.pt"  # the shipped PF checkpoint of the embedded recipe: suites that train nothing
+
+
+@pytest.fixture
+def shipped_suite(tiny_suite: TinySuite) -> TinySuite:
+    """``shipped_suite(file="shipped.yaml", samplers=("euler_pf", "look_ahead"), batch_size=100, **tiny_suite kwargs)
+    -> Path``: the tiny suite over the shipped PF checkpoint as model ``pf`` (nothing trains), one grid row of
+    ``samplers``, class accuracy only, no learning curve; ``sweep``, ``grid``, ``test_size``... as in the tiny suite."""
+
+    def write(file: str = "shipped.yaml", *, samplers: Sequence[str | dict[str, Any]] = ("euler_pf", "look_ahead"),
+              batch_size: int = 100, **kw: Any) -> Path:
+        shipped = {"name": "shipped", "models": ("pf",), "checkpoints": {"pf": SHIPPED_PF},
+                   "grid": [{"models": ["pf"], "samplers": list(samplers)}], "metrics": ("class_acc",),
+                   "eval": {"batch_size": batch_size, "learning_curve": False}}
+        return tiny_suite(file, **{**shipped, **kw})
 
     return write
 
@@ -169,6 +192,37 @@ def sit_release() -> Callable[[Path], Path]:
         return path
 
     return write
+
+
+# ------------------------------------------------------------------ network invariants
+
+TIME_KINDS = ("constant", "few", "all_distinct")  # one t per sample, 1–3 per sample (sampler states), all distinct
+
+
+def _dedup_equals_naive(forward: Callable[[Any, bool], tuple[Any, Any]], kind: str, b: int, n: int, g: Any) -> None:
+    """Timesteps (b, n) of ``kind`` (``TIME_KINDS``, drawn from generator g); ``forward(t, dedup)`` -> (v, logvar)
+    with the deduplicated modulation equals the naive per-token one, and the output is not trivial."""
+    import torch
+
+    base = torch.rand(b, 1, generator=g)
+    t = {
+        "constant": base.expand(b, n),
+        "few": (base + 0.1 * torch.randint(0, 3, (b, n), generator=g).float()).clamp(0, 1),
+        "all_distinct": torch.rand(b, n, generator=g),
+    }[kind]
+    v1, lv1 = forward(t, True)
+    v2, lv2 = forward(t, False)
+    assert lv1 is not None and lv2 is not None
+    torch.testing.assert_close(v1, v2, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(lv1, lv2, rtol=1e-5, atol=1e-6)
+    assert v1.abs().mean() > 1e-3  # outputs are non-trivial
+
+
+@pytest.fixture
+def dedup_equals_naive() -> Callable[..., None]:
+    """``dedup_equals_naive(forward, kind, b, n, g)``: a PF network's deduplicated modulation (``dedup=True``)
+    gives the naive per-token result at timesteps of ``kind`` (one of ``TIME_KINDS``)."""
+    return _dedup_equals_naive
 
 
 # ------------------------------------------------------------------ adapter contract

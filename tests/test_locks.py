@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import pytest
 from pfbench import locks
 from pfbench.locks import StalePolicy, held_locks, holder_of, lock_path, try_lock
 from pfbench.results import read_results
+
+TinySuite = Callable[..., Path]  # conftest's shipped_suite: writes a suite YAML, returns its path
 
 
 def test_a_lock_records_its_holder_and_heart_beats_while_held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,19 +95,6 @@ def test_a_stopped_holder_is_taken_over_once_seen_silent_for_the_timeout(tmp_pat
         holder.wait()
 
 
-SHIPPED = """
-name: shipped
-data: {name: embedded, resolution: 16, seed: 0, test_size: 300}
-models:
-  pf: {checkpoint: "asset:embedded_pf_r16.pt"}
-grid:
-  - {models: [pf], samplers: [euler_pf, look_ahead]}
-sweep: {nfe: [2, 4], seeds: [0], num_samples: 600}
-metrics: [class_acc]
-eval: {batch_size: 100, learning_curve: false}
-"""
-
-
 def _cli(tmp: Path, log: str, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PFBENCH_CACHE": str(tmp / "cache"), "PYTHONUNBUFFERED": "1",
            "COLUMNS": "200"}
@@ -125,8 +115,9 @@ def _done(proc: subprocess.Popen[str], log: Path) -> str:
 
 
 @pytest.mark.slow
-def test_a_stopped_runner_is_shown_by_plan_and_taken_over_by_steal_stale(tmp_path: Path) -> None:
-    (tmp_path / "shipped.yaml").write_text(SHIPPED)
+def test_a_stopped_runner_is_shown_by_plan_and_taken_over_by_steal_stale(tmp_path: Path,
+                                                                         shipped_suite: TinySuite) -> None:
+    shipped_suite(sweep={"nfe": [2, 4], "seeds": [0], "num_samples": 600})  # tmp_path/shipped.yaml
     results = tmp_path / "results" / "shipped"
     old = _run(tmp_path, "old.out")
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -33,23 +34,12 @@ def sampler_like_t(b: int, n: int, seed: int = 0) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("t_kind", ["constant", "few", "all_distinct"])
-def test_dedup_equals_naive(t_kind: str) -> None:
+def test_dedup_equals_naive(t_kind: str, dedup_equals_naive: Callable[..., None]) -> None:
     net = perturbed()
-    b, n = 5, net.cfg.tokens
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(b, 3, 16, 16, generator=g)
+    x = torch.randn(5, 3, 16, 16, generator=g)
     y = torch.tensor([0, 3, 10, 7, 3])  # includes the null class
-    t = {
-        "constant": torch.rand(b, 1, generator=g).expand(b, n),
-        "few": sampler_like_t(b, n),
-        "all_distinct": torch.rand(b, n, generator=g),
-    }[t_kind]
-    v1, lv1 = net(x, t, y, dedup=True)
-    v2, lv2 = net(x, t, y, dedup=False)
-    assert lv1 is not None and lv2 is not None
-    torch.testing.assert_close(v1, v2, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(lv1, lv2, rtol=1e-5, atol=1e-6)
-    assert v1.abs().mean() > 1e-3  # outputs are non-trivial
+    dedup_equals_naive(lambda t, dedup: net(x, t, y, dedup=dedup), t_kind, 5, net.cfg.tokens, g)
 
 
 def test_per_token_time_matters() -> None:

@@ -10,6 +10,7 @@ schedule broadcast over the tokens (a stride-0 view on CPU, as the reference's `
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -133,15 +134,20 @@ class _Field:
         return 1.0
 
 
-def _ref_dual_loop(model: _Field, x: Tensor, cond: Cond, steps: int, p: float, n: int) -> Tensor:
+def _ref_steps(x: Tensor, steps: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """The reference loops' outer steps on the float32 grid ``linspace(0, 1, steps + 1)``: (t_k, t_k at every token
+    (B, T) of 2×2 patches, dt = t_{k+1} - t_k)."""
     b, _, h, w = x.shape
-    tokens = (h // 2) * (w // 2)
     sched = torch.linspace(0, 1, steps + 1)  # float32
     for k in range(steps):
-        t = sched[k].expand(b, tokens)
+        yield sched[k], sched[k].expand(b, (h // 2) * (w // 2)), (sched[k + 1] - sched[k]).clamp(min=0.0)
+
+
+def _ref_dual_loop(model: _Field, x: Tensor, cond: Cond, steps: int, p: float, n: int) -> Tensor:
+    b, _, h, w = x.shape
+    for _, t, dt in _ref_steps(x, steps):
         out = model(x, t, cond)
         easy = _ref_pixel_mask(out.logvar, p, 2)  # type: ignore[arg-type]
-        dt = (sched[k + 1] - sched[k]).clamp(min=0.0)
         x = x + dt * out.v * easy + (dt / n) * out.v * ~easy
         t_px = t[:, :1, None, None].expand(b, 1, h, w) + dt * easy + (dt / n) * ~easy  # (B, 1, H, W)
         for _ in range(n - 1):
@@ -152,18 +158,13 @@ def _ref_dual_loop(model: _Field, x: Tensor, cond: Cond, steps: int, p: float, n
 
 
 def _ref_look_ahead(model: _Field, x: Tensor, cond: Cond, steps: int, p: float, r: float) -> Tensor:
-    b, _, h, w = x.shape
-    tokens = (h // 2) * (w // 2)
-    sched = torch.linspace(0, 1, steps + 1)  # float32
-    for k in range(steps):
-        t = sched[k].expand(b, tokens)
+    for t_k, t, dt in _ref_steps(x, steps):
         out = model(x, t, cond)
-        dt = (sched[k + 1] - sched[k]).clamp(min=0.0)
-        if _ref_warm(sched[k], tokens, 0.05):
+        if _ref_warm(t_k, t.shape[1], 0.05):
             x = x + dt * out.v_cond
             continue
         easy = _ref_pixel_mask(out.logvar, p, 2)  # type: ignore[arg-type]
-        jump = (sched[k] * r).clamp(max=1.0) - sched[k]
+        jump = (t_k * r).clamp(max=1.0) - t_k
         x_ctx = x + jump * (out.v_cond * easy)
         t_ctx = t + jump * _pool_tokens(easy, 2)
         v_ctx = model(x_ctx, t_ctx, cond).v

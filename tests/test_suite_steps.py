@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -15,35 +16,27 @@ from pfbench.report.stats import summarize
 from pfbench.results import read_results, write_rows
 from pfbench.suite.parse import load_suite
 from pfbench.suite.runner import Runner
-from pfbench.suite.spec import RunSpec, SamplerSpec, plan
+from pfbench.suite.spec import RunSpec, SamplerSpec, SuiteSpec, plan
 from pfbench.suite.validate import MAX_STEPS, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 
-BASE = """
-name: t
-data: {name: embedded, resolution: 16, seed: 0, test_size: 40}
-models:
-  pf: {checkpoint: "asset:embedded_pf_r16.pt"}
-grid:
-  - models: [pf]
-    samplers: [euler_pf]
-  - models: [pf]
-    samplers: [{name: dual_loop, params: {p: 0.4, n_inner: 4}}, look_ahead]
-sweep: {nfe: [8, 16], seeds: [0], num_samples: 6}
-metrics: [class_acc]
-eval: {batch_size: 6, learning_curve: false}
-"""
+# Model pf (the shipped checkpoint): euler_pf, then dual_loop (n_inner 4) and look_ahead; NFE 8 and 16, 6 samples.
+GRID = [{"models": ["pf"], "samplers": ["euler_pf"]},
+        {"models": ["pf"], "samplers": [{"name": "dual_loop", "params": {"p": 0.4, "n_inner": 4}}, "look_ahead"]}]
+SWEEP = {"nfe": [8, 16], "seeds": [0], "num_samples": 6}
+TinySuite = Callable[..., Path]  # conftest's shipped_suite: writes a suite YAML, returns its path
 
 
-def suite(tmp_path: Path, text: str = BASE, overrides: list[str] | None = None) -> object:
-    path = tmp_path / "s.yaml"
-    path.write_text(text)
+def suite(shipped_suite: TinySuite, overrides: list[str] | None = None, **sweep: object) -> SuiteSpec:
+    """The suite above with its sweep changed by ``sweep`` (a value of None removes the key) and hydra overrides."""
+    changed = {k: v for k, v in {**SWEEP, **sweep}.items() if v is not None}
+    path = shipped_suite("s.yaml", name="t", grid=GRID, sweep=changed, batch_size=6, test_size=40)
     return load_suite(path, overrides)
 
 
-def test_sweep_steps_alone_has_no_nfe_cells_and_costs_n_times_inner(tmp_path: Path) -> None:
-    spec = suite(tmp_path, BASE.replace("nfe: [8, 16]", "steps: [8, 16]"))
+def test_sweep_steps_alone_has_no_nfe_cells_and_costs_n_times_inner(shipped_suite: TinySuite) -> None:
+    spec = suite(shipped_suite, nfe=None, steps=[8, 16])
     validate(spec)
     cells = plan(spec)
     assert len(cells) == 6 and all(c.nfe is None for c in cells) and {c.steps for c in cells} == {8, 16}
@@ -58,20 +51,20 @@ def test_sweep_steps_alone_has_no_nfe_cells_and_costs_n_times_inner(tmp_path: Pa
         else:
             assert calls == cell.steps
     # neither given: the NFE default
-    default = plan(suite(tmp_path, BASE.replace("nfe: [8, 16], ", "")))
+    default = plan(suite(shipped_suite, nfe=None))
     assert {(c.nfe, c.steps) for c in default} == {(16, None)}
 
 
-def test_a_block_runs_steps_while_the_sweep_runs_budgets(tmp_path: Path) -> None:
-    spec = suite(tmp_path, BASE, ["+grid.1.steps=[100]"])
+def test_a_block_runs_steps_while_the_sweep_runs_budgets(shipped_suite: TinySuite) -> None:
+    spec = suite(shipped_suite, ["+grid.1.steps=[100]"])
     validate(spec)
     cells = plan(spec)
     assert {(c.sampler.name, c.nfe, c.steps) for c in cells} == {
         ("euler_pf", 8, None), ("euler_pf", 16, None), ("dual_loop", None, 100), ("look_ahead", None, 100)}
 
 
-def test_a_block_with_both_nfe_and_steps_is_one_line_error(tmp_path: Path) -> None:
-    spec = suite(tmp_path, BASE, ["+grid.1.steps=[100]", "+grid.1.nfe=[16]"])
+def test_a_block_with_both_nfe_and_steps_is_one_line_error(shipped_suite: TinySuite) -> None:
+    spec = suite(shipped_suite, ["+grid.1.steps=[100]", "+grid.1.nfe=[16]"])
     with pytest.raises(PfbenchError, match=r"^grid\[1\]: give nfe \(NFE budgets\) or steps") as err:
         validate(spec)
     assert "\n" not in str(err.value)
@@ -85,24 +78,24 @@ def test_a_block_with_both_nfe_and_steps_is_one_line_error(tmp_path: Path) -> No
     (["sweep.nfe=[]"], "sweep.nfe: empty list"),
     (["sweep.steps=[1.5]"], "sweep.steps[0]"),
 ])
-def test_bad_step_counts_name_their_key(tmp_path: Path, overrides: list[str], message: str) -> None:
+def test_bad_step_counts_name_their_key(shipped_suite: TinySuite, overrides: list[str], message: str) -> None:
     with pytest.raises(PfbenchError) as err:
-        validate(suite(tmp_path, BASE, overrides))
+        validate(suite(shipped_suite, overrides))
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
-def test_override_and_exclude_name_steps(tmp_path: Path) -> None:
+def test_override_and_exclude_name_steps(shipped_suite: TinySuite) -> None:
     # sweep.steps is not in the file: a plain override adds it (no hydra `+` needed); the sweep then runs both
-    spec = suite(tmp_path, BASE, ["sweep.steps=[4,100]", "+sweep.exclude=[{sampler: dual_loop, steps: 100}]"])
+    spec = suite(shipped_suite, ["sweep.steps=[4,100]", "+sweep.exclude=[{sampler: dual_loop, steps: 100}]"])
     validate(spec)
     cells = plan(spec)
     assert {(c.sampler.name, c.steps) for c in cells if c.steps} == {
         ("euler_pf", 4), ("euler_pf", 100), ("dual_loop", 4), ("look_ahead", 4), ("look_ahead", 100)}
     assert len([c for c in cells if c.nfe]) == 6  # the NFE cells stay
-    only = plan(suite(tmp_path, BASE, ["sweep.steps=[100]", "sweep.nfe=[]"]))
+    only = plan(suite(shipped_suite, ["sweep.steps=[100]", "sweep.nfe=[]"]))
     assert {(c.nfe, c.steps) for c in only} == {(None, 100)}
     with pytest.raises(PfbenchError, match=r"unknown key 'sweep.exclude\[0\].step'; did you mean 'steps'"):
-        plan(suite(tmp_path, BASE, ["+sweep.exclude=[{step: 4}]"]))
+        plan(suite(shipped_suite, ["+sweep.exclude=[{step: 4}]"]))
 
 
 def test_steps_cells_have_their_own_keys_and_nfe_keys_are_unchanged() -> None:
@@ -120,8 +113,8 @@ def test_steps_cells_have_their_own_keys_and_nfe_keys_are_unchanged() -> None:
     assert int(row["steps"]) == json.loads(row["sampler_args"])["steps"]  # old rows: steps read from sampler_args
 
 
-def test_rows_record_steps_in_both_modes(tmp_path: Path) -> None:
-    spec = suite(tmp_path, BASE.replace("[euler_pf]", "[euler_pf]\n    steps: [3]"), ["sweep.nfe=[8]"])
+def test_rows_record_steps_in_both_modes(tmp_path: Path, shipped_suite: TinySuite) -> None:
+    spec = suite(shipped_suite, ["+grid.0.steps=[3]", "sweep.nfe=[8]"])
     runner = Runner(spec, tmp_path / "results", tmp_path / "reports", tmp_path / "runs", progress=False)
     lm = runner.load_model("pf", spec.models["pf"])
     by: dict[tuple[str, int | None], pd.Series] = {}

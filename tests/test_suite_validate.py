@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pfbench import FieldError, PfbenchError
 from pfbench.suite.inputs import TRAIN_HINT, find_inputs, runnable, skip_notes, used_models
@@ -15,17 +16,15 @@ from pfbench.suite.validate import MAX_NFE, check_inputs, check_writable, valida
 
 ROOT = Path(__file__).resolve().parents[1]
 
-BASE = """
-name: t
-models:
-  a: {checkpoint: /nonexistent.pt}
-grid:
-  - models: [a]
-    samplers: [euler]
-  - models: [a]
-    samplers: [{name: dual_loop, params: {p: 0.4, n_inner: 2}}, look_ahead]
-sweep: {nfe: [4, 8], seeds: [0, 1], num_samples: 10}
-"""
+# One checkpoint model ``a`` (a missing file: these checks run before any input is read), euler in one grid block,
+# dual_loop (p 0.4, n_inner 2) and look_ahead in the other; NFE 4 and 8, two seeds. No data, metrics or eval keys:
+# their defaults stand. Written as YAML (inner lists and maps in flow style) so the cases below can edit its text.
+BASE = yaml.safe_dump({
+    "name": "t", "models": {"a": {"checkpoint": "/nonexistent.pt"}},
+    "grid": [{"models": ["a"], "samplers": ["euler"]},
+             {"models": ["a"], "samplers": [{"name": "dual_loop", "params": {"p": 0.4, "n_inner": 2}}, "look_ahead"]}],
+    "sweep": {"nfe": [4, 8], "seeds": [0, 1], "num_samples": 10},
+}, sort_keys=False, default_flow_style=None)
 
 
 def suite(tmp_path: Path, text: str = BASE, overrides: list[str] | None = None) -> SuiteSpec:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pfbench import PfbenchError
@@ -26,8 +27,8 @@ FREQ_DIM = 256  # sinusoidal timestep features (docs/protocol.md §2)
 class PatchNetConfig:
     """Sizes and switches every Patch Forcing network has; subclasses add their own fields after these.
 
-    Subclasses may re-declare a field to change its default; a re-declared field keeps its place, so the stored
-    dict (``dataclasses.asdict``, field order included) of each subclass is what it was before this base existed.
+    Both subclasses keep these fields and defaults as they are (none re-declares one), so the stored dict
+    (``dataclasses.asdict``, field order included) of each starts with these fields in this order.
     """
 
     input_size: int = 32
@@ -60,6 +61,11 @@ class PatchNetConfig:
     @property
     def out_channels(self) -> int:
         return self.in_channels + (1 if self.difficulty_head else 0)
+
+
+def timestep_mlp(width: int) -> nn.Sequential:
+    """The timestep MLP both networks embed ``timestep_features`` with: 256 → D → D (SiLU between)."""
+    return nn.Sequential(nn.Linear(FREQ_DIM, width), nn.SiLU(), nn.Linear(width, width))
 
 
 def timestep_features(t: Tensor, dim: int = FREQ_DIM, max_period: float = 1e4) -> Tensor:
@@ -142,6 +148,19 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1 + scale) + shift
 
 
+def attend(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: Tensor | None = None) -> Tensor:
+    """Multi-head attention of q (B, N, D) over k, v (B, M, D); mask (B, M) bool (True = visible) or None."""
+    b, n, d = q.shape
+    m = k.shape[1]
+
+    def split(x: Tensor, length: int) -> Tensor:
+        return x.reshape(b, length, heads, d // heads).transpose(1, 2)  # (B, heads, len, d_head)
+
+    attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, M), broadcast over heads/queries
+    out = F.scaled_dot_product_attention(split(q, n), split(k, m), split(v, m), attn_mask=attn_mask)
+    return out.transpose(1, 2).reshape(b, n, d)  # (B, N, D)
+
+
 class FinalLayer(nn.Module):
     def __init__(self, width: int, patch: int, out_channels: int) -> None:
         super().__init__()
@@ -193,6 +212,22 @@ class PatchNet(nn.Module):
             assert isinstance(layer, nn.Linear)
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+
+    def token_times(self, t: Tensor, batch: int) -> Tensor:
+        """Timesteps as (B, T): a per-sample t (B,) is broadcast to every token; any other shape is an error."""
+        tokens = self.cfg.tokens
+        if t.dim() == 1:
+            t = t[:, None].expand(batch, tokens)
+        if t.shape != (batch, tokens):
+            raise PfbenchError(f"timesteps of shape {tuple(t.shape)} do not match (B, T) = ({batch}, {tokens})")
+        return t
+
+    def head(self, h: Tensor, mod: Modulation) -> tuple[Tensor, Tensor | None]:
+        """Final layer and unpatchify of tokens h (B, T, D): velocity (B, C, H, W) and logvar (B, 1, H, W) | None."""
+        out = self.unpatchify(self.final(h, mod))  # (B, C_out, H, W)
+        if self.cfg.difficulty_head:
+            return out[:, :-1], out[:, -1:]
+        return out, None
 
     def unpatchify(self, tokens: Tensor) -> Tensor:
         """(B, T, p*p*C) -> (B, C, H, W), inverse of the patch embedding's row-major token order."""

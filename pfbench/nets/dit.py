@@ -15,20 +15,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from pfbench import PfbenchError
 from pfbench.nets.base import (
-    FREQ_DIM,
     FinalLayer,
     Modulation,
     PatchNet,
     PatchNetConfig,
+    attend,
     build_modulation,
     modulate,
     timestep_features,
+    timestep_mlp,
 )
 
 
@@ -54,7 +54,7 @@ class CondEmbed(nn.Module):
 
     def __init__(self, width: int, num_classes: int) -> None:
         super().__init__()
-        self.t_mlp = nn.Sequential(nn.Linear(FREQ_DIM, width), nn.SiLU(), nn.Linear(width, width))
+        self.t_mlp = timestep_mlp(width)
         self.y_table = nn.Embedding(num_classes + 1, width)  # index num_classes = null (CFG)
 
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
@@ -76,10 +76,8 @@ class Block(nn.Module):
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
 
     def attention(self, x: Tensor) -> Tensor:
-        b, n, d = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, heads, T, d_head)
-        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+        q, k, v = self.qkv(x).chunk(3, dim=-1)  # (B, T, D) each
+        return self.proj(attend(q, k, v, self.heads))
 
     def forward(self, x: Tensor, m: Tensor) -> Tensor:
         """x (B, T, D); m (B, 1|T, 6D): this block's adaLN modulation, ``Modulation.apply(self.ada)``, computed
@@ -141,12 +139,7 @@ class DiT(PatchNet):
         2048-wide MLP would cost more than a small network's blocks); the REPA output is then None.
         """
         cfg = self.cfg
-        b = x.shape[0]
-        if t.dim() == 1:
-            t = t[:, None].expand(b, cfg.tokens)
-        if t.shape != (b, cfg.tokens):
-            raise PfbenchError(f"timesteps of shape {tuple(t.shape)} do not match (B, T) = ({b}, {cfg.tokens})")
-        mod = self.modulation(t, y, dedup)
+        mod = self.modulation(self.token_times(t, x.shape[0]), y, dedup)
         h = self.embed(x)  # (B, T, D)
         proj = None
         for i, block in enumerate(self.blocks):
@@ -156,10 +149,8 @@ class DiT(PatchNet):
                 h = _run_block(block, h, mod)  # (B, T, D)
             if repa and self.projector is not None and i + 1 == cfg.repa_depth:
                 proj = self.projector(h)  # (B, T, D_enc)
-        out = self.unpatchify(self.final(h, mod))  # (B, C_out, H, W)
-        if cfg.difficulty_head:
-            return out[:, :-1], out[:, -1:], proj
-        return out, None, proj
+        v, logvar = self.head(h, mod)  # (B, C, H, W), (B, 1, H, W) | None
+        return v, logvar, proj
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor, *, dedup: bool = True) -> tuple[Tensor, Tensor | None]:
         """Velocity and optional logvar for x (B, C, H, W), t (B, T) or (B,), labels y (B,); never runs the

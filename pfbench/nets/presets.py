@@ -24,6 +24,16 @@ PRESETS: dict[str, DiTConfig] = {
 }
 
 
+def _check_fields(cls: type[DiTConfig | T2IConfig], overrides: dict[str, Any]) -> None:
+    """Every override names a field of ``cls``; otherwise a one-line error with the nearest field name."""
+    fields = [f.name for f in dataclasses.fields(cls)]
+    for key in overrides:
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise PfbenchError(f"unknown network field {key!r}{hint}")
+
+
 def net_config(preset: str, kind: str = "pf", **overrides: Any) -> DiTConfig:
     """Resolves a preset name plus field overrides into a config.
 
@@ -38,12 +48,7 @@ def net_config(preset: str, kind: str = "pf", **overrides: Any) -> DiTConfig:
         raise PfbenchError(f"unknown network preset {preset!r}{hint} (known: {', '.join(PRESETS)})")
     if kind not in ("pf", "sit"):
         raise PfbenchError(f"unknown model kind {kind!r}; use 'pf' or 'sit'")
-    fields = {f.name for f in dataclasses.fields(DiTConfig)}
-    for key in overrides:
-        if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise PfbenchError(f"unknown network field {key!r}{hint}")
+    _check_fields(DiTConfig, overrides)
     pf = kind == "pf"
     base = dataclasses.replace(PRESETS[preset], per_token_t=pf, difficulty_head=pf)
     return dataclasses.replace(base, **overrides)
@@ -63,12 +68,7 @@ def t2i_config(preset: str, kind: str = "pf_t2i", **overrides: Any) -> T2IConfig
     if kind not in T2I_KINDS:
         raise PfbenchError(f"unknown text-to-image kind {kind!r}; use {' or '.join(map(repr, T2I_KINDS))}")
     base = net_config(preset, "pf")  # validates the preset name
-    fields = {f.name for f in dataclasses.fields(T2IConfig)}
-    for key in overrides:
-        if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise PfbenchError(f"unknown network field {key!r}{hint}")
+    _check_fields(T2IConfig, overrides)
     pf = kind == "pf_t2i"
     same = {f: getattr(base, f) for f in ("input_size", "in_channels", "patch", "depth", "width", "heads",
                                            "mlp_ratio", "num_classes")}

@@ -21,40 +21,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+import pfbench.nets.base as base
 from pfbench import PfbenchError
-from pfbench.nets.base import (
-    FREQ_DIM,
-    FinalLayer,
-    Modulation,
-    PatchNet,
-    PatchNetConfig,
-    build_modulation,
-    modulate,
-    timestep_features,
-)
 
 
 @dataclass(frozen=True)
-class T2IConfig(PatchNetConfig):
+class T2IConfig(base.PatchNetConfig):
     """Architecture of the text-conditioned network; plain data, stored in checkpoints.
 
     ``num_classes`` is not an input of the network: it is the dataset's, kept so that samples carry labels
     (class accuracy of the embedded dataset) the way class-conditional models do. ``text_dim`` / ``text_len``
     are the text encoder's token width and (padded) token count. ``repa_depth`` is always None (REPA is not
     wired for text-to-image); it exists because training code reads it on every network config. The sizes and PF
-    switches and their checks are ``PatchNetConfig``'s; the re-declared ones only change defaults (a tiny net on
-    the 3×16×16 embedded dataset) and keep their place in the stored dict.
+    switches, their defaults and their checks are ``PatchNetConfig``'s (``presets.t2i_config`` sets them from a
+    preset and the dataset); the fields here follow them in the stored dict.
     """
 
-    input_size: int = 16
-    in_channels: int = 3
-    depth: int = 4
-    width: int = 128
-    heads: int = 4
-    num_classes: int = 10
     text_dim: int = 64
     text_len: int = 32
     refiner_depth: int = 2
@@ -94,19 +78,6 @@ class TextContext:
         return TextContext(self.tokens[index], self.mask[index], self.pooled[index])
 
 
-def _attend(q: Tensor, k: Tensor, v: Tensor, heads: int, mask: Tensor | None) -> Tensor:
-    """Multi-head attention of q (B, N, D) over k, v (B, M, D); mask (B, M) bool (True = visible)."""
-    b, n, d = q.shape
-    m = k.shape[1]
-
-    def split(x: Tensor, length: int) -> Tensor:
-        return x.reshape(b, length, heads, d // heads).transpose(1, 2)  # (B, heads, len, d_head)
-
-    attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, M), broadcast over heads/queries
-    out = F.scaled_dot_product_attention(split(q, n), split(k, m), split(v, m), attn_mask=attn_mask)
-    return out.transpose(1, 2).reshape(b, n, d)  # (B, N, D)
-
-
 class RefinerBlock(nn.Module):
     """Pre-norm transformer block over the text tokens (self-attention with a key-padding mask, MLP)."""
 
@@ -122,7 +93,7 @@ class RefinerBlock(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)  # (B, L, D) each
-        x = x + self.proj(_attend(q, k, v, self.heads, mask))
+        x = x + self.proj(base.attend(q, k, v, self.heads, mask))
         return x + self.mlp(self.norm2(x))
 
 
@@ -143,17 +114,17 @@ class T2IBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 9 * width))
 
-    def forward(self, x: Tensor, mod: Modulation, text: TextContext) -> Tensor:
+    def forward(self, x: Tensor, mod: base.Modulation, text: TextContext) -> Tensor:
         sh1, sc1, g1, sh2, sc2, g2, sh3, sc3, g3 = mod.apply(self.ada).chunk(9, dim=-1)  # each (B, 1|T, D)
-        q, k, v = self.qkv(modulate(self.norm1(x), sh1, sc1)).chunk(3, dim=-1)  # (B, T, D) each
-        x = x + g1 * self.proj(_attend(q, k, v, self.heads, None))
+        q, k, v = self.qkv(base.modulate(self.norm1(x), sh1, sc1)).chunk(3, dim=-1)  # (B, T, D) each
+        x = x + g1 * self.proj(base.attend(q, k, v, self.heads, None))
         kt, vt = self.kv_cross(text.tokens).chunk(2, dim=-1)  # (B, 1 + L, D) each
-        q = self.q_cross(modulate(self.norm2(x), sh2, sc2))  # (B, T, D)
-        x = x + g2 * self.proj_cross(_attend(q, kt, vt, self.heads, text.mask))
-        return x + g3 * self.mlp(modulate(self.norm3(x), sh3, sc3))
+        q = self.q_cross(base.modulate(self.norm2(x), sh2, sc2))  # (B, T, D)
+        x = x + g2 * self.proj_cross(base.attend(q, kt, vt, self.heads, text.mask))
+        return x + g3 * self.mlp(base.modulate(self.norm3(x), sh3, sc3))
 
 
-class T2INet(PatchNet):
+class T2INet(base.PatchNet):
     """Text-conditioned velocity network (PF with per-token t and a difficulty head, or the global-t baseline)."""
 
     cfg: T2IConfig
@@ -162,7 +133,7 @@ class T2INet(PatchNet):
         super().__init__()
         self._embed_init(cfg)
         d = cfg.width
-        self.t_mlp = nn.Sequential(nn.Linear(FREQ_DIM, d), nn.SiLU(), nn.Linear(d, d))
+        self.t_mlp = base.timestep_mlp(d)
         self.text_in = nn.Linear(cfg.text_dim, d)
         self.register = nn.Parameter(torch.zeros(1, 1, d))  # always-visible first text token
         self.text_pos = nn.Parameter(torch.zeros(1, cfg.context_len, d))  # learned 1-D positions
@@ -170,7 +141,7 @@ class T2INet(PatchNet):
         self.text_norm = nn.LayerNorm(d, eps=1e-6)
         self.pool = nn.Linear(d, d)
         self.blocks = nn.ModuleList(T2IBlock(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
-        self.final = FinalLayer(d, cfg.patch, cfg.out_channels)
+        self.final = base.FinalLayer(d, cfg.patch, cfg.out_channels)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -194,35 +165,28 @@ class T2INet(PatchNet):
         pooled = self.pool((h * w).sum(1) / w.sum(1)) if cfg.pooled_text else h.new_zeros(b, cfg.width)  # (B, D)
         return TextContext(h, keep, pooled)
 
-    def modulation(self, t: Tensor, text: TextContext, dedup: bool = True) -> Modulation:
+    def modulation(self, t: Tensor, text: TextContext, dedup: bool = True) -> base.Modulation:
         """Conditioning ``temb(t) + pooled text`` for timesteps t (B, T), deduplicated as in the DiT."""
         rows = torch.arange(t.shape[0], device=t.device)  # (B,): which sample's pooled text each row reads
 
         def cond(tv: Tensor, r: Tensor) -> Tensor:
-            return self.t_mlp(timestep_features(tv)) + text.pooled[r]  # (N, D)
+            return self.t_mlp(base.timestep_features(tv)) + text.pooled[r]  # (N, D)
 
-        return build_modulation(cond, t, rows, self.cfg.per_token_t, dedup)
+        return base.build_modulation(cond, t, rows, self.cfg.per_token_t, dedup)
 
     def forward_context(
         self, x: Tensor, t: Tensor, text: TextContext, dedup: bool = True
     ) -> tuple[Tensor, Tensor | None]:
         """Velocity (B, C, H, W) and logvar (B, 1, H, W) | None for x, t (B, T) or (B,), a refined text context."""
-        cfg = self.cfg
         b = x.shape[0]
-        if t.dim() == 1:
-            t = t[:, None].expand(b, cfg.tokens)
-        if t.shape != (b, cfg.tokens):
-            raise PfbenchError(f"timesteps of shape {tuple(t.shape)} do not match (B, T) = ({b}, {cfg.tokens})")
+        t = self.token_times(t, b)
         if text.tokens.shape[0] != b:
             raise PfbenchError(f"{text.tokens.shape[0]} text contexts for a batch of {b} images")
         mod = self.modulation(t, text, dedup)
         h = self.embed(x)  # (B, T, D)
         for block in self.blocks:
             h = block(h, mod, text)
-        out = self.unpatchify(self.final(h, mod))  # (B, C_out, H, W)
-        if cfg.difficulty_head:
-            return out[:, :-1], out[:, -1:]
-        return out, None
+        return self.head(h, mod)
 
     def forward(
         self, x: Tensor, t: Tensor, text: Tensor | TextContext, mask: Tensor | None = None, *, dedup: bool = True

@@ -24,6 +24,16 @@ def save_figure(fig: Any, path: Path, *, dpi: int = 150, tight: bool = True) -> 
     return Path(path)
 
 
+def _finish(fig: Any, path: Path, title: str | None = None) -> Path:
+    """Titles (if ``title``), lays out, saves and closes a figure; returns the written path."""
+    if title is not None:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    out = save_figure(fig, path)
+    plt.close(fig)
+    return out
+
+
 def sample_grid(
     path: Path, rows: Sequence[tuple[str, np.ndarray, np.ndarray]], class_names: Sequence[str], per_row: int = 10,
     prompts: Sequence[Sequence[str] | None] = (),
@@ -56,10 +66,7 @@ def sample_grid(
                 ax.set_title(class_names[int(labels[i])], fontsize=6)
             if c == 0:
                 ax.set_ylabel(title, fontsize=6, rotation=0, ha="right", va="center")
-    fig.tight_layout()
-    out = save_figure(fig, path)
-    plt.close(fig)
-    return out
+    return _finish(fig, path)
 
 
 def difficulty_figure(path: Path, examples: dict[str, np.ndarray], title: str) -> Path:
@@ -76,11 +83,7 @@ def difficulty_figure(path: Path, examples: dict[str, np.ndarray], title: str) -
             ax.set_yticks([])
             if i == 0:
                 ax.set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    out = save_figure(fig, path)
-    plt.close(fig)
-    return out
+    return _finish(fig, path, title)
 
 
 def schedule_figure(path: Path, times: np.ndarray, image: np.ndarray, difficulty: np.ndarray, title: str) -> Path:
@@ -100,11 +103,7 @@ def schedule_figure(path: Path, times: np.ndarray, image: np.ndarray, difficulty
     ax1.set_xlabel("model call")
     ax1.set_ylabel("patch (easy → hard)" if order is not None and np.isfinite(difficulty).all() else "patch")
     fig.colorbar(im, ax=ax1, label="t of the patch (0 noise, 1 data)")
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    out = save_figure(fig, path)
-    plt.close(fig)
-    return out
+    return _finish(fig, path, title)
 
 
 def sample_difficulty_figure(path: Path, images: np.ndarray, difficulty: np.ndarray, grid: int, title: str) -> Path:
@@ -119,8 +118,4 @@ def sample_difficulty_figure(path: Path, images: np.ndarray, difficulty: np.ndar
             axes[r, i].set_yticks([])
     axes[0, 0].set_ylabel("sample", fontsize=7)
     axes[1, 0].set_ylabel("log difficulty", fontsize=7)
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    out = save_figure(fig, path)
-    plt.close(fig)
-    return out
+    return _finish(fig, path, title)

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from pfbench import PfbenchError
 from pfbench.adapters.base import Adapter
 from pfbench.io import atomic_write, atomic_write_bytes, sha256_file
-from pfbench.sample.generate import Decode, Generated, generate
+from pfbench.sample.generate import Generated, generate
 from pfbench.samplers.base import Sampler
 
 MANIFEST = "manifest.json"
@@ -131,21 +130,14 @@ def sample_shard(
 
 
 def write_shards(
-    out_dir: str | Path,
-    model: Adapter,
-    sampler: Sampler,
-    *,
-    n: int,
-    seed: int,
-    batch_size: int,
-    shard_size: int,
+    out_dir: str | Path, model: Adapter, sampler: Sampler, *, n: int, seed: int, batch_size: int, shard_size: int,
     config: Mapping[str, Any] | None = None,
-    decode: Decode | None = None,
-    shape: tuple[int, int, int] | None = None,
-    device: torch.device | str = "cpu",
-    progress: bool = False,
 ) -> dict[str, Any]:
-    """Samples n images into ``out_dir`` as uint8 shards plus ``manifest.json``; resumes if interrupted.
+    """Samples n images into ``out_dir`` as uint8 shards plus ``manifest.json``, in one process; resumes if killed.
+
+    The single-process reference writer: the sample stage itself writes through
+    ``pfbench.sample.distributed.write_shards_distributed`` (the same shards, any world size, prompts, decoding
+    and devices), which adopts the shards of an interrupted run of this one.
 
     Shard j holds samples [j·shard_size, min((j+1)·shard_size, n)). Each shard is written atomically and
     then recorded (with its sha256) in the manifest, also written atomically. On a rerun with the same
@@ -154,7 +146,7 @@ def write_shards(
 
     Args:
         out_dir: folder (created if needed).
-        model, sampler, seed, batch_size, decode, shape, device: as in ``generate``.
+        model, sampler, seed, batch_size: as in ``generate`` (on the CPU, no decoding, no progress bar).
         n: total samples.
         shard_size: samples per shard.
         config: JSON-serialisable description of the run (model, checkpoint, guidance...) stored and
@@ -166,10 +158,7 @@ def write_shards(
     identity = run_identity(sampler, config, seed=seed, n=n, shard_size=shard_size)
     out, old = open_run(out_dir, identity)
     shards = valid_prefix(out, old)
-    sample = functools.partial(
-        generate, model, sampler, seed=seed, batch_size=batch_size, progress=progress, decode=decode,
-        shape=shape, device=device,
-    )
+    sample = functools.partial(generate, model, sampler, seed=seed, batch_size=batch_size)
     for j in range(len(shards), -(-n // shard_size)):
         shards.append(sample_shard(out, j, identity, sample, _npz_writer))
         write_manifest(out, {**identity, "shards": shards, "complete": False})
