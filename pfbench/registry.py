@@ -12,7 +12,9 @@ entry points (``[project.entry-points."pfbench.samplers"] ralston = "pkg.mod:Ral
   ``pfbench.samplers.base.StepSampler``);
 - a metric is a ``Metric`` class (``pfbench.metrics.base``): it declares its feature network, needs and
   direction and is built from keyword arguments such as ``resolution``/``device``;
-- a feature network is a builder ``(pfbench.encoders.base.FeatureContext) -> FeatureExtractor``;
+- a feature network is a builder ``(pfbench.encoders.base.FeatureContext) -> FeatureExtractor``; one that reads a
+  weights file declares its weights key (``@pfbench.encoders.base.takes_weights(KEY)``) and gets the file from the
+  one weights map (``ctx.weights[NAME]``: a suite's ``eval.weights.NAME``, ``pfbench eval --weights NAME=PATH``);
 - a timestep sampler is a training timestep sampler class (``pfbench.train.timesteps``);
 - a text encoder is a loader ``(device=..., weights=...) -> TextEncoder`` (``pfbench.encoders.text``).
 

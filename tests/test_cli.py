@@ -407,7 +407,7 @@ def test_plan_of_the_main_job_lists_every_missing_input_with_its_fetch_command(t
     table = res.output[res.output.index("missing inputs"):]
     rows = [line for line in table.splitlines() if line.startswith("│")]
     for needle in ("pfbench fetch sd-vae-ft-ema", "pfbench fetch inception", "pfbench fetch adm-ref", "data.reference",
-                   "eval.weights (metrics fid, sfid, is, pr)"):
+                   "eval.weights.inception (metrics fid, sfid, is, pr)"):
         assert any(needle in r for r in rows), (needle, table)
     from pfbench.suite.parse import load_suite
 

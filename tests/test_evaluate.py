@@ -118,7 +118,7 @@ def net_rows() -> Any:
 
 def test_three_formats_give_identical_embedded_scores(formats: dict[str, Path], tmp_path: Path) -> None:
     scores = {
-        k: evaluate(p, "embedded", EMB, batch_size=16, ref_size=REF, cache_dir=tmp_path)
+        k: evaluate(p, "embedded", EMB, FeatureContext(batch_size=16), ref_size=REF, cache_dir=tmp_path)
         for k, p in formats.items()
     }
     assert scores["shards"] == scores["npz"] == scores["folder"]
@@ -131,7 +131,7 @@ def test_three_formats_give_identical_embedded_scores(formats: dict[str, Path], 
 def test_agrees_with_registered_metric_classes(
     formats: dict[str, Path], data: dict[str, Any], tmp_path: Path
 ) -> None:
-    got = evaluate(formats["npz"], "embedded", EMB, batch_size=7, ref_size=REF, cache_dir=tmp_path)
+    got = evaluate(formats["npz"], "embedded", EMB, FeatureContext(batch_size=7), ref_size=REF, cache_dir=tmp_path)
     net, clip = EmbeddedFeatures(16), FEATURES.get("tiny_clip")(FeatureContext(resolution=16))
     real = quantize(generate(EmbeddedSpec(resolution=16, split="test", size=REF)).images)
     ref = Reference.of(compute_ref_stats([real], net, dataset_key=images_key(real), cache_dir=tmp_path / "by-hand"))
@@ -152,11 +152,11 @@ def test_agrees_with_registered_metric_classes(
 def test_labels_and_captions_are_carried(
     formats: dict[str, Path], data: dict[str, Any], tmp_path: Path
 ) -> None:
-    base = evaluate(formats["npz"], None, ["class_acc", "clip_embedded"], batch_size=16)
+    base = evaluate(formats["npz"], None, ["class_acc", "clip_embedded"], FeatureContext(batch_size=16))
     perm = np.random.default_rng(0).permutation(N)
     wrong = tmp_path / "wrong.npz"
     np.savez(wrong, data["images"].transpose(0, 2, 3, 1), data["labels"][perm])
-    bad = evaluate(wrong, None, ["class_acc", "clip_embedded"], batch_size=16)
+    bad = evaluate(wrong, None, ["class_acc", "clip_embedded"], FeatureContext(batch_size=16))
     assert bad["class_acc"] < base["class_acc"] - 0.3 and bad["clip_embedded"] < base["clip_embedded"] - 5
     # captions.json (list form) replaces the class prompts for clip_embedded
     folder = _write_folder(tmp_path / "captioned", data["images"], data["labels"])
@@ -165,7 +165,7 @@ def test_labels_and_captions_are_carried(
     clip = FEATURES.get("tiny_clip")(FeatureContext(resolution=16))
     direct = CLIPEmbedded(clip)
     direct.update(clip(torch.from_numpy(data["images"])), Cond(torch.from_numpy(data["labels"]), text=data["captions"]))
-    got = evaluate(folder, None, ["clip_embedded"], batch_size=16)["clip_embedded"]
+    got = evaluate(folder, None, ["clip_embedded"], FeatureContext(batch_size=16))["clip_embedded"]
     assert got == pytest.approx(direct.compute()["clip_embedded"], rel=1e-6) and got != base["clip_embedded"]
 
 
@@ -174,14 +174,14 @@ def test_missing_labels(tmp_path: Path, data: dict[str, Any]) -> None:
     np.savez(path, data["images"].transpose(0, 2, 3, 1))  # DiT's sample_ddp layout: arr_0 only
     assert open_images(path, "samples").labels is None
     with pytest.raises(PfbenchError, match="no labels.*class_acc"):
-        evaluate(path, None, ["class_acc"], batch_size=16)
-    assert evaluate(path, None, ["is_embedded"], batch_size=16)["num_samples"] == N
+        evaluate(path, None, ["class_acc"], FeatureContext(batch_size=16))
+    assert evaluate(path, None, ["is_embedded"], FeatureContext(batch_size=16))["num_samples"] == N
 
 
 def test_embedded_reference_features_computed_once(
     formats: dict[str, Path], tmp_path: Path, net_rows: Any
 ) -> None:
-    args: dict[str, Any] = {"batch_size": 16, "ref_size": REF, "cache_dir": tmp_path}
+    args: dict[str, Any] = {"context": FeatureContext(batch_size=16), "ref_size": REF, "cache_dir": tmp_path}
     first = evaluate(formats["npz"], "embedded", ["fd_embedded", "pr_embedded"], **args)
     assert net_rows["rows"] == N + REF  # one pass over the samples (shared by both metrics) + the reference
     net_rows["rows"] = 0
@@ -193,9 +193,9 @@ def test_image_reference_features_computed_once(formats: dict[str, Path], data: 
                                                 net_rows: Any) -> None:  # fmt: skip
     ref_imgs = quantize(generate(EmbeddedSpec(resolution=16, split="test", size=80)).images)
     ref = _write_folder(tmp_path / "ref", ref_imgs.numpy(), None)
-    a = evaluate(formats["shards"], ref, ["fd_embedded"], batch_size=16, cache_dir=tmp_path)
+    a = evaluate(formats["shards"], ref, ["fd_embedded"], FeatureContext(batch_size=16), cache_dir=tmp_path)
     assert net_rows["rows"] == N + 80
-    b = evaluate(formats["shards"], ref, ["fd_embedded"], batch_size=16, cache_dir=tmp_path)
+    b = evaluate(formats["shards"], ref, ["fd_embedded"], FeatureContext(batch_size=16), cache_dir=tmp_path)
     assert net_rows["rows"] == 2 * N + 80 and a == b
     net = EmbeddedFeatures(16)
     st = _stats(net(ref_imgs)["pool"])
@@ -216,10 +216,10 @@ def test_inception_metrics_share_one_pass_and_cache_reference(formats: dict[str,
     ref = _write_folder(tmp_path / "ref", ref_imgs, None, ext="png")
     names = ["fid", "sfid", "is", "pr"]
     ext = CountingExtractor()
-    first = evaluate(formats["folder"], ref, names, batch_size=16, cache_dir=tmp_path, extractor=ext)
+    first = evaluate(formats["folder"], ref, names, FeatureContext(batch_size=16), cache_dir=tmp_path, extractor=ext)
     assert ext.rows == N + 80  # four metrics, one feature pass over the samples, one over the reference
     ext.rows = 0
-    again = evaluate(formats["npz"], ref, names, batch_size=16, cache_dir=tmp_path, extractor=ext)
+    again = evaluate(formats["npz"], ref, names, FeatureContext(batch_size=16), cache_dir=tmp_path, extractor=ext)
     assert ext.rows == N and again == first  # cached reference; npz samples == folder samples
     # the same reference as an ADM reference batch (stored mu/sigma/mu_s/sigma_s + arr_0 for pr)
     feats = ext(torch.from_numpy(ref_imgs))
@@ -236,11 +236,11 @@ def test_inception_metrics_share_one_pass_and_cache_reference(formats: dict[str,
         sigma_s=ss.cov(),
     )
     ext.rows = 0
-    via_adm = evaluate(formats["npz"], adm, names, batch_size=16, cache_dir=tmp_path, extractor=ext)
+    via_adm = evaluate(formats["npz"], adm, names, FeatureContext(batch_size=16), cache_dir=tmp_path, extractor=ext)
     assert via_adm == pytest.approx(first, rel=1e-9)
     assert ext.rows == N + 80  # pool features of arr_0 for precision/recall, computed once...
     ext.rows = 0
-    evaluate(formats["npz"], adm, names, batch_size=16, cache_dir=tmp_path, extractor=ext)
+    evaluate(formats["npz"], adm, names, FeatureContext(batch_size=16), cache_dir=tmp_path, extractor=ext)
     assert ext.rows == N  # ...and cached
     samples = ext(torch.from_numpy(data["images"]))["pool"]
     s2 = FeatureStats()
@@ -289,7 +289,7 @@ def test_errors_are_one_liners(formats: dict[str, Path], data: dict[str, Any], t
     cases.append((unfinished, None, ["is_embedded"], "unfinished sampling run"))
     for samples, ref, metrics, match in cases:
         with pytest.raises(PfbenchError, match=match) as info:
-            evaluate(samples, ref, metrics, batch_size=8, ref_size=REF, cache_dir=tmp_path,
+            evaluate(samples, ref, metrics, FeatureContext(batch_size=8), ref_size=REF, cache_dir=tmp_path,
                      extractor=CountingExtractor())  # fmt: skip
         assert "\n" not in str(info.value)
 
@@ -301,7 +301,7 @@ def test_in_memory_images_equal_npz(tmp_path: Path) -> None:
     imgs = quantize(batch.images)
     npz = tmp_path / "s.npz"
     np.savez(npz, arr_0=imgs.permute(0, 2, 3, 1).numpy(), arr_1=batch.labels.numpy())
-    kw = dict(batch_size=50, ref_size=200, cache_dir=tmp_path / "cache")
+    kw = dict(context=FeatureContext(batch_size=50), ref_size=200, cache_dir=tmp_path / "cache")
     names = ["fd_embedded", "class_acc"]
     from_file = evaluate(npz, "embedded", names, **kw)  # type: ignore[arg-type]
     in_memory = evaluate(images_from_tensor(imgs, batch.labels), "embedded", names, **kw)  # type: ignore[arg-type]
@@ -350,7 +350,7 @@ def test_a_metric_on_plain_images_runs_through_evaluate(formats: dict[str, Path]
     assert isinstance(MeanRed(16), Metric)
     monkeypatch.setattr(METRICS, "_objects", dict(METRICS._objects))  # undone after the test, as the next line
     monkeypatch.setitem(METRICS._targets, "mean_red", f"{__name__}:MeanRed")
-    got = evaluate(formats["folder"], None, ["mean_red", "class_acc"], batch_size=16)
+    got = evaluate(formats["folder"], None, ["mean_red", "class_acc"], FeatureContext(batch_size=16))
     assert got["mean_red"] == pytest.approx(float(data["images"][:, 0].astype(np.float64).mean()), rel=1e-12)
     assert got["class_acc"] > 0.8 and not higher_is_better([MeanRed], "mean_red")
 

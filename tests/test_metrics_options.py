@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from pfbench import PfbenchError
 from pfbench.data.embedded import EmbeddedSpec, generate
+from pfbench.encoders.base import FeatureContext
 from pfbench.evaluate.metric_pass import evaluate
 from pfbench.metrics.options import metric_args
 from pfbench.types import quantize
@@ -58,8 +59,8 @@ def test_kid_subset_size_is_an_option_checked_before_the_feature_pass(samples: P
     from torch_fidelity.metric_kid import kid_features_to_metric
 
     ext = CountingExtractor()
-    kw = {"batch_size": 16, "ref_size": REF, "cache_dir": tmp_path, "extractor": ext}
-    with pytest.raises(PfbenchError, match=r"kid_subset_size=1000 exceeds the 60 generated and 300 reference "
+    kw = {"context": FeatureContext(batch_size=16), "ref_size": REF, "cache_dir": tmp_path, "extractor": ext}
+    with pytest.raises(PfbenchError, match=r"kid_subset_size: 1000 exceeds the 60 generated and 300 reference "
                                            r"images; lower it to at most 60 \(pfbench eval --kid-subset-size") as info:  # fmt: skip
         evaluate(samples, "embedded", ["fid", "kid"], **kw)  # type: ignore[arg-type]
     assert ext.rows == 0 and "\n" not in str(info.value)  # refused before any image went through the network
@@ -80,7 +81,7 @@ def test_is_order_file_by_default_and_torch_fidelity_shuffle_selectable(samples:
     from torch_fidelity.metric_isc import isc_features_to_metric
 
     ext = CountingExtractor()
-    kw = {"batch_size": 16, "cache_dir": tmp_path, "extractor": ext}
+    kw = {"context": FeatureContext(batch_size=16), "cache_dir": tmp_path, "extractor": ext}
     default = evaluate(samples, None, ["is"], **kw)  # type: ignore[arg-type]
     shuffled = evaluate(samples, None, ["is"], is_order="shuffle", **kw)  # type: ignore[arg-type]
     logits = ext(torch.from_numpy(np.load(samples)["arr_0"]).permute(0, 3, 1, 2))["logits"]
@@ -91,7 +92,7 @@ def test_is_order_file_by_default_and_torch_fidelity_shuffle_selectable(samples:
     assert shuffled["is_std"] == pytest.approx(tf_default["inception_score_std"], rel=1e-12)
     assert abs(default["is"] - shuffled["is"]) > 1e-3 * default["is"]  # the two conventions really differ here
     ext.rows = 0
-    with pytest.raises(PfbenchError, match="is_order='random' is not one of file, shuffle"):
+    with pytest.raises(PfbenchError, match="is_order: 'random' is not one of file, shuffle"):
         evaluate(samples, None, ["is"], is_order="random", **kw)  # type: ignore[arg-type]
     assert ext.rows == 0
 
@@ -177,7 +178,9 @@ eval: {{verify_weights: false, weights: {unofficial}, kid_subset_size: 100, is_o
     fid_col, acc_col = (table.columns.index(c) for c in ("fid ↓", "class_acc ↑"))
     assert NONSTANDARD in table.rows[0][fid_col] and NONSTANDARD not in table.rows[0][acc_col]
     assert "not the official one" in table.note
-    for override, match in ((["eval.kid_subset_size=201"], r"eval.kid_subset_size = 201: must be in \[2, 200\]"),
-                            (["eval.is_order=adm", "metrics=[is]"], "eval.is_order = 'adm': must be file")):
+    for override, match in ((["eval.kid_subset_size=201"], r"^eval.kid_subset_size: 201 exceeds the 200 "
+                                                            r"sweep.num_samples images; lower it to at most 200"),
+                            (["eval.kid_subset_size=1"], r"^eval.kid_subset_size: 1; it must be >= 2"),
+                            (["eval.is_order=adm", "metrics=[is]"], "^eval.is_order: 'adm' is not one of file, shuffle")):
         with pytest.raises(PfbenchError, match=match):
             validate(load_suite(tmp_path / "s.yaml", override))

@@ -219,7 +219,7 @@ def test_is_orders_match_adm_and_torch_fidelity_conventions(images: tuple[Tensor
     assert shuffle_is["is_std"] == pytest.approx(theirs["inception_score_std"], rel=1e-5)
     assert file_is["is"] == pytest.approx(theirs_in_order["inception_score_mean"], rel=1e-6)
     assert abs(file_is["is"] - shuffle_is["is"]) > 1e-4 * file_is["is"]  # the orders give different numbers
-    with pytest.raises(PfbenchError, match="is_order='adm' is not one of file, shuffle"):
+    with pytest.raises(PfbenchError, match="is_order: 'adm' is not one of file, shuffle"):
         InceptionScore(is_order="adm")
 
 

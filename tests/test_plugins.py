@@ -88,14 +88,21 @@ def test_demo_metric(demo: dict[str, ModuleType]) -> None:
 
 @pytest.fixture()
 def registered(demo: dict[str, ModuleType], monkeypatch: pytest.MonkeyPatch) -> None:
-    """The demo plugins registered for one test, as their entry points would be (undone after it)."""
-    from pfbench.registry import ADAPTERS, METRICS, SAMPLERS
+    """The fixture's entry points (read from its pyproject.toml) registered for one test, as an install would (undone
+    after it)."""
+    import tomllib
 
-    monkeypatch.setitem(ADAPTERS._targets, "demo_flow", "pfbench_plugin_demo.adapter:DemoFlow")
-    monkeypatch.setitem(SAMPLERS._targets, "ralston", "pfbench_plugin_demo.sampler:Ralston")
-    monkeypatch.setitem(METRICS._targets, "demo_brightness", "pfbench_plugin_demo.metric:DemoBrightness")
-    for reg in (ADAPTERS, METRICS, SAMPLERS):
+    from pfbench import registry
+
+    regs = {r.group: r for r in (registry.ADAPTERS, registry.SAMPLERS, registry.METRICS, registry.FEATURES)}
+    groups = tomllib.loads((FIXTURE / "pyproject.toml").read_text())["project"]["entry-points"]
+    assert set(groups) <= set(regs)
+    for reg in regs.values():
+        monkeypatch.setattr(reg, "_targets", dict(reg._targets))
         monkeypatch.setattr(reg, "_objects", dict(reg._objects))
+    for group, names in groups.items():
+        for name, target in names.items():
+            regs[group].add(name, target)
     monkeypatch.setattr("pfbench.suite.spec._SAMPLERS_BUILT", {})  # samplers built meanwhile are forgotten too
 
 
@@ -215,3 +222,101 @@ def test_a_plugin_model_id_hashes_the_weights_file_its_params_name(registered: N
     assert second is not None and second != first and runner.cell_part(cell, second) != runner.cell_part(cell, first)
     torch.save(torch.linspace(-0.8, 0.8, 10), weights)  # the first weights back
     assert model_id() == first
+
+
+PALETTE_SUITE = SUITE.replace("samplers: [ralston, {name: euler, params: {shift: 2.0}}]", "samplers: [ralston]").replace(
+    "sweep: {nfe: [4, 6], seeds: [0], num_samples: 10, cfg_scale: [1.0, 2.0]}",
+    "sweep: {nfe: [4], seeds: [0], num_samples: 10}").replace("metrics: [demo_brightness, class_acc]",
+                                                             "metrics: [demo_palette, demo_brightness]")
+
+
+def _palette(path: Path, colours: list[list[float]]) -> Path:
+    torch.save(torch.tensor(colours), path)
+    return path
+
+
+def test_a_plugin_metric_reads_its_own_network_weights_from_eval_weights(registered: None, tmp_path: Path) -> None:
+    """demo_palette (one fixture file plus its entry points) runs in a suite whose eval.weights gives its file."""
+    import pandas as pd
+
+    from pfbench.results import read_results
+    from pfbench.suite.parse import load_suite
+    from pfbench.suite.runner import Runner
+    from pfbench.suite.scoring import Scorer
+
+    white_first = _palette(tmp_path / "white.pt", [[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    black_first = _palette(tmp_path / "black.pt", [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    path = tmp_path / "palette.yaml"
+    path.write_text(PALETTE_SUITE.replace("eval: {batch_size: 10}", f"eval: {{batch_size: 10, weights: "
+                                          f"{{demo_palette: {white_first}}}}}"))
+    spec = load_suite(path)
+    images = torch.zeros(4, 3, 16, 16, dtype=torch.uint8)
+    images[:3] = 255  # three white images, one black
+    labels = torch.zeros(4, dtype=torch.int64)
+    assert Scorer(spec).score(images, labels)["demo_palette"] == (0.75, True)
+    other = load_suite(path, [f"eval.weights.demo_palette={black_first}"])  # the CLI override of the same map
+    assert Scorer(other).score(images, labels)["demo_palette"] == (0.25, True)
+    assert Scorer(other).key() != Scorer(spec).key()  # a set path of a network the metrics read enters the key
+    runner = Runner(spec, results_root=tmp_path / "r", reports_root=tmp_path / "rep", runs_root=tmp_path / "runs",
+                    progress=False)
+    runner.run()
+    rows = read_results(tmp_path / "r" / "plugdemo")
+    cells = rows[(rows["kind"] == "cell") & (rows["metric"] == "demo_palette")]
+    assert len(cells) == 1 and isinstance(cells, pd.DataFrame)
+    assert 0.0 <= float(cells["value"].iloc[0]) <= 1.0
+
+
+def test_a_plugin_network_weights_file_missing_is_one_line(registered: None, tmp_path: Path) -> None:
+    from pfbench import PfbenchError
+    from pfbench.encoders.base import FeatureContext
+    from pfbench.evaluate.metric_pass import evaluate
+    from pfbench.evaluate.sources import images_from_tensor
+    from pfbench.suite.parse import load_suite
+    from pfbench.suite.validate import check_inputs, validate
+
+    path = tmp_path / "palette.yaml"
+    path.write_text(PALETTE_SUITE)
+    spec = load_suite(path)
+    validate(spec)
+    unset = "the weights file of feature network 'demo_palette' not set (set eval.weights.demo_palette to the file"
+    with pytest.raises(PfbenchError, match=re.escape(f"eval.weights.demo_palette (metrics demo_palette): {unset}")):
+        check_inputs(spec, device=False)
+    gone = tmp_path / "gone.pt"
+    with pytest.raises(PfbenchError, match=re.escape(f"eval.weights.demo_palette (metrics demo_palette): {gone} not "
+                                                     "found (set eval.weights.demo_palette")):
+        check_inputs(load_suite(path, [f"eval.weights.demo_palette={gone}"]), device=False)
+    samples = images_from_tensor(torch.zeros(2, 3, 16, 16, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64))
+    for ctx, needle in ((FeatureContext(), "feature network 'demo_palette' needs its weights file: set "
+                                           "eval.weights.demo_palette in the suite (pfbench eval: --weights "
+                                           "demo_palette=PATH)"),
+                        (FeatureContext(weights={"demo_palette": str(gone)}),
+                         f"feature network 'demo_palette': weights file {gone} not found; set eval.weights.demo_palette"),
+                        (FeatureContext(weights={"demo_palete": str(gone)}),
+                         "weights.demo_palete: unknown feature network 'demo_palete'; did you mean 'demo_palette'?"),
+                        (FeatureContext(weights={"embedded": str(gone)}),
+                         "weights.embedded: the 'embedded' feature network reads no weights file")):
+        with pytest.raises(PfbenchError, match=re.escape(needle)) as err:
+            evaluate(samples, None, ["demo_palette"], ctx)
+        assert "\n" not in str(err.value)
+    with pytest.raises(PfbenchError, match=re.escape("eval.weights.embeded: unknown feature network 'embeded'")):
+        validate(load_suite(path, [f"eval.weights.embeded={gone}"]))
+
+
+def test_pfbench_eval_takes_weights_network_equals_path(registered: None, tmp_path: Path) -> None:
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from pfbench.cli import app
+
+    npz = tmp_path / "s.npz"
+    images = np.zeros((4, 16, 16, 3), np.uint8)
+    images[:1] = 255  # one white image of four
+    np.savez(npz, arr_0=images)
+    white_first = _palette(tmp_path / "white.pt", [[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    res = CliRunner().invoke(app, ["eval", str(npz), "--ref", "none", "--metrics", "demo_palette", "--weights",
+                                   f"demo_palette={white_first}"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert dict(line.split(maxsplit=1) for line in res.output.splitlines())["demo_palette"] == "0.25"
+    twice = CliRunner().invoke(app, ["eval", str(npz), "--ref", "none", "--metrics", "demo_palette", "--weights",
+                                     f"demo_palette={white_first}", "--weights", f"demo_palette={tmp_path}"])
+    assert "--weights demo_palette=" in str(twice.exception) and "already given" in str(twice.exception)

@@ -110,6 +110,7 @@ def test_include_via_defaults(tmp_path: Path) -> None:
         (MINIMAL.replace("nfe: [4, 8]", "nfee: [4, 8]"), r"unknown key 'sweep.nfee'; did you mean 'nfe'"),
         (MINIMAL.replace("nfe: [4, 8]", "nfe: four"), r"sweep.nfe: expected a list"),
         (MINIMAL.replace("samplers: [euler]", "samplers: [eulr]"), r"unknown sampler 'eulr'; did you mean 'euler'"),
+        (MINIMAL + "eval: {curve_sampler: eulr}\n", r"^eval.curve_sampler: unknown sampler 'eulr'; did you mean"),
         (MINIMAL.replace("models: [a]", "models: [b]"), r"grid\[0\].models: unknown model 'b'"),
         ("name: [unclosed\n", r"malformed YAML|s.yaml"),
     ],
@@ -172,7 +173,7 @@ def test_bad_exclude_and_interval(tmp_path: Path) -> None:
         plan(load_suite(write(tmp_path, bad)))
     bad = MINIMAL.replace("sweep: {nfe: [4, 8], seeds: [0, 1]}",
                           "sweep: {nfe: [8], cfg_scale: [2.0], cfg_interval: [[0.9, 0.1]]}")
-    with pytest.raises(PfbenchError, match="cfg_interval"):
+    with pytest.raises(PfbenchError, match=r"^sweep.cfg_interval\[0\]: \[0.9, 0.1\] must be \[t_lo, t_hi\] with 0 <= "):
         plan(load_suite(write(tmp_path, bad)))
 
 

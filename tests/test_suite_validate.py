@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
-from pfbench import PfbenchError
+from pfbench import FieldError, PfbenchError
 from pfbench.suite.inputs import TRAIN_HINT, find_inputs, runnable, skip_notes, used_models
 from pfbench.suite.parse import load_suite, suite_kind
 from pfbench.suite.spec import SuiteSpec, plan
@@ -132,8 +133,11 @@ def test_check_inputs_lists_every_missing_file_at_once(tmp_path: Path, monkeypat
     assert "models.a.checkpoint: " + str(tmp_path / "ckpt" / "pft-b_step400k_ema.ckpt") + " not found (pfbench fetch pft-b)" in msg
     assert "data.reference: " + str(tmp_path / "data" / "VIRTUAL_imagenet256_labeled.npz") + " not found (pfbench fetch adm-ref)" in msg
     assert f"eval.weights (metrics fid, is): {missing} not found" in msg
+    mapped = find_inputs(suite(tmp_path, ok, ["+metrics=[fid,is]", f"eval.weights.inception={missing}"])).missing
+    assert [(m.key, m.path, m.problem) for m in mapped] == [  # the map's entry is checked as its alias was
+        ("eval.weights.inception (metrics fid, is)", missing, "not found")]
     default = find_inputs(suite(tmp_path, ok, ["+metrics=[fid]"])).missing  # no eval.weights: fetchable
-    assert [(m.key, m.remedy) for m in default] == [("eval.weights (metrics fid)", "pfbench fetch inception")]
+    assert [(m.key, m.remedy) for m in default] == [("eval.weights.inception (metrics fid)", "pfbench fetch inception")]
     assert default[0].path == str(Path("weights") / "weights-inception-2015-12-05-6726825d.pth")
 
 
@@ -224,3 +228,42 @@ def test_gpu_sampling_switches_enter_cell_keys_only_when_set(tmp_path: Path) -> 
     assert plain.numerics() == ""
     fast = suite(tmp_path, overrides=["+eval.precision=bf16", "+eval.compile=true", "+eval.device=cuda"]).eval
     assert fast.numerics() == "+bf16+compile"
+
+
+@dataclasses.dataclass(frozen=True)
+class _PluginTimesteps:
+    """A plugin timestep sampler that reports a bad value as (field, reason), knowing nothing of suites."""
+
+    s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.s < 0:
+            raise FieldError("s", "must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class _PluginSampler:
+    """A plugin sampler that reports a bad value as (field, reason)."""
+
+    steps: int = 1
+    q: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.q <= 1:
+            raise FieldError("q", "must be in [0, 1]")
+
+
+def test_plugin_field_errors_get_their_suite_key_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pfbench.registry import SAMPLERS, TIMESTEPS
+
+    monkeypatch.setitem(TIMESTEPS._objects, "strict", _PluginTimesteps)
+    monkeypatch.setitem(SAMPLERS._objects, "strict", _PluginSampler)
+    trained = BASE.replace("a: {checkpoint: /nonexistent.pt}", "a: {train: {steps: 2, timesteps: {name: strict, "
+                           "params: {s: -1.0}}}}")
+    with pytest.raises(PfbenchError, match=r"^models.a.train.timesteps.params.s: must be >= 0$"):
+        validate(suite(tmp_path, trained))
+    grid = BASE.replace("samplers: [euler]", "samplers: [{name: strict, params: {q: 2.0}}]")
+    with pytest.raises(PfbenchError, match=r"^grid\[0\].samplers\[0\].params.q: must be in \[0, 1\]$"):
+        validate(suite(tmp_path, grid))
+    assert FieldError("", "bad").under("sweep.cfg_interval[0]").field == "sweep.cfg_interval[0]"
+    assert str(FieldError("[1]", "bad").under("x").under("y")) == "y.x[1]: bad"

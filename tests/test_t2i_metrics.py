@@ -36,7 +36,7 @@ def _shuffled(caps: tuple[str, ...]) -> tuple[str, ...]:
 
 def _scores(imgs: Tensor, labels: Tensor, caps: tuple[str, ...]) -> dict[str, float]:
     src = images_from_tensor(imgs, labels, captions=caps)
-    return evaluate(src, None, ["attr_acc", "clip_embedded"], batch_size=128)
+    return evaluate(src, None, ["attr_acc", "clip_embedded"], FeatureContext(batch_size=128))
 
 
 def test_true_captions_score_far_above_shuffled_ones(real: tuple[Tensor, Tensor, tuple[str, ...]]) -> None:

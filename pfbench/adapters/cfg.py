@@ -19,12 +19,21 @@ cost rule lives: the samplers' ``Meter`` and the suite's cost estimates both ask
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
-from pfbench import PfbenchError
+from pfbench import FieldError
 from pfbench.adapters.base import Adapter, AdapterWrapper
 from pfbench.types import Cond, ModelOut
+
+
+def check_interval(interval: Sequence[float] | None) -> None:
+    """A guidance interval is None or [t_lo, t_hi] with 0 <= t_lo <= t_hi <= 1 (checked once: CFG and a suite's
+    ``sweep.cfg_interval``)."""
+    if interval is not None and (len(interval) != 2 or not 0.0 <= interval[0] <= interval[1] <= 1.0):
+        raise FieldError("", f"{list(interval)} must be [t_lo, t_hi] with 0 <= t_lo <= t_hi <= 1")
 
 
 class CFG(AdapterWrapper):
@@ -38,10 +47,7 @@ class CFG(AdapterWrapper):
     """
 
     def __init__(self, model: Adapter, scale: float, interval: tuple[float, float] | None = None) -> None:
-        if interval is not None:
-            lo, hi = interval
-            if not 0.0 <= lo <= hi <= 1.0:
-                raise PfbenchError(f"CFG interval {interval} must satisfy 0 <= t_lo <= t_hi <= 1")
+        check_interval(interval)
         super().__init__(model)
         self.scale = float(scale)
         self.interval = None if interval is None else (float(interval[0]), float(interval[1]))

@@ -198,7 +198,8 @@ def eval_(
     metrics: Annotated[str, typer.Option(help="comma-separated metric names")] = "fd_embedded,is_embedded,class_acc,pr_embedded,clip_embedded",
     batch_size: Annotated[int, typer.Option(help="images per batch")] = 250,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
-    weights: Annotated[Path | None, typer.Option(help="Inception weights file/folder (offline)")] = None,
+    weights: Annotated[list[str] | None, typer.Option(help="NETWORK=PATH (repeatable): a feature network's weights "
+                                                      "file/folder, e.g. inception=w.pth; a bare PATH is Inception's")] = None,
     ref_size: Annotated[int, typer.Option(help="images for --ref embedded")] = 10_000,
     resize: Annotated[str, typer.Option(help="Inception resize: tf1x (torch-fidelity) or clean (clean-fid)")] = "tf1x",
     classes: Annotated[str, typer.Option(help="class names for clip_score prompts: embedded or imagenet")] = "embedded",
@@ -212,18 +213,19 @@ def eval_(
 ) -> None:
     """Score samples made by pfbench or any other codebase (shards, image folder, ADM .npz)."""
     from pfbench.data import class_names
-    from pfbench.evaluate.metric_pass import evaluate
+    from pfbench.encoders.base import FeatureContext
+    from pfbench.evaluate.metric_pass import evaluate, weights_option
     from pfbench.metrics.options import metric_args
 
     names = [m.strip() for m in metrics.split(",") if m.strip()]
-    result = evaluate(samples, None if ref.lower() == "none" else ref, names, batch_size=batch_size, device=device,
-                      weights=weights, ref_size=ref_size, resize=resize, clip_weights=clip_weights,
-                      dinov2_weights=dinov2_weights, class_names=class_names(classes), verify_weights=verify,
-                      kid_subset_size=kid_subset_size, is_order=is_order)
+    given = weights_option(weights or [], {"clip": clip_weights, "dinov2": dinov2_weights})
+    ctx = FeatureContext(device=device, batch_size=batch_size, weights=given, verify=verify, resize=resize)
+    result = evaluate(samples, None if ref.lower() == "none" else ref, names, ctx, ref_size=ref_size,
+                      class_names=class_names(classes), kid_subset_size=kid_subset_size, is_order=is_order)
     for key, value in result.items():
         console.print(f"{key}\t{value:.6g}")
-    args = metric_args(names, resize=resize, weights=weights, verify_weights=verify, kid_subset_size=kid_subset_size,
-                       is_order=is_order)
+    args = metric_args(names, resize=resize, weights=given.get("inception"), verify_weights=verify,
+                       kid_subset_size=kid_subset_size, is_order=is_order)
     if "inception_sha256" in args:
         console.print(f"inception_sha256\t{args['inception_sha256']}")
     if args.get("nonstandard"):

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from pfbench.encoders.base import FeatureContext, check_images
+from pfbench.encoders.base import FeatureContext, check_images, takes_weights
 from pfbench.weights import resolve_weights
 
 PROMPT = "a photo of a {}."  # class prompt of the CLIP score (and of the tiny CLIP's training captions)
@@ -95,6 +95,7 @@ def load_openclip(
     return model.eval(), open_clip.get_tokenizer(arch), preprocess
 
 
+@takes_weights("clip-vit-l-14-openai")
 def from_context(ctx: FeatureContext) -> CLIPNetwork:
     """Registry builder ("clip"): OpenAI CLIP ViT-L/14 from ``ctx.weights["clip"]`` (checksum-verified)."""
     return CLIPNetwork(*load_openclip(weights=ctx.weights.get("clip"), device=ctx.device), device=ctx.device,

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pfbench import PfbenchError
-from pfbench.encoders.base import FeatureContext, check_images
+from pfbench.encoders.base import FeatureContext, check_images, takes_weights
 from pfbench.encoders.inception import clean_resize
 from pfbench.weights import file_sha256, resolve_weights
 
@@ -237,6 +237,7 @@ def patch_tokens(net: nn.Module, x: Tensor) -> Tensor:
     return tokens[:, int(getattr(net, "num_prefix_tokens", 1)) :]
 
 
+@takes_weights("dinov2-vitl14")
 def from_context(ctx: FeatureContext) -> DINOv2:
     """Registry builder ("dinov2"): ViT-L/14, weights ``ctx.weights["dinov2"]`` (always checksum-verified)."""
     return DINOv2(ctx.weights.get("dinov2"), device=ctx.device, max_batch=ctx.batch_size)

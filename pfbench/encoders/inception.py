@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from pfbench import PfbenchError
-from pfbench.encoders.base import FeatureContext, check_images
+from pfbench.encoders.base import FeatureContext, check_images, takes_weights
 from pfbench.weights import file_sha256, resolve_weights
 
 INCEPTION_KEY = "inception-v3-compat"
@@ -159,6 +159,7 @@ class InceptionV3:
         return {k: torch.cat([p[k] for p in parts]) for k in self.keys}
 
 
+@takes_weights("inception-v3-compat")
 def from_context(ctx: FeatureContext) -> InceptionV3:
     """Registry builder ("inception"): weights ``ctx.weights["inception"]``, ``ctx.resize``, ``ctx.verify``."""
     return InceptionV3(ctx.weights.get("inception"), resize=ctx.resize, device=ctx.device, max_batch=ctx.batch_size,

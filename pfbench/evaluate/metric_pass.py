@@ -23,23 +23,25 @@ is read incrementally, never loaded whole.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pfbench import PfbenchError
-from pfbench.encoders.base import FeatureContext, FeatureExtractor
+from pfbench import FieldError, PfbenchError
+from pfbench.encoders.base import FeatureContext, FeatureExtractor, weights_key
 from pfbench.evaluate.sources import Images, content_id, iter_images, open_images
 from pfbench.metrics.base import NEEDS
 from pfbench.metrics.refstats import Reference, compute_ref_stats, load_adm_npz
 from pfbench.registry import FEATURES, METRICS
 from pfbench.types import Cond
 
-__all__ = ["evaluate"]
+__all__ = ["check_weights", "evaluate", "weights_option"]
 
 # The Inception network: the one whose statistics an ADM reference batch stores (mu/sigma, mu_s/sigma_s), and the
 # one ``extractor=`` replaces.
@@ -107,22 +109,53 @@ def _build(name: str, cls: Any, context: dict[str, Any]) -> Any:
     return cls(**{k: v for k, v in context.items() if k in params})
 
 
+def check_weights(weights: Mapping[str, object]) -> None:
+    """Each entry of a weights map names a feature network (``pfbench.registry.FEATURES``) that reads a file.
+
+    Raises:
+        FieldError: the entry's network name as field (callers put their key path in front: ``eval.weights``).
+    """
+    for network in weights:
+        try:
+            builder = FEATURES.get(network)
+        except PfbenchError as err:
+            raise FieldError(network, str(err)) from None
+        if weights_key(builder) is None:
+            raise FieldError(network, f"the {network!r} feature network reads no weights file; remove the entry")
+
+
+def weights_option(items: Sequence[str], aliases: Mapping[str, object] | None = None) -> dict[str, str]:
+    """``pfbench eval --weights NETWORK=PATH`` (repeatable; a bare PATH is Inception's, as before the map) and the
+    alias options (``{"clip": --clip-weights, ...}``, unset ``None``) as one checked weights map.
+
+    Raises:
+        PfbenchError: a network given twice, or an entry ``check_weights`` refuses, naming the option.
+    """
+    out = {k: str(v) for k, v in (aliases or {}).items() if v is not None}
+    for item in items:
+        network, sep, path = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][\w.-]*", network):  # a bare path (may itself hold a "=")
+            network, path = INCEPTION, item
+        if out.get(network, path) != path:
+            raise PfbenchError(f"--weights {item}: the {network} weights are already given ({out[network]}); give one")
+        out[network] = path
+    try:
+        check_weights(out)
+    except FieldError as err:
+        raise PfbenchError(f"--weights {err.field}=...: {err.reason}") from None
+    return out
+
+
 def evaluate(
     samples: str | os.PathLike[str] | Images,
     ref: str | os.PathLike[str] | Images | None,
     metrics: Sequence[str],
+    context: FeatureContext | None = None,
     *,
-    batch_size: int = 250,
-    device: str | torch.device = "cpu",
-    weights: str | os.PathLike[str] | None = None,
     ref_size: int = 10_000,
     cache_dir: str | Path | None = None,
     extractor: FeatureExtractor | None = None,
-    resize: str = "tf1x",
-    dinov2_weights: str | os.PathLike[str] | None = None,
-    clip_weights: str | os.PathLike[str] | None = None,
     class_names: Sequence[str] | None = None,
-    verify_weights: bool = True,
     kid_subset_size: int = 1000,
     is_order: str = "file",
 ) -> dict[str, float]:
@@ -133,19 +166,18 @@ def evaluate(
         ref: ADM reference ``.npz``, shard/image folder, ``.npz`` of images, ``"embedded"``, opened images (e.g.
             ``sources.embedded_reference`` at another heterogeneity), or ``None``.
         metrics: registered metric names (``pfbench.registry.METRICS``).
-        batch_size: images per forward pass (does not change the statistics).
-        device: where the networks run.
-        weights: Inception weights file or folder (offline resolution, ``pfbench.weights``).
+        context: the feature networks' settings (``pfbench.encoders.base.FeatureContext``; default: CPU, batches of
+            250, weights found offline): ``device``; ``batch_size``, images per forward pass (does not change the
+            statistics); ``weights``, one map ``{network: file or folder}`` (``{"inception": ...}``, ``{"dinov2":
+            ...}``, ``{"clip": ...}``, a plugin network's name), checked by ``check_weights``; ``verify``: refuse an
+            Inception file whose sha256 is not the official one (``False`` accepts it: a re-export, a fine-tuned or
+            test network; record ``pfbench.metrics.options.metric_args(...)`` with such numbers); ``resize``:
+            Inception input resize, ``"tf1x"`` (torch-fidelity, TF-compatible; docs/protocol.md §9) or ``"clean"``
+            (clean-fid). Its ``resolution`` is set from the samples.
         ref_size: embedded test-split images for ``ref="embedded"``.
         cache_dir: cache root for reference statistics (default ``$PFBENCH_CACHE`` or ``~/.cache/pfbench``).
         extractor: replaces the Inception network (tests, other feature extractors).
-        resize: Inception input resize, ``"tf1x"`` (torch-fidelity, TF-compatible; docs/protocol.md §9) or ``"clean"`` (clean-fid).
-        dinov2_weights: DINOv2 ViT-L/14 weights file or folder for ``fd_dinov2`` (offline resolution).
-        clip_weights: OpenAI CLIP ViT-L/14 file for ``clip_score`` (offline resolution).
         class_names: label → name, for ``clip_score``'s prompts when samples carry labels but no captions.
-        verify_weights: refuse an Inception file whose sha256 is not the official one. ``False`` accepts it
-            (a re-export, a fine-tuned or test network); record ``pfbench.metrics.options.metric_args(...)``
-            with such numbers.
         kid_subset_size: images per KID subset; checked against both sides before any feature pass.
         is_order: ``"file"`` (ADM evaluator, default) or ``"shuffle"`` (torch-fidelity); see ``InceptionScore``.
 
@@ -153,14 +185,21 @@ def evaluate(
         ``{"num_samples": N}`` then each metric's ``{key: value}``, in the order the metrics were named.
 
     Raises:
-        PfbenchError: unknown metric, missing or malformed input, missing labels, text or reference.
+        PfbenchError: unknown metric, missing or malformed input, missing labels, text or reference, a weights
+            entry for no network that reads weights.
     """
     names = list(dict.fromkeys(metrics))
     if not names:
         raise PfbenchError("evaluate: no metrics given; pass e.g. fd_embedded,is_embedded or fid,sfid,is,pr")
     classes = {n: METRICS.get(n) for n in names}  # unknown names raise with a did-you-mean
+    base = context if context is not None else FeatureContext()
+    batch_size, device = base.batch_size, base.device
     if batch_size < 1:
         raise PfbenchError(f"evaluate: batch_size must be >= 1, got {batch_size}")
+    try:
+        check_weights(base.weights)
+    except FieldError as err:
+        raise err.under("weights") from None
     src = samples if isinstance(samples, Images) else open_images(samples, "samples")
     if src.n == 0:
         raise PfbenchError(f"samples {src.where}: holds no images")
@@ -168,20 +207,19 @@ def evaluate(
     refs = ref if isinstance(ref, Images) or ref is None else open_images(ref, "ref", resolution=src.shape[0],
                                                                            ref_size=ref_size)
 
-    ctx = FeatureContext(resolution=src.shape[0], device=device, batch_size=batch_size, verify=verify_weights,
-                         weights={"inception": weights, "dinov2": dinov2_weights, "clip": clip_weights}, resize=resize)
+    ctx = dataclasses.replace(base, resolution=src.shape[0])
     groups: dict[str, list[str]] = {}  # feature network -> its metrics, in the order named
     for n in names:  # a metric that declares no network reads the uint8 images, as metrics did before networks
         groups.setdefault(getattr(classes[n], "features", "images"), []).append(n)
     networks = {f: extractor if extractor is not None and f == INCEPTION else FEATURES.get(f)(ctx) for f in groups}
-    context: dict[str, Any] = {"resolution": src.shape[0], "device": device, "num_samples": src.n,
-                               "class_names": class_names, "is_order": is_order, "kid_subset_size": kid_subset_size}
+    given: dict[str, Any] = {"resolution": src.shape[0], "device": device, "num_samples": src.n,
+                             "class_names": class_names, "is_order": is_order, "kid_subset_size": kid_subset_size}
     scorers: dict[str, Any] = {}
     references: list[Reference] = []
     for feature, group in groups.items():
         net, with_ref = networks[feature], [n for n in group if "reference" in _needs(n, classes[n])]
         _check_sides(feature, net, {"samples": src, "ref": refs if with_ref else None})
-        own = dict(context, network=net)
+        own = dict(given, network=net)
         if refs is not None and with_ref:
             references.append(_reference(feature, net, refs, with_ref, batch_size, cache_dir))
             own["reference"] = references[-1]

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from pfbench import PfbenchError
-from pfbench.encoders.base import FeatureExtractor
+from pfbench.encoders.base import FeatureContext, FeatureExtractor
 from pfbench.encoders.inception import INCEPTION_KEY
 from pfbench.evaluate.metric_pass import evaluate
 from pfbench.fetch import provider
@@ -64,8 +64,8 @@ def adm_parity(
         ``{"num_samples", "fid", "sfid", "is", "is_std", "precision", "recall"}``.
     """
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return evaluate(sample_npz, ref_npz, ["fid", "sfid", "is", "pr"], batch_size=batch_size, device=dev,
-                    weights=weights, cache_dir=cache_dir, extractor=extractor)  # fmt: skip
+    ctx = FeatureContext(device=dev, batch_size=batch_size, weights={} if weights is None else {"inception": weights})
+    return evaluate(sample_npz, ref_npz, ["fid", "sfid", "is", "pr"], ctx, cache_dir=cache_dir, extractor=extractor)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pfbench import PfbenchError
+from pfbench import FieldError, PfbenchError
 from pfbench.metrics.frechet import frechet_distance
 from pfbench.metrics.refstats import Reference
 from pfbench.metrics.scores import precision_recall
@@ -106,9 +106,7 @@ class InceptionScore:
     needs: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, is_order: str = "file", splits: int = 10, seed: int = 2020) -> None:
-        if is_order not in IS_ORDERS:
-            raise PfbenchError(f"is: is_order={is_order!r} is not one of {', '.join(IS_ORDERS)} (file: the ADM "
-                               "evaluator's sample order, shuffle: torch-fidelity's default)")  # fmt: skip
+        check_is_order(is_order)
         self.order, self.splits, self.seed = is_order, splits, seed
         self._logits: list[Tensor] = []
 
@@ -170,16 +168,22 @@ class PrecisionRecall(_KeptPool):
         return {f"precision{self.suffix}": p, f"recall{self.suffix}": r}
 
 
-def check_kid_sizes(subset_size: int, generated: int, reference: int) -> None:
-    """Refuses a KID subset larger than either side, naming the option to change (before any feature pass)."""
+def check_is_order(order: str) -> None:
+    """The IS sample order, checked once for ``pfbench eval`` and a suite (``eval.is_order``)."""
+    if order not in IS_ORDERS:
+        raise FieldError("is_order", f"{order!r} is not one of {', '.join(IS_ORDERS)} (file: the ADM evaluator's "
+                         "sample order, shuffle: torch-fidelity's default)")  # fmt: skip
+
+
+def check_kid_sizes(subset_size: int, sides: dict[str, int]) -> None:
+    """Refuses a KID subset below 2 or larger than a side (``{"generated": 60, "reference": 300}``, or a suite's
+    ``{"sweep.num_samples": 200, ...}``), before any feature pass; checked once for ``pfbench eval`` and a suite."""
     if subset_size < 2:
-        raise PfbenchError(f"kid: kid_subset_size={subset_size}; it must be >= 2 (the MMD estimate pairs images)")
-    short = [f"{n} {side}" for n, side in ((generated, "generated"), (reference, "reference")) if n < subset_size]
+        raise FieldError("kid_subset_size", f"{subset_size}; it must be >= 2 (the MMD estimate pairs images)")
+    short = [f"{n} {side}" for side, n in sides.items() if n < subset_size]
     if short:
-        raise PfbenchError(
-            f"kid: kid_subset_size={subset_size} exceeds the {' and '.join(short)} images; lower it to at most "
-            f"{min(generated, reference)} (pfbench eval --kid-subset-size, suite eval.kid_subset_size)"
-        )
+        raise FieldError("kid_subset_size", f"{subset_size} exceeds the {' and '.join(short)} images; lower it to at "
+                         f"most {min(sides.values())} (pfbench eval --kid-subset-size, suite eval.kid_subset_size)")
 
 
 class KID(_KeptPool):
@@ -203,7 +207,7 @@ class KID(_KeptPool):
                  subsets: int = 100, seed: int = 2020) -> None:  # fmt: skip
         super().__init__(reference)
         if num_samples is not None:
-            check_kid_sizes(kid_subset_size, num_samples, reference.n)
+            check_kid_sizes(kid_subset_size, {"generated": num_samples, "reference": reference.n})
         self.subsets, self.subset_size, self.seed = subsets, kid_subset_size, seed
 
     def compute(self) -> dict[str, float]:
@@ -211,7 +215,7 @@ class KID(_KeptPool):
 
         fake = self._fake()
         real = torch.from_numpy(np.asarray(self.reference.features(self.name), np.float32))
-        check_kid_sizes(self.subset_size, len(fake), len(real))
+        check_kid_sizes(self.subset_size, {"generated": len(fake), "reference": len(real)})
         out = kid_features_to_metric(fake, real, kid_subsets=self.subsets, kid_subset_size=self.subset_size,
                                      rng_seed=self.seed, verbose=False)  # fmt: skip
         return {"kid": out["kernel_inception_distance_mean"], "kid_std": out["kernel_inception_distance_std"]}

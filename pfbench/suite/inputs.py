@@ -22,11 +22,12 @@ import torch
 from pfbench import PfbenchError
 from pfbench.assets import asset_path
 from pfbench.data.vae import vae_weights_file
+from pfbench.encoders.base import weights_key
 from pfbench.fetch import check_lock, provider
+from pfbench.registry import FEATURES, METRICS
 from pfbench.suite.spec import ModelSpec, SuiteSpec, plan, split_model
 from pfbench.weights import KNOWN_WEIGHTS, OPT_OUT, candidate_paths, resolve_weights, verify_weights
 
-INCEPTION_METRICS = ("fid", "sfid", "is", "pr", "kid")  # pfbench.evaluate.metric_pass.INCEPTION (importing it loads metrics)
 TRAIN_HINT = "no download: train it (pfbench train suites/recipes/…) and put its last.pt here"
 
 
@@ -200,23 +201,33 @@ def _data_inputs(spec: SuiteSpec, verify: bool) -> list[Missing]:
 
 
 def _metric_inputs(spec: SuiteSpec, verify: bool) -> list[Missing]:
-    """Metric weights, found and checked against their known sha256 (Inception's check obeys eval.verify_weights)."""
+    """The weights file of each feature network the suite's metrics read, by the weights key its registry entry
+    declares (``pfbench.encoders.base.takes_weights``): a known file is found offline and checked against its sha256
+    (Inception's check obeys eval.verify_weights); a plugin's own file must be set in ``eval.weights``."""
     ev = spec.eval
-    wanted = [("inception-v3-compat", ev.weights, "eval.weights", [m for m in spec.metrics if m in INCEPTION_METRICS]),
-              ("clip-vit-l-14-openai", ev.clip_weights, "eval.clip_weights", [m for m in spec.metrics if m == "clip_score"]),
-              ("dinov2-vitl14", ev.dinov2_weights, "eval.dinov2_weights", [m for m in spec.metrics if m == "fd_dinov2"])]
+    given = ev.weights_map()
+    networks: dict[str, list[str]] = {}
+    for m in spec.metrics:
+        networks.setdefault(getattr(METRICS.get(m), "features", "images"), []).append(m)
     out = []
-    for key, given, option, metrics in wanted:
-        if not metrics:
+    for network, metrics in networks.items():
+        key = weights_key(FEATURES.get(network))
+        if key is None:
             continue
-        label = f"{option} (metrics {', '.join(metrics)})"
+        label = f"{_option(spec, network)} (metrics {', '.join(metrics)})"
+        if key not in KNOWN_WEIGHTS:  # a plugin's own weights: no offline search
+            if given.get(network) is None or not Path(given[network]).expanduser().is_file():
+                out.append(Missing(label, given.get(network) or f"the weights file of feature network {network!r}",
+                                   "not found" if network in given else "not set",
+                                   f"set eval.weights.{network} to the file (pfbench eval: --weights {network}=PATH)"))
+            continue
         w = KNOWN_WEIGHTS[key]
         try:
-            path = resolve_weights(key, given, verify=False)
+            path = resolve_weights(key, given.get(network), verify=False)
         except PfbenchError as err:
             remedy = f"pfbench fetch {w.fetch}" if w.fetch else f"download {w.url} into $PFBENCH_WEIGHTS"
-            out.append(Missing(label, str(candidate_paths(key, given)[0][1]), "not found",
-                               remedy if given is None else str(err)))
+            out.append(Missing(label, str(candidate_paths(key, given.get(network))[0][1]), "not found",
+                               remedy if network not in given else str(err)))
             continue
         check = verify and (ev.verify_weights or key not in OPT_OUT)
         if check and w.sha256 is not None:
@@ -228,6 +239,16 @@ def _metric_inputs(spec: SuiteSpec, verify: bool) -> list[Missing]:
         if check:
             out += _changed(label, path, verify)
     return out
+
+
+def _option(spec: SuiteSpec, network: str) -> str:
+    """The suite key that gives ``network``'s weights: ``eval.weights.<network>``, or the alias the suite used."""
+    ev = spec.eval
+    aliases = {"inception": ("eval.weights", isinstance(ev.weights, str)),
+               "clip": ("eval.clip_weights", ev.clip_weights is not None),
+               "dinov2": ("eval.dinov2_weights", ev.dinov2_weights is not None)}
+    alias, used = aliases.get(network, ("", False))
+    return alias if used else f"eval.weights.{network}"
 
 
 def _merged(found: list[Missing]) -> tuple[Missing, ...]:
@@ -243,5 +264,5 @@ def _merged(found: list[Missing]) -> tuple[Missing, ...]:
     return tuple(out.values())
 
 
-__all__ = ["INCEPTION_METRICS", "Inputs", "Missing", "check_inputs", "find_inputs", "runnable", "skip_notes",
+__all__ = ["Inputs", "Missing", "check_inputs", "find_inputs", "runnable", "skip_notes",
            "skipped_models", "used_models"]

@@ -150,11 +150,12 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> SuiteSpe
                 close = difflib.get_close_matches(name, list(spec.models), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise PfbenchError(f"grid[{gi}].models: unknown model {name!r}{hint}")
-        for si, sampler in enumerate(grid.samplers):
-            try:
-                SAMPLERS.get(sampler.name)
-            except PfbenchError as err:
-                raise PfbenchError(f"grid[{gi}].samplers[{si}]: {err}") from None
+    samplers = [(f"grid[{gi}].samplers[{si}]", s) for gi, g in enumerate(spec.grid) for si, s in enumerate(g.samplers)]
+    for where, sampler in samplers + ([("eval.curve_sampler", spec.eval.curve_sampler)] if spec.eval.curve_sampler else []):
+        try:
+            SAMPLERS.get(sampler.name)
+        except PfbenchError as err:
+            raise PfbenchError(f"{where}: {err}") from None
     cell_claims = [c.name for c in PAPER_CLAIMS if c.kind == "cell"]
     for ti, name in enumerate(spec.claims.trends):
         if name not in cell_claims:

@@ -16,6 +16,7 @@ import torch
 
 from pfbench.data import class_names
 from pfbench.data.heterogeneity import DEFAULT_HETEROGENEITY
+from pfbench.encoders.base import FeatureContext
 from pfbench.evaluate.metric_pass import evaluate
 from pfbench.evaluate.sources import embedded_reference, images_from_tensor
 from pfbench.io import content_hash
@@ -58,10 +59,9 @@ class Scorer:
             samples = dataclasses.replace(samples, captions=tuple(captions))
         ref = data.reference or ("embedded" if data.heterogeneity == DEFAULT_HETEROGENEITY else
                                  embedded_reference(data.resolution, data.test_size, data.heterogeneity))
-        result = evaluate(samples, ref, names, batch_size=ev.batch_size,
-                          device=ev.device, weights=ev.weights, ref_size=data.test_size, resize=ev.resize,
-                          clip_weights=ev.clip_weights, dinov2_weights=ev.dinov2_weights,
-                          class_names=class_names(data.name), verify_weights=ev.verify_weights,
+        ctx = FeatureContext(device=ev.device, batch_size=ev.batch_size, weights=ev.weights_map(),
+                             verify=ev.verify_weights, resize=ev.resize)
+        result = evaluate(samples, ref, names, ctx, ref_size=data.test_size, class_names=class_names(data.name),
                           kid_subset_size=ev.kid_subset_size, is_order=ev.is_order)
         result.pop("num_samples", None)
         classes = [METRICS.get(n) for n in names]  # each declares its keys' directions
@@ -81,16 +81,20 @@ class Scorer:
         """Hash of everything that changes metric values besides the pixels (metrics, reference, resize, options)."""
         ev = self.spec.eval
         opts = {k: v for k, v in self.args().items() if k != "resize" and v != _DEFAULT_OPTIONS.get(k)}
-        return content_hash([self.spec.metrics, self.spec.data.key(), ev.resize, ev.weights]
-                            + ([ev.clip_weights, ev.dinov2_weights] if ev.clip_weights or ev.dinov2_weights else [])
+        weights = ev.weights_map()  # as before the map: Inception's path (or None), then CLIP's and DINOv2's if set,
+        clip, dinov2 = weights.pop("clip", None), weights.pop("dinov2", None)  # then other networks' paths if set
+        used = {getattr(METRICS.get(m), "features", "images") for m in self.spec.metrics}
+        others = {k: v for k, v in sorted(weights.items()) if k != "inception" and k in used}
+        return content_hash([self.spec.metrics, self.spec.data.key(), ev.resize, weights.get("inception")]
+                            + ([clip, dinov2] if clip or dinov2 else []) + ([others] if others else [])
                             + ([opts] if opts else []))[:8]
 
     def args(self) -> dict[str, Any]:
         """How the suite's metrics are computed (``pfbench.metrics.options.metric_args``): resize, IS order, KID
         subset size, and the Inception file's sha256 plus the non-standard keys when its check is off."""
         ev = self.spec.eval
-        return metric_args(self.spec.metrics, resize=ev.resize, weights=ev.weights, verify_weights=ev.verify_weights,
-                           kid_subset_size=ev.kid_subset_size, is_order=ev.is_order)
+        return metric_args(self.spec.metrics, resize=ev.resize, weights=ev.weights_map().get("inception"),
+                           verify_weights=ev.verify_weights, kid_subset_size=ev.kid_subset_size, is_order=ev.is_order)
 
     def context(self) -> dict[str, str]:
         """``Row`` fields that say how metrics were computed: ``ref_id`` (reference set) and ``metric_args``."""

@@ -11,7 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pfbench import PfbenchError
+from pfbench import FieldError, PfbenchError
+from pfbench.adapters.cfg import check_interval
 from pfbench.data.heterogeneity import DEFAULT_HETEROGENEITY
 from pfbench.io import content_hash
 from pfbench.registry import SAMPLERS
@@ -158,9 +159,11 @@ class EvalSpec:
     patch_spread: bool = False
     parallel_train: bool = True  # train the suite's models in concurrent processes
     resize: str = "tf1x"  # Inception resize: "tf1x" (torch-fidelity, TF-compatible) or "clean" (clean-fid)
-    weights: str | None = None  # Inception weights file/folder (else $PFBENCH_WEIGHTS, then the library cache)
-    clip_weights: str | None = None  # open_clip ViT-L/14 file for clip_score (else the same search)
-    dinov2_weights: str | None = None  # DINOv2 ViT-L/14 file for fd_dinov2 (else the same search)
+    # Feature network -> weights file/folder ({inception: ..., dinov2: ..., clip: ..., <plugin network>: ...}; unset:
+    # $PFBENCH_WEIGHTS, then the library cache). Aliases: a bare path (Inception), clip_weights, dinov2_weights.
+    weights: dict[str, str] | str | None = None
+    clip_weights: str | None = None
+    dinov2_weights: str | None = None
     device: str = "cpu"  # where sampling, decoding and metrics run ("cuda" on a GPU machine)
     # Inception metric options (pfbench.metrics.options): false accepts a non-official Inception file (rows
     # record its sha256 and are marked non-standard); KID subset size; IS sample order "file" (ADM) or "shuffle"
@@ -173,6 +176,14 @@ class EvalSpec:
     # it enters every cell's key.
     precision: str = "fp32"  # fp32 | tf32 | bf16
     compile: bool = False
+
+    def weights_map(self) -> dict[str, str]:
+        """One map feature network -> weights path: ``weights`` with its aliases folded in (a bare ``weights`` path is
+        Inception's, ``clip_weights`` and ``dinov2_weights``); unset entries are absent."""
+        legacy = {"inception": self.weights if isinstance(self.weights, str) else None,
+                  "clip": self.clip_weights, "dinov2": self.dinov2_weights}
+        given = self.weights if isinstance(self.weights, dict) else {}
+        return {k: v for k, v in (legacy | given).items() if v is not None}
 
     def numerics(self) -> str:
         """What the sampling numerics add to cell keys: "" for fp32 uncompiled (keys made before these options
@@ -399,6 +410,11 @@ def plan(spec: SuiteSpec) -> list[RunSpec]:
     cells = []
     sw = spec.sweep
     valid = {"model", "sampler", "nfe", "steps", "cfg_scale", "seed", "train_seed"}
+    for k, interval in enumerate(sw.cfg_interval):
+        try:
+            check_interval(interval)
+        except FieldError as err:
+            raise err.under(f"sweep.cfg_interval[{k}]") from None
     for gi, grid in enumerate(spec.grid):
         samplers = [x for s in grid.samplers for x in expand_sampler(s)]
         for sampler in samplers:
@@ -411,8 +427,6 @@ def plan(spec: SuiteSpec) -> list[RunSpec]:
                 continue  # an interval changes nothing without guidance
             if sw.pair_seeds and split_model(model)[1] not in (None, seed):
                 continue  # a per-seed instance samples with its own seed only
-            if interval is not None and (len(interval) != 2 or not 0 <= interval[0] <= interval[1] <= 1):
-                raise PfbenchError(f"sweep.cfg_interval: {interval} must be [t_lo, t_hi] with 0 <= t_lo <= t_hi <= 1")
             iv = None if interval is None else (float(interval[0]), float(interval[1]))
             nfe, steps = (None, n) if fixed else (n, None)
             cells.append(RunSpec(spec.name, model, sampler, nfe, seed, sw.num_samples, scale, iv, steps))

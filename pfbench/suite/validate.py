@@ -21,9 +21,11 @@ from typing import Any
 
 import torch
 
-from pfbench import PfbenchError
+from pfbench import FieldError, PfbenchError
 from pfbench.config import Builder
 from pfbench.data.heterogeneity import DEFAULT_HETEROGENEITY, check_heterogeneity
+from pfbench.evaluate.metric_pass import check_weights
+from pfbench.metrics.standard import check_is_order, check_kid_sizes
 from pfbench.registry import SAMPLERS
 from pfbench.suite.inputs import check_inputs
 from pfbench.suite.spec import (
@@ -77,6 +79,8 @@ def validate(spec: SuiteSpec) -> None:
         if model.train is not None:
             try:
                 train = spec_from_dict(model.train)
+            except FieldError as err:  # a plugin's (field, reason), e.g. timesteps.params.s: must be >= 0
+                raise err.under(f"models.{name}.train") from None
             except PfbenchError as err:
                 raise PfbenchError(f"models.{name}.train: {err}") from None
             _check_heterogeneity(spec, name, train.data.name, train.data.heterogeneity)
@@ -118,9 +122,7 @@ def _check_axes(spec: SuiteSpec) -> None:
             what = "step count" if steps else "budget"
             raise PfbenchError(f"{path}: empty list; give at least one {what}, or drop the key to use the sweep's")
         top, unit = (MAX_STEPS, "outer sampling steps") if steps else (MAX_NFE, "model calls per sample")
-        for k, n in enumerate(values):
-            if isinstance(n, bool) or not isinstance(n, int):
-                raise PfbenchError(f"{path}[{k}] = {n!r}: must be an integer ({unit})")
+        for k, n in enumerate(values):  # integers: the config builder checked the type (pfbench.config)
             if not 1 <= n <= top:
                 raise PfbenchError(f"{path}[{k}] = {n}: must be in [1, {top}] ({unit})")
     if sw.num_samples < 1:
@@ -177,6 +179,14 @@ def _check_eval(spec: SuiteSpec) -> None:
         hint = f"; did you mean {close[0]!r}?" if close else " (valid: tf1x, clean)"
         raise PfbenchError(f"eval.resize = {ev.resize!r}: unknown Inception resize{hint}")
     _check_metric_options(spec)
+    given = ev.weights if isinstance(ev.weights, dict) else {}
+    for network, alias in (("clip", "clip_weights"), ("dinov2", "dinov2_weights")):
+        if network in given and getattr(ev, alias) is not None:
+            raise PfbenchError(f"eval.{alias}: also given as eval.weights.{network}; keep one (eval.weights.{network})")
+    try:
+        check_weights(ev.weights_map())
+    except FieldError as err:
+        raise err.under("eval.weights") from None
     try:
         device = torch.device(ev.device)
     except (RuntimeError, TypeError):
@@ -190,29 +200,26 @@ def _check_eval(spec: SuiteSpec) -> None:
 
 
 def _check_metric_options(spec: SuiteSpec) -> None:
-    """IS order and KID subset size (``pfbench.metrics.options``) against the images each evaluation gets."""
+    """IS order and KID subset size (``pfbench.metrics.standard``'s own checks) against the images each evaluation
+    of the suite gets."""
     ev = spec.eval
-    if "is" in spec.metrics and ev.is_order not in ("file", "shuffle"):
-        raise PfbenchError(f"eval.is_order = {ev.is_order!r}: must be file (the ADM evaluator's sample order) or "
-                           "shuffle (torch-fidelity's)")  # fmt: skip
-    if "kid" in spec.metrics:
-        sizes = {"sweep.num_samples": spec.sweep.num_samples}
-        if ev.learning_curve and any(m.train for m in spec.models.values()):
-            sizes["eval.curve_samples"] = ev.curve_samples
-        if spec.data.name == "embedded" and spec.data.reference is None:
-            sizes["data.test_size"] = spec.data.test_size  # the reference images
-        key, n = min(sizes.items(), key=lambda kv: kv[1])
-        if not 2 <= ev.kid_subset_size <= n:
-            raise PfbenchError(f"eval.kid_subset_size = {ev.kid_subset_size}: must be in [2, {n}] ({key} = {n}: KID "
-                               "draws subsets of that many images from each side)")  # fmt: skip
+    try:
+        if "is" in spec.metrics:
+            check_is_order(ev.is_order)
+        if "kid" in spec.metrics:
+            sizes = {"sweep.num_samples": spec.sweep.num_samples}
+            if ev.learning_curve and any(m.train for m in spec.models.values()):
+                sizes["eval.curve_samples"] = ev.curve_samples
+            if spec.data.name == "embedded" and spec.data.reference is None:
+                sizes["data.test_size"] = spec.data.test_size  # the reference images
+            check_kid_sizes(ev.kid_subset_size, sizes)
+    except FieldError as err:
+        raise err.under("eval") from None
 
 
 def _build_sampler(spec: SamplerSpec, where: str) -> list[SamplerSpec]:
     """Checks a grid sampler's name and parameters (each value of a list-valued axis); returns its expansion."""
-    try:
-        cls = SAMPLERS.get(spec.name)
-    except PfbenchError as err:
-        raise PfbenchError(f"{where}: {err}") from None
+    cls = SAMPLERS.get(spec.name)  # the name was checked, with its key path, by load_suite
     if "steps" in spec.params:
         raise PfbenchError(f"{where}.params.steps: the step count follows from the NFE budget (nfe) or is the cell's "
                            "fixed step count (sweep.steps, or steps: in the grid block); remove it")
@@ -228,8 +235,11 @@ def _build_sampler(spec: SamplerSpec, where: str) -> list[SamplerSpec]:
                 _TYPES.convert(item, hints[key], path)
     expanded = expand_sampler(spec)
     for one in expanded:
-        if _make(cls, one.params) is None:
+        problem = _make(cls, one.params)
+        if problem is None:
             continue
+        if isinstance(problem, FieldError):  # a sampler that names its field: its key path, its reason
+            raise problem.under(f"{where}.params") from None
         for key, value in one.params.items():  # find the parameter that fails on its own, for the key path
             problem = _make(cls, {key: value})
             if problem is not None:

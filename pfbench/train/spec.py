@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from pfbench import PfbenchError
+from pfbench import FieldError, PfbenchError
 from pfbench.config import Builder, Wording
 from pfbench.data.heterogeneity import DEFAULT_HETEROGENEITY, check_heterogeneity
 from pfbench.data.train_data import TRAIN_DATASETS, data_shape
@@ -269,7 +269,10 @@ class TrainSpec:
     def timestep_sampler(self) -> Any:
         """The configured timestep sampler; a SiT run needs one with constant rows."""
         assert self.timesteps is not None
-        sampler = make_timestep_sampler(self.timesteps.name, **self.timesteps.params)
+        try:
+            sampler = make_timestep_sampler(self.timesteps.name, **self.timesteps.params)
+        except FieldError as err:  # a timestep sampler's own (field, reason): its key path below this config
+            raise err.under("timesteps.params") from None
         if not self.per_token:
             probe = sampler(4, 16, torch.Generator().manual_seed(0))  # (4, 16)
             if not bool((probe == probe[:, :1]).all()):
