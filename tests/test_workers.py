@@ -195,17 +195,29 @@ def test_a_model_trained_to_the_end_by_an_earlier_run_still_gets_its_training_sp
     assert sorted(rows["model"]) == ["pf", "sit"] and (rows["value"] > 0).all()
 
 
-def test_run_workers_runs_at_most_max_parallel_at_once() -> None:
-    """Twenty models on two cores must not start twenty processes (memory): the next starts when one ends."""
+def test_run_workers_runs_at_most_max_parallel_at_once(tmp_path: Path) -> None:
+    """Twenty models on two cores must not start twenty processes (memory): the next starts when one ends.
+
+    Each call marks that it started and then waits until the test releases it, so the check does not depend on
+    how fast processes start: the test releases one call only once two run, and a third must never start.
+    """
     from pfbench.suite.workers import run_workers
 
-    seen: list[int] = []
+    wait_for_release = "touch start-$0; while [ ! -e go-$0 ]; do sleep 0.05; done"
+    running_seen: list[int] = []
 
     def tick(workers: dict) -> None:
-        seen.append(sum(w.outcome is None for w in workers.values()))
+        started = {p.name.removeprefix("start-") for p in tmp_path.glob("start-*")}
+        released = {p.name.removeprefix("go-") for p in tmp_path.glob("go-*")}
+        running = sorted(started - released)
+        running_seen.append(len(running))
+        assert len(running) <= 2, running
+        if running and (len(running) == 2 or len(started) == 5):
+            (tmp_path / f"go-{running[0]}").touch()
 
-    calls = {f"w{i}": (time.sleep, (0.8,)) for i in range(5)}
-    out = run_workers(calls, tick, max_parallel=2)
-    assert sorted(out) == sorted(calls) and all(v is None for v in out.values())
-    assert max(seen) == 2, seen  # two ran together, never three
-    assert len(seen) >= 3  # five calls of 0.8 s two at a time take at least three rounds
+    calls = {f"w{i}": (subprocess.run, (["sh", "-c", wait_for_release, str(i)],)) for i in range(5)}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        out = run_workers(calls, tick, max_parallel=2)
+    assert sorted(out) == sorted(calls) and all(v.returncode == 0 for v in out.values())
+    assert max(running_seen) == 2, running_seen  # two ran together, never three
