@@ -132,3 +132,49 @@ def test_mde_rows_scale_the_sd_of_paired_differences() -> None:
     t = power_table(table)
     assert t is not None and len(t.rows) == 3 and t.rows[0][3] == "5 training seeds"
     assert power_table(evaluate_claims(_steps_rows().iloc[:0])) is None
+
+
+def test_an_nfe_cell_is_read_as_the_cell_of_its_step_count() -> None:
+    """A suite that runs euler_pf(N) and look_ahead(N) only through NFE budgets (euler_pf at NFE N, look_ahead at
+    NFE 2N) gets the same equal-steps claims and table as one that runs them as steps-mode cells; where both were
+    run, the steps-mode row is the one read."""
+    ran = _steps_rows()
+    as_budget = ran["sampler"].isin(["euler_pf", "look_ahead"])
+    calls = ran["nfe_used"].where(ran["sampler"] == "euler_pf", ran["steps"] * 2)
+    moved = ran[as_budget].assign(nfe_budget=calls)  # steps column = the sampler's step count at that budget
+    budget_only = pd.concat([ran[~as_budget], moved], ignore_index=True)
+    want = evaluate_claims(ran, claims=tuple(c for c in PAPER_CLAIMS if c.family == STEPS))
+    got = evaluate_claims(budget_only, claims=tuple(c for c in PAPER_CLAIMS if c.family == STEPS))
+    key = ["claim", "metric", "basis"]
+    pd.testing.assert_frame_equal(got.sort_values(key).reset_index(drop=True), want.sort_values(key).reset_index(drop=True))
+    assert steps_table(got, budget_only).markdown() == steps_table(want, ran).markdown()
+    # both run: a budget row with a different value does not replace (or join) the steps-mode one
+    both = pd.concat([ran, moved.assign(value=moved["value"] + 100.0)], ignore_index=True)
+    again = evaluate_claims(both, claims=tuple(c for c in PAPER_CLAIMS if c.family == STEPS))
+    pd.testing.assert_frame_equal(again.sort_values(key).reset_index(drop=True), want.sort_values(key).reset_index(drop=True))
+    # the step count comes from sampler_args where the steps column is empty (rows of older runs)
+    old = moved.assign(steps=pd.NA, sampler_args=[f'{{"shift": 1.0, "steps": {int(n)}}}' for n in moved["steps"]])
+    older = evaluate_claims(pd.concat([ran[~as_budget], old], ignore_index=True),
+                            claims=tuple(c for c in PAPER_CLAIMS if c.family == STEPS))
+    pd.testing.assert_frame_equal(older.sort_values(key).reset_index(drop=True), want.sort_values(key).reset_index(drop=True))
+
+
+@pytest.mark.parametrize(("name", "budget"), [("euler_pf", 8), ("look_ahead", 16), ("dual_loop", 32)])
+def test_a_budget_picks_only_the_step_count(random_net, name: str, budget: int) -> None:
+    """What the report's reading of NFE cells rests on: the sampler at an NFE budget is the sampler at its step
+    count, and so are its images (same seed)."""
+    import torch
+
+    from pfbench.adapters.dit import DiTAdapter
+    from pfbench.registry import SAMPLERS
+    from pfbench.sample.generate import generate
+
+    cls = SAMPLERS.get(name)
+    at_budget = cls.from_budget({}, budget)
+    at_steps = cls.from_steps({}, at_budget.steps)
+    assert at_budget == at_steps
+    assert at_budget.steps == budget if name == "euler_pf" else 1 < at_budget.steps < budget
+    model = DiTAdapter(random_net("pf", seed=3))
+    a = generate(model, at_budget, n=4, seed=7, batch_size=4).images
+    b = generate(model, at_steps, n=4, seed=7, batch_size=4).images
+    assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))

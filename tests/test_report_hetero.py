@@ -23,6 +23,9 @@ from pfbench.report.hetero import (
 LEVELS = {"low": 0.0, "mid": 0.5, "high": 1.0}
 
 
+CALLS = {"euler_pf": 1, "look_ahead": 2, "dual_loop": 4}  # about this many calls per outer step
+
+
 def _rows(suite: str, h: float, growth: float, noise: float = 0.02, seed: int = 0) -> pd.DataFrame:
     """FD cells of one level: euler_pf at 10 - budget effect; dual_loop better by ``growth * h`` (relative), look_ahead
     equal to euler_pf up to noise; 3 replicates; data and model spread rows."""
@@ -36,7 +39,7 @@ def _rows(suite: str, h: float, growth: float, noise: float = 0.02, seed: int = 
                 for sampler, v in (("euler_pf", base), ("dual_loop", base * (1 - growth * h) + rng.normal(0, noise)),
                                    ("look_ahead", base + rng.normal(0, noise))):
                     out.append({"kind": "cell", "model": f"pf@s{s}", "sampler": sampler, "variant": "",
-                                "nfe_budget": b if axis == "nfe" else pd.NA, "steps": b if axis == "steps" else b // 2,
+                                "nfe_budget": b if axis == "nfe" else pd.NA, "steps": b if axis == "steps" else b // CALLS[sampler],
                                 "seed": s, "metric": "fd_embedded", "value": v, "higher_is_better": False,
                                 "ref_id": ref})
     out.append({"kind": "cell", "model": "pf@s0", "sampler": "dual_loop", "variant": '{"p": 0.2}', "nfe_budget": 8,
@@ -102,15 +105,20 @@ def test_report_writes_tables_and_figure(tmp_path: Path) -> None:
         hetero_report(_levels(0.2)[:1], tmp_path / "one")
 
 
-def test_euler_pf_nfe_cell_stands_for_its_equal_steps_cell() -> None:
+def test_an_nfe_cell_stands_for_the_cell_of_its_step_count() -> None:
     rows = _rows("high", 1.0, 0.2)
     cells = rows[rows["kind"] == "cell"]
     base_steps = (cells["sampler"] == "euler_pf") & cells["nfe_budget"].isna()
     moved = rows.drop(index=cells.index[base_steps])  # the suite ran euler_pf's 4 steps only as NFE 4
     nfe4 = cells[base_steps].assign(nfe_budget=pd.array([4] * int(base_steps.sum()), dtype="Int64"))
     rep = replicates(pd.concat([moved, nfe4]), "fd_embedded")
-    got = rep[(rep["sampler"] == "euler_pf") & (rep["axis"] == "steps")].sort_values("seed")["value"].to_numpy()
+    got = rep[(rep["sampler"] == "euler_pf") & (rep["axis"] == "steps") & (rep["budget"] == 4)]
+    got = got.sort_values("seed")["value"].to_numpy()
     assert got == pytest.approx(cells[base_steps].sort_values("seed")["value"].to_numpy())
     assert len(rep[(rep["sampler"] == "euler_pf") & (rep["axis"] == "nfe") & (rep["budget"] == 4)]) == 3
-    other = replicates(moved, "fd_embedded")  # an NFE cell at another step count stands for nothing
-    assert other[(other["sampler"] == "euler_pf") & (other["axis"] == "steps")].empty
+    other = replicates(moved, "fd_embedded")  # NFE 8 and 16 are euler_pf(8) and (16); nothing stands for (4)
+    assert sorted(other[(other["sampler"] == "euler_pf") & (other["axis"] == "steps")]["budget"].unique()) == [8, 16]
+    la = rep[(rep["sampler"] == "look_ahead") & (rep["axis"] == "steps")]  # ran at 4 steps; NFE 8 is 4 steps too
+    assert sorted(la["budget"].unique()) == [4, 8] and len(la[la["budget"] == 4]) == 3  # the run steps cell, once
+    assert la[la["budget"] == 8].sort_values("seed")["value"].to_numpy() == pytest.approx(
+        cells[(cells["sampler"] == "look_ahead") & (cells["nfe_budget"] == 16)].sort_values("seed")["value"].to_numpy())

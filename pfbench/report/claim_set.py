@@ -45,11 +45,11 @@ class Claim:
 PAPER_FID = "FID-10K (ImageNet B/2)"
 
 
-def _c(family: str, name: str, better: tuple[str, ...], worse: tuple[str, ...], paper: str = "",
+def _c(family: str, name: str, better: tuple[str | int, ...], worse: tuple[str | int, ...], paper: str = "",
        kind: str = "cell", metric: str = PAPER_FID) -> Claim:
     """A claim; a ``paper`` text with numbers is prefixed by their ``metric`` (so a table names what they are)."""
     text = f"{metric}: {paper}" if paper and any(ch.isdigit() for ch in paper) else paper
-    return Claim(family, name, Side(*better), Side(*worse), text, kind)
+    return Claim(family, name, Side(*better), Side(*worse), text, kind)  # type: ignore[arg-type]  # (model, sampler[, variant[, steps_x]])
 
 
 # The declared families: Holm's correction runs within each (pfbench.report.correction).

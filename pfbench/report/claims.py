@@ -62,7 +62,7 @@ from pfbench.report.claim_rows import (
 from pfbench.report.claim_set import DIAG, INFER, PAPER_CLAIMS, PF, PF_SIT, SIT, STEPS, TRAIN, Claim, Side
 from pfbench.report.correction import FAILS, HOLDS, SHOWN, SKIPPED, UNSURE, correct
 from pfbench.report.keys import instances
-from pfbench.report.steps import steps_claims
+from pfbench.report.steps import steps_claims, steps_view
 from pfbench.report.trends import slope_test
 
 # claim_set's declarations are re-exported: callers import every claim name from here.
@@ -246,9 +246,10 @@ def _evaluate(rows: pd.DataFrame, claims: tuple[Claim, ...], metrics: tuple[str,
     rows = with_groups(rows.assign(**{c: pd.NA for c in needed if c not in rows}))  # hand-made frames
     cfg = pd.to_numeric(rows["cfg_scale"], errors="coerce").fillna(1.0)
     unguided = rows[(rows["kind"] == "cell") & (cfg == 1.0)]  # claims are about unguided sampling
-    # NFE-mode cells (a budget) for every claim at equal NFE; steps-mode cells (no budget, a fixed step count)
-    # only for the equal-steps family: a steps cell never enters an NFE basis or its GFLOPs interpolation.
-    cells, steps_cells = unguided[unguided["nfe_budget"].notna()], unguided[unguided["nfe_budget"].isna()]
+    # NFE-mode cells (a budget) for every claim at equal NFE; steps-mode cells (no budget, a fixed step count,
+    # plus each NFE cell read as the cell of its step count: ``steps_view``) only for the equal-steps family: a
+    # steps cell never enters an NFE basis or its GFLOPs interpolation.
+    cells, steps_cells = unguided[unguided["nfe_budget"].notna()], steps_view(unguided)
     curves, diags = rows[rows["kind"] == "curve"], rows[rows["kind"] == "diagnostic"]
     out: list[dict] = []
     for claim in claims:

@@ -29,6 +29,7 @@ from pfbench import PfbenchError
 from pfbench.io import atomic_path
 from pfbench.report.mpl import plt
 from pfbench.report.stats import paired, t_interval
+from pfbench.report.steps import steps_view
 from pfbench.report.tables import TextTable, fmt_num
 from pfbench.report.trends import slope_test
 
@@ -63,26 +64,21 @@ def replicates(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Default-variant cells of euler_pf and the adaptive samplers: columns axis, budget, sampler, seed, value,
     higher_is_better (one row per replicate).
 
-    euler_pf makes one call per step, so its N-step cell is its NFE-N cell: where a suite runs only the latter
-    (``sweep.exclude``), it stands for the former on the equal-steps axis.
+    The steps axis is ``steps_view``: each NFE cell also stands for the cell of its step count where that was not
+    run (euler_pf at NFE N is euler_pf(N), look_ahead at NFE 16 is look_ahead(8)).
 
     Raises:
         PfbenchError: two rows for one seed of one cell (two instances of a model in one results folder).
     """
     c = rows[(rows["kind"] == "cell") & (rows["metric"] == metric) & rows["sampler"].isin((BASE, *ADAPTIVE))
              & (rows["variant"].fillna("") == "")]
+    c = pd.concat([c[c["nfe_budget"].notna()].assign(axis="nfe"), steps_view(c).assign(axis="steps")])
     out = pd.DataFrame({
-        "axis": np.where(c["nfe_budget"].isna(), "steps", "nfe"),
+        "axis": c["axis"].to_numpy(),
         "budget": c["nfe_budget"].fillna(c["steps"]).astype("int64").to_numpy(),
         "sampler": c["sampler"].astype(str).to_numpy(), "seed": c["seed"].astype("int64").to_numpy(),
         "value": c["value"].astype("float64").to_numpy(), "higher_is_better": c["higher_is_better"].astype(bool).to_numpy(),
-        "run": c["steps"].astype("Int64").to_numpy(),
     })  # fmt: skip
-    base = out["sampler"] == BASE
-    have = set(out.loc[base & (out["axis"] == "steps"), "budget"])
-    wanted = set(out.loc[out["axis"] == "steps", "budget"]) - have
-    same = out[base & (out["axis"] == "nfe") & (out["run"] == out["budget"]) & out["budget"].isin(wanted)]
-    out = pd.concat([out, same.assign(axis="steps")], ignore_index=True).drop(columns="run")
     dup = out.duplicated(["axis", "budget", "sampler", "seed"])
     if dup.any():
         r = out[dup].iloc[0]

@@ -20,6 +20,42 @@ from pfbench.report.claim_set import DL, LA, PF, STEPS, Claim
 from pfbench.report.correction import METHOD
 from pfbench.report.tables import TextTable
 
+# What makes two cells the same computation once the step count is known (the NFE budget aside).
+_SAME_RUN = ("model", "model_id", "sampler", "variant", "seed", "metric", "cfg_scale", "num_samples", "train_step")
+
+
+def steps_view(cells: pd.DataFrame) -> pd.DataFrame:
+    """Cell rows on the equal-steps axis: steps-mode cells (no NFE budget, ``steps`` set) plus every NFE-mode cell
+    recast as the steps-mode cell of its sampler's step count where no such cell was run.
+
+    A budget only picks the step count (``Sampler.from_budget(params, B)`` is ``Sampler.from_steps(params, N)``
+    with N its largest affordable count, recorded as ``steps`` in ``sampler_args``), and a sample depends on the
+    sampler, the seed and the sample index only: so look_ahead at NFE 16 (8 steps, 15 calls) *is* look_ahead(8).
+    A recast row keeps its calls (``nfe_used``) and GFLOPs and gets ``nfe_budget`` empty. Where both were run,
+    the steps-mode row is kept (they agree to float noise: ``tests/test_claims_steps.py``).
+    """
+    if cells.empty or "nfe_budget" not in cells:
+        return cells.iloc[0:0] if "nfe_budget" not in cells else cells
+    fixed = cells[cells["nfe_budget"].isna() & cells["steps"].notna()]
+    budget = cells[cells["nfe_budget"].notna()]
+    if budget.empty:
+        return fixed
+    from pfbench.report.figures import sampler_arg  # one parser of sampler_args
+
+    run = budget["steps"].astype("Float64") if "steps" in budget else pd.Series(pd.NA, index=budget.index)
+    run = sampler_arg(budget, "steps").fillna(run) if "sampler_args" in budget else run
+    recast = budget[run.notna()].assign(steps=run[run.notna()].astype("int64"), nfe_budget=pd.NA)
+    keys = [k for k in (*_SAME_RUN, "steps") if k in cells]
+
+    def key(frame: pd.DataFrame) -> pd.Series:
+        return frame[keys].astype("string").fillna("").agg("\x1f".join, axis=1)
+
+    if len(fixed):
+        recast = recast[~key(recast).isin(set(key(fixed)))]
+    recast = recast[~key(recast).duplicated()]
+    return pd.concat([fixed, recast]) if len(recast) else fixed
+
+
 # The table's columns: (label, (model, sampler), steps multiple of N).
 SIDES = (("euler_pf(N)", PF, 1), ("dual_loop(N)", DL, 1), ("look_ahead(N)", LA, 1), ("euler_pf(2N)", PF, 2))
 
@@ -79,7 +115,7 @@ def steps_table(table: pd.DataFrame, rows: pd.DataFrame, metric: str = "fd_embed
     if "steps" not in sel or "nfe_budget" not in sel:
         return None
     cfg = pd.to_numeric(sel["cfg_scale"], errors="coerce").fillna(1.0) if "cfg_scale" in sel else 1.0
-    cells = with_groups(sel[sel["nfe_budget"].isna() & sel["steps"].notna() & (cfg == 1.0)])
+    cells = with_groups(steps_view(sel[cfg == 1.0]))
     if cells.empty:
         return None
     hib = higher_is_better(cells)
