@@ -23,7 +23,7 @@ STEPS_SUITES = ("validity_shipped", "validity_quick")  # suites with an equal-st
 BLOCKS = [("claims", s) for s in SUITES] + [("steps", s) for s in STEPS_SUITES]
 # Sections whose bullets state results: each decimal number there must be in a generated block.
 CHECKED = ("## Short answer", "## 32x32", "## Shipped checkpoints", "## Equal steps", "## Quick study",
-           "## Where a claim does not hold")
+           "## Where a claim does not hold", "## Varying the premise")
 
 
 @functools.cache
@@ -53,6 +53,23 @@ def test_committed_block_is_what_the_results_give(kind: str, suite: str) -> None
     assert committed == _block(suite, kind), f"regenerate it: pfbench report {suite}"
 
 
+def _hetero_block() -> str:
+    from pfbench.report.hetero import HETERO_SUITES, hetero_block
+
+    folders = [ROOT / "results" / s for s in HETERO_SUITES]
+    if not all(f.is_dir() for f in folders):
+        return "_Not generated yet: " + ", ".join(f"`results/{s}`" for s in HETERO_SUITES) + " are not all committed._\n"
+    return hetero_block([(s, read_results(f, suite=s)) for s, f in zip(HETERO_SUITES, folders, strict=True)])
+
+
+def test_committed_hetero_block_is_what_the_results_give() -> None:
+    from pfbench.report.hetero import HETERO_BLOCK
+
+    committed = doc_block(DOC.read_text(), HETERO_BLOCK, "hetero")
+    assert committed is not None, "docs/validity.md has no hetero block"
+    assert committed == _hetero_block(), "regenerate it: pfbench hetero"
+
+
 def test_a_missing_results_folder_keeps_a_placeholder_that_says_so(tmp_path: Path) -> None:
     text = missing_block("validity_quick")
     assert "`results/validity_quick` has no result rows" in text and "pfbench report validity_quick" in text
@@ -71,14 +88,14 @@ def _sections(text: str) -> list[str]:
 
 def _bullet_numbers(section: str) -> list[str]:
     """Decimal numbers in the bullets of a section (outside generated blocks), parameters (``r = 2.0``) aside."""
-    section = re.sub(r"<!-- pfbench:claims (\S+) -->.*?<!-- /pfbench:claims \1 -->", "", section, flags=re.S)
+    section = re.sub(r"<!-- pfbench:(\w+) (\S+) -->.*?<!-- /pfbench:\1 \2 -->", "", section, flags=re.S)
     bullets = re.findall(r"(?ms)^- .*?(?=^- |^\s*$|\Z)", section)
     return [m[1] for b in bullets for m in re.finditer(r"(?<![=\d.])(?<!= )(\d+\.\d+)", b)]
 
 
 def test_every_number_in_the_result_bullets_is_in_a_generated_block() -> None:
     text = DOC.read_text()
-    blocks = "".join(doc_block(text, s, kind) or "" for kind, s in BLOCKS)
+    blocks = "".join(doc_block(text, s, kind) or "" for kind, s in BLOCKS) + _hetero_block()
     numbers = [n for sec in _sections(text) for n in _bullet_numbers(sec)]
     assert len(numbers) > 50  # the bullets do state numbers: the check is not vacuous
     missing = sorted({n for n in numbers if n not in blocks})

@@ -9,8 +9,6 @@ import typer
 
 from pfbench.cli.common import console
 
-HETERO_SUITES = ["validity_hetero_low", "validity_hetero_mid", "validity_hetero_high"]
-
 
 def hetero(
     suites: Annotated[list[str] | None, typer.Argument(help="suite names (results/<suite>), one per heterogeneity "
@@ -18,6 +16,9 @@ def hetero(
     results: Annotated[Path, typer.Option(help="results root")] = Path("results"),
     reports: Annotated[Path, typer.Option(help="reports root (writes REPORTS/hetero)")] = Path("reports"),
     metric: Annotated[str, typer.Option(help="metric whose gain is compared")] = "fd_embedded",
+    docs: Annotated[Path, typer.Option(help="docs folder: the block between <!-- pfbench:hetero validity_hetero --> "
+                                            "markers in any of its Markdown files is rewritten (default suites and metric "
+                                            "only)")] = Path("docs"),
 ) -> None:
     """Write reports/hetero/index.md: does the adaptive samplers' gain over euler_pf grow with heterogeneity?
 
@@ -25,7 +26,8 @@ def hetero(
     look_ahead over euler_pf at equal NFE and equal steps, and the trend of the gain over the levels.
     """
     from pfbench import PfbenchError
-    from pfbench.report.hetero import hetero_report
+    from pfbench.report.claim_tables import update_docs
+    from pfbench.report.hetero import HETERO_BLOCK, HETERO_SUITES, hetero_block, hetero_report
     from pfbench.results import read_results
 
     levels = []
@@ -36,3 +38,6 @@ def hetero(
         levels.append((name, read_results(folder, suite=name)))
     md = hetero_report(levels, reports / "hetero", metric)
     console.print(f"wrote {md}")
+    if suites is None and metric == "fd_embedded":  # the documented study: the three levels, FD
+        for path in update_docs(docs, HETERO_BLOCK, hetero_block(levels, metric), kind="hetero"):
+            console.print(f"updated {path}")
