@@ -100,3 +100,19 @@ def test_agree_with_is_read_from_the_suite(tmp_path: Path) -> None:
     assert full_study(load_suite(Path(__file__).resolve().parents[1] / "suites" / "validity.yaml"), tmp_path) is None
     with pytest.raises(PfbenchError, match="claims.agree_with: 'validity' must name another suite"):
         load_suite(Path(__file__).resolve().parents[1] / "suites" / "validity.yaml", ["+claims.agree_with=validity"])
+
+
+def test_trend_lines_over_different_budget_ranges_are_set_side_by_side() -> None:
+    """The quick study's trend runs over NFE 8-16, the full study's over 8-64: the same question, shown with both
+    ranges and slopes (not listed as 'in one study only')."""
+    quick = evaluate_claims(pd.DataFrame(_rows("q", 1.5, (8, 16), 5)), trends=("look_ahead < dual_loop",))
+    full = evaluate_claims(pd.DataFrame(_rows("f", 3.0, (8, 16, 64), 3)), trends=("look_ahead < dual_loop",))
+    a = agreement(quick, full).set_index("claim")
+    row = a.loc["look_ahead < dual_loop: trend with NFE"]
+    assert row["bases"] == "slope per NFE doubling (NFE 8–16) vs slope per NFE doubling (NFE 8–64)"
+    assert row["effect_unit"] == "/doubling"
+    q = quick[quick["claim"] == "look_ahead < dual_loop: trend with NFE"]["diff"].iloc[0]
+    assert row["quick_effect"] == pytest.approx(q)
+    t = agreement_table(quick, full, "validity", "validity_quick")
+    assert "/doubling" in "".join(str(c) for r in t.rows for c in r)
+    assert "trend with NFE" not in t.note.split("only:", 1)[1]  # matched, so in neither "only" list

@@ -17,7 +17,9 @@ from pfbench.report.claim_tables import fmt, overall
 from pfbench.report.correction import COUNTED_KINDS, FAILS, HOLDS
 from pfbench.report.tables import TextTable
 
-COLUMNS = ("family", "claim", "metric", "bases", "quick", "full", "quick_effect", "full_effect", "agree", "opposed")
+TREND_BASIS = "slope per NFE doubling"  # claims.trend_claims' basis: "slope per NFE doubling (NFE 8–32)"
+COLUMNS = ("family", "claim", "metric", "bases", "quick", "full", "quick_effect", "full_effect", "effect_unit", "agree",
+           "opposed")
 
 
 @dataclass(frozen=True)
@@ -43,13 +45,19 @@ def agreement(quick: pd.DataFrame, full: pd.DataFrame) -> pd.DataFrame:
     for (family, claim, metric), gq in q.groupby(["family", "claim", "metric"], sort=False):
         gf = f[(f["claim"] == claim) & (f["metric"] == metric)]
         bases = [b for b in dict.fromkeys(gq["basis"]) if b in set(gf["basis"])]
-        if not bases:
+        trend = len(gq) == len(gf) == 1 and str(gq["basis"].iloc[0]).startswith(TREND_BASIS) and str(
+            gf["basis"].iloc[0]).startswith(TREND_BASIS)
+        if not bases and not trend:
             continue
-        sq, sf = gq[gq["basis"].isin(bases)], gf[gf["basis"].isin(bases)]
+        if bases:
+            sq, sf, shown = gq[gq["basis"].isin(bases)], gf[gf["basis"].isin(bases)], ", ".join(bases)
+        else:  # one trend line each, over each study's own budget range: the same question, said so
+            sq, sf, shown = gq, gf, f"{gq['basis'].iloc[0]} vs {gf['basis'].iloc[0]}"
         vq, vf = overall(sq["verdict"]), overall(sf["verdict"])
-        out.append({"family": family, "claim": claim, "metric": metric, "bases": ", ".join(bases), "quick": vq,
-                    "full": vf, "quick_effect": sq["pct"].astype(float).median(),
-                    "full_effect": sf["pct"].astype(float).median(), "agree": vq == vf,
+        col, unit = ("diff", "/doubling") if trend and not bases else ("pct", "%")
+        out.append({"family": family, "claim": claim, "metric": metric, "bases": shown, "quick": vq,
+                    "full": vf, "quick_effect": sq[col].astype(float).median(),
+                    "full_effect": sf[col].astype(float).median(), "effect_unit": unit, "agree": vq == vf,
                     "opposed": {vq, vf} == {HOLDS, FAILS}})
     return pd.DataFrame(out, columns=list(COLUMNS))
 
@@ -65,8 +73,11 @@ def agreement_table(quick: pd.DataFrame, full: pd.DataFrame | None, full_name: s
     a = agreement(quick, full)
     if a.empty:
         return TextTable("", ("agreement",), ((f"no claim is evaluated in both {quick_name} and {full_name}",),))
-    body = tuple((r.family, r.claim, r.metric, r.bases, f"{r.quick} ({fmt(r.quick_effect, '+.1f')}%)",
-                  f"{r.full} ({fmt(r.full_effect, '+.1f')}%)",
+    def effect(x: float, unit: str) -> str:
+        return fmt(x, "+.3g" if unit != "%" else "+.1f") + unit
+
+    body = tuple((r.family, r.claim, r.metric, r.bases, f"{r.quick} ({effect(r.quick_effect, r.effect_unit)})",
+                  f"{r.full} ({effect(r.full_effect, r.effect_unit)})",
                   "yes" if r.agree else "OPPOSED" if r.opposed else "no") for r in a.itertuples())
     agree, opposed = int(a["agree"].sum()), int(a["opposed"].sum())
     only = [f"{name} only: " + (", ".join(sorted(set(own["claim"]) - set(a["claim"]))) or "none")
@@ -80,5 +91,6 @@ def agreement_table(quick: pd.DataFrame, full: pd.DataFrame | None, full_name: s
                      "hold = reversed somewhere, holding nowhere; mixed = both; else inconclusive), after Holm within "
                      "each study's own claim families: the families differ in size between the two studies, so an "
                      "adjusted verdict can differ at equal raw evidence. Effect: median over those bases, % of the "
-                     "claimed-worse side, positive = claim direction. Claims evaluated (both sides with rows) in "
+                     "claimed-worse side, positive = claim direction; a trend line (each study's own budget range) "
+                     "shows its slope per doubling of NFE. Claims evaluated (both sides with rows) in "
                      f"{'; in '.join(only)}.")

@@ -119,12 +119,15 @@ def steps_table(table: pd.DataFrame, rows: pd.DataFrame, metric: str = "fd_embed
     if cells.empty:
         return None
     hib = higher_is_better(cells)
-    ns = sorted({int(s) for s in cells[cells["sampler"].isin([LA[1], DL[1]])]["steps"]})
+    adaptive = cells[cells["sampler"].isin([LA[1], DL[1]]) & (cells["group"] == PF[0]) & (cells["variant"] == "")]
+    ns = sorted({int(s) for s in adaptive["steps"]})
     claims = table[(table["family"] == STEPS) & (table["metric"] == metric)] if len(table) else table
     names = list(dict.fromkeys(claims["claim"])) if len(claims) else []
     body = []
     for n in ns:
         means = [_mean_cell(cells, side, n * x) for _, side, x in SIDES]
+        if sum(bool(m) for m in means) < 2:  # e.g. look_ahead's 33 steps at NFE 64: nothing to set it beside
+            continue
         deltas = []
         for name in names:
             hit = claims[(claims["claim"] == name) & claims["basis"].isin([basis_of(n, 1), basis_of(n, 2)])]
