@@ -298,11 +298,15 @@ def compare(a: Path, b: Path, tolerances: Mapping[str, Tolerance] | None = None,
     metrics = sorted(set(rows["metric"].astype(str)))
     notes.append("tolerances: " + (", ".join(f"{m} {tolerance_for(m, tols).describe()}" for m in metrics)
                                    or "none used") + ".")
-    if len(rows) and rows["rel_delta"].notna().any():
-        top = rows.loc[rows["rel_delta"].abs().idxmax()]
+    gated = rows[rows["status"] != "info"] if len(rows) else rows  # timings say how busy the machine was
+    if len(gated) and gated["rel_delta"].notna().any():
+        top = gated.loc[gated["rel_delta"].abs().idxmax()]
+        where = (f"NFE {key_text('nfe_budget', top['nfe_budget'])}" if not pd.isna(top["nfe_budget"])
+                 else f"{key_text('fixed_steps', top['fixed_steps'])} steps" if not pd.isna(top.get("fixed_steps"))
+                 else "NFE —")
         notes.append(f"largest relative difference {float(top['rel_delta']):+.2g} ({top['metric']}, "
-                     f"{key_text('model', top['model'])} · {key_text('sampler', top['sampler'])} · NFE "
-                     f"{key_text('nfe_budget', top['nfe_budget'])}).")
+                     f"{key_text('model', top['model'])} · {key_text('sampler', top['sampler'])} · {where})"
+                     + (" over the gated metrics (info-only ones aside)." if len(gated) < len(rows) else "."))
     return CompareResult(str(a), str(b), rows.reset_index(drop=True), only("right_only", "_b"), only("left_only", "_a"),
                          tuple(notes))
 

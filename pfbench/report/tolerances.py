@@ -59,7 +59,8 @@ class Tolerance:
 # Exact metric names first, then fnmatch patterns in this order (overrides are looked up before these).
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "*_std": Tolerance(),  # spread over splits (is_std, kid_std): informational
-    "train_img_per_s": Tolerance(),  # depends on the machine: informational
+    "train_img_per_s": Tolerance(),  # depends on the machine and its load: informational
+    "train_wall_s": Tolerance(),  # the same seconds seen the other way round: informational
     "fid": Tolerance(rel=0.03, sigma=2.0),
     "sfid": Tolerance(rel=0.03, sigma=2.0),
     "fd_*": Tolerance(rel=0.03, sigma=2.0),
