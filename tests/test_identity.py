@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("suite", ["embedded_quick", "thresholds", "validity", "validity_r32", "validity_shipped",
-                                   "repa_embedded"])
+                                   "validity_quick", "validity_hetero_low", "validity_hetero_mid",
+                                   "validity_hetero_high", "repa_embedded"])
 def test_committed_cells_and_units_are_found_under_the_identity_of_today(suite: str) -> None:
     """Golden: every committed cell part (and model-unit part named as today) is the part ``SuiteIdentity``
     computes from the suite's YAML and the model ids the rows record. The sample count and seeds come from the

@@ -26,7 +26,7 @@ from pfbench.report.results_view import headline_metrics, results_sections
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ("embedded_quick", "thresholds", "repa_embedded", "t2i_smoke", "validity", "validity_r32",
-             "validity_shipped")
+             "validity_shipped", "validity_quick")
 QUICK = ("embedded_quick",)
 MAX_COLUMNS = 12
 # Sections a reader meets before the breakdowns and appendices.
