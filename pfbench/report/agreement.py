@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from pfbench.report.claim_set import TREND_BASIS
 from pfbench.report.claim_tables import fmt, overall
 from pfbench.report.correction import COUNTED_KINDS, FAILS, HOLDS
 from pfbench.report.tables import TextTable
 
-TREND_BASIS = "slope per NFE doubling"  # claims.trend_claims' basis: "slope per NFE doubling (NFE 8–32)"
 COLUMNS = ("family", "claim", "metric", "bases", "quick", "full", "quick_effect", "full_effect", "effect_unit", "agree",
            "opposed")
 
@@ -35,6 +35,11 @@ def _counted(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["basis_kind"].isin(COUNTED_KINDS)] if len(table) else table
 
 
+def _one_trend(claim_rows: pd.DataFrame) -> bool:
+    """Whether a claim's counted rows are one trend line (its basis names the study's own budget range)."""
+    return len(claim_rows) == 1 and str(claim_rows["basis"].iloc[0]).startswith(TREND_BASIS)
+
+
 def agreement(quick: pd.DataFrame, full: pd.DataFrame) -> pd.DataFrame:
     """One row per (claim, metric) with counted bases in both claim tables (``evaluate_claims`` output): the
     bases both ran, each study's verdict and median effect (% of the worse side) over them, ``agree`` (the same
@@ -45,8 +50,7 @@ def agreement(quick: pd.DataFrame, full: pd.DataFrame) -> pd.DataFrame:
     for (family, claim, metric), gq in q.groupby(["family", "claim", "metric"], sort=False):
         gf = f[(f["claim"] == claim) & (f["metric"] == metric)]
         bases = [b for b in dict.fromkeys(gq["basis"]) if b in set(gf["basis"])]
-        trend = len(gq) == len(gf) == 1 and str(gq["basis"].iloc[0]).startswith(TREND_BASIS) and str(
-            gf["basis"].iloc[0]).startswith(TREND_BASIS)
+        trend = _one_trend(gq) and _one_trend(gf)
         if not bases and not trend:
             continue
         if bases:

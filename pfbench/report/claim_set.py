@@ -52,6 +52,9 @@ def _c(family: str, name: str, better: tuple[str | int, ...], worse: tuple[str |
     return Claim(family, name, Side(*better), Side(*worse), text, kind)  # type: ignore[arg-type]  # (model, sampler[, variant[, steps_x]])
 
 
+# The basis of a trend claim starts with this ("slope per NFE doubling (NFE 8–32)"; claims.trend_claims).
+TREND_BASIS = "slope per NFE doubling"
+
 # The declared families: Holm's correction runs within each (pfbench.report.correction).
 TRAIN, INFER, PF_SIT, DIAG = "training sampler", "inference sampler", "PF vs SiT", "difficulty"
 STEPS = "equal steps"

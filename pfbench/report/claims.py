@@ -59,7 +59,19 @@ from pfbench.report.claim_rows import (
     verdict,
     with_groups,
 )
-from pfbench.report.claim_set import DIAG, INFER, PAPER_CLAIMS, PF, PF_SIT, SIT, STEPS, TRAIN, Claim, Side
+from pfbench.report.claim_set import (
+    DIAG,
+    INFER,
+    PAPER_CLAIMS,
+    PF,
+    PF_SIT,
+    SIT,
+    STEPS,
+    TRAIN,
+    TREND_BASIS,
+    Claim,
+    Side,
+)
 from pfbench.report.correction import FAILS, HOLDS, SHOWN, SKIPPED, UNSURE, correct
 from pfbench.report.keys import instances
 from pfbench.report.steps import steps_claims, steps_view
@@ -146,7 +158,7 @@ def trend_claims(claim: Claim, cells: pd.DataFrame, metric: str) -> list[dict]:
         per[int(nfe)] = (1.0 if hib else -1.0) * (va - vb)
     stats = slope_test(pd.DataFrame(per))
     return [{"family": claim.family, "claim": f"{claim.name}: trend with NFE", "paper": claim.paper,
-             "metric": metric, "basis": f"slope per NFE doubling (NFE {budgets[0]:.0f}–{budgets[-1]:.0f})",
+             "metric": metric, "basis": f"{TREND_BASIS} (NFE {budgets[0]:.0f}–{budgets[-1]:.0f})",
              "basis_kind": TREND, "reason": "", "better": claim.better.text(), "worse": claim.worse.text(),
              "unit": unit, **stats, "verdict_raw": verdict(stats["lo"], stats["hi"]), "verdict": UNSURE}]
 

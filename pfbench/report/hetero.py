@@ -252,5 +252,5 @@ def hetero_report(levels: Sequence[tuple[str, pd.DataFrame]], out: Path, metric:
     return md
 
 
-__all__ = ["ADAPTIVE", "BASE", "DEFAULT_LEVEL", "HETERO_BLOCK", "HETERO_SUITES", "gain_figure", "gain_table", "gains", "hetero_block", "hetero_report", "level_of",
-           "replicates", "spread_table", "trend_table"]
+__all__ = ["ADAPTIVE", "BASE", "DEFAULT_LEVEL", "HETERO_BLOCK", "HETERO_SUITES", "gain_figure", "gain_table", "gains",
+           "hetero_block", "hetero_report", "level_of", "replicates", "spread_table", "trend_table"]

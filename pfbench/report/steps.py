@@ -18,10 +18,13 @@ import pandas as pd
 from pfbench.report.claim_rows import higher_is_better, replicates, result_row, side_cells, with_groups
 from pfbench.report.claim_set import DL, LA, PF, STEPS, Claim
 from pfbench.report.correction import METHOD
+from pfbench.report.figures import sampler_arg
 from pfbench.report.tables import TextTable
 
-# What makes two cells the same computation once the step count is known (the NFE budget aside).
-_SAME_RUN = ("model", "model_id", "sampler", "variant", "seed", "metric", "cfg_scale", "num_samples", "train_step")
+# What makes two cells the same computation once the step count is known (the NFE budget aside); the keys a
+# frame lacks are left out.
+_SAME_RUN = ("model", "model_id", "decoder", "sampler", "variant", "seed", "metric", "metric_args", "ref_id",
+             "cfg_scale", "cfg_interval", "num_samples", "train_step")
 
 
 def steps_view(cells: pd.DataFrame) -> pd.DataFrame:
@@ -35,14 +38,12 @@ def steps_view(cells: pd.DataFrame) -> pd.DataFrame:
     the steps-mode row is kept (they agree to float noise: ``tests/test_claims_steps.py``).
     """
     if cells.empty or "nfe_budget" not in cells:
-        return cells.iloc[0:0] if "nfe_budget" not in cells else cells
+        return cells.iloc[0:0]
     fixed = cells[cells["nfe_budget"].isna() & cells["steps"].notna()]
     budget = cells[cells["nfe_budget"].notna()]
     if budget.empty:
         return fixed
-    from pfbench.report.figures import sampler_arg  # one parser of sampler_args
-
-    run = budget["steps"].astype("Float64") if "steps" in budget else pd.Series(pd.NA, index=budget.index)
+    run = budget["steps"].astype("Float64")
     run = sampler_arg(budget, "steps").fillna(run) if "sampler_args" in budget else run
     recast = budget[run.notna()].assign(steps=run[run.notna()].astype("int64"), nfe_budget=pd.NA)
     keys = [k for k in (*_SAME_RUN, "steps") if k in cells]
